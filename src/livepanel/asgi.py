@@ -1,0 +1,457 @@
+"""The ASGI endpoint: handshake checks, then one writer and one reader per connection.
+
+The checks run in the order of the contract (TLS, origin, authentication,
+authorization, limits); the first failure answers and nothing else runs. After
+``websocket.accept`` the connection is thin glue: client frames go through
+:class:`livepanel.protocol.ClientProtocol`, and a single writer task drains the
+connection's queue, so a broadcast never awaits a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from asgiref.typing import (
+    ASGI3Application,
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    Scope,
+    WWWScope,
+)
+
+from livepanel.auth import Authenticator, parse_basic_authorization
+from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster
+from livepanel.errors import ConfigurationError
+from livepanel.origin import OriginPolicy
+from livepanel.protocol import (
+    CLOSE_POLICY_VIOLATION,
+    Ack,
+    ClientProtocol,
+    Close,
+    Reply,
+    Subscribe,
+    control_frame,
+    error_frame,
+    parse_connect_query,
+    welcome_frame,
+)
+
+__all__ = ["Authorize", "LivePanelApp", "LivePanelMiddleware"]
+
+logger = logging.getLogger("livepanel")
+
+Authorize = Callable[[Any, WWWScope], "bool | Awaitable[bool]"]
+
+_HTTP_EXTENSION = "websocket.http.response"
+
+
+@dataclass(frozen=True)
+class _Denial:
+    status: int
+    code: str
+    message: str
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _header(scope: WWWScope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _client(scope: WWWScope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "unknown"
+
+
+class LivePanelApp:
+    """The ASGI 3 application serving the livepanel WebSocket endpoint.
+
+    Args:
+        broadcaster: where events come from; the default broadcaster when ``None``.
+        auth: an :class:`~livepanel.auth.Authenticator` such as
+            :class:`~livepanel.auth.BasicAuth`, or ``None`` to allow anonymous
+            access explicitly (logged as a warning). Required.
+        allowed_origins: ``None`` for same-origin, or a list of origins and
+            patterns (see :class:`~livepanel.origin.OriginPolicy`).
+        authorize: ``authorize(principal, scope)``, sync or async; false refuses with 403.
+        require_tls: refuse (403) unless the server reports ``wss``/``https``.
+        heartbeat_interval: seconds of silence before the server sends ``ping``.
+        max_message_size: client frames above this many bytes close with 1009.
+        max_connections: connections this app holds at most (429 beyond).
+        max_connections_per_user: connections one user holds at most (429 beyond).
+        client_rate: client messages per second per connection (token bucket).
+        client_burst: the bucket's size.
+
+    Example::
+
+        app.mount("/ws", LivePanelApp(auth=BasicAuth.from_env()))
+    """
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster | None = None,
+        *,
+        auth: Authenticator | None,
+        allowed_origins: Sequence[str] | None = None,
+        authorize: Authorize | None = None,
+        require_tls: bool = False,
+        heartbeat_interval: float = 25.0,
+        max_message_size: int = 65536,
+        max_connections: int | None = None,
+        max_connections_per_user: int | None = None,
+        client_rate: float | None = 20.0,
+        client_burst: int = 40,
+    ) -> None:
+        if auth is not None and not callable(auth):
+            raise ConfigurationError(
+                "LivePanelApp: auth must be an Authenticator such as BasicAuth.from_env(), "
+                "or None to allow anonymous access"
+            )
+        if heartbeat_interval <= 0:
+            raise ConfigurationError("LivePanelApp: heartbeat_interval must be > 0 seconds")
+        if max_message_size < 1:
+            raise ConfigurationError("LivePanelApp: max_message_size must be >= 1 byte")
+        for name, limit in (
+            ("max_connections", max_connections),
+            ("max_connections_per_user", max_connections_per_user),
+        ):
+            if limit is not None and limit < 1:
+                raise ConfigurationError(f"LivePanelApp: {name} must be >= 1 or None")
+        if auth is None:
+            logger.warning("livepanel: auth=None, the endpoint accepts anonymous connections")
+        self._broadcaster = broadcaster
+        self.auth = auth
+        self.origin_policy = OriginPolicy(allowed_origins)
+        self.authorize = authorize
+        self.require_tls = require_tls
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.max_message_size = max_message_size
+        self.max_connections = max_connections
+        self.max_connections_per_user = max_connections_per_user
+        self.client_rate = client_rate
+        self.client_burst = client_burst
+        self._connections = 0
+        self._per_user: dict[str, int] = {}
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """The broadcaster this endpoint serves (the default one unless given)."""
+        return self._broadcaster if self._broadcaster is not None else get_broadcaster()
+
+    @property
+    def connection_count(self) -> int:
+        """Connections this app holds now."""
+        return self._connections
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(cast(WWWScope, scope), receive, send)
+        elif scope["type"] == "http":
+            await self._http(cast(WWWScope, scope), receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    # ------------------------------------------------------------------ checks
+
+    async def _check(self, scope: WWWScope) -> tuple[_Denial | None, Any, str]:
+        """Run the handshake checks in order; return (denial, principal, user)."""
+        if self.require_tls and scope.get("scheme") not in ("wss", "https"):
+            return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
+        origin = _header(scope, b"origin")
+        if not self.origin_policy.allows(origin, _header(scope, b"host")):
+            return _Denial(403, "origin_not_allowed", "this origin may not connect"), None, ""
+        principal: Any = None
+        if self.auth is not None:
+            try:
+                principal = await self.auth(scope)
+            except Exception:
+                logger.exception("livepanel: the authenticator raised; refusing the connection")
+                principal = None
+            if not principal:
+                headers: tuple[tuple[bytes, bytes], ...] = ()
+                challenge = getattr(self.auth, "challenge", None)
+                if isinstance(challenge, str):
+                    headers = ((b"www-authenticate", challenge.encode("latin-1")),)
+                return _Denial(401, "unauthorized", "authentication required", headers), None, ""
+        if self.authorize is not None:
+            allowed = self.authorize(principal, scope)
+            if inspect.isawaitable(allowed):
+                allowed = await allowed
+            if not allowed:
+                return _Denial(403, "forbidden", "this user may not connect"), principal, ""
+        user = self._user_of(principal, scope)
+        if self.max_connections is not None and self._connections >= self.max_connections:
+            return _Denial(429, "too_many_connections", "the server is full; retry later"), None, ""
+        if (
+            self.max_connections_per_user is not None
+            and self._per_user.get(user, 0) >= self.max_connections_per_user
+        ):
+            return (
+                _Denial(429, "too_many_connections", "this user has too many connections"),
+                None,
+                "",
+            )
+        return None, principal, user
+
+    @staticmethod
+    def _user_of(principal: Any, scope: WWWScope) -> str:
+        name = getattr(principal, "username", None)
+        if isinstance(name, str):
+            return name
+        if principal is not None and principal is not True:
+            return str(principal)
+        credentials = parse_basic_authorization(_header(scope, b"authorization"))
+        return credentials[0] if credentials else ""
+
+    # ------------------------------------------------------------------ plain HTTP
+
+    async def _http(self, scope: WWWScope, receive: ASGIReceiveCallable, send: Any) -> None:
+        denial, _, _ = await self._check(scope)
+        if denial is None:
+            denial = _Denial(
+                426,
+                "upgrade_required",
+                "this is a WebSocket endpoint; connect with a WebSocket client",
+                ((b"upgrade", b"websocket"), (b"connection", b"Upgrade")),
+            )
+        else:
+            self._log_denial(scope, denial)
+        body, headers = self._denial_body(denial)
+        await send({"type": "http.response.start", "status": denial.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    @staticmethod
+    def _denial_body(denial: _Denial) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        body = json.dumps({"error": denial.code, "message": denial.message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *denial.headers,
+        ]
+        return body, headers
+
+    @staticmethod
+    def _log_denial(scope: WWWScope, denial: _Denial) -> None:
+        logger.info(
+            "livepanel: refused %s with %d (%s)", _client(scope), denial.status, denial.code
+        )
+
+    async def _deny(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
+        self._log_denial(scope, denial)
+        if _HTTP_EXTENSION in (scope.get("extensions") or {}):
+            body, headers = self._denial_body(denial)
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": denial.status,
+                    "headers": headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+        else:
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": ""})
+
+    # ------------------------------------------------------------------ lifespan
+
+    async def _lifespan(self, receive: ASGIReceiveCallable, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.broadcaster.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ WebSocket
+
+    async def _websocket(self, scope: WWWScope, receive: ASGIReceiveCallable, send: Any) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        denial, principal, user = await self._check(scope)
+        if denial is not None:
+            await self._deny(scope, send, denial)
+            return
+        # reserve the slot before the first await so two handshakes cannot both pass the limit
+        self._connections += 1
+        self._per_user[user] = self._per_user.get(user, 0) + 1
+        try:
+            scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
+            await _Connection(self, scope, receive, send).run()
+        finally:
+            self._connections -= 1
+            left = self._per_user[user] - 1
+            if left:
+                self._per_user[user] = left
+            else:
+                del self._per_user[user]
+
+
+class _Connection:
+    """One accepted WebSocket: a writer task draining the queue, a reader loop."""
+
+    def __init__(
+        self, app: LivePanelApp, scope: WWWScope, receive: ASGIReceiveCallable, send: Any
+    ) -> None:
+        self.app = app
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.broadcaster = app.broadcaster
+        self.protocol = ClientProtocol(
+            max_message_size=app.max_message_size,
+            client_rate=app.client_rate,
+            client_burst=app.client_burst,
+        )
+        self.id = secrets.token_urlsafe(9)
+        self.last_ack: str | None = None
+
+    async def run(self) -> None:
+        broadcaster = self.broadcaster
+        await broadcaster.start()
+        options = parse_connect_query(self.scope.get("query_string", b""))
+        await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        sub = broadcaster.attach(is_connection=True)
+        sub.push_control(welcome_frame(self.id, self.app.heartbeat_interval, broadcaster.head_id))
+        if options.error is not None:
+            sub.push_control(error_frame("invalid_message", options.error))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read(sub))
+        try:
+            if options.subscribe is not None:
+                await broadcaster.resubscribe(sub, options.subscribe.types, options.subscribe.since)
+            await self._write(sub, options.batch, loop)
+        finally:
+            broadcaster.detach(sub)
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, OSError):
+                pass
+
+    async def _write(self, sub: Subscriber, batch: bool, loop: asyncio.AbstractEventLoop) -> None:
+        """Drain the queue to the socket; send ``ping`` after a heartbeat of silence."""
+        send = self.send
+        interval = self.app.heartbeat_interval
+        last_sent = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def heartbeat() -> None:
+            nonlocal timer
+            idle = loop.time() - last_sent
+            if idle >= interval - 0.01:
+                sub.push_control(control_frame("ping", {}))
+                timer = loop.call_later(interval, heartbeat)
+            else:
+                timer = loop.call_later(interval - idle, heartbeat)
+
+        timer = loop.call_later(interval, heartbeat)
+        try:
+            while True:
+                if not sub.queue and sub.close_code is None:
+                    await sub.wait()
+                if sub.close_code is not None:
+                    if sub.close_code != 1000:  # 1000: the client went away, nothing to send
+                        await self._close(sub.close_code)
+                    return
+                items = sub.take(batch)
+                if not items:
+                    continue
+                if batch and len(items) > 1:
+                    await send(
+                        {"type": "websocket.send", "text": "\n".join(i.frame for i in items)}
+                    )
+                else:
+                    await send({"type": "websocket.send", "text": items[0].frame})
+                last_sent = loop.time()
+                self.broadcaster.count_delivered(sum(1 for i in items if i.event is not None))
+        except OSError:  # the client vanished mid-send
+            sub.close_code = 1000
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _close(self, code: int) -> None:
+        if code == 1013:
+            logger.info("livepanel: closed slow connection %s (1013)", self.id)
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": ""})
+        except OSError:
+            pass
+
+    async def _read(self, sub: Subscriber) -> None:
+        """Turn client frames into actions until the client disconnects."""
+        protocol = self.protocol
+        while True:
+            message = await self.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                sub.close(1000)
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            if isinstance(text, str):
+                actions = protocol.receive_text(text)
+            else:
+                actions = protocol.receive_bytes(cast(bytes, message.get("bytes") or b""))
+            for action in actions:
+                if isinstance(action, Reply):
+                    sub.push_control(action.text)
+                elif isinstance(action, Close):
+                    sub.close(action.code)
+                    return
+                elif isinstance(action, Subscribe):
+                    await self.broadcaster.resubscribe(sub, action.types, action.since)
+                elif isinstance(action, Ack):
+                    self.last_ack = action.id
+
+
+class LivePanelMiddleware:
+    """Serves the livepanel endpoint at ``path`` and passes everything else on untouched.
+
+    Args:
+        app: the ASGI application to wrap.
+        path: where the endpoint lives, matched with or without a trailing slash.
+        **kwargs: the arguments of :class:`LivePanelApp` (``auth`` is required).
+
+    Example::
+
+        app.add_middleware(LivePanelMiddleware, path="/ws", auth=BasicAuth.from_env())
+        # Quart: app.asgi_app = LivePanelMiddleware(app.asgi_app, auth=...)
+    """
+
+    def __init__(self, app: ASGI3Application | Any, path: str = "/ws", **kwargs: Any) -> None:
+        if "auth" not in kwargs:
+            raise ConfigurationError(
+                "LivePanelMiddleware: pass auth=BasicAuth.from_env() (or another "
+                "Authenticator), or auth=None to allow anonymous access"
+            )
+        if not path.startswith("/"):
+            raise ConfigurationError(f"LivePanelMiddleware: path must start with '/', not {path!r}")
+        self.app = app
+        self.path = path.rstrip("/") or "/"
+        self.endpoint = LivePanelApp(**kwargs)
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path = scope["path"].rstrip("/") or "/"
+            if path == self.path:
+                await self.endpoint(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

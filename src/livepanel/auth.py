@@ -1,0 +1,157 @@
+"""Authentication of WebSocket handshakes: HTTP Basic and the ``Authenticator`` protocol.
+
+An authenticator takes the ASGI scope of the handshake and returns a principal
+(anything truthy that identifies the user) or ``None`` to refuse it with 401.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import inspect
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
+
+from asgiref.typing import WWWScope
+
+from livepanel.errors import ConfigurationError
+
+__all__ = ["Authenticator", "BasicAuth", "parse_basic_authorization"]
+
+Verifier = Callable[[str, str], Any | Awaitable[Any]]
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """Anything that turns a handshake's scope into a principal, or ``None``.
+
+    Example, a bearer token checked against a set::
+
+        class TokenAuth:
+            async def __call__(self, scope):
+                for name, value in scope["headers"]:
+                    if name == b"authorization" and value[7:] in TOKENS:
+                        return TOKENS[value[7:]]
+                return None
+    """
+
+    async def __call__(self, scope: WWWScope) -> Any: ...
+
+
+def parse_basic_authorization(value: bytes | str | None) -> tuple[str, str] | None:
+    """Parse an ``Authorization: Basic`` header value into ``(username, password)``.
+
+    Returns ``None`` for anything malformed: another scheme, bad base64, not
+    UTF-8, no colon or an empty username. The password may contain colons.
+
+    Example::
+
+        >>> parse_basic_authorization(b"Basic dXNlcjpwYTpzcw==")
+        ('user', 'pa:ss')
+    """
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    scheme, _, encoded = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    encoded = encoded.strip()
+    if not encoded or len(encoded) > 8192:
+        return None
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    username, colon, password = decoded.partition(":")
+    if not colon or not username:
+        return None
+    return username, password
+
+
+def _header(scope: WWWScope, name: bytes) -> list[bytes]:
+    return [value for key, value in scope["headers"] if key.lower() == name]
+
+
+class BasicAuth:
+    """``Authorization: Basic`` authentication.
+
+    Args:
+        verify: ``verify(username, password)``, sync or async; returns a truthy
+            principal (or ``True``) to accept, anything falsy to refuse. With
+            ``True`` the principal is the username.
+        realm: the realm named in the 401's ``WWW-Authenticate`` header.
+
+    Example::
+
+        async def verify(username, password):
+            user = await users.get(username)
+            return user if user and user.check_password(password) else None
+
+        LivePanelApp(auth=BasicAuth(verify))
+    """
+
+    def __init__(self, verify: Verifier, realm: str = "livepanel") -> None:
+        if not callable(verify):
+            raise ConfigurationError("BasicAuth(verify): verify must be a callable")
+        if '"' in realm or "\\" in realm or not realm.isprintable():
+            raise ConfigurationError("BasicAuth: realm must be printable, without quotes")
+        self.verify = verify
+        self.realm = realm
+
+    @classmethod
+    def from_env(
+        cls, user_var: str = "DASHBOARD_USERNAME", password_var: str = "DASHBOARD_PASSWORD"
+    ) -> BasicAuth:
+        """Accept the one user named by two environment variables, read now.
+
+        The comparison takes the same time whatever the input.
+
+        Raises:
+            ConfigurationError: either variable is unset or empty.
+        """
+        username = os.environ.get(user_var, "")
+        password = os.environ.get(password_var, "")
+        for var, value in ((user_var, username), (password_var, password)):
+            if not value:
+                raise ConfigurationError(
+                    f"BasicAuth.from_env: {var} is not set; set it or pass auth=None "
+                    "to allow anonymous access"
+                )
+        expected_user = username.encode("utf-8")
+        expected_password = password.encode("utf-8")
+
+        def verify(given_user: str, given_password: str) -> bool:
+            user_ok = hmac.compare_digest(given_user.encode("utf-8"), expected_user)
+            password_ok = hmac.compare_digest(given_password.encode("utf-8"), expected_password)
+            return user_ok & password_ok
+
+        return cls(verify)
+
+    @property
+    def challenge(self) -> str:
+        """The ``WWW-Authenticate`` value sent with a 401."""
+        return f'Basic realm="{self.realm}", charset="UTF-8"'
+
+    async def __call__(self, scope: WWWScope) -> Any:
+        values = _header(scope, b"authorization")
+        if len(values) != 1:
+            return None
+        credentials = parse_basic_authorization(values[0])
+        if credentials is None:
+            return None
+        username, password = credentials
+        result = self.verify(username, password)
+        if inspect.isawaitable(result):
+            result = await result
+        if not result:
+            return None
+        return username if result is True else result
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(realm={self.realm!r})"

@@ -1,0 +1,34 @@
+"""Where events live between ``publish`` and the clients: memory or Redis Streams."""
+
+from __future__ import annotations
+
+import importlib
+
+from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.memory import MemoryBackend
+from livepanel.errors import ConfigurationError
+
+__all__ = ["Backend", "Deliver", "MemoryBackend", "backend_from_url"]
+
+
+def backend_from_url(url: str, *, history: int = 1000) -> Backend:
+    """Build a backend from a URL: ``memory://``, ``redis://host:6379/0`` or ``rediss://...``.
+
+    Raises:
+        ConfigurationError: an unknown scheme, or the ``redis`` extra is missing.
+    """
+    scheme = url.partition("://")[0].lower()
+    if scheme == "memory":
+        return MemoryBackend(history=history)
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            module = importlib.import_module("livepanel.backends.redis")
+        except ImportError as exc:  # the redis extra is not installed
+            raise ConfigurationError(
+                f"the Redis backend needs redis-py: pip install 'livepanel[redis]' ({exc})"
+            ) from None
+        backend: Backend = module.RedisBackend.from_url(url, history=history)
+        return backend
+    raise ConfigurationError(
+        f"unknown backend URL {url!r}; expected memory:// or redis://host:port/db"
+    )

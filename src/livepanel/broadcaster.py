@@ -1,0 +1,522 @@
+"""The fan-out hub: publish from anywhere, deliver to every matching subscriber.
+
+A broadcast never waits on a client. Each event is serialized once into a
+shared :class:`Delivery`, and each subscriber gets a reference to it in its own
+bounded queue; a single writer per connection drains that queue. When a queue
+is full the subscriber is closed with 1013 (``slow_consumer="disconnect"``) or
+loses its oldest item (``"drop"``), and nobody else notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from livepanel.backends import Backend, MemoryBackend, backend_from_url
+from livepanel.errors import ConfigurationError, LivePanelError
+from livepanel.events import Event, prepare_payload, registered_types
+from livepanel.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TRY_AGAIN_LATER,
+    TypeFilter,
+    error_frame,
+    parse_id,
+)
+
+__all__ = [
+    "Broadcaster",
+    "Delivery",
+    "SlowConsumer",
+    "Subscriber",
+    "Subscription",
+    "broadcast_event",
+    "get_broadcaster",
+    "set_broadcaster",
+]
+
+logger = logging.getLogger("livepanel")
+
+SlowConsumerPolicy = Literal["disconnect", "drop"]
+
+
+class SlowConsumer(LivePanelError):
+    """A subscription fell ``queue_size`` events behind and was closed (1013)."""
+
+
+class Delivery:
+    """One frame on its way to subscribers: the event (or ``None`` for control
+    frames) and its JSON text, built once and shared by every queue."""
+
+    __slots__ = ("event", "frame")
+
+    def __init__(self, event: Event | None, frame: str) -> None:
+        self.event = event
+        self.frame = frame
+
+
+class _Counters:
+    __slots__ = ("delivered", "dropped", "published", "replayed", "slow_disconnects")
+
+    def __init__(self) -> None:
+        self.published = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.slow_disconnects = 0
+        self.replayed = 0
+
+
+class Subscriber:
+    """A bounded queue of deliveries for one connection or ``subscribe()`` consumer."""
+
+    __slots__ = (
+        "_catchup",
+        "_counters",
+        "_loop",
+        "_waiter",
+        "close_code",
+        "filter",
+        "is_connection",
+        "policy",
+        "queue",
+        "queue_size",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        counters: _Counters,
+        *,
+        types: Iterable[str],
+        queue_size: int,
+        policy: SlowConsumerPolicy,
+        is_connection: bool,
+    ) -> None:
+        self._loop = loop
+        self._counters = counters
+        self._waiter: asyncio.Future[None] | None = None
+        self._catchup: list[Delivery] | None = None
+        self.queue: deque[Delivery] = deque()
+        self.filter = TypeFilter(types)
+        self.queue_size = queue_size
+        self.policy = policy
+        self.is_connection = is_connection
+        self.close_code: int | None = None
+
+    def push(self, item: Delivery) -> None:
+        """Queue a live event; never blocks, never raises."""
+        if self.close_code is not None:
+            return
+        if self._catchup is not None:
+            self._catchup.append(item)
+            return
+        queue = self.queue
+        if len(queue) >= self.queue_size:
+            if self.policy == "disconnect":
+                self._counters.slow_disconnects += 1
+                self.close(CLOSE_TRY_AGAIN_LATER)
+                return
+            queue.popleft()
+            self._counters.dropped += 1
+        queue.append(item)
+        self._wake()
+
+    def push_control(self, frame: str) -> None:
+        """Queue a frame that is not a broadcast event; control frames are never bounded."""
+        if self.close_code is None:
+            self.queue.append(Delivery(None, frame))
+            self._wake()
+
+    def close(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return once the queue holds something or the subscriber is closed."""
+        while not self.queue and self.close_code is None:
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    def take(self, batch: bool) -> list[Delivery]:
+        """Remove and return the next item, or every queued item when ``batch``."""
+        if batch:
+            items = list(self.queue)
+            self.queue.clear()
+            return items
+        return [self.queue.popleft()] if self.queue else []
+
+
+class Subscription:
+    """What ``Broadcaster.subscribe()`` yields: an async iterator of events.
+
+    Attributes:
+        last_event_id: the newest event id when the subscription opened.
+        resumed: ``True`` when ``since`` was honoured, ``False`` when it was not
+            retained (the consumer must refetch state), ``None`` without ``since``.
+    """
+
+    def __init__(self, subscriber: Subscriber, last_event_id: str, counters: _Counters) -> None:
+        self._subscriber = subscriber
+        self._counters = counters
+        self.last_event_id = last_event_id
+        self.resumed: bool | None = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        sub = self._subscriber
+        while True:
+            if sub.close_code == CLOSE_TRY_AGAIN_LATER:
+                raise SlowConsumer("the subscription fell too far behind and was closed")
+            if sub.close_code is not None:
+                raise StopAsyncIteration
+            if sub.queue:
+                item = sub.queue.popleft()
+                if item.event is not None:
+                    self._counters.delivered += 1
+                    return item.event
+                continue
+            await sub.wait()
+
+
+class Broadcaster:
+    """Publishes events to every connected dashboard and ``subscribe()`` consumer.
+
+    Args:
+        backend: ``None`` or ``"memory://"`` for the in-process backend, a
+            ``"redis://host:6379/0"`` URL, or a :class:`~livepanel.backends.Backend`.
+        history: how many recent events are kept for ``since``.
+        queue_size: how many live events may wait for one client.
+        slow_consumer: ``"disconnect"`` closes a client whose queue is full with
+            1013 (it resumes with ``since``); ``"drop"`` drops its oldest event.
+
+    The broadcaster starts itself inside the running event loop on first use,
+    so it needs no lifespan wiring.
+
+    Example::
+
+        broadcaster = Broadcaster("redis://localhost:6379/0", history=5000)
+        broadcaster.publish(SessionCreated(session_key="s1", agent_id="a1", kind="direct"))
+    """
+
+    def __init__(
+        self,
+        backend: Backend | str | None = None,
+        *,
+        history: int = 1000,
+        queue_size: int = 1000,
+        slow_consumer: SlowConsumerPolicy = "disconnect",
+    ) -> None:
+        if not isinstance(history, int) or history < 0:
+            raise ConfigurationError("Broadcaster: history must be an integer >= 0")
+        if not isinstance(queue_size, int) or queue_size < 1:
+            raise ConfigurationError("Broadcaster: queue_size must be an integer >= 1")
+        if slow_consumer not in ("disconnect", "drop"):
+            raise ConfigurationError(
+                f"Broadcaster: slow_consumer must be 'disconnect' or 'drop', not {slow_consumer!r}"
+            )
+        if backend is None:
+            backend = MemoryBackend(history=history)
+        elif isinstance(backend, str):
+            backend = backend_from_url(backend, history=history)
+        elif not isinstance(backend, Backend):
+            raise ConfigurationError(
+                "Broadcaster: backend must be None, a URL string or a Backend instance"
+            )
+        self.backend = backend
+        self.history = history
+        self.queue_size = queue_size
+        self.slow_consumer: SlowConsumerPolicy = slow_consumer
+        self._counters = _Counters()
+        self._subscribers: list[Subscriber] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: asyncio.Future[None] | None = None
+        self._head_id = ""
+        self._start_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ publish
+
+    def publish(self, event_or_type: Any, payload: Any = None) -> Event:
+        """Validate, redact and hand the event on; never blocks, callable from any thread.
+
+        Returns the accepted event (with its ``id`` where the backend assigns
+        it synchronously, as the memory backend does).
+
+        Raises:
+            ValueError: an unregistered type or a payload that does not fit it.
+        """
+        event = _prepare(event_or_type, payload)
+        self._counters.published += 1
+        return self.backend.publish_nowait(event)
+
+    async def apublish(self, event_or_type: Any, payload: Any = None) -> Event:
+        """Like :meth:`publish`, but returns once the backend has stored the event.
+
+        Raises:
+            ValueError: as :meth:`publish`.
+            BackendUnavailable: the backend cannot take the event.
+        """
+        event = _prepare(event_or_type, payload)
+        await self.start()
+        stored = await self.backend.publish(event)
+        self._counters.published += 1
+        return stored
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Bind to the running loop and start the backend (done on first use anyway)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop and self._starting is not None:
+            if not self._starting.done():
+                await asyncio.shield(self._starting)
+            self._starting.result()
+            return
+        if self._loop is not None and self._loop is not loop and not self._loop.is_closed():
+            raise RuntimeError(
+                "this Broadcaster is running in another event loop; use one Broadcaster per loop"
+            )
+        self._loop = loop
+        self._subscribers = []
+        starting = self._starting = loop.create_future()
+        try:
+            self._head_id = await self.backend.start(loop, self._deliver)
+        except BaseException as exc:
+            self._starting = None
+            self._loop = None
+            starting.set_exception(exc)
+            starting.exception()  # mark retrieved: the caller gets it raised
+            raise
+        starting.set_result(None)
+
+    async def close(self, code: int = CLOSE_GOING_AWAY) -> None:
+        """Close every subscriber (1001 by default) and stop the backend."""
+        for sub in self._subscribers:
+            sub.close(code)
+        self._subscribers = []
+        if self._loop is not None:
+            await self.backend.stop()
+        self._loop = None
+        self._starting = None
+
+    # ------------------------------------------------------------------ fan-out
+
+    def _deliver(self, events: Sequence[Event]) -> None:
+        subscribers = self._subscribers
+        closed = False
+        for event in events:
+            item = Delivery(event, event.to_json())  # serialized once for everyone
+            kind = event.type
+            for sub in subscribers:
+                if sub.filter.everything or sub.filter.matches(kind):
+                    sub.push(item)
+                    closed = closed or sub.close_code is not None
+        if events:
+            self._head_id = events[-1].id or self._head_id
+        if closed:
+            self._subscribers = [s for s in subscribers if s.close_code is None]
+
+    def attach(self, types: Iterable[str] = ("*",), *, is_connection: bool = False) -> Subscriber:
+        """Register a subscriber for live events (after :meth:`start`)."""
+        if self._loop is None:
+            raise RuntimeError("Broadcaster.attach() needs await broadcaster.start() first")
+        self.backend.flush()  # so the head id below matches what the subscriber will see
+        sub = Subscriber(
+            self._loop,
+            self._counters,
+            types=types,
+            queue_size=self.queue_size,
+            policy=self.slow_consumer,
+            is_connection=is_connection,
+        )
+        self._subscribers.append(sub)
+        return sub
+
+    def detach(self, sub: Subscriber) -> None:
+        """Stop delivering to ``sub``."""
+        if sub.close_code is None:
+            sub.close_code = 1000
+        try:
+            self._subscribers.remove(sub)
+        except ValueError:
+            pass
+
+    @property
+    def head_id(self) -> str:
+        """The newest event id delivered here (or the epoch's start id)."""
+        return self._head_id
+
+    async def resubscribe(
+        self, sub: Subscriber, types: Sequence[str], since: str | None = None
+    ) -> bool | None:
+        """Replace ``sub``'s filter and, with ``since``, replay what it missed.
+
+        Replayed events go ahead of live ones with no gap and no duplicate.
+        Returns ``True`` when resumed, ``False`` when ``since`` is not retained
+        (an ``error`` frame ``resume_unavailable`` is queued for connections),
+        ``None`` without ``since``.
+        """
+        sub.filter = TypeFilter(types)
+        if since is None:
+            return None
+        # live events queued but not yet sent are replayed below in order
+        sub.queue = deque(item for item in sub.queue if item.event is None)
+        sub._catchup = []
+        try:
+            events = await self.backend.replay(since)
+        finally:
+            buffered, sub._catchup = sub._catchup, None
+        if events is None:
+            if sub.is_connection:
+                sub.push_control(
+                    error_frame(
+                        "resume_unavailable",
+                        "the events after 'since' are no longer retained; refetch your state",
+                    )
+                )
+            for item in buffered:
+                sub.push(item)
+            return False
+        last = parse_id(events[-1].id or since)[1] if events else parse_id(since)[1]
+        match = sub.filter.matches
+        replayed = [Delivery(e, e.to_json()) for e in events if match(e.type)]
+        sub.queue.extend(replayed)  # a replay is delivered whole, beyond queue_size
+        self._counters.replayed += len(replayed)
+        for item in buffered:
+            if item.event is not None and parse_id(item.event.id or "")[1] > last:
+                sub.push(item)
+        sub._wake()
+        return True
+
+    @asynccontextmanager
+    async def subscribe(
+        self, types: Sequence[str] = ("*",), since: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Receive events in Python: an async iterator of :class:`Event`.
+
+        Example::
+
+            async with broadcaster.subscribe(["cron.*"]) as events:
+                async for event in events:
+                    print(event.type, event.payload)
+
+        Raises:
+            ValueError: a malformed ``since``.
+        """
+        if since is not None:
+            parse_id(since)
+        await self.start()
+        sub = self.attach(types)
+        subscription = Subscription(sub, self._head_id, self._counters)
+        try:
+            subscription.resumed = await self.resubscribe(sub, types, since)
+            yield subscription
+        finally:
+            self.detach(sub)
+
+    # ------------------------------------------------------------------ numbers
+
+    @property
+    def connection_count(self) -> int:
+        """Live WebSocket connections of this broadcaster in this process."""
+        return sum(1 for s in self._subscribers if s.is_connection)
+
+    def count_delivered(self, n: int) -> None:
+        """Record ``n`` events written to a client (called by the connection writer)."""
+        self._counters.delivered += n
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for dashboards and tests.
+
+        Keys: ``connections``, ``published``, ``delivered``, ``dropped``,
+        ``slow_disconnects``, ``replayed``, ``publish_failures``, ``subscribers``,
+        plus what the backend adds.
+        """
+        c = self._counters
+        data: dict[str, Any] = {
+            "connections": self.connection_count,
+            "subscribers": len(self._subscribers),
+            "published": c.published,
+            "delivered": c.delivered,
+            "dropped": c.dropped,
+            "slow_disconnects": c.slow_disconnects,
+            "replayed": c.replayed,
+            "publish_failures": 0,
+        }
+        data.update(self.backend.stats())
+        return data
+
+    def __repr__(self) -> str:
+        return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"
+
+
+def _prepare(event_or_type: Any, payload: Any) -> Event:
+    if isinstance(event_or_type, Event):
+        if payload is not None:
+            raise ValueError("pass either an Event or a type and a payload, not both")
+        event = event_or_type
+        return Event(event.type, prepare_payload(event.type, event.payload), event.timestamp)
+    if isinstance(event_or_type, str):
+        return Event(event_or_type, prepare_payload(event_or_type, payload))
+    kind = getattr(type(event_or_type), "type", None)
+    if isinstance(kind, str) and registered_types().get(kind) is type(event_or_type):
+        if payload is not None:
+            raise ValueError("a payload object carries its own fields; pass no second argument")
+        return Event(kind, prepare_payload(kind, event_or_type))
+    raise ValueError(
+        f"cannot publish a {type(event_or_type).__name__}; pass an Event, a registered "
+        "payload object, or an event type name and its payload"
+    )
+
+
+# ---------------------------------------------------------------------- the default one
+
+_default: Broadcaster | None = None
+_default_lock = threading.Lock()
+
+
+def get_broadcaster() -> Broadcaster:
+    """The process-wide default broadcaster, created on first use.
+
+    Its backend comes from ``LIVEPANEL_BACKEND_URL`` (memory when unset).
+    """
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Broadcaster(os.environ.get("LIVEPANEL_BACKEND_URL") or None)
+    return _default
+
+
+def set_broadcaster(broadcaster: Broadcaster | None) -> None:
+    """Replace the default broadcaster (``None``: create a new one on next use)."""
+    global _default
+    if broadcaster is not None and not isinstance(broadcaster, Broadcaster):
+        raise TypeError("set_broadcaster() takes a Broadcaster or None")
+    with _default_lock:
+        _default = broadcaster
+
+
+def broadcast_event(event_or_type: Any, payload: Any = None) -> Event:
+    """Publish on the default broadcaster: the one call business code makes.
+
+    Example::
+
+        broadcast_event(SessionCreated(session_key=key, agent_id=agent, kind="direct"))
+        broadcast_event("session.killed", {"sessionKey": key, "agentId": agent})
+    """
+    return get_broadcaster().publish(event_or_type, payload)

@@ -1,0 +1,560 @@
+"""Typed events: the envelope, the payload registry and the built-in ClawPanel types.
+
+A payload type is a dataclass registered under an event type name with
+:func:`event_type`. Its fields are snake_case in Python and camelCase on the
+wire. Publishing validates the payload against the dataclass, turns it into its
+wire form, redacts secret-looking values and cuts long command output, so what
+reaches a client is always well-formed and safe to show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
+
+__all__ = [
+    "REDACTED",
+    "STREAM_OUTPUT_LIMIT",
+    "AgentStatus",
+    "CronExecuted",
+    "Event",
+    "GatewayStatus",
+    "NonNegative",
+    "SessionCreated",
+    "SessionKilled",
+    "event_type",
+    "format_timestamp",
+    "parse_timestamp",
+    "prepare_payload",
+    "registered_types",
+]
+
+REDACTED = "[redacted]"
+STREAM_OUTPUT_LIMIT = 65536
+"""Most UTF-8 bytes kept of ``stdout`` / ``stderr``, truncation marker included."""
+
+_SECRET_WORDS = ("password", "secret", "token", "apikey", "authorization")
+_OUTPUT_KEYS = frozenset({"stdout", "stderr"})
+_TYPE_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+T = TypeVar("T")
+
+
+class NonNegative:
+    """Marker for ``Annotated[int, NonNegative()]``: the value must be ``>= 0``.
+
+    Example::
+
+        @event_type("deploy.finished")
+        class DeployFinished:
+            duration_ms: Annotated[int, NonNegative()]
+    """
+
+    def __repr__(self) -> str:
+        return "NonNegative()"
+
+
+# --------------------------------------------------------------------------- time
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and ``Z``: ``2026-02-21T10:00:00.123Z``."""
+    value = _as_utc(value)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO 8601 date-time; a trailing ``Z`` means UTC, no offset means UTC.
+
+    Raises:
+        ValueError: the string is not an ISO 8601 date-time.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 date-time, got {value!r}") from None
+    return _as_utc(parsed)
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _now() -> datetime:
+    return _truncate_ms(datetime.now(timezone.utc))
+
+
+def _truncate_ms(value: datetime) -> datetime:
+    value = _as_utc(value)
+    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """One event as it travels: type, wire-form payload, UTC timestamp and stream id.
+
+    ``timestamp`` is kept at millisecond precision, the wire's, so that
+    ``Event.from_json(e.to_json()) == e``. ``id`` is ``None`` until a broadcaster
+    has accepted the event.
+
+    Example::
+
+        >>> e = Event("session.killed", {"sessionKey": "s1", "agentId": "a1"})
+        >>> Event.from_json(e.to_json()) == e
+        True
+    """
+
+    type: str
+    payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    timestamp: datetime = dataclasses.field(default_factory=_now)
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.type, str) or not self.type:
+            raise ValueError("Event.type must be a non-empty string")
+        if not isinstance(self.payload, Mapping):
+            raise ValueError(f"Event.payload must be a mapping, got {type(self.payload).__name__}")
+        if not isinstance(self.timestamp, datetime):
+            raise ValueError("Event.timestamp must be a datetime")
+        if self.id is not None and not isinstance(self.id, str):
+            raise ValueError("Event.id must be a string or None")
+        object.__setattr__(self, "timestamp", _truncate_ms(self.timestamp))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire object: ``type``, ``timestamp``, ``payload`` and ``id`` when set."""
+        data: dict[str, Any] = {
+            "type": self.type,
+            "timestamp": format_timestamp(self.timestamp),
+            "payload": self.payload,
+        }
+        if self.id is not None:
+            data["id"] = self.id
+        return data
+
+    def to_json(self) -> str:
+        """Serialize to the wire's compact JSON text (never contains a raw newline)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Event:
+        """Parse one wire frame.
+
+        Raises:
+            ValueError: not JSON, or not an object with a string ``type``, an
+                ISO 8601 ``timestamp`` and an object ``payload``.
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"invalid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Event:
+        """Build an event from an already-decoded wire object (see :meth:`from_json`)."""
+        if not isinstance(data, dict):
+            raise ValueError("an event must be a JSON object")
+        kind = data.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("an event needs a non-empty string 'type'")
+        payload = data.get("payload", {})
+        if not isinstance(payload, dict):
+            raise ValueError("an event's 'payload' must be an object")
+        stamp = data.get("timestamp")
+        timestamp = parse_timestamp(stamp) if stamp is not None else _now()
+        event_id = data.get("id")
+        if event_id is not None and not isinstance(event_id, str):
+            raise ValueError("an event's 'id' must be a string")
+        return cls(type=kind, payload=payload, timestamp=timestamp, id=event_id)
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Any]] = {}
+_FIELDS: dict[type[Any], tuple[_Field, ...]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    name: str
+    wire: str
+    hint: Any
+    required: bool
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def event_type(name: str) -> Callable[[type[T]], type[T]]:
+    """Register a dataclass as the payload of event type ``name``.
+
+    A plain class is turned into a frozen dataclass first. The class gets a
+    ``type`` class attribute holding ``name``; its snake_case fields travel as
+    camelCase keys.
+
+    Example::
+
+        @event_type("deploy.finished")
+        class DeployFinished:
+            service: str
+            duration_ms: int
+
+        broadcast_event(DeployFinished(service="api", duration_ms=840))
+
+    Raises:
+        ValueError: ``name`` is not dotted words, or is already registered to
+            another class.
+    """
+    if not isinstance(name, str) or not _TYPE_NAME.match(name) or len(name) > 128:
+        raise ValueError(f"event type names are dotted words like 'deploy.finished', not {name!r}")
+
+    def register(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            cls = dataclasses.dataclass(frozen=True)(cls)
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"event type {name!r} is already registered to {existing.__name__}")
+        _FIELDS.pop(cls, None)
+        _install_validation(cls)
+        cls.type = name  # type: ignore[attr-defined]
+        _REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def _install_validation(cls: type[Any]) -> None:
+    """Make construction validate and normalise the fields (wrapping any __post_init__)."""
+    own = cls.__dict__.get("__post_init__")
+
+    def __post_init__(self: Any, *args: Any) -> None:
+        _validate_instance(self, cls.__name__)
+        if own is not None:
+            own(self, *args)
+
+    cls.__post_init__ = __post_init__
+    if not getattr(cls, "__livepanel_wrapped__", False):
+        init = cls.__init__
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            __post_init__(self)
+
+        # dataclass-generated __init__ only calls __post_init__ if it existed at creation
+        if "__post_init__" not in init.__code__.co_names:
+            cls.__init__ = __init__
+        cls.__livepanel_wrapped__ = True
+
+
+def registered_types() -> Mapping[str, type[Any]]:
+    """A read-only view of the registered event types and their payload classes."""
+    return types.MappingProxyType(_REGISTRY)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check(value: Any, hint: Any, path: str) -> Any:
+    """Check ``value`` against ``hint``; return it converted to its Python form."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin is Annotated:
+        inner, *marks = typing.get_args(hint)
+        value = _check(value, inner, path)
+        for mark in marks:
+            if isinstance(mark, NonNegative) and value < 0:
+                raise ValueError(f"{path} must be >= 0, got {value!r}")
+        return value
+    if origin is Union or origin is types.UnionType:
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check(value, arg, path)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{path}: {'; '.join(errors)}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed or isinstance(value, bool):
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"{path} must be one of {choices}, got {value!r}")
+        return value
+    if hint is type(None):
+        if value is not None:
+            raise ValueError(f"{path} must be null")
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{path} must be a boolean, got {type(value).__name__}")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{path} must be an integer, got {type(value).__name__}")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{path} must be a number, got {type(value).__name__}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{path} must be a finite number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{path} must be a string, got {type(value).__name__}")
+        return value
+    if hint is datetime:
+        if isinstance(value, datetime):
+            return _as_utc(value)
+        if isinstance(value, str):
+            try:
+                return parse_timestamp(value)
+            except ValueError:
+                raise ValueError(f"{path} must be an ISO 8601 date-time, got {value!r}") from None
+        raise ValueError(f"{path} must be a datetime or an ISO 8601 string")
+    if origin in (list, tuple, Sequence) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{path} must be a list, got {type(value).__name__}")
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return [_check(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{path} must be an object, got {type(value).__name__}")
+        args = typing.get_args(hint)
+        item = args[1] if len(args) == 2 else Any
+        out = {}
+        for key, v in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{path} keys must be strings")
+            out[key] = _check(v, item, f"{path}.{key}")
+        return out
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            _validate_instance(value, path)
+            return value
+        if isinstance(value, Mapping):
+            return _from_mapping(hint, value, path)
+        raise ValueError(f"{path} must be an object")
+    raise TypeError(f"{path}: livepanel cannot validate fields of type {hint!r}")
+
+
+def _fields_of(cls: type[Any]) -> tuple[_Field, ...]:
+    cached = _FIELDS.get(cls)
+    if cached is None:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        cached = tuple(
+            _Field(
+                f.name,
+                _camel(f.name),
+                hints[f.name],
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(cls)
+        )
+        _FIELDS[cls] = cached
+    return cached
+
+
+def _from_mapping(cls: type[T], data: Mapping[str, Any], path: str) -> T:
+    fields = _fields_of(cls)
+    known = {f.wire for f in fields}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown:
+        expected = ", ".join(sorted(known))
+        raise ValueError(f"{path}: unknown field(s) {', '.join(unknown)}; expected {expected}")
+    kwargs = {}
+    for f in fields:
+        if f.wire in data:
+            kwargs[f.name] = data[f.wire]
+        elif f.required:
+            raise ValueError(f"{path}: missing required field {f.wire!r}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a custom __init__ refusing the arguments
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _validate_instance(obj: Any, path: str) -> None:
+    for f in _fields_of(type(obj)):
+        value = getattr(obj, f.name)
+        converted = _check(value, f.hint, f"{path}.{f.wire}")
+        if converted is not value:
+            object.__setattr__(obj, f.name, converted)
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {}
+        for f in _fields_of(type(value)):
+            v = getattr(value, f.name)
+            if v is None and not f.required:
+                continue
+            out[f.wire] = _to_wire(v)
+        return out
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, Mapping):
+        return {k: _to_wire(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- redaction
+
+
+def _looks_secret(key: str) -> bool:
+    folded = key.lower().replace("_", "").replace("-", "")
+    return any(word in folded for word in _SECRET_WORDS)
+
+
+def _cut_output(text: str) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= STREAM_OUTPUT_LIMIT:
+        return text
+    marker = f"\n[truncated {len(encoded)} bytes to {STREAM_OUTPUT_LIMIT}]"
+    keep = STREAM_OUTPUT_LIMIT - len(marker.encode("utf-8"))
+    return encoded[:keep].decode("utf-8", errors="ignore") + marker
+
+
+def _sanitize(value: Any, key: str | None = None) -> Any:
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            k = str(k)
+            out[k] = REDACTED if _looks_secret(k) else _sanitize(v, k)
+        return out
+    if isinstance(value, list):
+        return [_sanitize(v, key) for v in value]
+    if isinstance(value, str) and key in _OUTPUT_KEYS:
+        return _cut_output(value)
+    return value
+
+
+def prepare_payload(kind: str, payload: Any) -> dict[str, Any]:
+    """Validate ``payload`` for event type ``kind`` and return its redacted wire form.
+
+    ``payload`` is an instance of the registered dataclass or a mapping with
+    the wire's camelCase keys.
+
+    Raises:
+        ValueError: the type is not registered, or the payload does not fit it.
+    """
+    cls = _REGISTRY.get(kind)
+    if cls is None:
+        raise ValueError(
+            f"unregistered event type {kind!r}; register a payload class with "
+            f"@event_type({kind!r}) first"
+        )
+    if payload is None:
+        payload = {}
+    if isinstance(payload, cls):
+        obj = payload  # validated when it was constructed
+    elif isinstance(payload, Mapping):
+        obj = _from_mapping(cls, payload, kind)
+    else:
+        raise ValueError(
+            f"the payload of {kind!r} must be a {cls.__name__} or a mapping, "
+            f"got {type(payload).__name__}"
+        )
+    wire = _to_wire(obj)
+    try:
+        json.dumps(wire)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{kind}: payload is not JSON-serializable: {exc}") from None
+    sanitized: dict[str, Any] = _sanitize(wire)
+    return sanitized
+
+
+# --------------------------------------------------------------------------- built-ins
+
+NonNegativeInt = Annotated[int, NonNegative()]
+NonNegativeFloat = Annotated[float, NonNegative()]
+
+
+@event_type("session.created")
+@dataclasses.dataclass(frozen=True)
+class SessionCreated:
+    """A session was spawned. ``broadcast_event(SessionCreated("s1", "a1", "direct"))``"""
+
+    type: ClassVar[str]
+    session_key: str
+    agent_id: str
+    kind: Literal["direct", "cron", "subagent"]
+    label: str | None = None
+
+
+@event_type("session.killed")
+@dataclasses.dataclass(frozen=True)
+class SessionKilled:
+    """A session ended. ``broadcast_event(SessionKilled("s1", "a1"))``"""
+
+    type: ClassVar[str]
+    session_key: str
+    agent_id: str
+
+
+@event_type("agent.status")
+@dataclasses.dataclass(frozen=True)
+class AgentStatus:
+    """An agent's state. ``AgentStatus("a1", "running", active_session_count=2)``
+
+    ``last_activity`` takes a ``datetime`` or an ISO 8601 string.
+    """
+
+    type: ClassVar[str]
+    agent_id: str
+    status: Literal["running", "idle", "error"]
+    active_session_count: NonNegativeInt
+    last_activity: datetime | None = None
+
+
+@event_type("cron.executed")
+@dataclasses.dataclass(frozen=True)
+class CronExecuted:
+    """A cron job ran. ``CronExecuted("backup", "tar czf ...", exit_code=0, duration_ms=812)``"""
+
+    type: ClassVar[str]
+    job_id: str
+    command: str
+    exit_code: int
+    duration_ms: NonNegativeInt
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+@event_type("gateway.status")
+@dataclasses.dataclass(frozen=True)
+class GatewayStatus:
+    """The agent gateway's state. ``GatewayStatus("running", "1.4.2", uptime=3600.5)``
+
+    ``uptime`` is seconds as a float; an int is accepted.
+    """
+
+    type: ClassVar[str]
+    status: Literal["running", "stopped", "error"]
+    version: str
+    uptime: NonNegativeFloat

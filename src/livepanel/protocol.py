@@ -1,0 +1,368 @@
+"""The WebSocket protocol without I/O: client frames in, replies and decisions out.
+
+Nothing here touches a socket or an event loop. :class:`ClientProtocol` takes
+the text (or bytes) of one client frame and returns what to do about it: a
+frame to send back, a close code, a new subscription or an acknowledgement.
+The ASGI module is glue that carries those actions out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any, Union
+from urllib.parse import parse_qsl
+
+from livepanel.__about__ import __version__
+from livepanel.events import format_timestamp
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_MESSAGE_TOO_BIG",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY_VIOLATION",
+    "CLOSE_TRY_AGAIN_LATER",
+    "MAX_GLOBS",
+    "MAX_GLOB_LENGTH",
+    "SERVER_NAME",
+    "Ack",
+    "Action",
+    "ClientProtocol",
+    "Close",
+    "ConnectOptions",
+    "Reply",
+    "Subscribe",
+    "TypeFilter",
+    "control_frame",
+    "error_frame",
+    "make_id",
+    "parse_connect_query",
+    "parse_id",
+    "welcome_frame",
+]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+SERVER_NAME = f"livepanel/{__version__}"
+MAX_GLOBS = 32
+MAX_GLOB_LENGTH = 128
+
+_GLOB = re.compile(r"^[A-Za-z0-9_.*?-]+$")
+_ID = re.compile(r"^([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)$")
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def make_id(epoch: str, position: str) -> str:
+    """The wire id of the event at ``position`` (``"17"`` or ``"1700000000000-0"``) in ``epoch``."""
+    return f"{epoch}:{position}"
+
+
+def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
+    """Split a wire id into its epoch and a sortable position.
+
+    Raises:
+        ValueError: ``value`` is not an id livepanel issued.
+    """
+    match = _ID.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"malformed event id {value!r}; expected an id from a previous event")
+    epoch, position = match.groups()
+    return epoch, tuple(int(part) for part in position.split("-"))
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = None) -> str:
+    """A server frame that is not a broadcast event (welcome, ping, pong, error)."""
+    stamp = format_timestamp(now or datetime.now(timezone.utc))
+    return json.dumps(
+        {"type": kind, "timestamp": stamp, "payload": payload},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def error_frame(code: str, message: str) -> str:
+    """An ``error`` frame with one of the codes of the wire protocol."""
+    return control_frame("error", {"code": code, "message": message})
+
+
+def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: str) -> str:
+    """The first frame of every connection."""
+    return control_frame(
+        "welcome",
+        {
+            "connectionId": connection_id,
+            "heartbeatInterval": heartbeat_interval,
+            "lastEventId": last_event_id,
+            "server": SERVER_NAME,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- filters
+
+
+class TypeFilter:
+    """Which event types a connection wants, as shell-style globs (``"session.*"``).
+
+    Example::
+
+        >>> TypeFilter(["session.*"]).matches("session.created")
+        True
+    """
+
+    __slots__ = ("_cache", "_pattern", "everything", "globs")
+
+    def __init__(self, globs: Iterable[str] = ("*",)) -> None:
+        self.globs = tuple(globs)
+        self.everything = "*" in self.globs
+        self._cache: dict[str, bool] = {}
+        if self.everything or not self.globs:
+            self._pattern: re.Pattern[str] | None = None
+        else:
+            parts = (re.escape(g).replace(r"\*", ".*").replace(r"\?", ".") for g in self.globs)
+            self._pattern = re.compile("(?:" + "|".join(parts) + r")\Z")
+
+    def matches(self, kind: str) -> bool:
+        if self.everything:
+            return True
+        hit = self._cache.get(kind)
+        if hit is None:
+            hit = self._pattern is not None and self._pattern.match(kind) is not None
+            if len(self._cache) < 1024:  # bounded: types come from a registry, not from clients
+                self._cache[kind] = hit
+        return hit
+
+    def __repr__(self) -> str:
+        return f"TypeFilter({list(self.globs)!r})"
+
+
+def _check_globs(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("payload.types must be a list of type globs like 'session.*'")
+    if len(value) > MAX_GLOBS:
+        raise ValueError(f"payload.types holds at most {MAX_GLOBS} globs")
+    for glob in value:
+        if not isinstance(glob, str) or not glob or len(glob) > MAX_GLOB_LENGTH:
+            raise ValueError(f"each type glob is a string of 1 to {MAX_GLOB_LENGTH} characters")
+        if not _GLOB.match(glob):
+            raise ValueError("type globs use letters, digits, '.', '_', '-', '*' and '?' only")
+    return tuple(value)
+
+
+def _check_since(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("since must be an event id string")
+    parse_id(value)
+    return value
+
+
+# --------------------------------------------------------------------------- actions
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    """Send this text frame to the client."""
+
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Close:
+    """Close the connection with this code."""
+
+    code: int
+    reason: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscribe:
+    """Replace the connection's filter; replay after ``since`` when it is set."""
+
+    types: tuple[str, ...]
+    since: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ack:
+    """The client has processed the event with this id."""
+
+    id: str
+
+
+Action = Union[Reply, Close, Subscribe, Ack]  # noqa: UP007 - a runtime alias on 3.10
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectOptions:
+    """What the connect URL's query string asks for."""
+
+    subscribe: Subscribe | None = None
+    batch: bool = False
+    error: str | None = None
+
+
+def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
+    """Read ``?types=a,b&since=<id>&batch=1`` from the connect URL.
+
+    A malformed value does not refuse the connection: it comes back as
+    ``error`` (an ``invalid_message`` frame to send after ``welcome``).
+    """
+    if isinstance(query_string, bytes):
+        query_string = query_string.decode("latin-1")
+    params = dict(parse_qsl(query_string, keep_blank_values=True))
+    batch = params.get("batch", "").lower() in ("1", "true", "yes")
+    if "types" not in params and "since" not in params:
+        return ConnectOptions(batch=batch)
+    raw_types = params.get("types")
+    globs = [g.strip() for g in raw_types.split(",") if g.strip()] if raw_types else ["*"]
+    try:
+        types = _check_globs(globs)
+        since = _check_since(params.get("since") or None)
+    except ValueError as exc:
+        return ConnectOptions(batch=batch, error=f"connect URL: {exc}")
+    return ConnectOptions(subscribe=Subscribe(types, since), batch=batch)
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+class ClientProtocol:
+    """Turns one connection's client frames into actions.
+
+    Args:
+        max_message_size: frames longer than this many bytes close with 1009.
+        client_rate: sustained client messages per second (``None``: unlimited).
+        client_burst: how many messages may arrive at once before the rate applies.
+        clock: a monotonic clock in seconds (tests pass their own).
+
+    Example::
+
+        >>> p = ClientProtocol()
+        >>> [type(a).__name__ for a in p.receive_text('{"type": "ping"}')]
+        ['Reply']
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = 65536,
+        client_rate: float | None = 20.0,
+        client_burst: int = 40,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.client_rate = client_rate if client_rate and client_rate > 0 else None
+        self.client_burst = max(1, client_burst)
+        self._clock = clock
+        self._tokens = float(self.client_burst)
+        self._refilled = clock()
+        self._warned = False
+        self.last_ack: str | None = None
+
+    # -- rate limit
+
+    def _take_token(self) -> bool:
+        if self.client_rate is None:
+            return True
+        now = self._clock()
+        elapsed = max(0.0, now - self._refilled)
+        self._refilled = now
+        self._tokens = min(float(self.client_burst), self._tokens + elapsed * self.client_rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            self._warned = False
+            return True
+        return False
+
+    # -- input
+
+    def receive_bytes(self, data: bytes) -> list[Action]:
+        """A binary frame: livepanel speaks JSON text frames only."""
+        if len(data) > self.max_message_size:
+            return [Close(CLOSE_MESSAGE_TOO_BIG, "message too big")]
+        if not self._take_token():
+            return self._rate_limited()
+        return [Reply(error_frame("invalid_message", "send JSON in text frames, not binary"))]
+
+    def receive_text(self, text: str) -> list[Action]:
+        """One text frame from the client."""
+        # a str of n code points is between n and 4n UTF-8 bytes: encode only when unsure
+        if len(text) > self.max_message_size or (
+            len(text) * 4 > self.max_message_size
+            and len(text.encode("utf-8", "surrogatepass")) > self.max_message_size
+        ):
+            return [Close(CLOSE_MESSAGE_TOO_BIG, "message too big")]
+        if not self._take_token():
+            return self._rate_limited()
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return [Reply(error_frame("invalid_json", "the message is not valid JSON"))]
+        except RecursionError:
+            return [Reply(error_frame("invalid_json", "the message is nested too deeply"))]
+        return self._dispatch(message)
+
+    def _rate_limited(self) -> list[Action]:
+        if self._warned:
+            return [Close(CLOSE_POLICY_VIOLATION, "rate limit exceeded")]
+        self._warned = True
+        return [Reply(error_frame("rate_limited", "too many messages; slow down"))]
+
+    def _dispatch(self, message: Any) -> list[Action]:
+        if not isinstance(message, dict):
+            return [_invalid("a message is a JSON object with a 'type'")]
+        kind = message.get("type")
+        if not isinstance(kind, str):
+            return [_invalid("a message needs a string 'type'")]
+        payload = message.get("payload", {})
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            return [_invalid("'payload' must be an object")]
+        if "timestamp" in message and not isinstance(message["timestamp"], (str, int, float)):
+            return [_invalid("'timestamp' must be an ISO 8601 string")]
+        if kind == "ping":
+            return [Reply(control_frame("pong", payload))]
+        if kind == "ack":
+            event_id = payload.get("id")
+            try:
+                parse_id(event_id)
+            except ValueError:
+                return [_invalid("ack needs payload.id, the id of an event")]
+            self.last_ack = str(event_id)
+            return [Ack(self.last_ack)]
+        if kind == "subscribe":
+            try:
+                types = _check_globs(payload.get("types", ["*"]))
+                since = _check_since(payload.get("since"))
+            except ValueError as exc:
+                return [_invalid(str(exc))]
+            return [Subscribe(types, since)]
+        shown = kind if len(kind) <= 64 else kind[:64] + "..."
+        return [
+            Reply(
+                error_frame(
+                    "unknown_type",
+                    f"unknown message type {shown!r}; expected ping, ack or subscribe",
+                )
+            )
+        ]
+
+
+def _invalid(message: str) -> Reply:
+    return Reply(error_frame("invalid_message", message))
