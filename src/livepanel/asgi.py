@@ -31,6 +31,7 @@ from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster
 from livepanel.errors import ConfigurationError
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
+    CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
     Ack,
     ClientProtocol,
@@ -50,6 +51,8 @@ logger = logging.getLogger("livepanel")
 Authorize = Callable[[Any, WWWScope], "bool | Awaitable[bool]"]
 
 _HTTP_EXTENSION = "websocket.http.response"
+# closes the client caused: what is queued (its pongs, the rate_limited warning) goes out first
+_FLUSH_BEFORE_CLOSE = frozenset({CLOSE_POLICY_VIOLATION, CLOSE_MESSAGE_TOO_BIG})
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,12 @@ def _header(scope: WWWScope, name: bytes) -> str | None:
         if key.lower() == name:
             return value.decode("latin-1")
     return None
+
+
+def _single_header(scope: WWWScope, name: bytes) -> tuple[str | None, bool]:
+    """The header's value, and whether it appeared at most once."""
+    values = [v for k, v in scope["headers"] if k.lower() == name]
+    return (values[0].decode("latin-1") if values else None), len(values) <= 1
 
 
 def _client(scope: WWWScope) -> str:
@@ -168,8 +177,9 @@ class LivePanelApp:
         """Run the handshake checks in order; return (denial, principal, user)."""
         if self.require_tls and scope.get("scheme") not in ("wss", "https"):
             return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
-        origin = _header(scope, b"origin")
-        if not self.origin_policy.allows(origin, _header(scope, b"host")):
+        origin, one_origin = _single_header(scope, b"origin")
+        host, one_host = _single_header(scope, b"host")
+        if not (one_origin and one_host) or not self.origin_policy.allows(origin, host):
             return _Denial(403, "origin_not_allowed", "this origin may not connect"), None, ""
         principal: Any = None
         if self.auth is not None:
@@ -363,9 +373,10 @@ class _Connection:
             while True:
                 if not sub.queue and sub.close_code is None:
                     await sub.wait()
-                if sub.close_code is not None:
-                    if sub.close_code != 1000:  # 1000: the client went away, nothing to send
-                        await self._close(sub.close_code)
+                code = sub.close_code
+                if code is not None and not (code in _FLUSH_BEFORE_CLOSE and sub.queue):
+                    if code != 1000:  # 1000: the client went away, nothing to send
+                        await self._close(code)
                     return
                 items = sub.take(batch)
                 if not items:

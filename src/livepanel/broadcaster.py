@@ -338,7 +338,7 @@ class Broadcaster:
         sub = Subscriber(
             self._loop,
             self._counters,
-            types=types,
+            types=_globs(types),
             queue_size=self.queue_size,
             policy=self.slow_consumer,
             is_connection=is_connection,
@@ -370,10 +370,11 @@ class Broadcaster:
         (an ``error`` frame ``resume_unavailable`` is queued for connections),
         ``None`` without ``since``.
         """
-        sub.filter = TypeFilter(types)
+        sub.filter = TypeFilter(_globs(types))
         if since is None:
             return None
-        # live events queued but not yet sent are replayed below in order
+        # live events queued but not yet sent come again in the replay, so set them aside
+        queued = [item for item in sub.queue if item.event is not None]
         sub.queue = deque(item for item in sub.queue if item.event is None)
         sub._catchup = []
         try:
@@ -388,7 +389,7 @@ class Broadcaster:
                         "the events after 'since' are no longer retained; refetch your state",
                     )
                 )
-            for item in buffered:
+            for item in (*queued, *buffered):
                 sub.push(item)
             return False
         last = parse_id(events[-1].id or since)[1] if events else parse_id(since)[1]
@@ -417,6 +418,7 @@ class Broadcaster:
         Raises:
             ValueError: a malformed ``since``.
         """
+        types = _globs(types)
         if since is not None:
             parse_id(since)
         await self.start()
@@ -462,6 +464,12 @@ class Broadcaster:
 
     def __repr__(self) -> str:
         return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"
+
+
+def _globs(types: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(types, str):
+        raise ValueError(f"types is a list of type globs, e.g. [{types!r}], not a string")
+    return tuple(types)
 
 
 def _prepare(event_or_type: Any, payload: Any) -> Event:

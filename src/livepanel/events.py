@@ -41,7 +41,7 @@ STREAM_OUTPUT_LIMIT = 65536
 
 _SECRET_WORDS = ("password", "secret", "token", "apikey", "authorization")
 _OUTPUT_KEYS = frozenset({"stdout", "stderr"})
-_TYPE_NAME = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+_TYPE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
 T = TypeVar("T")
 
@@ -65,8 +65,8 @@ class NonNegative:
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with milliseconds and ``Z``: ``2026-02-21T10:00:00.123Z``."""
-    value = _as_utc(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat, unlike strftime("%Y"), zero-pads years before 1000
+    return _as_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def parse_timestamp(value: str) -> datetime:
@@ -90,7 +90,10 @@ def parse_timestamp(value: str) -> datetime:
 def _as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01 at +02:00 falls before year 1 in UTC
+        raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
 
 
 def _now() -> datetime:
@@ -161,7 +164,7 @@ class Event:
         """
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"invalid JSON: {exc}") from None
         return cls.from_dict(data)
 
@@ -223,14 +226,18 @@ def event_type(name: str) -> Callable[[type[T]], type[T]]:
         ValueError: ``name`` is not dotted words, or is already registered to
             another class.
     """
-    if not isinstance(name, str) or not _TYPE_NAME.match(name) or len(name) > 128:
+    if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name) or len(name) > 128:
         raise ValueError(f"event type names are dotted words like 'deploy.finished', not {name!r}")
 
     def register(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):
             cls = dataclasses.dataclass(frozen=True)(cls)
         existing = _REGISTRY.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
+        # the same module and name is the same class re-imported (a reload), not a clash
+        if existing is not None and (existing.__module__, existing.__qualname__) != (
+            cls.__module__,
+            cls.__qualname__,
+        ):
             raise ValueError(f"event type {name!r} is already registered to {existing.__name__}")
         _FIELDS.pop(cls, None)
         _install_validation(cls)
@@ -327,7 +334,10 @@ def _check(value: Any, hint: Any, path: str) -> Any:
         return value
     if hint is datetime:
         if isinstance(value, datetime):
-            return _as_utc(value)
+            try:
+                return _as_utc(value)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
         if isinstance(value, str):
             try:
                 return parse_timestamp(value)
@@ -482,7 +492,8 @@ def prepare_payload(kind: str, payload: Any) -> dict[str, Any]:
         )
     wire = _to_wire(obj)
     try:
-        json.dumps(wire)
+        # what clients can parse: no NaN or Infinity, and text that encodes as UTF-8
+        json.dumps(wire, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{kind}: payload is not JSON-serializable: {exc}") from None
     sanitized: dict[str, Any] = _sanitize(wire)

@@ -7,6 +7,8 @@ before anything else that could trust the request.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -16,6 +18,8 @@ from livepanel.errors import ConfigurationError
 __all__ = ["OriginPolicy", "parse_origin"]
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+# browsers serialize origins in ASCII (IDNA); a host is dot-separated non-empty labels
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,11 @@ class _Origin:
 
 def parse_origin(value: str) -> _Origin | None:
     """Parse ``scheme://host[:port]``; ``None`` when it is anything else."""
+    # urlsplit silently drops tabs and newlines, so refuse them (and spaces) first
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        return None
+    if " " in value:
+        return None
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -36,8 +45,21 @@ def parse_origin(value: str) -> _Origin | None:
         return None
     if parts.query or parts.fragment or parts.username or parts.password:
         return None
+    host = parts.hostname.lower()
+    if not _valid_host(host, bracketed=parts.netloc.startswith("[")):
+        return None
     scheme = parts.scheme.lower()
-    return _Origin(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS.get(scheme))
+    return _Origin(scheme, host, port or _DEFAULT_PORTS.get(scheme))
+
+
+def _valid_host(host: str, *, bracketed: bool) -> bool:
+    if bracketed:  # an IP literal: only IPv6 belongs between brackets
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _HOST_NAME.fullmatch(host) is not None
 
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
@@ -78,6 +100,11 @@ class OriginPolicy:
             self._add(entry)
 
     def _add(self, entry: str) -> None:
+        if not isinstance(entry, str):
+            raise ConfigurationError(
+                f"allowed_origins: {entry!r} is not a string; use 'https://host[:port]', "
+                "'https://*.example.com', '*' or 'null'"
+            )
         if entry == "*":
             self.any = True
             return
@@ -86,7 +113,12 @@ class OriginPolicy:
             return
         wildcard = "://*." in entry
         parsed = parse_origin(entry.replace("://*.", "://wildcard.", 1) if wildcard else entry)
-        if parsed is None or "*" in entry.replace("://*.", "", 1) or entry.endswith("/"):
+        if (
+            parsed is None
+            or "*" in entry.replace("://*.", "", 1)
+            or entry.endswith("/")
+            or (wildcard and parsed.host.rstrip(".") == "wildcard")  # "*." names no domain
+        ):
             raise ConfigurationError(
                 f"allowed_origins: {entry!r} is not an origin; use 'https://host[:port]', "
                 "'https://*.example.com', '*' or 'null'"

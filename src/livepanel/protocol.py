@@ -55,8 +55,8 @@ SERVER_NAME = f"livepanel/{__version__}"
 MAX_GLOBS = 32
 MAX_GLOB_LENGTH = 128
 
-_GLOB = re.compile(r"^[A-Za-z0-9_.*?-]+$")
-_ID = re.compile(r"^([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)$")
+_GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
+_ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
 
 
 # --------------------------------------------------------------------------- ids
@@ -73,7 +73,7 @@ def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
     Raises:
         ValueError: ``value`` is not an id livepanel issued.
     """
-    match = _ID.match(value) if isinstance(value, str) else None
+    match = _ID.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"malformed event id {value!r}; expected an id from a previous event")
     epoch, position = match.groups()
@@ -86,11 +86,8 @@ def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
 def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = None) -> str:
     """A server frame that is not a broadcast event (welcome, ping, pong, error)."""
     stamp = format_timestamp(now or datetime.now(timezone.utc))
-    return json.dumps(
-        {"type": kind, "timestamp": stamp, "payload": payload},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
+    return json.dumps({"type": kind, "timestamp": stamp, "payload": payload}, separators=(",", ":"))
 
 
 def error_frame(code: str, message: str) -> str:
@@ -157,7 +154,7 @@ def _check_globs(value: Any) -> tuple[str, ...]:
     for glob in value:
         if not isinstance(glob, str) or not glob or len(glob) > MAX_GLOB_LENGTH:
             raise ValueError(f"each type glob is a string of 1 to {MAX_GLOB_LENGTH} characters")
-        if not _GLOB.match(glob):
+        if not _GLOB.fullmatch(glob):
             raise ValueError("type globs use letters, digits, '.', '_', '-', '*' and '?' only")
     return tuple(value)
 
@@ -310,7 +307,7 @@ class ClientProtocol:
         if not self._take_token():
             return self._rate_limited()
         try:
-            message = json.loads(text)
+            message = json.loads(text, parse_constant=_refuse_constant)
         except ValueError:
             return [Reply(error_frame("invalid_json", "the message is not valid JSON"))]
         except RecursionError:
@@ -337,7 +334,10 @@ class ClientProtocol:
         if "timestamp" in message and not isinstance(message["timestamp"], (str, int, float)):
             return [_invalid("'timestamp' must be an ISO 8601 string")]
         if kind == "ping":
-            return [Reply(control_frame("pong", payload))]
+            try:
+                return [Reply(control_frame("pong", payload))]
+            except RecursionError:  # parsed just below the depth limit, too deep to encode back
+                return [_invalid("'payload' is nested too deeply")]
         if kind == "ack":
             event_id = payload.get("id")
             try:
@@ -362,6 +362,10 @@ class ClientProtocol:
                 )
             )
         ]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _invalid(message: str) -> Reply:

@@ -17,7 +17,8 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
     Raises:
         ConfigurationError: an unknown scheme, or the ``redis`` extra is missing.
     """
-    scheme = url.partition("://")[0].lower()
+    scheme, separator, _ = url.partition("://")
+    scheme = scheme.lower() if separator else ""
     if scheme == "memory":
         return MemoryBackend(history=history)
     if scheme in ("redis", "rediss", "unix"):

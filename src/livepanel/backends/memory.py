@@ -48,7 +48,9 @@ class MemoryBackend(Backend):
         self._loop_thread = threading.get_ident()
         self._deliver = deliver
         self.flush()
-        return self._history[-1].id or self.start_id if self._history else self.start_id
+        if self._first_seq > 1 or self._history:
+            return make_id(self.epoch, str(self._first_seq + len(self._history) - 1))
+        return self.start_id
 
     async def stop(self) -> None:
         self.flush()
@@ -105,6 +107,8 @@ class MemoryBackend(Backend):
             return None
         seq = position[0]
         last = self._first_seq + len(self._history) - 1
+        if seq == last:
+            return []  # the newest event: nothing missed, even when nothing is retained
         if seq == 0:
             # the epoch's start: valid while nothing has been trimmed yet
             return list(self._history) if self._first_seq == 1 else None

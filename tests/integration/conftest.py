@@ -1,0 +1,98 @@
+"""One real server of each kind per session; each test plugs its own app into it."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.helpers import Serve
+from tests.servers import SERVERS, RunningServer, run_server
+
+
+class Switchboard:
+    """The ASGI app a shared server runs: it hands every request to the current test's app."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.app is None:
+            raise RuntimeError("no app plugged in: use the serve fixture")
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Each integration test runs once per ASGI server."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="session")
+def _plain_server(server_kind: str) -> Iterator[tuple[Switchboard, RunningServer]]:
+    board = Switchboard()
+    with run_server(board, server_kind) as server:
+        yield board, server
+
+
+@pytest.fixture
+def serve(_plain_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
+    """``serve(app)`` makes the server of this kind run ``app``; returns the running server."""
+    board, server = _plain_server
+
+    def plug(app: Any) -> RunningServer:
+        board.app = app
+        return server
+
+    yield plug
+    board.app = None
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    openssl = shutil.which("openssl")
+    assert openssl, "the TLS tests need the openssl command"
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+@pytest.fixture(scope="session")
+def _tls_server(
+    server_kind: str, tls_files: tuple[str, str]
+) -> Iterator[tuple[Switchboard, RunningServer]]:
+    board = Switchboard()
+    cert, key = tls_files
+    with run_server(board, server_kind, certfile=cert, keyfile=key) as server:
+        yield board, server
+
+
+@pytest.fixture
+def serve_tls(_tls_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
+    """Like ``serve``, on a server of this kind speaking TLS (``wss://``, ``https://``)."""
+    board, server = _tls_server
+
+    def plug(app: Any) -> RunningServer:
+        board.app = app
+        return server
+
+    yield plug
+    board.app = None
+
+
+@pytest.fixture(scope="session")
+def client_tls(tls_files: tuple[str, str]) -> ssl.SSLContext:
+    """A client context trusting the test certificate."""
+    return ssl.create_default_context(cafile=tls_files[0])
