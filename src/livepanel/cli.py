@@ -1,0 +1,266 @@
+"""The ``livepanel`` command: ``tail`` an endpoint's events, or run the ``demo``.
+
+Example::
+
+    $ livepanel tail wss://panel.example.com/ws -u admin --types 'session.*'
+    Password for admin:
+    2026-02-21T10:00:00.123Z  session.created  sessionKey=s1 agentId=a1 kind=direct
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import json
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from livepanel.__about__ import __version__
+from livepanel.events import Event, format_timestamp
+
+__all__ = ["main", "summarize"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad arguments, and refused credentials: retrying the same command won't help
+EXIT_INTERRUPTED = 130
+
+_VALUE_WIDTH = 40
+_SUMMARY_WIDTH = 160
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``livepanel`` command line; return the exit status.
+
+    Args:
+        argv: the arguments after the program name (``sys.argv[1:]`` when ``None``).
+
+    Example::
+
+        raise SystemExit(main(["tail", "ws://localhost:8000/ws", "--json"]))
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livepanel",
+        description="Real-time events from an ASGI backend to authenticated dashboards.",
+    )
+    parser.add_argument("--version", action="version", version=f"livepanel {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tail = commands.add_parser(
+        "tail",
+        help="print the events of a livepanel endpoint as they arrive",
+        description=(
+            "Connect to a livepanel WebSocket endpoint and print one line per event. "
+            "Reconnects (resuming without gaps) are reported on stderr. Exit status: "
+            "0 when the server closes the stream, 1 when the connection fails, "
+            "2 when the credentials are refused, 130 on Ctrl-C."
+        ),
+    )
+    tail.add_argument("url", metavar="URL", help="the endpoint, ws://host:port/ws or wss://...")
+    tail.add_argument(
+        "-u",
+        "--user",
+        metavar="USER",
+        help="Basic Auth user name; the password is asked for unless --password-env is given",
+    )
+    tail.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="read the password from this environment variable (never pass it on the command line)",
+    )
+    tail.add_argument(
+        "--types",
+        nargs="+",
+        metavar="GLOB",
+        help="only these event types, as globs: --types 'session.*' agent.status",
+    )
+    tail.add_argument("--since", metavar="ID", help="first replay the events after this event id")
+    tail.add_argument(
+        "--json",
+        action="store_true",
+        help="print each event as its wire JSON object, one per line (for jq)",
+    )
+    tail.add_argument("--origin", metavar="ORIGIN", help="send this Origin header")
+    tail.add_argument(
+        "--insecure",
+        action="store_true",
+        help="wss:// without verifying the server's certificate (testing only)",
+    )
+    tail.set_defaults(run=_run_tail)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo dashboard (needs livepanel[demo])",
+        description=(
+            "Start a small ClawPanel-like dashboard fed by livepanel events, behind Basic "
+            "Auth (DASHBOARD_USERNAME / DASHBOARD_PASSWORD, else generated and printed)."
+        ),
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    demo.add_argument(
+        "--redis",
+        metavar="URL",
+        help="use this Redis backend (redis://host:6379/0) instead of memory",
+    )
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+# --------------------------------------------------------------------------- tail
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    from livepanel.client import connect
+
+    def fail(message: str) -> int:
+        print(f"livepanel tail: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if urlsplit(args.url).password is not None:
+        return fail("do not put a password in the URL; use -u USER and --password-env VAR")
+    if args.password_env and not args.user:
+        return fail("--password-env needs -u USER")
+    password: str | None = None
+    if args.user:
+        if args.password_env:
+            password = os.environ.get(args.password_env)
+            if password is None:
+                return fail(f"the environment variable {args.password_env} is not set")
+        else:
+            password = getpass.getpass(f"Password for {args.user}: ")
+    context: ssl.SSLContext | None = None
+    if args.insecure and args.url.lower().startswith("wss:"):
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        print("livepanel tail: --insecure: the certificate is not verified", file=sys.stderr)
+    types = [g for value in args.types or () for g in value.split(",") if g.strip()] or None
+    try:
+        client = connect(
+            args.url,
+            username=args.user,
+            password=password,
+            origin=args.origin,
+            types=types,
+            since=args.since,
+            ssl=context,
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    handler = _stderr_logging()
+    try:
+        return asyncio.run(_tail(client, as_json=args.json, out=sys.stdout))
+    except BrokenPipeError:  # `livepanel tail ... | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps the interpreter's final flush quiet
+        return EXIT_OK
+    finally:
+        logging.getLogger("livepanel").removeHandler(handler)
+
+
+async def _tail(client: Any, *, as_json: bool, out: TextIO) -> int:
+    from livepanel.client import (
+        AuthenticationError,
+        ConnectionFailed,
+        HandshakeRejected,
+        PermissionDenied,
+        ResumeUnavailable,
+    )
+
+    try:
+        async with client:
+            while True:
+                try:
+                    async for event in client:
+                        out.write((event.to_json() if as_json else _line(event)) + "\n")
+                        out.flush()
+                    return EXIT_OK
+                except ResumeUnavailable as exc:
+                    print(
+                        f"livepanel tail: events were missed ({exc}); continuing live",
+                        file=sys.stderr,
+                    )
+    except (AuthenticationError, PermissionDenied) as exc:
+        print(f"livepanel tail: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (HandshakeRejected, ConnectionFailed) as exc:
+        print(f"livepanel tail: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _stderr_logging() -> logging.Handler:
+    """Show the client's connection news (reconnects) on stderr, one line each."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    log = logging.getLogger("livepanel")
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    return handler
+
+
+def _line(event: Event) -> str:
+    return f"{format_timestamp(event.timestamp)}  {event.type}  {summarize(event.payload)}"
+
+
+def summarize(payload: Mapping[str, Any], width: int = _SUMMARY_WIDTH) -> str:
+    """A one-line ``key=value`` summary of a payload, long values shortened.
+
+    Args:
+        payload: the event's payload.
+        width: the most characters returned.
+
+    Example::
+
+        >>> summarize({"sessionKey": "s1", "label": "nightly build"})
+        'sessionKey=s1 label="nightly build"'
+    """
+    parts = []
+    for key, value in payload.items():
+        if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
+            text = value
+        else:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if len(text) > _VALUE_WIDTH:
+            text = text[: _VALUE_WIDTH - 1] + "…"
+        parts.append(f"{key}={text}")
+    line = " ".join(parts)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------- demo
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    try:
+        # imported late: the demo pulls in an ASGI server, which `tail` does not need
+        serve = importlib.import_module("livepanel.demo").serve
+    except ImportError as exc:
+        if exc.name in ("livepanel.demo", "livepanel"):
+            why = "this installation has no livepanel.demo module"
+        else:
+            why = f"{exc}; install the demo extra: pip install 'livepanel[demo]'"
+        print(f"livepanel demo: cannot start the demo: {why}", file=sys.stderr)
+        return EXIT_FAILURE
+    serve(host=args.host, port=args.port, backend_url=args.redis)
+    return EXIT_OK
