@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Services the tests need beyond pip: a redis-server binary (tests start their own instances).
+# What the tests need beyond pip, from Debian's packages: redis-server (tests start their
+# own instances) and nginx (the deployment recipe's test). Installed only when missing.
+APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
+	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light)
+
 services:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null; }
+	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
+		echo "installing $(strip $(APT_NEEDS))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDS) >/dev/null; \
+	fi
 
 PY_DIRS := $(wildcard src tests examples benchmarks)
 
