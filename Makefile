@@ -42,5 +42,8 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(BIN)/livepanel demo
 
+bench: $(STAMP) services
+	$(BIN)/python benchmarks/latency.py
+
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache site

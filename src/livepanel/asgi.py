@@ -28,7 +28,7 @@ from asgiref.typing import (
 
 from livepanel.auth import Authenticator, parse_basic_authorization
 from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster
-from livepanel.errors import ConfigurationError
+from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
     CLOSE_MESSAGE_TOO_BIG,
@@ -61,6 +61,9 @@ class _Denial:
     code: str
     message: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+_UNAVAILABLE = _Denial(503, "unavailable", "the event backend is unavailable; retry shortly")
 
 
 def _header(scope: WWWScope, name: bytes) -> str | None:
@@ -279,6 +282,10 @@ class LivePanelApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.broadcaster.start()
+                except BackendUnavailable as exc:  # readers retry on first use; do not fail startup
+                    logger.warning("livepanel: backend unavailable at startup: %s", exc)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.broadcaster.close()
@@ -292,6 +299,11 @@ class LivePanelApp:
         if message["type"] != "websocket.connect":
             return
         denial, principal, user = await self._check(scope)
+        if denial is None:
+            try:
+                await self.broadcaster.start()
+            except BackendUnavailable:
+                denial = _UNAVAILABLE
         if denial is not None:
             await self._deny(scope, send, denial)
             return
@@ -331,7 +343,6 @@ class _Connection:
 
     async def run(self) -> None:
         broadcaster = self.broadcaster
-        await broadcaster.start()
         options = parse_connect_query(self.scope.get("query_string", b""))
         await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
         sub = broadcaster.attach(is_connection=True)
@@ -460,6 +471,7 @@ class LivePanelMiddleware:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        self.endpoint.broadcaster.start_soon()  # so the host app's publishes reach the backend
         if scope["type"] in ("http", "websocket"):
             path = scope["path"].rstrip("/") or "/"
             if path == self.path:

@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from livepanel.backends import Backend, MemoryBackend, backend_from_url
-from livepanel.errors import ConfigurationError, LivePanelError
+from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, prepare_payload, registered_types
 from livepanel.protocol import (
     CLOSE_GOING_AWAY,
@@ -246,7 +246,7 @@ class Broadcaster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._starting: asyncio.Future[None] | None = None
         self._head_id = ""
-        self._start_lock = threading.Lock()
+        self._start_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ publish
 
@@ -261,7 +261,10 @@ class Broadcaster:
         """
         event = _prepare(event_or_type, payload)
         self._counters.published += 1
-        return self.backend.publish_nowait(event)
+        accepted = self.backend.publish_nowait(event)
+        if self._starting is None:
+            self.start_soon()  # a worker that only publishes must still reach its backend
+        return accepted
 
     async def apublish(self, event_or_type: Any, payload: Any = None) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event.
@@ -302,6 +305,30 @@ class Broadcaster:
             starting.exception()  # mark retrieved: the caller gets it raised
             raise
         starting.set_result(None)
+
+    def start_soon(self) -> None:
+        """Start in the running loop without waiting; a no-op when started or outside a loop.
+
+        ``publish()`` and ``LivePanelMiddleware`` call it, so that a process
+        which publishes but serves no dashboard still hands its events to the
+        backend. A failure is logged; the next use tries again.
+        """
+        if self._starting is not None and self._loop is not None and not self._loop.is_closed():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a plain thread: events wait for the first start in a loop
+        if self._start_task is None or self._start_task.done():
+            self._start_task = loop.create_task(self._start_logged())
+
+    async def _start_logged(self) -> None:
+        try:
+            await self.start()
+        except BackendUnavailable as exc:
+            logger.warning("livepanel: the backend is unavailable, will retry on next use: %s", exc)
+        except RuntimeError as exc:  # bound to another loop: say so once, do not crash the caller
+            logger.warning("livepanel: %s", exc)
 
     async def close(self, code: int = CLOSE_GOING_AWAY) -> None:
         """Close every subscriber (1001 by default) and stop the backend."""

@@ -1,0 +1,906 @@
+"""Scale-out on Redis Streams: every process that shares a stream reaches every dashboard.
+
+Each event becomes one stream entry (``XADD ... MAXLEN ~ history``) whose one
+field holds the event's JSON. Each process runs one reader task (``XREAD
+BLOCK``) that hands new entries to its broadcaster, so Redis load grows with the
+number of processes, not with the number of dashboards. Wire ids are
+``"<epoch>:<entry id>"``, e.g. ``"3f9c1a2b4d5e:1700000000000-3"``.
+
+Epochs
+------
+An entry id alone cannot tell a resuming client whether the history it
+resumes in is the one it saw: a stream that was deleted, or lost with a Redis
+that restarted without persistence, starts over with new entries. So next to
+the stream (``<stream>:epoch``) livepanel keeps a small hash, the *epoch
+record*: ``epoch`` (a random token), ``first`` (the first entry added in this
+epoch) and, for an epoch begun on a stream that already held entries, ``base``
+(the newest entry at that moment). Two Lua scripts keep record and stream
+consistent atomically, whatever number of processes race:
+
+* publishing: when the stream does not exist and the record is missing or
+  names a stream that had entries (``first`` set), a new epoch begins with the
+  entry being added; when the stream exists but its record is gone (deleted, or
+  evicted by a ``maxmemory-policy`` that may evict any key), a new epoch begins
+  there. Then the ``XADD`` runs and ``first`` is recorded once.
+* ensuring (at start and whenever a reader reconnects): the same rule without
+  an ``XADD``, so a process that starts on an empty Redis gets an epoch and the
+  start id ``<epoch>:0-0`` at once; and a reader that finds the stream's newest
+  entry *older* than the last entry it read (Redis came back from an older
+  snapshot) retires the epoch, because entry ids could be issued again.
+
+A ``since`` is honoured only when its epoch is the record's and the entry it
+names is still in the stream (``<epoch>:0-0`` when ``first`` still is), so a
+trimmed, deleted, unpersisted or rolled-back history answers
+``resume_unavailable``, never a silent gap. Every reader checks the record with
+each read and moves to a new epoch on its own.
+
+Faults
+------
+Nothing here raises into the application but :meth:`RedisBackend.publish`
+(``BackendUnavailable``) and :meth:`RedisBackend.start` (the same, when Redis
+cannot be reached at all). The writer and the reader retry with capped
+exponential backoff and jitter; a reader continues from the last entry it saw,
+so entries written while it was away are still delivered, in order. Events
+handed to :meth:`~RedisBackend.publish_nowait` that cannot be written are
+dropped, counted in ``stats()["publish_failures"]`` and logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import re
+import secrets
+import threading
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from livepanel.backends.base import Backend, Deliver
+from livepanel.errors import BackendUnavailable, ConfigurationError
+from livepanel.events import Event
+from livepanel.protocol import make_id, parse_id
+
+__all__ = ["DEFAULT_STREAM", "MIN_STREAM_LENGTH", "RedisBackend"]
+
+logger = logging.getLogger("livepanel")
+
+DEFAULT_STREAM = "livepanel:events"
+MIN_STREAM_LENGTH = 100
+"""The stream keeps at least this many entries whatever ``history`` is: readers need slack."""
+
+FIELD = "event"
+START = "0-0"
+_WRITE_BATCH = 200  # events per script call
+_READ_COUNT = 1000  # entries per XREAD
+_Position = tuple[int, ...]
+_USERINFO_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+# Both scripts start here: make sure the record names the stream's current incarnation.
+_ENSURE_EPOCH = """
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if not exists then
+  if not epoch or redis.call('HEXISTS', KEYS[2], 'first') == 1 then
+    epoch = ARGV[1]
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[2], 'epoch', epoch)
+  end
+elseif not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if newest[1] then redis.call('HSET', KEYS[2], 'base', newest[1][1]) end
+end
+"""
+
+# KEYS: stream, record. ARGV: fresh epoch, MAXLEN, field, event JSON...
+_PUBLISH_SCRIPT = (
+    "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"
+    + _ENSURE_EPOCH
+    + """
+local ids = {}
+for i = 4, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[i])
+end
+if ids[1] then redis.call('HSETNX', KEYS[2], 'first', ids[1]) end
+return {epoch, ids}
+"""
+)
+
+# KEYS: stream, record. ARGV: fresh epoch, epoch to retire or '', the caller's last entry id.
+_STATE_SCRIPT = (
+    """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if ARGV[2] ~= '' and epoch == ARGV[2] then
+  redis.call('DEL', KEYS[2])
+  epoch = false
+end
+"""
+    + _ENSURE_EPOCH
+    + """
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local retained = 0
+if ARGV[3] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) > 0 then
+  retained = 1
+end
+return {epoch, newest[1] and newest[1][1] or false, oldest[1] and oldest[1][1] or false,
+        redis.call('HGET', KEYS[2], 'base') or false, retained}
+"""
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _StreamState:
+    epoch: str
+    newest: str | None
+    oldest: str | None
+    base: str | None
+    last_retained: bool
+
+
+class RedisBackend(Backend):
+    """Events in a Redis stream shared by every worker process and host.
+
+    Args:
+        url_or_client: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL,
+            or a ``redis.asyncio.Redis`` client you manage (it is not closed
+            by :meth:`stop`, and should not retry commands on its own, or an
+            event may be written twice).
+        stream: the stream's key; the epoch record lives at ``<stream>:epoch``.
+            For Redis Cluster put a hash tag in it (``"{livepanel}:events"``)
+            so both keys land in one slot.
+        history: how many recent entries the stream keeps for ``since``
+            (``MAXLEN ~``: Redis may keep somewhat more, and never fewer than
+            ``MIN_STREAM_LENGTH``).
+        timeout: seconds for connecting and for each command; also bounds how
+            long :meth:`publish` waits for a confirmation.
+        max_pending: events that may wait for Redis in this process (while it
+            is slow or away, or before start); beyond it they are dropped and
+            counted.
+        reconnect_delay: the first pause after a failure, in seconds; it
+            doubles on each failure in a row, with jitter.
+        reconnect_max_delay: the longest pause between two attempts.
+        **redis_options: passed to ``redis.asyncio.Redis.from_url``, e.g.
+            ``ssl_ca_certs``, ``username``, ``password``, ``client_name``.
+
+    Raises:
+        ConfigurationError: a malformed URL or an impossible setting.
+
+    Example::
+
+        Broadcaster("redis://localhost:6379/0")  # or LIVEPANEL_BACKEND_URL=redis://...
+        Broadcaster(RedisBackend("rediss://cache:6380/0", history=5000, ssl_ca_certs="ca.pem"))
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | aioredis.Redis = "redis://localhost:6379/0",
+        *,
+        stream: str = DEFAULT_STREAM,
+        history: int = 1000,
+        timeout: float = 5.0,
+        max_pending: int = 10000,
+        reconnect_delay: float = 0.1,
+        reconnect_max_delay: float = 5.0,
+        **redis_options: Any,
+    ) -> None:
+        if not isinstance(stream, str) or not stream:
+            raise ConfigurationError("RedisBackend: stream must be a non-empty key name")
+        if not isinstance(history, int) or history < 0:
+            raise ConfigurationError("RedisBackend: history must be an integer >= 0")
+        if timeout <= 0 or reconnect_delay <= 0 or reconnect_max_delay < reconnect_delay:
+            raise ConfigurationError(
+                "RedisBackend: timeout and reconnect_delay must be > 0, and "
+                "reconnect_max_delay >= reconnect_delay"
+            )
+        if max_pending < 1:
+            raise ConfigurationError("RedisBackend: max_pending must be >= 1")
+        self.stream = stream
+        self.epoch_key = f"{stream}:epoch"
+        self.history_size = history
+        self.maxlen = max(history, MIN_STREAM_LENGTH)
+        self.timeout = timeout
+        self.max_pending = max_pending
+        self.reconnect_delay = reconnect_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.epoch: str | None = None
+        """The epoch this process's reader delivers in (``None`` before start)."""
+
+        if isinstance(url_or_client, str):
+            self._url: str | None = url_or_client
+            self._options = redis_options
+            self.location = redact_url(url_or_client)
+            self._client: aioredis.Redis | None = self._make_client()
+            self._owns_client = True
+        else:
+            if redis_options:
+                raise ConfigurationError(
+                    "RedisBackend: connection options go with a URL, not with a client"
+                )
+            self._url = None
+            self._options = {}
+            self._client = url_or_client
+            self._owns_client = False
+            self.location = _describe_client(url_or_client)
+        self._scripts: tuple[Any, Any] | None = None
+        self._scripts_for: aioredis.Redis | None = None
+
+        self._lock = threading.Lock()
+        self._pending: list[Event] = []  # published before start, in order
+        self._pending_warned = False
+        self._outbox: deque[tuple[Event, asyncio.Future[Event] | None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._deliver: Deliver | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._writer_wake: asyncio.Future[None] | None = None
+        self._writer_paused = False
+        self._writer_busy = False
+        self._writer_down = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self._progress_waiters: list[asyncio.Future[None]] = []
+        self._replay_down = False
+        self._stopping = False
+        self._last_id = START
+        self._position: _Position = (0, 0)
+        self._publish_failures = 0
+        self._outage_failures = 0
+        self._reader_reconnects = 0
+
+    @classmethod
+    def from_url(cls, url: str, *, history: int = 1000, **options: Any) -> RedisBackend:
+        """Build a backend from a URL; ``?stream=<key>`` picks the stream.
+
+        Example: ``redis://:secret@cache:6379/0?stream=clawpanel:events``.
+
+        Args:
+            url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py takes it.
+            history: see :class:`RedisBackend`.
+            **options: the other keyword arguments of :class:`RedisBackend`.
+
+        Raises:
+            ConfigurationError: a malformed URL.
+        """
+        url, stream = _pop_query(url, "stream")
+        if stream is not None:
+            options.setdefault("stream", stream)
+        return cls(url, history=history, **options)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> str:
+        """Connect, learn the stream's epoch and head, start the writer and the reader.
+
+        Returns:
+            The id of the newest entry, or ``"<epoch>:0-0"`` for an empty stream.
+
+        Raises:
+            BackendUnavailable: Redis cannot be reached; events published in
+                the meantime keep waiting (up to ``max_pending``).
+        """
+        if self._reader is not None and not self._reader.done() and self._loop is loop:
+            assert self.epoch is not None
+            return make_id(self.epoch, self._last_id)
+        if self._client is None:
+            self._client = self._make_client()
+        try:
+            state = await self._state()
+        except Exception as exc:
+            raise BackendUnavailable(
+                f"livepanel: cannot reach Redis at {self.location} ({_describe(exc)}); "
+                "check LIVEPANEL_BACKEND_URL and that Redis is running"
+            ) from None
+        with self._lock:
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
+            self._deliver = deliver
+            self.epoch = state.epoch
+            self._move_to(state.newest or START)
+            # held events go after the head, so the first subscribers see them live
+            self._outbox.extend((event, None) for event in self._pending)
+            self._pending.clear()
+            self._pending_warned = False
+            self._writer = loop.create_task(self._write_forever(), name="livepanel-redis-writer")
+            self._reader = loop.create_task(self._read_forever(), name="livepanel-redis-reader")
+        logger.info(
+            "livepanel: Redis stream %s at %s, epoch %s, from %s",
+            self.stream,
+            self.location,
+            self.epoch,
+            self._last_id,
+        )
+        return make_id(state.epoch, self._last_id)
+
+    async def stop(self) -> None:
+        """Write what is queued (waiting at most ``timeout``), stop both tasks, disconnect."""
+        reader, writer = self._reader, self._writer
+        self._stopping = True
+        try:
+            if reader is not None:
+                await _finish(reader)
+            if writer is not None and not writer.done():
+                await self._drain(self.timeout)
+                await _finish(writer)
+        finally:
+            self._stopping = False
+        with self._lock:
+            self._reader = self._writer = None
+            self._loop = None
+            self._loop_thread = None
+            self._deliver = None
+            leftover = list(self._outbox)
+            self._outbox.clear()
+        lost = 0
+        for _event, future in leftover:
+            if future is None:
+                lost += 1
+            elif not future.done():
+                future.set_exception(BackendUnavailable("livepanel: the Redis backend stopped"))
+        if lost:
+            with self._lock:
+                self._publish_failures += lost
+            logger.warning("livepanel: %d event(s) not written to Redis before stop", lost)
+        self._notify(self._progress_waiters)
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            self._scripts = self._scripts_for = None
+            try:
+                await client.aclose()
+            except Exception:  # closing a connection that is already gone
+                pass
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish_nowait(self, event: Event) -> Event:
+        """Queue ``event`` for Redis from any thread; never blocks, never raises.
+
+        The returned event has no id yet: Redis assigns it. Before :meth:`start`
+        the event waits in this process and is written at start.
+        """
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._hold(event)
+                return event
+        if threading.get_ident() == self._loop_thread:
+            self._enqueue(event, None)
+            return event
+        try:
+            loop.call_soon_threadsafe(self._enqueue, event, None)
+        except RuntimeError:  # the loop closed under us: write at the next start
+            with self._lock:
+                self._hold(event)
+        return event
+
+    async def publish(self, event: Event) -> Event:
+        """Write ``event`` to the stream and return it with its id.
+
+        Raises:
+            BackendUnavailable: Redis did not take it within ``timeout`` (it
+                may still have been written if the reply was lost).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._writer is None:
+            raise BackendUnavailable(
+                "livepanel: the Redis backend is not started in this event loop; "
+                "use Broadcaster.apublish(), which starts it"
+            )
+        future: asyncio.Future[Event] = loop.create_future()
+        self._enqueue(event, future)
+        try:
+            return await asyncio.wait_for(future, self.timeout * 2)
+        except asyncio.TimeoutError:
+            raise BackendUnavailable(
+                f"livepanel: Redis at {self.location} did not confirm the event "
+                f"within {self.timeout * 2:g} s"
+            ) from None
+
+    def _hold(self, event: Event) -> None:
+        """Keep an event until start (the lock is held)."""
+        if len(self._pending) >= self.max_pending:
+            self._publish_failures += 1
+            return
+        self._pending.append(event)
+        if not self._pending_warned:
+            self._pending_warned = True
+            logger.warning(
+                "livepanel: events wait in this process until its broadcaster starts; "
+                "with several workers, start it at startup (await broadcaster.start()) "
+                "so every worker's events reach Redis"
+            )
+
+    def _enqueue(self, event: Event, future: asyncio.Future[Event] | None) -> None:
+        """Put an event in the writer's queue (on the loop's thread)."""
+        if self._writer is None:  # stopped between the call and now
+            if future is not None:
+                future.set_exception(BackendUnavailable("livepanel: the Redis backend stopped"))
+            else:
+                with self._lock:
+                    self._hold(event)
+            return
+        if len(self._outbox) >= self.max_pending:
+            if future is not None:
+                future.set_exception(
+                    BackendUnavailable(
+                        f"livepanel: {self.max_pending} events already wait for Redis"
+                    )
+                )
+            else:
+                self._lost(1, f"{self.max_pending} events already wait (max_pending)")
+            return
+        self._outbox.append((event, future))
+        wake = self._writer_wake
+        # during a backoff pause only a waiting apublish() brings the next attempt forward
+        if wake is not None and not wake.done() and (future is not None or not self._writer_paused):
+            wake.set_result(None)
+
+    async def _write_forever(self) -> None:
+        failures = 0
+        while not self._stopping or self._outbox:
+            if not self._outbox:
+                self._notify(self._idle_waiters)
+                await self._writer_sleep(None)
+                continue
+            batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), _WRITE_BATCH))]
+            self._writer_busy = True
+            error: Exception | None = None
+            try:
+                epoch, ids = await self._append([event for event, _ in batch])
+            except asyncio.CancelledError:
+                self._outbox.extendleft(reversed(batch))  # stop() accounts for them
+                raise
+            except Exception as exc:
+                error = exc
+            finally:
+                self._writer_busy = False
+            if error is not None:
+                self._write_failed(batch, error)
+                failures += 1
+                self._writer_paused = True  # until the next attempt; an apublish() cuts it short
+                self._notify(self._idle_waiters)
+                try:
+                    await self._writer_sleep(self._backoff(failures))
+                finally:
+                    self._writer_paused = False
+                continue
+            failures = 0
+            if self._writer_down:
+                self._writer_down = False
+                logger.info(
+                    "livepanel: writing to Redis at %s again; %d event(s) were dropped meanwhile",
+                    self.location,
+                    self._outage_failures,
+                )
+            for (event, future), entry_id in zip(batch, ids, strict=False):
+                if future is not None and not future.done():
+                    future.set_result(dataclasses.replace(event, id=make_id(epoch, entry_id)))
+
+    async def _writer_sleep(self, timeout: float | None) -> None:
+        assert self._loop is not None
+        wake = self._writer_wake = self._loop.create_future()
+        try:
+            await asyncio.wait({wake}, timeout=timeout)
+        finally:
+            self._writer_wake = None
+
+    async def _append(self, events: list[Event]) -> tuple[str, list[str]]:
+        publish_script, _ = self._get_scripts()
+        result = await publish_script(
+            keys=[self.stream, self.epoch_key],
+            args=[_new_epoch(), self.maxlen, FIELD, *(event.to_json() for event in events)],
+        )
+        return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
+
+    def _write_failed(
+        self, batch: list[tuple[Event, asyncio.Future[Event] | None]], exc: Exception
+    ) -> None:
+        message = (
+            f"livepanel: Redis at {self.location} cannot take the event ({_describe(exc)}); "
+            "try again later"
+        )
+        lost = 0
+        for _event, future in batch:
+            if future is None:
+                lost += 1
+            elif not future.done():
+                future.set_exception(BackendUnavailable(message))
+        self._lost(lost, _describe(exc))
+
+    def _lost(self, count: int, reason: str) -> None:
+        """Count dropped events; log the first failure of an outage only."""
+        with self._lock:  # _hold() counts from other threads
+            self._publish_failures += count
+        self._outage_failures += count
+        if not self._writer_down:
+            self._writer_down = True
+            self._outage_failures = count
+            logger.warning(
+                "livepanel: cannot write to Redis at %s (%s); events published meanwhile "
+                "are dropped and counted in stats()['publish_failures']",
+                self.location,
+                reason,
+            )
+
+    async def _drain(self, timeout: float) -> None:
+        """Wait until the writer has tried everything queued, at most ``timeout``."""
+        assert self._loop is not None
+        deadline = self._loop.time() + timeout
+        while self._outbox or self._writer_busy:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return
+            waiter = self._loop.create_future()
+            self._idle_waiters.append(waiter)
+            wake = self._writer_wake
+            if wake is not None and not wake.done():
+                wake.set_result(None)  # skip a backoff pause: we are shutting down
+            await asyncio.wait({waiter}, timeout=remaining)
+            if self._writer_paused and not self._outbox:
+                return
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read_forever(self) -> None:
+        failures = 0
+        reconnecting = False
+        while not self._stopping:
+            try:
+                if reconnecting:
+                    await self._resync()
+                    reconnecting = False
+                    failures = 0
+                    self._reader_reconnects += 1
+                    logger.info(
+                        "livepanel: reading %s from Redis again, after %s",
+                        self.stream,
+                        self._last_id,
+                    )
+                entries, epoch = await self._read()
+                if epoch != self.epoch:
+                    await self._follow_new_epoch()
+                    continue
+                self._deliver_entries(entries)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not reconnecting:
+                    if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
+                        logger.warning(
+                            "livepanel: lost Redis at %s while reading events (%s); "
+                            "reconnecting with backoff",
+                            self.location,
+                            _describe(exc),
+                        )
+                    else:
+                        logger.exception("livepanel: the Redis reader failed; restarting it")
+                reconnecting = True
+                failures += 1
+                await asyncio.sleep(self._backoff(failures))
+
+    async def _read(self) -> tuple[list[tuple[str, Any]], str | None]:
+        client = self._require_client()
+        pipe = client.pipeline(transaction=False)
+        pipe.xread({self.stream: self._last_id}, count=_READ_COUNT, block=self._block_ms())
+        pipe.hget(self.epoch_key, "epoch")  # the record as it is right after the read
+        reply, epoch = await pipe.execute()
+        return _stream_entries(reply), None if epoch is None else _text(epoch)
+
+    def _deliver_entries(self, entries: list[tuple[str, Any]]) -> None:
+        if not entries:
+            return
+        epoch = self.epoch
+        assert epoch is not None
+        events: list[Event] = []
+        for entry_id, fields in entries:
+            event = _parse_entry(fields)
+            if event is None:
+                logger.warning(
+                    "livepanel: skipped entry %s of %s: not a livepanel event",
+                    entry_id,
+                    self.stream,
+                )
+                continue
+            events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
+        self._move_to(entries[-1][0])
+        deliver = self._deliver
+        if events and deliver is not None:
+            try:
+                deliver(events)
+            except Exception:
+                logger.exception("livepanel: delivering events from Redis failed")
+        self._notify(self._progress_waiters)
+
+    async def _resync(self) -> None:
+        """After a reconnect: follow a new epoch, notice a rolled-back or trimmed history."""
+        state = await self._state()
+        if state.epoch != self.epoch:
+            self._adopt(state)
+            return
+        if self._last_id == START or state.last_retained or state.newest is None:
+            return  # (a stream that is gone comes back, if ever, with a new epoch)
+        if _position(state.newest) < self._position:
+            # Redis came back from an older snapshot: entry ids may be issued again
+            state = await self._state(retire=state.epoch)
+            logger.warning(
+                "livepanel: Redis stream %s went back from %s to %s; starting a new epoch",
+                self.stream,
+                self._last_id,
+                state.newest,
+            )
+            self._adopt(state, position=state.newest)
+        elif state.oldest is not None and _position(state.oldest) > self._position:
+            logger.warning(
+                "livepanel: entries of %s after %s were trimmed before this process read them; "
+                "raise history so the stream outlasts Redis outages",
+                self.stream,
+                self._last_id,
+            )
+
+    async def _follow_new_epoch(self) -> None:
+        state = await self._state()
+        if state.epoch != self.epoch:
+            self._adopt(state)
+
+    def _adopt(self, state: _StreamState, position: str | None = None) -> None:
+        """Deliver in ``state.epoch`` from now on."""
+        old = self.epoch
+        self.epoch = state.epoch
+        if position is not None:
+            self._move_to(position)
+        elif not state.last_retained:
+            # a new incarnation: read it from its start, or from where this epoch took over
+            self._move_to(state.base or START)
+        logger.warning(
+            "livepanel: Redis stream %s is in a new epoch %s (was %s): its history was "
+            "lost or replaced, so clients resuming from before will refetch their state",
+            self.stream,
+            state.epoch,
+            old,
+        )
+        self._notify(self._progress_waiters)
+
+    def _move_to(self, entry_id: str) -> None:
+        self._last_id = entry_id
+        self._position = _position(entry_id)
+
+    # ------------------------------------------------------------------ replay
+
+    async def replay(self, since: str) -> list[Event] | None:
+        """Every retained entry after ``since``, once this process's reader has reached them.
+
+        Returns ``None`` when ``since`` is from another epoch, no longer in the
+        stream, or Redis cannot answer now.
+        """
+        epoch, position = parse_id(since)
+        client = self._client
+        if len(position) != 2 or client is None or self._loop is None:
+            return None
+        entry = f"{position[0]}-{position[1]}"
+        try:
+            pipe = client.pipeline(transaction=True)  # one consistent view
+            pipe.hmget(self.epoch_key, ["epoch", "first"])
+            pipe.xrange(self.stream, entry, entry)
+            pipe.xrange(self.stream, "-" if entry == START else f"({entry}", "+")
+            (current, first), anchor, after = await pipe.execute()
+        except Exception as exc:
+            if not self._replay_down:
+                self._replay_down = True
+                logger.warning(
+                    "livepanel: cannot replay from Redis at %s (%s); clients resuming now "
+                    "get resume_unavailable",
+                    self.location,
+                    _describe(exc),
+                )
+            return None
+        self._replay_down = False
+        if current is None or _text(current) != epoch:
+            return None
+        entries = _entry_list(after)
+        if entry == START:
+            if first is None:
+                if entries:
+                    return None  # entries without a recorded start: cannot vouch for them
+            else:
+                start = _position(_text(first))
+                entries = [e for e in entries if _position(e[0]) >= start]
+                if not entries or _position(entries[0][0]) != start:
+                    return None  # the epoch's first entry was trimmed
+        elif not anchor:
+            return None
+        events: list[Event] = []
+        for entry_id, fields in entries:
+            event = _parse_entry(fields)
+            if event is not None:
+                events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
+        target = _position(entries[-1][0]) if entries else position
+        # hand-over: the caller buffers what the reader delivers meanwhile and drops
+        # what the replay holds, so the reader must have read up to the replay's end
+        if not await self._reader_reaches(epoch, max(target, position)):
+            logger.info(
+                "livepanel: this process's Redis reader is behind; answering resume_unavailable"
+            )
+            return None
+        return events
+
+    async def _reader_reaches(self, epoch: str, target: _Position) -> bool:
+        loop = self._loop
+        assert loop is not None
+        deadline = loop.time() + self.timeout
+        while not (self.epoch == epoch and self._position >= target):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._reader is None or self._reader.done():
+                return False
+            waiter = loop.create_future()
+            self._progress_waiters.append(waiter)
+            await asyncio.wait({waiter}, timeout=remaining)
+        return True
+
+    # ------------------------------------------------------------------ numbers
+
+    def stats(self) -> dict[str, Any]:
+        """``publish_failures`` (events dropped: not written to Redis), ``publish_pending``
+        (waiting for Redis now) and ``reader_reconnects``."""
+        return {
+            "publish_failures": self._publish_failures,
+            "publish_pending": len(self._outbox) + len(self._pending),
+            "reader_reconnects": self._reader_reconnects,
+        }
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
+
+    # ------------------------------------------------------------------ helpers
+
+    def _make_client(self) -> aioredis.Redis:
+        assert self._url is not None
+        options: dict[str, Any] = {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": Retry(
+                NoBackoff(), 0
+            ),  # livepanel retries itself; a blind retry could XADD twice
+            "client_name": "livepanel",
+        }
+        options.update(self._options)
+        try:
+            return aioredis.Redis.from_url(self._url, **options)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"RedisBackend: cannot use {self.location!r}: {exc}; expected "
+                "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
+            ) from None
+
+    def _require_client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise BackendUnavailable("livepanel: the Redis backend is stopped")
+        return self._client
+
+    def _get_scripts(self) -> tuple[Any, Any]:
+        client = self._require_client()
+        if self._scripts is None or self._scripts_for is not client:
+            self._scripts = (
+                client.register_script(_PUBLISH_SCRIPT),
+                client.register_script(_STATE_SCRIPT),
+            )
+            self._scripts_for = client
+        return self._scripts
+
+    async def _state(self, retire: str = "") -> _StreamState:
+        _, state_script = self._get_scripts()
+        result = await state_script(
+            keys=[self.stream, self.epoch_key], args=[_new_epoch(), retire, self._last_id]
+        )
+        epoch, newest, oldest, base, retained = result
+        return _StreamState(
+            epoch=_text(epoch),
+            newest=None if newest is None else _text(newest),
+            oldest=None if oldest is None else _text(oldest),
+            base=None if base is None else _text(base),
+            last_retained=bool(retained),
+        )
+
+    def _block_ms(self) -> int:
+        """How long one XREAD waits: well inside the socket timeout, so a stall is noticed."""
+        return max(50, min(2000, int(self.timeout * 400)))
+
+    def _backoff(self, failures: int) -> float:
+        delay = min(self.reconnect_max_delay, self.reconnect_delay * 2.0 ** min(failures - 1, 30))
+        return delay * random.uniform(0.5, 1.0)
+
+    @staticmethod
+    def _notify(waiters: list[asyncio.Future[None]]) -> None:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        waiters.clear()
+
+
+# ---------------------------------------------------------------------- module helpers
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; cancel again if a cancellation was swallowed
+    (``asyncio.wait_for`` can lose one on Python < 3.12)."""
+    for _ in range(50):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        logger.warning("livepanel: a Redis backend task ended with %r", task.exception())
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (in the user info or the query) replaced by ``***``."""
+    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def _pop_query(url: str, name: str) -> tuple[str, str | None]:
+    """Take the query parameter ``name`` out of ``url``: (the rest of the URL, its value)."""
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    values = [value for key, value in pairs if key == name]
+    if not values:
+        return url, None
+    kept = urlencode([(key, value) for key, value in pairs if key != name])
+    return (f"{base}?{kept}" if kept else base), values[-1]
+
+
+def _describe_client(client: Any) -> str:
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _position(entry_id: str) -> _Position:
+    ms, _, seq = entry_id.partition("-")
+    return (int(ms), int(seq or 0))
+
+
+def _entry_list(entries: Any) -> list[tuple[str, Any]]:
+    return [(_text(entry_id), fields) for entry_id, fields in entries or ()]
+
+
+def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
+    """The entries of the one stream in an XREAD reply (RESP2 list or RESP3 map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return _entry_list(next(iter(reply.values())))
+    return _entry_list(reply[0][1])
+
+
+def _parse_entry(fields: Any) -> Event | None:
+    raw = (fields.get(FIELD.encode()) or fields.get(FIELD)) if isinstance(fields, dict) else None
+    if raw is None:
+        return None
+    try:
+        return Event.from_json(raw)
+    except ValueError:
+        return None

@@ -1,0 +1,176 @@
+"""Shared by the Redis tests and the worker app they start: a private redis-server, an
+event type and async helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from livepanel import BackendUnavailable, Broadcaster, Event, event_type
+from livepanel.broadcaster import Subscription
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server subprocess that can be killed and started again on the same port."""
+
+    def __init__(self, binary: str, directory: Path, *, appendonly: bool) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the server and return once it answers PING (its data loaded)."""
+        args = [
+            *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+            *("--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")),
+            *("--save", "", "--appendonly", "yes" if self.appendonly else "no"),
+            *("--appendfsync", "always"),
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited on start-up:\n{self.log_tail()}")
+            if self.ping():
+                return
+            time.sleep(0.01)
+        self.kill()
+        raise TimeoutError(f"redis-server did not answer PING on port {self.port}")
+
+    def ping(self) -> bool:
+        """True when the server answers PING with PONG (not LOADING, not refused)."""
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
+        ):
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+        return False
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, like a crash."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+
+    def restart(self) -> None:
+        """Kill the server and start it again on the same port and directory."""
+        self.kill()
+        self.start()
+
+    def log_tail(self, lines: int = 20) -> str:
+        log = self.directory / "redis.log"
+        return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else ""
+
+
+@event_type("test.tick")
+class Tick:
+    """A numbered event: ``n`` tells order, loss and repetition apart."""
+
+    n: int
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    """Run a test's coroutine in a fresh loop, bounded in time.
+
+    The loop runs in a thread of its own: Playwright's sync API (the browser tests)
+    leaves a loop marked running in the main thread for the rest of the session.
+    """
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-loop") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
+
+
+@asynccontextmanager
+async def started(broadcaster: Broadcaster) -> AsyncIterator[Broadcaster]:
+    """Start ``broadcaster`` and always close it, so no task or connection outlives a test."""
+    try:
+        await broadcaster.start()
+        yield broadcaster
+    finally:
+        await broadcaster.close()
+
+
+async def take(events: Subscription, count: int, timeout: float = 5.0) -> list[Event]:
+    """The next ``count`` events, or fail after ``timeout`` seconds."""
+
+    async def collect() -> list[Event]:
+        return [await events.__anext__() for _ in range(count)]
+
+    return await asyncio.wait_for(collect(), timeout)
+
+
+async def nothing_more(events: Subscription, within: float = 0.3) -> bool:
+    """True when no further event arrives ``within`` seconds."""
+    try:
+        await asyncio.wait_for(events.__anext__(), within)
+    except asyncio.TimeoutError:
+        return True
+    return False
+
+
+async def wait_until(
+    condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def apublish_retrying(broadcaster: Broadcaster, n: int, timeout: float = 10.0) -> Event:
+    """``apublish(Tick(n))`` until Redis takes it (a test outlasting an outage)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await broadcaster.apublish(Tick(n=n))
+        except BackendUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+def numbers(events: list[Event]) -> list[int]:
+    return [int(e.payload["n"]) for e in events]
+
+
+__all__ = [
+    "RedisServer",
+    "Tick",
+    "apublish_retrying",
+    "free_port",
+    "nothing_more",
+    "numbers",
+    "run",
+    "started",
+    "take",
+    "wait_until",
+]

@@ -1,0 +1,49 @@
+"""The app each worker process of the multi-process tests runs.
+
+``uvicorn tests.redis.redis_worker_app:create_app --factory`` (from the repository) with
+``LIVEPANEL_BACKEND_URL=redis://...``: the default broadcaster on Redis, the
+livepanel endpoint at ``/ws/`` and ``POST /publish?start=N&count=M`` that
+publishes ``Tick(N) .. Tick(N+M-1)`` from this process and answers their ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from livepanel import LivePanelApp, get_broadcaster
+from tests.redis.redis_helpers import Tick
+
+
+def create_app() -> Starlette:
+    broadcaster = get_broadcaster()
+
+    async def publish(request: Request) -> JSONResponse:
+        start = int(request.query_params.get("start", "0"))
+        count = int(request.query_params.get("count", "1"))
+        ids = [(await broadcaster.apublish(Tick(n=n))).id for n in range(start, start + count)]
+        return JSONResponse({"ids": ids})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"pid": os.getpid(), "stats": broadcaster.stats()})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await broadcaster.start()  # every worker reads and writes from startup on
+        yield
+        await broadcaster.close()
+
+    return Starlette(
+        routes=[
+            Route("/publish", publish, methods=["POST"]),
+            Route("/health", health),
+            Mount("/ws", LivePanelApp(broadcaster, auth=None)),
+        ],
+        lifespan=lifespan,
+    )
