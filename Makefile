@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest docs bench clean services
+.PHONY: install demo test lint typecheck pytest jstest reacttest docs bench clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # What the tests need beyond pip, from Debian's packages: redis-server (tests start their
-# own instances) and nginx (the deployment recipe's test). Installed only when missing.
+# own instances), nginx (the deployment recipe's test) and chromium (the browser tests;
+# Playwright's own browser download is never used). Installed only when missing.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
-	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light)
+	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light) \
+	$(if $(shell command -v chromium),,chromium)
 
 services:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
@@ -37,7 +39,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP) services
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# livepanel.js's pure parts (backoff, jitter, give-up) on Node's own test runner
+jstest:
+	node --test tests/js/
+
+# the React example's hook, with vitest, from the committed lock file
+reacttest:
+	cd examples/react && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run typecheck
+
+test: lint typecheck pytest jstest reacttest
 
 demo: $(STAMP)
 	$(BIN)/livepanel demo

@@ -11,6 +11,7 @@ Example::
 
 from livepanel.__about__ import __version__
 from livepanel.asgi import LivePanelApp, LivePanelMiddleware
+from livepanel.assets import static_path
 from livepanel.auth import Authenticator, BasicAuth
 from livepanel.backends import Backend, MemoryBackend
 from livepanel.broadcaster import (
@@ -57,4 +58,5 @@ __all__ = [
     "event_type",
     "get_broadcaster",
     "set_broadcaster",
+    "static_path",
 ]

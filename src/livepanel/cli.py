@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="use this Redis backend (redis://host:6379/0) instead of memory",
     )
+    demo.add_argument(
+        "--interval",
+        type=float,
+        default=1.5,
+        metavar="SECONDS",
+        help="seconds between simulated gateway events; 0 turns the simulation off (1.5)",
+    )
     demo.set_defaults(run=_run_demo)
     return parser
 
@@ -262,5 +269,5 @@ def _run_demo(args: argparse.Namespace) -> int:
             why = f"{exc}; install the demo extra: pip install 'livepanel[demo]'"
         print(f"livepanel demo: cannot start the demo: {why}", file=sys.stderr)
         return EXIT_FAILURE
-    serve(host=args.host, port=args.port, backend_url=args.redis)
+    serve(host=args.host, port=args.port, backend_url=args.redis, interval=args.interval)
     return EXIT_OK

@@ -218,14 +218,21 @@ def test_demo_without_the_demo_module_fails_clearly(
     assert "cannot start the demo" in capsys.readouterr().err
 
 
-def test_demo_passes_host_port_and_redis_to_serve(monkeypatch: pytest.MonkeyPatch) -> None:
-    """demo calls livepanel.demo.serve with the options given."""
+def test_demo_passes_host_port_redis_and_interval_to_serve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """demo calls livepanel.demo.serve with the options given, defaults for the rest."""
     calls: list[dict[str, Any]] = []
     fake = types.ModuleType("livepanel.demo")
     fake.serve = lambda **kwargs: calls.append(kwargs)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "livepanel.demo", fake)
     assert main(["demo", "--port", "9000", "--redis", "redis://localhost:6379/0"]) == 0
-    assert calls == [{"host": "127.0.0.1", "port": 9000, "backend_url": "redis://localhost:6379/0"}]
+    assert main(["demo", "--interval", "0"]) == 0
+    assert calls == [
+        {"host": "127.0.0.1", "port": 9000, "backend_url": "redis://localhost:6379/0",
+         "interval": 1.5},
+        {"host": "127.0.0.1", "port": 8000, "backend_url": None, "interval": 0.0},
+    ]  # fmt: skip
 
 
 def test_summary_shortens_long_values_and_quotes_spaces() -> None:

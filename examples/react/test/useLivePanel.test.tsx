@@ -1,0 +1,212 @@
+import { act, render, renderHook, screen } from "@testing-library/react";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { ClientOptions, WebSocketLike } from "livepanel";
+
+import { ConnectionStatus, useLivePanel } from "../src";
+import type { UseLivePanelOptions } from "../src";
+
+/** Stands in for the browser's WebSocket: the test plays the server. */
+class FakeSocket implements WebSocketLike {
+  static instances: FakeSocket[] = [];
+  onmessage: ((event: { data: unknown }) => void) | null = null;
+  onclose: ((event: unknown) => void) | null = null;
+  onerror: ((event: unknown) => void) | null = null;
+  closed: { code?: number; reason?: string } | null = null;
+  sent: unknown[] = [];
+
+  constructor(readonly url: string) {
+    FakeSocket.instances.push(this);
+  }
+
+  send(data: string) {
+    this.sent.push(JSON.parse(data));
+  }
+
+  close(code?: number, reason?: string) {
+    this.closed = { code, reason };
+  }
+
+  frame(type: string, payload: object = {}, id?: string) {
+    this.onmessage?.({ data: JSON.stringify({ type, timestamp: "2026-02-21T10:00:00.000Z", payload, id }) });
+  }
+
+  welcome(lastEventId = "e1:0") {
+    this.frame("welcome", { connectionId: "c1", heartbeatInterval: 25, lastEventId, server: "livepanel/test" });
+  }
+
+  drop() {
+    this.onclose?.({ code: 1006 });
+  }
+}
+
+const latest = () => FakeSocket.instances[FakeSocket.instances.length - 1];
+const fake = (extra: UseLivePanelOptions = {}): UseLivePanelOptions => ({
+  WebSocket: FakeSocket as unknown as ClientOptions["WebSocket"],
+  fetch: async () => {
+    throw new TypeError("offline");
+  },
+  base: "http://panel.test/",
+  ...extra,
+});
+const settle = () => act(async () => {});
+
+beforeEach(() => {
+  FakeSocket.instances = [];
+});
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("useLivePanel", () => {
+  it("is connecting, then open and connected once the server says welcome", async () => {
+    const { result } = renderHook(() => useLivePanel("/ws", fake()));
+    expect(result.current.status).toBe("connecting");
+    expect(result.current.isConnected).toBe(false);
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(1);
+    expect(latest().url).toBe("ws://panel.test/ws?batch=1");
+    act(() => latest().welcome());
+    expect(result.current.status).toBe("open");
+    expect(result.current.isConnected).toBe(true);
+  });
+
+  it("exposes the last event and hands every event to onEvent", async () => {
+    const onEvent = vi.fn();
+    const { result } = renderHook(() => useLivePanel("/ws", fake({ onEvent })));
+    await settle();
+    act(() => {
+      latest().welcome();
+      latest().frame("session.created", { sessionKey: "s1" }, "e1:1");
+      latest().frame("session.killed", { sessionKey: "s1" }, "e1:2");
+    });
+    expect(result.current.lastEvent).toMatchObject({ type: "session.killed", id: "e1:2" });
+    expect(onEvent.mock.calls.map(([event]) => event.id)).toEqual(["e1:1", "e1:2"]);
+  });
+
+  it("shows reconnecting after a drop and resumes from the last event", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { result } = renderHook(() => useLivePanel("/ws", fake({ random: () => 0 })));
+    await settle();
+    act(() => {
+      latest().welcome();
+      latest().frame("agent.status", { agentId: "a1" }, "e1:7");
+    });
+    await act(async () => latest().drop());
+    expect(result.current.status).toBe("reconnecting");
+    await act(async () => vi.advanceTimersByTime(1));
+    expect(FakeSocket.instances).toHaveLength(2);
+    expect(new URL(latest().url).searchParams.get("since")).toBe("e1:7");
+    act(() => latest().welcome("e1:7"));
+    expect(result.current.status).toBe("open");
+  });
+
+  it("calls onResumeUnavailable so the app can refetch its state", async () => {
+    const onResumeUnavailable = vi.fn();
+    renderHook(() => useLivePanel("/ws", fake({ onResumeUnavailable })));
+    await settle();
+    act(() => {
+      latest().welcome();
+      latest().frame("error", { code: "resume_unavailable", message: "refetch" });
+    });
+    expect(onResumeUnavailable).toHaveBeenCalledWith({ code: "resume_unavailable", message: "refetch" });
+  });
+
+  it("ends in auth_failed when the probe answers 401, and reconnect() tries again", async () => {
+    const fetch = vi.fn(async () => ({ status: 401, json: async () => ({ error: "unauthorized" }) }));
+    const { result } = renderHook(() => useLivePanel("/ws", fake({ fetch })));
+    await settle();
+    await act(async () => latest().drop());
+    expect(fetch).toHaveBeenCalledWith("http://panel.test/ws?batch=1", expect.anything());
+    expect(result.current.status).toBe("auth_failed");
+    act(() => result.current.reconnect());
+    expect(result.current.status).toBe("connecting");
+    expect(FakeSocket.instances).toHaveLength(2);
+  });
+
+  it("closes the socket on unmount and never reconnects", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const { unmount } = renderHook(() => useLivePanel("/ws", fake()));
+    await settle();
+    act(() => latest().welcome());
+    unmount();
+    expect(latest().closed?.code).toBe(1000);
+    vi.advanceTimersByTime(120_000);
+    expect(FakeSocket.instances).toHaveLength(1);
+  });
+
+  it("reconnects when the url changes, not when a callback does", async () => {
+    const { rerender } = renderHook(({ url, onEvent }) => useLivePanel(url, fake({ onEvent })), {
+      initialProps: { url: "/ws", onEvent: () => {} },
+    });
+    await settle();
+    rerender({ url: "/ws", onEvent: () => {} });
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(1);
+    rerender({ url: "/other", onEvent: () => {} });
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(2);
+    expect(FakeSocket.instances[0].closed?.code).toBe(1000);
+    expect(latest().url).toBe("ws://panel.test/other?batch=1");
+  });
+
+  it("stays closed while disabled", async () => {
+    const { result } = renderHook(() => useLivePanel("/ws", { ...fake(), enabled: false }));
+    await settle();
+    expect(result.current.status).toBe("closed");
+    expect(FakeSocket.instances).toHaveLength(0);
+  });
+});
+
+describe("ConnectionStatus", () => {
+  it.each([
+    ["connecting", "Connecting…", "rgb(247, 144, 9)"],
+    ["open", "Live", "rgb(18, 183, 106)"],
+    ["reconnecting", "Reconnecting…", "rgb(247, 144, 9)"],
+    ["auth_failed", "Authentication failed", "rgb(240, 68, 56)"],
+    ["closed", "Disconnected", "rgb(152, 162, 179)"],
+  ] as const)("shows %s as %s in its colour", (status, text, color) => {
+    render(<ConnectionStatus status={status} />);
+    const box = screen.getByRole("status");
+    expect(box.textContent).toBe(text);
+    expect(box.dataset.status).toBe(status);
+    expect(box.style.color).toBe(color);
+  });
+
+  it("offers Reconnect only once the client has stopped", () => {
+    const onReconnect = vi.fn();
+    const { rerender } = render(<ConnectionStatus status="open" onReconnect={onReconnect} />);
+    expect(screen.queryByRole("button")).toBeNull();
+    rerender(<ConnectionStatus status="auth_failed" onReconnect={onReconnect} />);
+    act(() => screen.getByRole("button", { name: "Reconnect" }).click());
+    expect(onReconnect).toHaveBeenCalledOnce();
+  });
+
+  it("takes translated labels", () => {
+    render(<ConnectionStatus status="open" labels={{ open: "En direct" }} />);
+    expect(screen.getByRole("status").textContent).toBe("En direct");
+  });
+});
+
+describe("the hook and the component together", () => {
+  function Panel() {
+    const { status, reconnect, lastEvent } = useLivePanel("/ws", fake());
+    return (
+      <div>
+        <ConnectionStatus status={status} onReconnect={reconnect} />
+        <p data-testid="last">{lastEvent?.type ?? "none"}</p>
+      </div>
+    );
+  }
+
+  it("renders live status and the last event type", async () => {
+    render(<Panel />);
+    await settle();
+    act(() => {
+      latest().welcome();
+      latest().frame("cron.executed", { jobId: "backup" }, "e1:3");
+    });
+    expect(screen.getByRole("status").textContent).toBe("Live");
+    expect(screen.getByTestId("last").textContent).toBe("cron.executed");
+  });
+});

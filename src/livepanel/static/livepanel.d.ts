@@ -1,0 +1,109 @@
+// Type declarations for livepanel.js, the browser client of a livepanel endpoint.
+
+export type Status = "connecting" | "open" | "reconnecting" | "auth_failed" | "closed";
+
+/** A server frame carrying a broadcast event. */
+export interface LivePanelEvent<P = Record<string, unknown>> {
+  type: string;
+  id: string;
+  timestamp: string;
+  payload: P;
+}
+
+export interface Welcome {
+  connectionId: string;
+  heartbeatInterval: number;
+  lastEventId: string;
+  server: string;
+}
+
+export interface ServerError {
+  code: string;
+  message: string;
+}
+
+export interface StatusChange {
+  status: Status;
+  previous: Status | null;
+  /** `reconnecting`: the attempt about to be made (1 for the first). */
+  attempt?: number;
+  /** `reconnecting`: milliseconds until that attempt. */
+  delay?: number;
+  /** `closed`: `"client"` after close(), `"gave_up"` after the last retry failed. */
+  reason?: "client" | "gave_up";
+  /** `auth_failed`: the probe's HTTP status (401 or 403) and the server's error code. */
+  httpStatus?: number;
+  code?: string;
+  message?: string;
+}
+
+export interface BackoffOptions {
+  initialDelay?: number;
+  maxDelay?: number;
+  factor?: number;
+  retries?: number;
+}
+
+export interface ClientOptions extends BackoffOptions {
+  connectTimeout?: number;
+  batch?: boolean;
+  types?: string[] | null;
+  since?: string | null;
+  /** Resolve relative URLs against this (default: the page's location). */
+  base?: string;
+  /** For tests and non-browser runtimes. */
+  WebSocket?: new (url: string) => WebSocketLike;
+  fetch?: (url: string, init?: RequestInit) => Promise<{ status: number; json(): Promise<unknown> }>;
+  random?: () => number;
+}
+
+export interface WebSocketLike {
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: unknown) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
+  connectTimeout: number;
+  batch: boolean;
+  types: null;
+  since: null;
+}>;
+export const STATUSES: readonly Status[];
+
+export function backoffCeiling(attempt: number, options?: BackoffOptions): number;
+export function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+export function backoffSchedule(count: number, options?: BackoffOptions): number[];
+export function shouldGiveUp(attempts: number, retries?: number): boolean;
+export function planReconnect(attempts: number, options?: BackoffOptions, random?: () => number): number | null;
+export function isAuthFailure(httpStatus: number): boolean;
+export function splitFrames(data: unknown): string[];
+export function connectUrl(
+  url: string,
+  query?: { since?: string | null; types?: string[] | null; batch?: boolean },
+  base?: string,
+): string;
+export function probeUrl(wsUrl: string): string;
+
+export type Unsubscribe = () => void;
+
+export class LivePanelClient {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly status: Status;
+  readonly isConnected: boolean;
+  readonly lastEventId: string | null;
+  readonly lastEvent: LivePanelEvent | null;
+  readonly heartbeatInterval: number | null;
+  on(name: "status", listener: (change: StatusChange) => void): Unsubscribe;
+  on(name: "welcome", listener: (welcome: Welcome) => void): Unsubscribe;
+  on(name: "resume_unavailable" | "error", listener: (error: ServerError) => void): Unsubscribe;
+  on<P = Record<string, unknown>>(name: string, listener: (event: LivePanelEvent<P>) => void): Unsubscribe;
+  off(name: string, listener: (...args: never[]) => void): void;
+  reconnect(options?: { since?: string | null }): void;
+  close(): void;
+}
+
+export function connect(url: string, options?: ClientOptions): LivePanelClient;

@@ -1,0 +1,453 @@
+/**
+ * livepanel.js: the browser client of a livepanel WebSocket endpoint.
+ *
+ * An ES module without dependencies. It connects, dispatches events by type,
+ * reconnects with exponential backoff and full jitter, resumes with `since`
+ * so nothing is missed, stops on 401/403 (learned with an HTTP probe of the
+ * same URL), and reports its status.
+ *
+ *   import { connect } from "/livepanel.js";
+ *
+ *   const client = connect("/ws");
+ *   client.on("session.created", (event) => addRow(event.payload));
+ *   client.on("status", ({ status }) => showStatus(status));
+ *   client.on("resume_unavailable", () => refetchState());
+ *
+ * The backoff schedule, its jitter and the give-up rule are pure functions
+ * exported below, so they can be tested without a browser.
+ */
+
+/** The defaults of every option; times are in milliseconds. */
+export const DEFAULT_OPTIONS = Object.freeze({
+  /** Reconnection attempts after a loss before the client gives up (status `closed`). */
+  retries: 10,
+  /** The ceiling of the first backoff delay. */
+  initialDelay: 500,
+  /** No backoff delay is ever longer than this. */
+  maxDelay: 30000,
+  /** How much the ceiling grows with each failed attempt. */
+  factor: 2,
+  /** A connection that has not said `welcome` within this time is dropped and retried. */
+  connectTimeout: 10000,
+  /** Ask the server to pack queued frames into one, newline-delimited (`?batch=1`). */
+  batch: true,
+  /** Event type globs to receive (`["session.*"]`); `null` for all. */
+  types: null,
+  /** Resume after this event id on the first connection (an id from your own snapshot). */
+  since: null,
+});
+
+/** Every status the client reports, in the order a connection usually goes through them. */
+export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
+
+/** Names the client emits itself; server event types never use them. */
+const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable"]);
+
+// ---------------------------------------------------------------------------- pure functions
+
+function backoffOptions(options) {
+  return {
+    initialDelay: options?.initialDelay ?? DEFAULT_OPTIONS.initialDelay,
+    maxDelay: options?.maxDelay ?? DEFAULT_OPTIONS.maxDelay,
+    factor: options?.factor ?? DEFAULT_OPTIONS.factor,
+  };
+}
+
+/**
+ * The longest delay before reconnection attempt `attempt` (0 for the first):
+ * `initialDelay * factor ** attempt`, capped at `maxDelay`.
+ */
+export function backoffCeiling(attempt, options) {
+  const { initialDelay, maxDelay, factor } = backoffOptions(options);
+  const ceiling = initialDelay * factor ** Math.max(0, attempt);
+  return Number.isFinite(ceiling) ? Math.min(maxDelay, ceiling) : maxDelay;
+}
+
+/**
+ * The delay before attempt `attempt`, with full jitter: uniform in
+ * `[0, backoffCeiling(attempt))`, so clients dropped together do not return together.
+ * `random` returns a number in `[0, 1)`, like `Math.random`.
+ */
+export function backoffDelay(attempt, options, random = Math.random) {
+  const ceiling = backoffCeiling(attempt, options);
+  return Math.min(ceiling, Math.floor(random() * ceiling));
+}
+
+/** The ceilings of the first `count` attempts: the schedule before jitter. */
+export function backoffSchedule(count, options) {
+  return Array.from({ length: count }, (_, attempt) => backoffCeiling(attempt, options));
+}
+
+/** True when `attempts` reconnection attempts have been made and `retries` allows no more. */
+export function shouldGiveUp(attempts, retries = DEFAULT_OPTIONS.retries) {
+  return attempts >= retries;
+}
+
+/** The delay before the next attempt after `attempts` failed ones, or `null` to give up. */
+export function planReconnect(attempts, options, random = Math.random) {
+  if (shouldGiveUp(attempts, options?.retries ?? DEFAULT_OPTIONS.retries)) return null;
+  return backoffDelay(attempts, options, random);
+}
+
+/** True when an HTTP probe's status means retrying cannot help: 401 and 403. */
+export function isAuthFailure(httpStatus) {
+  return httpStatus === 401 || httpStatus === 403;
+}
+
+/** The server frames in one WebSocket message: one, or several newline-delimited (`?batch=1`). */
+export function splitFrames(data) {
+  return String(data)
+    .split("\n")
+    .filter((line) => line.trim() !== "");
+}
+
+/**
+ * The URL to connect to: `url` resolved against `base` (the page), its scheme
+ * made `ws:`/`wss:`, with `batch`, `types` and `since` in the query.
+ */
+export function connectUrl(url, { since = null, types = null, batch = true } = {}, base) {
+  const target = new URL(url, base ?? globalThis.location?.href);
+  if (target.protocol === "http:") target.protocol = "ws:";
+  else if (target.protocol === "https:") target.protocol = "wss:";
+  if (target.protocol !== "ws:" && target.protocol !== "wss:") {
+    throw new TypeError(`livepanel: cannot connect to ${target.protocol} URLs; use ws(s):// or http(s)://`);
+  }
+  target.hash = "";
+  if (batch) target.searchParams.set("batch", "1");
+  if (types && types.length) target.searchParams.set("types", types.join(","));
+  if (since) target.searchParams.set("since", since);
+  else target.searchParams.delete("since");
+  return target.href;
+}
+
+/** The same URL over HTTP: what the client fetches to learn why a handshake was refused. */
+export function probeUrl(wsUrl) {
+  const target = new URL(wsUrl);
+  target.protocol = target.protocol === "wss:" ? "https:" : "http:";
+  target.searchParams.delete("since");
+  return target.href;
+}
+
+// ---------------------------------------------------------------------------- the client
+
+/**
+ * A connection to a livepanel endpoint that keeps itself alive.
+ *
+ * Listen with `on(name, fn)`: an event type (`"session.created"`), `"*"` for
+ * every event, or one of the client's own notifications: `"status"`
+ * (`{status, previous, ...detail}`), `"welcome"`, `"resume_unavailable"`
+ * (the events since the last one seen are gone: refetch your state) and
+ * `"error"` (other server error frames).
+ */
+export class LivePanelClient {
+  constructor(url, options = {}) {
+    this.options = { ...DEFAULT_OPTIONS, ...options };
+    this.url = url;
+    /** One of STATUSES. */
+    this.status = "connecting";
+    /** The id to resume after: the newest event seen, else the last welcome's `lastEventId`. */
+    this.lastEventId = this.options.since ?? null;
+    /** The newest event received, or `null`. */
+    this.lastEvent = null;
+    /** The server's heartbeat interval in seconds, once welcomed. */
+    this.heartbeatInterval = null;
+    this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
+    this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
+    this._random = this.options.random ?? Math.random;
+    this._listeners = new Map();
+    this._socket = null;
+    this._welcome = null;
+    this._eventsOnSocket = 0;
+    this._attempts = 0;
+    this._timer = null;
+    this._watchdog = null;
+    this._generation = 0;
+    this._stopped = false;
+    this._gaveUp = false;
+    this._watching = false;
+    if (typeof this._WebSocket !== "function") {
+      throw new TypeError("livepanel: no WebSocket here; pass options.WebSocket");
+    }
+    connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
+    this._onOnline = () => this._wakeUp();
+    this._onVisible = () => {
+      if (globalThis.document?.visibilityState === "visible") this._wakeUp();
+    };
+    this._watchPage(true);
+    // start after the caller's synchronous on(...) calls, so they see every status
+    queueMicrotask(() => {
+      if (this._stopped || this._socket !== null || this._timer !== null) return;
+      this._emit("status", { status: this.status, previous: null });
+      this._open();
+    });
+  }
+
+  /** True while the connection is open and welcomed. */
+  get isConnected() {
+    return this.status === "open";
+  }
+
+  /** Call `listener` for `name`; returns a function that removes it. */
+  on(name, listener) {
+    if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+    this._listeners.get(name).add(listener);
+    return () => this.off(name, listener);
+  }
+
+  off(name, listener) {
+    this._listeners.get(name)?.delete(listener);
+  }
+
+  /**
+   * Drop the connection and connect again now, with a fresh retry budget;
+   * also after `auth_failed` or `closed`. With `{since}`, resume after that id
+   * (e.g. the `lastEventId` of a snapshot just fetched).
+   */
+  reconnect({ since } = {}) {
+    if (since !== undefined) this.lastEventId = since;
+    this._stopped = false;
+    this._gaveUp = false;
+    this._attempts = 0;
+    this._drop(4000, "reconnect");
+    this._watchPage(true);
+    this._setStatus("connecting");
+    this._open();
+  }
+
+  /** Close for good: no reconnection until `reconnect()`. */
+  close() {
+    this._gaveUp = false; // a closed client no longer wakes up with the page
+    if (this._stopped && this.status === "closed") {
+      this._watchPage(false);
+      return;
+    }
+    this._stop("closed", { reason: "client" });
+  }
+
+  // ------------------------------------------------------------------------ internals
+
+  _emit(name, value) {
+    for (const key of CLIENT_EVENTS.has(name) ? [name] : [name, "*"]) {
+      for (const listener of [...(this._listeners.get(key) ?? [])]) {
+        try {
+          listener(value);
+        } catch (error) {
+          // one broken listener must not break the client or the others
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+    }
+  }
+
+  _setStatus(status, detail = {}) {
+    if (status === this.status && status !== "reconnecting") return;
+    const previous = this.status;
+    this.status = status;
+    this._emit("status", { status, previous, ...detail });
+  }
+
+  _open() {
+    this._clearTimer();
+    const generation = ++this._generation;
+    const url = connectUrl(
+      this.url,
+      { since: this.lastEventId, types: this.options.types, batch: this.options.batch },
+      this.options.base,
+    );
+    const socket = new this._WebSocket(url);
+    this._socket = socket;
+    this._welcome = null;
+    this._eventsOnSocket = 0;
+    socket.onmessage = (message) => {
+      if (generation === this._generation) this._receive(message.data);
+    };
+    socket.onclose = () => {
+      if (generation === this._generation) this._lost(url);
+    };
+    socket.onerror = () => {}; // a close event follows
+    this._armWatchdog(this.options.connectTimeout);
+  }
+
+  _receive(data) {
+    const welcomed = this._welcome !== null;
+    if (welcomed) this._armWatchdog(2 * this.heartbeatInterval * 1000);
+    for (const line of splitFrames(data)) {
+      let frame;
+      try {
+        frame = JSON.parse(line);
+      } catch {
+        this._emit("error", { code: "invalid_frame", message: "the server sent a frame that is not JSON" });
+        continue;
+      }
+      this._dispatch(frame);
+    }
+  }
+
+  _dispatch(frame) {
+    const payload = frame.payload ?? {};
+    switch (frame.type) {
+      case "welcome": {
+        this._welcome = payload;
+        this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
+        if (this.lastEventId === null) this.lastEventId = payload.lastEventId ?? null;
+        this._attempts = 0;
+        this._armWatchdog(2 * this.heartbeatInterval * 1000);
+        this._setStatus("open");
+        this._emit("welcome", payload);
+        return;
+      }
+      case "ping":
+      case "pong":
+        return; // liveness only
+      case "error": {
+        if (payload.code === "resume_unavailable") {
+          // the server goes on live from the welcome: resume from there next time
+          if (this._eventsOnSocket === 0) this.lastEventId = this._welcome?.lastEventId ?? null;
+          this._emit("resume_unavailable", payload);
+        } else {
+          this._emit("error", payload);
+        }
+        return;
+      }
+      default: {
+        if (typeof frame.type !== "string" || CLIENT_EVENTS.has(frame.type)) return;
+        if (frame.id != null) this.lastEventId = frame.id;
+        this._eventsOnSocket += 1;
+        this.lastEvent = frame;
+        this._emit(frame.type, frame);
+      }
+    }
+  }
+
+  _lost(url) {
+    const welcomed = this._welcome !== null;
+    this._socket = null;
+    this._clearWatchdog();
+    if (this._stopped) return;
+    if (welcomed) {
+      this._scheduleReconnect();
+    } else {
+      this._probe(url); // refused or unreachable: find out which
+    }
+  }
+
+  async _probe(url) {
+    const generation = this._generation;
+    let response = null;
+    try {
+      response = this._fetch
+        ? await this._fetch(probeUrl(url), {
+            credentials: "same-origin",
+            cache: "no-store",
+            headers: { Accept: "application/json" },
+          })
+        : null;
+    } catch {
+      response = null; // the server is unreachable: retry
+    }
+    if (generation !== this._generation || this._stopped) return;
+    if (response && isAuthFailure(response.status)) {
+      let body = {};
+      try {
+        body = await response.json();
+      } catch {
+        body = {};
+      }
+      if (generation !== this._generation || this._stopped) return;
+      this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  _scheduleReconnect() {
+    const delay = planReconnect(this._attempts, this.options, this._random);
+    if (delay === null) {
+      this._gaveUp = true;
+      this._stop("closed", { reason: "gave_up", attempts: this._attempts });
+      return;
+    }
+    this._attempts += 1;
+    this._setStatus("reconnecting", { attempt: this._attempts, delay });
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._open();
+    }, delay);
+  }
+
+  _wakeUp() {
+    // the network or the tab came back: do not sit out the backoff
+    if (this.status === "reconnecting" && this._timer !== null) {
+      this._open();
+    } else if (this.status === "closed" && this._gaveUp) {
+      this.reconnect();
+    } else if (this.status === "open") {
+      this._send({ type: "ping", payload: {} }); // a dead socket shows itself sooner
+    }
+  }
+
+  _send(message) {
+    try {
+      this._socket?.send(JSON.stringify(message));
+    } catch {
+      // not open yet or already closing: the watchdog handles a dead socket
+    }
+  }
+
+  _armWatchdog(ms) {
+    this._clearWatchdog();
+    this._watchdog = setTimeout(() => {
+      this._watchdog = null;
+      // no frame for two heartbeats (or no welcome in time): the connection is dead
+      this._drop(4000, "no heartbeat");
+      this._scheduleReconnect();
+    }, ms);
+  }
+
+  _clearWatchdog() {
+    if (this._watchdog !== null) clearTimeout(this._watchdog);
+    this._watchdog = null;
+  }
+
+  _clearTimer() {
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+  }
+
+  _drop(code, reason) {
+    this._generation += 1; // the old socket's events are ignored from now on
+    this._clearTimer();
+    this._clearWatchdog();
+    const socket = this._socket;
+    this._socket = null;
+    if (socket) {
+      try {
+        socket.close(code, reason);
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  _stop(status, detail) {
+    this._stopped = true;
+    this._drop(1000, status);
+    if (!this._gaveUp) this._watchPage(false); // a client that gave up wakes up when the page does
+    this._setStatus(status, detail);
+  }
+
+  _watchPage(on) {
+    if (on === this._watching) return;
+    this._watching = on;
+    const method = on ? "addEventListener" : "removeEventListener";
+    globalThis[method]?.("online", this._onOnline);
+    globalThis.document?.[method]?.("visibilitychange", this._onVisible);
+  }
+}
+
+/** Create a client and start connecting (after the current task, so `on(...)` calls come first). */
+export function connect(url, options) {
+  return new LivePanelClient(url, options);
+}

@@ -1,0 +1,153 @@
+"""The demo dashboard in a real Chromium: live across tabs, through restarts, refused logins."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.browser.conftest import DemoServer, expect, wait_until
+
+pytestmark = pytest.mark.browser
+
+GREEN, AMBER, RED = "rgb(18, 183, 106)", "rgb(247, 144, 9)", "rgb(240, 68, 56)"
+
+# the page's state and what its tables show, read in one go after the pending render
+READ_PAGE = """async () => {
+  await new Promise((done) => requestAnimationFrame(() => setTimeout(done, 0)));
+  const rows = (selector, attr) =>
+    [...document.querySelectorAll(selector)].map((row) => row.getAttribute(attr));
+  return {
+    state: window.livepanelDemo.state(),
+    sessions: rows("#sessions tbody tr", "data-key"),
+    agents: Object.fromEntries([...document.querySelectorAll("#agents tbody tr")].map(
+      (row) => [row.dataset.agent, row.querySelector(".badge").textContent])),
+    cron: rows("#cron tbody tr", "data-id"),
+    gateway: document.getElementById("gateway-status").textContent,
+  };
+}"""
+
+
+def indicator(page: Any) -> tuple[str, str, str]:
+    """The connection indicator: (data-status, text, dot colour)."""
+    status, text, colour = page.evaluate(
+        """() => {
+          const box = document.getElementById("connection");
+          return [box.dataset.status, box.innerText.trim(),
+                  getComputedStyle(box.querySelector(".dot")).backgroundColor];
+        }"""
+    )
+    return status, text, colour
+
+
+def wait_for_status(page: Any, status: str, timeout: float = 20.0) -> None:
+    wait_until(page, "(status) => window.livepanelDemo.client.status === status", status, timeout)
+
+
+def post(server: DemoServer, path: str, body: dict[str, Any] | None = None) -> Any:
+    response = httpx.post(
+        f"{server.url}{path}", json=body or {}, auth=server.auth, headers={"Origin": server.url}
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def assert_page_matches_server(page: Any, server: DemoServer, timeout: float = 15.0) -> None:
+    """Wait until the page has applied exactly the server's snapshot, then compare everything."""
+    deadline = time.monotonic() + timeout
+    while True:
+        snapshot = server.get("/api/snapshot")
+        seen = page.evaluate(READ_PAGE)
+        state = seen["state"]
+        if state["lastEventId"] == snapshot["lastEventId"] and seen["sessions"] == sorted(
+            state["sessions"], key=lambda k: state["sessions"][k]["startedAt"], reverse=True
+        ):
+            break
+        assert time.monotonic() < deadline, f"page {state} never caught up with {snapshot}"
+        page.wait_for_timeout(50)
+    assert state == snapshot
+    assert set(seen["sessions"]) == set(snapshot["sessions"])
+    assert seen["agents"] == {a: v["status"] for a, v in snapshot["agents"].items()}
+    assert seen["cron"] == [run["id"] for run in snapshot["cronRuns"]]
+    assert seen["gateway"] == snapshot["gateway"]["status"]
+
+
+def test_two_tabs_show_a_session_spawned_in_one_and_killed_in_the_other(
+    demo: DemoServer, open_dashboard: Any
+) -> None:
+    """Spawn from tab one: both tabs list it. Kill it from tab two: both tabs drop it."""
+    first, second = open_dashboard(demo), open_dashboard(demo)
+    label = f"two tabs {secrets.token_hex(3)}"
+    first.select_option("#spawn-agent", "orion")
+    first.fill("#spawn-label", label)
+    first.click("#spawn")
+    row = f"#sessions tbody tr:has-text('{label}')"
+    for page in (first, second):
+        expect(page.locator(row)).to_have_count(1)
+        expect(page.locator(row)).to_contain_text("orion")
+    key = second.locator(row).get_attribute("data-key")
+    second.locator(row).get_by_role("button", name="Kill").click()
+    for page in (first, second):
+        expect(page.locator(f'#sessions tbody tr[data-key="{key}"]')).to_have_count(0)
+    assert first.page_errors == second.page_errors == []
+
+
+def test_the_indicator_text_and_colour_follow_the_status(
+    demo: DemoServer, open_dashboard: Any
+) -> None:
+    """Live and green; Reconnecting and amber while the server is away; Live again after."""
+    page = open_dashboard(demo)
+    assert indicator(page) == ("open", "Live", GREEN)
+    demo.kill()
+    wait_for_status(page, "reconnecting", timeout=5)
+    status, text, colour = indicator(page)
+    assert (status, colour) == ("reconnecting", AMBER)
+    assert text.startswith("Reconnecting")
+    demo.start()
+    # the new server cannot resume the page: it refetches, reconnects, and is Live again
+    wait_until(page, "() => window.livepanelDemo.counters.resyncs >= 1", timeout=20)
+    wait_for_status(page, "open")
+    assert indicator(page) == ("open", "Live", GREEN)
+
+
+def test_after_a_restart_the_page_refetches_and_ends_identical_to_the_server(
+    demo: DemoServer, open_dashboard: Any
+) -> None:
+    """Memory backend: the restarted server cannot resume the page, which refetches the snapshot."""
+    page = open_dashboard(demo)
+    gone = post(demo, "/api/sessions/spawn", {"agentId": "vega", "label": "before the crash"})
+    expect(page.locator(f'#sessions tbody tr[data-key="{gone["sessionKey"]}"]')).to_have_count(1)
+    assert_page_matches_server(page, demo)
+
+    demo.kill()
+    demo.start()
+    wait_until(page, "() => window.livepanelDemo.counters.resyncs >= 1", timeout=20)
+    wait_for_status(page, "open")
+    assert page.evaluate("window.livepanelDemo.counters.resumeUnavailable") >= 1
+    expect(page.locator(f'#sessions tbody tr[data-key="{gone["sessionKey"]}"]')).to_have_count(0)
+    kept = post(demo, "/api/sessions/spawn", {"agentId": "atlas", "label": "after the crash"})
+    expect(page.locator(f'#sessions tbody tr[data-key="{kept["sessionKey"]}"]')).to_have_count(1)
+    assert_page_matches_server(page, demo)
+    assert page.page_errors == []
+
+
+def test_wrong_credentials_end_in_auth_failed_without_a_retry_storm(
+    demo: DemoServer, open_dashboard: Any
+) -> None:
+    """The server returns with a new password: one refused handshake, auth_failed, then quiet."""
+    page = open_dashboard(demo)
+    demo.kill()
+    demo.start(password="a brand new password")
+    wait_for_status(page, "auth_failed")
+    assert indicator(page) == ("auth_failed", "Authentication failed", RED)
+    expect(page.locator("#reconnect")).to_be_visible()
+    first = demo.get("/api/stats")
+    assert 1 <= first["handshakes"] <= 2, first
+    page.wait_for_timeout(3_000)  # longer than the next backoff delays: nothing may happen
+    later = demo.get("/api/stats")
+    assert (later["handshakes"], later["probes"]) == (first["handshakes"], first["probes"])
+    assert later["connections"] == 0
+    assert page.evaluate("window.livepanelDemo.client.status") == "auth_failed"
