@@ -47,7 +47,7 @@ jstest:
 reacttest:
 	cd examples/react && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run typecheck
 
-test: lint typecheck pytest jstest reacttest
+test: lint typecheck jstest reacttest pytest
 
 demo: $(STAMP)
 	$(BIN)/livepanel demo
