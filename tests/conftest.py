@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from livepanel import set_broadcaster
+from tests.certs import self_signed
 from tests.redis.redis_helpers import RedisServer
 
 WATCHED_LOGGERS = ("livepanel", "uvicorn", "uvicorn.error", "hypercorn.error", "asyncio")
@@ -53,6 +54,13 @@ def server_logs() -> Iterator[LogCapture]:
             lg.removeHandler(handler)
             lg.setLevel(level)
             lg.propagate = propagate
+
+
+@pytest.fixture(scope="session")
+def tls_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and localhost: (certfile, keyfile)."""
+    cert, key = self_signed(tmp_path_factory.mktemp("tls"))
+    return str(cert), str(key)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ from websockets.sync.client import ClientConnection, connect
 
 from livepanel import BasicAuth, Broadcaster, LivePanelApp
 from livepanel.events import SessionCreated
-from tests.certs import self_signed
 from tests.servers import free_port, run_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
@@ -61,10 +60,12 @@ def adapt(config: str, *, listen: int, upstream: int, cert: Path, key: Path) -> 
 
 
 @pytest.fixture
-def nginx_in_front(tmp_path: Path) -> Iterator[tuple[int, Broadcaster, int]]:
+def nginx_in_front(
+    tmp_path: Path, tls_certificate: tuple[str, str]
+) -> Iterator[tuple[int, Broadcaster, int]]:
     """uvicorn (trusting nginx's forwarded headers) behind nginx on a TLS port."""
     binary = nginx_binary()
-    cert, key = self_signed(tmp_path)
+    cert, key = (Path(f) for f in tls_certificate)
     broadcaster = Broadcaster()
     app = LivePanelApp(
         broadcaster,

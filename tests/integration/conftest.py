@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,10 +45,8 @@ def _plain_server(server_kind: str) -> Iterator[tuple[Switchboard, RunningServer
         yield board, server
 
 
-@pytest.fixture
-def serve(_plain_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
-    """``serve(app)`` makes the server of this kind run ``app``; returns the running server."""
-    board, server = _plain_server
+def _plugged(board: Switchboard, server: RunningServer) -> Iterator[Serve]:
+    """A ``serve(app)`` function for one test; the app is unplugged when the test ends."""
 
     def plug(app: Any) -> RunningServer:
         board.app = app
@@ -60,28 +56,18 @@ def serve(_plain_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
     board.app = None
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    openssl = shutil.which("openssl")
-    assert openssl, "the TLS tests need the openssl command"
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return str(cert), str(key)
+@pytest.fixture
+def serve(_plain_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
+    """``serve(app)`` makes the server of this kind run ``app``; returns the running server."""
+    yield from _plugged(*_plain_server)
 
 
 @pytest.fixture(scope="session")
 def _tls_server(
-    server_kind: str, tls_files: tuple[str, str]
+    server_kind: str, tls_certificate: tuple[str, str]
 ) -> Iterator[tuple[Switchboard, RunningServer]]:
     board = Switchboard()
-    cert, key = tls_files
+    cert, key = tls_certificate
     with run_server(board, server_kind, certfile=cert, keyfile=key) as server:
         yield board, server
 
@@ -89,17 +75,10 @@ def _tls_server(
 @pytest.fixture
 def serve_tls(_tls_server: tuple[Switchboard, RunningServer]) -> Iterator[Serve]:
     """Like ``serve``, on a server of this kind speaking TLS (``wss://``, ``https://``)."""
-    board, server = _tls_server
-
-    def plug(app: Any) -> RunningServer:
-        board.app = app
-        return server
-
-    yield plug
-    board.app = None
+    yield from _plugged(*_tls_server)
 
 
 @pytest.fixture(scope="session")
-def client_tls(tls_files: tuple[str, str]) -> ssl.SSLContext:
+def client_tls(tls_certificate: tuple[str, str]) -> ssl.SSLContext:
     """A client context trusting the test certificate."""
-    return ssl.create_default_context(cafile=tls_files[0])
+    return ssl.create_default_context(cafile=tls_certificate[0])
