@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest jstest reacttest docs bench clean services
+.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,8 @@ install: $(STAMP)
 # Playwright's own browser download is never used). Installed only when missing.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light) \
-	$(if $(shell command -v chromium),,chromium)
+	$(if $(shell command -v chromium),,chromium) \
+	$(if $(shell command -v caddy),,caddy)
 
 services:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
@@ -27,7 +28,7 @@ services:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDS) >/dev/null; \
 	fi
 
-PY_DIRS := $(wildcard src tests examples benchmarks)
+PY_DIRS := $(wildcard src tests examples benchmarks docs/hooks)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(PY_DIRS)
@@ -47,7 +48,17 @@ jstest:
 reacttest:
 	cd examples/react && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run typecheck
 
-test: lint typecheck jstest reacttest pytest
+# the documentation site into site/ (gitignored); --strict fails on a broken link, reference
+# or include (never add -q: mkdocs then hides the warnings that --strict turns into errors)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# the same strict build for make test, into a temporary folder removed afterwards
+docscheck: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$tmp"
+
+test: lint typecheck docscheck jstest reacttest pytest
 
 demo: $(STAMP)
 	$(BIN)/livepanel demo

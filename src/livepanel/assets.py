@@ -5,7 +5,7 @@ folder. Serve it from your own app (it needs no build step)::
 
     from livepanel.assets import ScriptApp
 
-    app.mount("/livepanel.js", ScriptApp())     # Starlette / FastAPI
+    app.add_route("/livepanel.js", ScriptApp())     # Starlette / FastAPI
     # then, in the page: import { connect } from "/livepanel.js";
 
 or copy it into your front-end build from :func:`static_path`.
@@ -25,13 +25,24 @@ _STATIC = pathlib.Path(__file__).resolve().parent / "static"
 
 
 def static_path() -> pathlib.Path:
-    """The folder holding ``livepanel.js`` and its TypeScript declarations ``livepanel.d.ts``."""
+    """The folder holding ``livepanel.js`` and its TypeScript declarations ``livepanel.d.ts``.
+
+    Example, copying the client into a front-end build::
+
+        shutil.copy(static_path() / "livepanel.js", "frontend/vendor/")
+    """
     return _STATIC
 
 
 @lru_cache(maxsize=1)
 def livepanel_js() -> str:
-    """The source of ``livepanel.js``."""
+    """The source of ``livepanel.js``.
+
+    Example::
+
+        >>> "export function connect" in livepanel_js()
+        True
+    """
     return (_STATIC / "livepanel.js").read_text(encoding="utf-8")
 
 
@@ -46,6 +57,11 @@ class Asset:
         body: the file's bytes.
         content_type: its media type, e.g. ``"text/css; charset=utf-8"``.
         cache_control: the ``Cache-Control`` header sent with it.
+
+    Example::
+
+        css = (Path(__file__).parent / "dashboard.css").read_bytes()
+        app.add_route("/dashboard.css", Asset(css, "text/css; charset=utf-8"))
     """
 
     def __init__(self, body: bytes, content_type: str, *, cache_control: str = "no-cache") -> None:
@@ -102,9 +118,12 @@ class Asset:
 class ScriptApp(Asset):
     """Serves ``livepanel.js`` as ``text/javascript`` wherever it is mounted.
 
+    Mount it at one exact path: in Starlette and FastAPI that is a route (a
+    ``Mount`` would redirect ``/livepanel.js`` to ``/livepanel.js/``).
+
     Example::
 
-        app.mount("/livepanel.js", ScriptApp())
+        app.add_route("/livepanel.js", ScriptApp())
     """
 
     def __init__(self, *, cache_control: str = "no-cache") -> None:

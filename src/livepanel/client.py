@@ -62,6 +62,7 @@ __all__ = [
 logger = logging.getLogger("livepanel")
 
 Status = Literal["connecting", "open", "reconnecting", "auth_failed", "closed"]
+"""A client's state, :attr:`Client.status`: the same states as ``livepanel.js``'s."""
 
 DEFAULT_HEARTBEAT = 25.0
 """Seconds assumed between server frames until ``welcome`` says otherwise."""
@@ -102,19 +103,52 @@ class HandshakeRejected(LivePanelError):
 
 
 class AuthenticationError(HandshakeRejected):
-    """The server refused the credentials (HTTP 401); reconnecting would not help."""
+    """The server refused the credentials (HTTP 401); reconnecting would not help.
+
+    Example::
+
+        try:
+            async with connect(url, username="admin", password=password) as client:
+                ...
+        except AuthenticationError:
+            sys.exit("wrong username or password")
+    """
 
 
 class PermissionDenied(HandshakeRejected):
-    """The server refused this user, origin or plain-text connection (HTTP 403)."""
+    """The server refused this user, origin or plain-text connection (HTTP 403).
+
+    ``code`` says which: ``"forbidden"``, ``"origin_not_allowed"`` or ``"tls_required"``.
+
+    Example::
+
+        except PermissionDenied as exc:
+            sys.exit(f"not allowed ({exc.code}): {exc}")
+    """
 
 
 class ConnectionFailed(LivePanelError, ConnectionError):
-    """The connection could not be opened, or it was lost and every retry failed."""
+    """The connection could not be opened, or it was lost and every retry failed.
+
+    Example::
+
+        try:
+            async with connect(url, max_retries=3) as client:
+                async for event in client:
+                    ...
+        except ConnectionFailed as exc:
+            print("gave up:", exc)
+    """
 
 
 class OpenTimeout(ConnectionFailed, TimeoutError):
-    """The server did not complete the handshake and ``welcome`` within ``open_timeout``."""
+    """The server did not complete the handshake and ``welcome`` within ``open_timeout``.
+
+    Example::
+
+        except OpenTimeout:
+            print("the server did not answer within 10 s")
+    """
 
 
 class ResumeUnavailable(LivePanelError):
@@ -348,8 +382,8 @@ class Client:
 
     Attributes:
         url: the endpoint's URL without credentials (safe to log).
-        reconnect, max_retries, open_timeout, backoff_initial, backoff_max,
-        batch: as given to :func:`connect`.
+        reconnect: as given to :func:`connect`; so are ``max_retries``,
+            ``open_timeout``, ``backoff_initial``, ``backoff_max`` and ``batch``.
 
     Example::
 

@@ -36,6 +36,11 @@ __all__ = [
 ]
 
 REDACTED = "[redacted]"
+"""What a secret-looking value becomes: ``{"apiKey": "sk-1"}`` is sent as ``{"apiKey": REDACTED}``.
+
+The key, lowercased with ``_`` and ``-`` removed, contains ``password``,
+``secret``, ``token``, ``apikey`` or ``authorization``.
+"""
 STREAM_OUTPUT_LIMIT = 65536
 """Most UTF-8 bytes kept of ``stdout`` / ``stderr``, truncation marker included."""
 
@@ -64,7 +69,13 @@ class NonNegative:
 
 
 def format_timestamp(value: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and ``Z``: ``2026-02-21T10:00:00.123Z``."""
+    """ISO 8601 in UTC with milliseconds and ``Z``, the wire's form; naive means UTC.
+
+    Example::
+
+        >>> format_timestamp(datetime(2026, 2, 21, 10, 0, 0, 123456))
+        '2026-02-21T10:00:00.123Z'
+    """
     # isoformat, unlike strftime("%Y"), zero-pads years before 1000
     return _as_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
@@ -74,6 +85,11 @@ def parse_timestamp(value: str) -> datetime:
 
     Raises:
         ValueError: the string is not an ISO 8601 date-time.
+
+    Example::
+
+        >>> parse_timestamp("2026-02-21T11:00:00+01:00")
+        datetime.datetime(2026, 2, 21, 10, 0, tzinfo=datetime.timezone.utc)
     """
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO 8601 string, got {type(value).__name__}")
@@ -272,7 +288,13 @@ def _install_validation(cls: type[Any]) -> None:
 
 
 def registered_types() -> Mapping[str, type[Any]]:
-    """A read-only view of the registered event types and their payload classes."""
+    """A read-only view of the registered event types and their payload classes.
+
+    Example::
+
+        >>> registered_types()["session.killed"]
+        <class 'livepanel.events.SessionKilled'>
+    """
     return types.MappingProxyType(_REGISTRY)
 
 
@@ -472,6 +494,15 @@ def prepare_payload(kind: str, payload: Any) -> dict[str, Any]:
 
     Raises:
         ValueError: the type is not registered, or the payload does not fit it.
+
+    Example::
+
+        >>> prepare_payload("session.created", SessionCreated("s1", "a1", "cron"))
+        {'sessionKey': 's1', 'agentId': 'a1', 'kind': 'cron'}
+        >>> prepare_payload("session.killed", {"sessionKey": "s1", "agentId": "a1", "token": "t"})
+        Traceback (most recent call last):
+          ...
+        ValueError: session.killed: unknown field(s) token; expected agentId, sessionKey
     """
     cls = _REGISTRY.get(kind)
     if cls is None:
@@ -509,7 +540,12 @@ NonNegativeFloat = Annotated[float, NonNegative()]
 @event_type("session.created")
 @dataclasses.dataclass(frozen=True)
 class SessionCreated:
-    """A session was spawned. ``broadcast_event(SessionCreated("s1", "a1", "direct"))``"""
+    """A session was spawned: event type ``session.created``.
+
+    Example::
+
+        broadcast_event(SessionCreated(session_key="s1", agent_id="a1", kind="direct"))
+    """
 
     type: ClassVar[str]
     session_key: str
@@ -521,7 +557,12 @@ class SessionCreated:
 @event_type("session.killed")
 @dataclasses.dataclass(frozen=True)
 class SessionKilled:
-    """A session ended. ``broadcast_event(SessionKilled("s1", "a1"))``"""
+    """A session ended: event type ``session.killed``.
+
+    Example::
+
+        broadcast_event(SessionKilled(session_key="s1", agent_id="a1"))
+    """
 
     type: ClassVar[str]
     session_key: str
@@ -531,9 +572,15 @@ class SessionKilled:
 @event_type("agent.status")
 @dataclasses.dataclass(frozen=True)
 class AgentStatus:
-    """An agent's state. ``AgentStatus("a1", "running", active_session_count=2)``
+    """An agent's state: event type ``agent.status``.
 
     ``last_activity`` takes a ``datetime`` or an ISO 8601 string.
+
+    Example::
+
+        >>> status = AgentStatus("a1", "running", 2, last_activity="2026-02-21T10:00:00Z")
+        >>> status.last_activity
+        datetime.datetime(2026, 2, 21, 10, 0, tzinfo=datetime.timezone.utc)
     """
 
     type: ClassVar[str]
@@ -546,7 +593,14 @@ class AgentStatus:
 @event_type("cron.executed")
 @dataclasses.dataclass(frozen=True)
 class CronExecuted:
-    """A cron job ran. ``CronExecuted("backup", "tar czf ...", exit_code=0, duration_ms=812)``"""
+    """A cron job ran: event type ``cron.executed``.
+
+    ``stdout`` and ``stderr`` are cut to :data:`STREAM_OUTPUT_LIMIT` bytes when published.
+
+    Example::
+
+        broadcast_event(CronExecuted("backup", "tar czf db.tgz", exit_code=0, duration_ms=812))
+    """
 
     type: ClassVar[str]
     job_id: str
@@ -560,9 +614,14 @@ class CronExecuted:
 @event_type("gateway.status")
 @dataclasses.dataclass(frozen=True)
 class GatewayStatus:
-    """The agent gateway's state. ``GatewayStatus("running", "1.4.2", uptime=3600.5)``
+    """The agent gateway's state: event type ``gateway.status``.
 
     ``uptime`` is seconds as a float; an int is accepted.
+
+    Example::
+
+        >>> GatewayStatus("running", "1.4.2", uptime=3600)
+        GatewayStatus(status='running', version='1.4.2', uptime=3600.0)
     """
 
     type: ClassVar[str]

@@ -30,7 +30,17 @@ class _Origin:
 
 
 def parse_origin(value: str) -> _Origin | None:
-    """Parse ``scheme://host[:port]``; ``None`` when it is anything else."""
+    """Parse ``scheme://host[:port]``; ``None`` when it is anything else.
+
+    A missing port is the scheme's default (80 for ``http``/``ws``, 443 for ``https``/``wss``).
+
+    Example::
+
+        >>> parse_origin("https://Panel.example.com")
+        _Origin(scheme='https', host='panel.example.com', port=443)
+        >>> parse_origin("https://panel.example.com/path") is None
+        True
+    """
     # urlsplit silently drops tabs and newlines, so refuse them (and spaces) first
     if not isinstance(value, str) or not value.isascii() or not value.isprintable():
         return None
@@ -82,6 +92,16 @@ class OriginPolicy:
             bare domain), ``"*"`` (any origin but ``"null"``) and ``"null"``.
 
     A request without an ``Origin`` header (not a browser) always passes.
+
+    Example::
+
+        >>> policy = OriginPolicy(["https://*.example.com"])
+        >>> policy.allows("https://panel.example.com", host="panel.example.com")
+        True
+        >>> policy.allows("https://example.com", host="example.com")
+        False
+        >>> OriginPolicy().allows("https://evil.test", host="panel.example.com")  # same-origin
+        False
     """
 
     def __init__(self, allowed: Sequence[str] | None = None) -> None:
@@ -165,6 +185,7 @@ class OriginPolicy:
         return host_name == origin.host and (host_port or default) == origin.port
 
     def describe(self) -> str:
+        """The policy in words, for a log line: ``"same-origin"`` or the allowed origins."""
         if self.same_origin:
             return "same-origin"
         entries: Iterable[str] = [

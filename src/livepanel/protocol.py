@@ -46,14 +46,22 @@ __all__ = [
 ]
 
 CLOSE_NORMAL = 1000
+"""Close code: the connection is done (sent by the client; the server never ends a stream)."""
 CLOSE_GOING_AWAY = 1001
+"""Close code: the server is shutting down; reconnect with ``since``."""
 CLOSE_POLICY_VIOLATION = 1008
+"""Close code: kept sending after ``rate_limited`` (or a refused handshake without HTTP answers)."""
 CLOSE_MESSAGE_TOO_BIG = 1009
+"""Close code: a client frame was larger than ``max_message_size`` bytes."""
 CLOSE_TRY_AGAIN_LATER = 1013
+"""Close code: a slow consumer fell ``queue_size`` events behind; reconnect with ``since``."""
 
 SERVER_NAME = f"livepanel/{__version__}"
+"""``welcome.server``: ``"livepanel/<version>"``, e.g. ``"livepanel/0.1.0"``."""
 MAX_GLOBS = 32
+"""Most type globs one ``subscribe`` (or ``?types=``) may hold."""
 MAX_GLOB_LENGTH = 128
+"""Most characters of one type glob."""
 
 _GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
 _ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
@@ -63,7 +71,13 @@ _ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
 
 
 def make_id(epoch: str, position: str) -> str:
-    """The wire id of the event at ``position`` (``"17"`` or ``"1700000000000-0"``) in ``epoch``."""
+    """The wire id of the event at ``position`` (``"17"`` or ``"1700000000000-0"``) in ``epoch``.
+
+    Example::
+
+        >>> make_id("3f9a1c2e", "17")
+        '3f9a1c2e:17'
+    """
     return f"{epoch}:{position}"
 
 
@@ -72,6 +86,11 @@ def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
 
     Raises:
         ValueError: ``value`` is not an id livepanel issued.
+
+    Example::
+
+        >>> parse_id("3f9c1a2b4d5e:1700000000000-3")
+        ('3f9c1a2b4d5e', (1700000000000, 3))
     """
     match = _ID.fullmatch(value) if isinstance(value, str) else None
     if match is None:
@@ -84,19 +103,38 @@ def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
 
 
 def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = None) -> str:
-    """A server frame that is not a broadcast event (welcome, ping, pong, error)."""
+    """A server frame that is not a broadcast event (welcome, ping, pong, error).
+
+    Example::
+
+        >>> from datetime import datetime, timezone
+        >>> control_frame("ping", {}, datetime(2026, 2, 21, 10, tzinfo=timezone.utc))
+        '{"type":"ping","timestamp":"2026-02-21T10:00:00.000Z","payload":{}}'
+    """
     stamp = format_timestamp(now or datetime.now(timezone.utc))
     # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
     return json.dumps({"type": kind, "timestamp": stamp, "payload": payload}, separators=(",", ":"))
 
 
 def error_frame(code: str, message: str) -> str:
-    """An ``error`` frame with one of the codes of the wire protocol."""
+    """An ``error`` frame with one of the codes of the wire protocol.
+
+    Example::
+
+        >>> error_frame("invalid_json", "the message is not valid JSON")  # doctest: +ELLIPSIS
+        '{"type":"error","timestamp":"...","payload":{"code":"invalid_json","message":"the ..."}}'
+    """
     return control_frame("error", {"code": code, "message": message})
 
 
 def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: str) -> str:
-    """The first frame of every connection."""
+    """The first frame of every connection.
+
+    Example::
+
+        >>> welcome_frame("c1", 25.0, "3f9a1c2e:0")  # doctest: +ELLIPSIS
+        '{"type":"welcome",...,"payload":{"connectionId":"c1","heartbeatInterval":25.0,...}}'
+    """
     return control_frame(
         "welcome",
         {
@@ -133,6 +171,7 @@ class TypeFilter:
             self._pattern = re.compile("(?:" + "|".join(parts) + r")\Z")
 
     def matches(self, kind: str) -> bool:
+        """Whether events of type ``kind`` pass the filter."""
         if self.everything:
             return True
         hit = self._cache.get(kind)
@@ -173,14 +212,26 @@ def _check_since(value: Any) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
-    """Send this text frame to the client."""
+    """Send this text frame to the client.
+
+    Example::
+
+        >>> ClientProtocol().receive_text('{"type": "ping"}')  # doctest: +ELLIPSIS
+        [Reply(text='{"type":"pong","timestamp":"...","payload":{}}')]
+    """
 
     text: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Close:
-    """Close the connection with this code."""
+    """Close the connection with this code.
+
+    Example::
+
+        >>> ClientProtocol(max_message_size=8).receive_text('{"type": "ping"}')
+        [Close(code=1009, reason='message too big')]
+    """
 
     code: int
     reason: str = ""
@@ -188,7 +239,13 @@ class Close:
 
 @dataclasses.dataclass(frozen=True)
 class Subscribe:
-    """Replace the connection's filter; replay after ``since`` when it is set."""
+    """Replace the connection's filter; replay after ``since`` when it is set.
+
+    Example::
+
+        >>> ClientProtocol().receive_text('{"type": "subscribe", "payload": {"types": ["cron.*"]}}')
+        [Subscribe(types=('cron.*',), since=None)]
+    """
 
     types: tuple[str, ...]
     since: str | None = None
@@ -196,17 +253,31 @@ class Subscribe:
 
 @dataclasses.dataclass(frozen=True)
 class Ack:
-    """The client has processed the event with this id."""
+    """The client has processed the event with this id.
+
+    Example::
+
+        >>> ClientProtocol().receive_text('{"type": "ack", "payload": {"id": "3f9a1c2e:7"}}')
+        [Ack(id='3f9a1c2e:7')]
+    """
 
     id: str
 
 
 Action = Union[Reply, Close, Subscribe, Ack]  # noqa: UP007 - a runtime alias on 3.10
+"""What :meth:`ClientProtocol.receive_text` asks the I/O layer to do: ``match`` on the type."""
 
 
 @dataclasses.dataclass(frozen=True)
 class ConnectOptions:
-    """What the connect URL's query string asks for."""
+    """What the connect URL's query string asks for.
+
+    Example::
+
+        >>> options = parse_connect_query(b"types=session.*&batch=1")
+        >>> options.subscribe, options.batch
+        (Subscribe(types=('session.*',), since=None), True)
+    """
 
     subscribe: Subscribe | None = None
     batch: bool = False
@@ -218,6 +289,11 @@ def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
 
     A malformed value does not refuse the connection: it comes back as
     ``error`` (an ``invalid_message`` frame to send after ``welcome``).
+
+    Example::
+
+        >>> parse_connect_query("since=yesterday").error
+        "connect URL: malformed event id 'yesterday'; expected an id from a previous event"
     """
     if isinstance(query_string, bytes):
         query_string = query_string.decode("latin-1")

@@ -16,6 +16,11 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
 
     Raises:
         ConfigurationError: an unknown scheme, or the ``redis`` extra is missing.
+
+    Example::
+
+        >>> backend_from_url("memory://", history=50)  # doctest: +ELLIPSIS
+        <livepanel.backends.memory.MemoryBackend object at ...>
     """
     scheme, separator, _ = url.partition("://")
     scheme = scheme.lower() if separator else ""

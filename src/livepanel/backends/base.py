@@ -21,6 +21,17 @@ class Backend(abc.ABC):
     A backend assigns ids (``"<epoch>:<position>"``, see :mod:`livepanel.protocol`),
     keeps a bounded history for ``since`` and calls ``deliver`` with every new
     event of the stream exactly once, in order, on the loop's thread.
+
+    Example, handing a broadcaster a backend of your own (``MemoryBackend``
+    and ``RedisBackend`` are the two that ship)::
+
+        class PostgresBackend(Backend):
+            async def start(self, loop, deliver): ...
+            def publish_nowait(self, event): ...
+            async def publish(self, event): ...
+            async def replay(self, since): ...
+
+        broadcaster = Broadcaster(PostgresBackend(dsn))
     """
 
     @abc.abstractmethod

@@ -73,6 +73,7 @@ __all__ = ["DEFAULT_STREAM", "MIN_STREAM_LENGTH", "RedisBackend"]
 logger = logging.getLogger("livepanel")
 
 DEFAULT_STREAM = "livepanel:events"
+"""The stream's key unless a ``stream`` is given (``redis://host/0?stream=clawpanel:events``)."""
 MIN_STREAM_LENGTH = 100
 """The stream keeps at least this many entries whatever ``history`` is: readers need slack."""
 

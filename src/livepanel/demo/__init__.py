@@ -25,6 +25,13 @@ def credentials(environ: dict[str, str] | None = None) -> tuple[str, str, bool]:
 
     A missing user name is ``admin``; a missing password is generated, and
     ``generated`` says so.
+
+    Example::
+
+        >>> credentials({"DASHBOARD_USERNAME": "ops", "DASHBOARD_PASSWORD": "s3cret"})
+        ('ops', 's3cret', False)
+        >>> credentials({})[::2]
+        ('admin', True)
     """
     env = os.environ if environ is None else environ
     username = env.get("DASHBOARD_USERNAME") or "admin"
@@ -54,6 +61,10 @@ def serve(
 
     Raises:
         SystemExit: uvicorn is not installed (``pip install 'livepanel[demo]'``).
+
+    Example, what ``livepanel demo --port 8080`` does::
+
+        serve(port=8080)
     """
     try:
         import uvicorn

@@ -66,6 +66,11 @@ class DemoApp:
         broadcaster: where events go; a new in-memory one when ``None``.
         interval: mean seconds between simulated gateway events (``0``: none).
         heartbeat_interval: the WebSocket endpoint's heartbeat, in seconds.
+
+    Example::
+
+        app = DemoApp(username="admin", password="secret", interval=0.5)
+        uvicorn.run(app, host="127.0.0.1", port=8000)
     """
 
     def __init__(

@@ -21,8 +21,11 @@ from livepanel.events import AgentStatus, CronExecuted, GatewayStatus, SessionCr
 __all__ = ["AGENTS", "GATEWAY_VERSION", "KINDS", "SimulatedGateway"]
 
 AGENTS = ("atlas", "hermes", "orion", "vega")
+"""The simulated agents: ``SimulatedGateway.spawn("atlas")`` starts a session on one."""
 KINDS = ("direct", "cron", "subagent")
+"""The session kinds of ``session.created``."""
 GATEWAY_VERSION = "2.4.1"
+"""The version the simulated gateway reports in ``gateway.status``."""
 
 Kind = Literal["direct", "cron", "subagent"]
 
@@ -59,6 +62,13 @@ class SimulatedGateway:
         interval: mean seconds between simulated events; ``0`` keeps the
             gateway quiet but for the sessions spawned and killed through it.
         rng: the randomness, for reproducible tests.
+
+    Example::
+
+        gateway = SimulatedGateway(Broadcaster(), rng=random.Random(7))
+        key = gateway.spawn("atlas", "subagent", label="triage new issues")
+        gateway.step()  # one random happening: a cron run, a new session, an error...
+        gateway.kill(key)
     """
 
     def __init__(

@@ -25,7 +25,16 @@ MAX_CRON_RUNS = 20
 
 
 class DashboardState:
-    """Sessions, agents, recent cron runs and the gateway, keyed as the page keys them."""
+    """Sessions, agents, recent cron runs and the gateway, keyed as the page keys them.
+
+    Example::
+
+        >>> from livepanel import Event
+        >>> state = DashboardState()
+        >>> state.apply(Event("session.killed", {"sessionKey": "s1", "agentId": "a1"}, id="e:1"))
+        >>> state.snapshot()["lastEventId"]
+        'e:1'
+    """
 
     def __init__(self, last_event_id: str | None = None) -> None:
         self.last_event_id = last_event_id
@@ -75,7 +84,15 @@ class DashboardState:
 
 
 class Projection:
-    """Keeps a :class:`DashboardState` up to date from a broadcaster's live events."""
+    """Keeps a :class:`DashboardState` up to date from a broadcaster's live events.
+
+    Example::
+
+        projection = Projection(broadcaster)
+        task = asyncio.create_task(projection.run())
+        await projection.ready.wait()
+        snapshot = projection.state.snapshot()  # what GET /api/snapshot answers
+    """
 
     def __init__(self, broadcaster: Broadcaster) -> None:
         self.broadcaster = broadcaster

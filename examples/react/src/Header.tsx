@@ -1,0 +1,21 @@
+import type { LivePanelEvent } from "livepanel";
+
+import { ConnectionStatus } from "./ConnectionStatus";
+import { useLivePanel } from "./useLivePanel";
+
+export interface HeaderProps {
+  /** Apply one event to the app's state (a reducer's `dispatch`, say). */
+  dispatch: (event: LivePanelEvent) => void;
+  /** Reload the app's state: the server could not resume where this tab left off. */
+  refetch: () => void;
+}
+
+/** A page header that shows the live connection's status and feeds session events to the app. */
+export function Header({ dispatch, refetch }: HeaderProps) {
+  const { status, reconnect } = useLivePanel("/ws", {
+    types: ["session.*"],
+    onEvent: (event) => dispatch(event),
+    onResumeUnavailable: () => refetch(),
+  });
+  return <ConnectionStatus status={status} onReconnect={reconnect} />;
+}
