@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench clean services
+.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench soak clean services
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,8 +63,15 @@ test: lint typecheck docscheck jstest reacttest pytest
 demo: $(STAMP)
 	$(BIN)/livepanel demo
 
+# fan-out against peers (table, JSON, docs/img/benchmarks.png), then memory vs Redis latency
 bench: $(STAMP) services
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/fanout.py --plot docs/img/benchmarks.png
 	$(BIN)/python benchmarks/latency.py
+
+# 2,000 clients on one worker for ten minutes with churn; exits 1 on any loss or duplicate
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --duration 600
 
 clean:
 	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache site

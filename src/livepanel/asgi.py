@@ -13,7 +13,9 @@ import asyncio
 import inspect
 import json
 import logging
+import math
 import secrets
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,10 +29,11 @@ from asgiref.typing import (
 )
 
 from livepanel.auth import Authenticator, parse_basic_authorization
-from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster
+from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster, resume
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
+    CLOSE_GOING_AWAY,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
     Ack,
@@ -43,12 +46,23 @@ from livepanel.protocol import (
     parse_connect_query,
     welcome_frame,
 )
+from livepanel.shutdown import watch as watch_signals
+from livepanel.throttle import AuthThrottle, client_address
 
 __all__ = ["Authorize", "LivePanelApp", "LivePanelMiddleware"]
 
 logger = logging.getLogger("livepanel")
 
 Authorize = Callable[[Any, WWWScope], "bool | Awaitable[bool]"]
+"""``authorize(principal, scope)``, sync or async: false refuses the handshake with 403.
+
+Example::
+
+    def admins_only(principal, scope):
+        return getattr(principal, "is_admin", False)
+
+    LivePanelApp(auth=BasicAuth(verify), authorize=admins_only)
+"""
 
 _HTTP_EXTENSION = "websocket.http.response"
 # closes the client caused: what is queued (its pongs, the rate_limited warning) goes out first
@@ -61,9 +75,28 @@ class _Denial:
     code: str
     message: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    logged: bool = True
 
 
 _UNAVAILABLE = _Denial(503, "unavailable", "the event backend is unavailable; retry shortly")
+_SHUTTING_DOWN = _Denial(
+    503,
+    "shutting_down",
+    "the server is shutting down; reconnect, with since, to resume",
+    ((b"retry-after", b"1"),),
+)
+_DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _locked_out(wait: float) -> _Denial:
+    seconds = max(1, math.ceil(wait))
+    return _Denial(
+        429,
+        "too_many_failures",
+        f"too many failed authentications from this address; retry in {seconds} s",
+        ((b"retry-after", str(seconds).encode()),),
+        logged=False,  # one warning when the lockout begins, not a line per attempt
+    )
 
 
 def _header(scope: WWWScope, name: bytes) -> str | None:
@@ -80,8 +113,12 @@ def _single_header(scope: WWWScope, name: bytes) -> tuple[str | None, bool]:
 
 
 def _client(scope: WWWScope) -> str:
+    """The client's address for a log line: printable, short, whatever the server reported."""
     client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else "unknown"
+    text = f"{client[0]}:{client[1]}" if client else "unknown"
+    if len(text) > 80 or not text.isprintable():
+        text = text[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text
 
 
 class LivePanelApp:
@@ -102,6 +139,16 @@ class LivePanelApp:
         max_connections_per_user: connections one user holds at most (429 beyond).
         client_rate: client messages per second per connection (token bucket).
         client_burst: the bucket's size.
+        auth_failure_limit: refused authentications from one client address
+            (``scope["client"]``) within ``auth_failure_window`` seconds that
+            lock the address out: it is answered 429 with ``Retry-After`` for
+            ``auth_lockout`` seconds, before its credentials are read. ``None``
+            turns the throttle off.
+        auth_failure_window: seconds over which refusals add up.
+        auth_lockout: seconds a locked-out address waits.
+        shutdown_signals: signals on which every connection is closed with
+            1001 before the server's own handler runs (see
+            :mod:`livepanel.shutdown`); ``()`` leaves signals alone.
 
     Example::
 
@@ -122,6 +169,10 @@ class LivePanelApp:
         max_connections_per_user: int | None = None,
         client_rate: float | None = 20.0,
         client_burst: int = 40,
+        auth_failure_limit: int | None = 20,
+        auth_failure_window: float = 60.0,
+        auth_lockout: float = 60.0,
+        shutdown_signals: Sequence[int] = _DEFAULT_SIGNALS,
     ) -> None:
         if auth is not None and not callable(auth):
             raise ConfigurationError(
@@ -138,6 +189,17 @@ class LivePanelApp:
         ):
             if limit is not None and limit < 1:
                 raise ConfigurationError(f"LivePanelApp: {name} must be >= 1 or None")
+        self.auth_throttle: AuthThrottle | None = None
+        if auth_failure_limit is not None:
+            try:
+                self.auth_throttle = AuthThrottle(
+                    auth_failure_limit, auth_failure_window, auth_lockout
+                )
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    "LivePanelApp: auth_failure_limit must be >= 1 (or None to turn the "
+                    "throttle off), auth_failure_window and auth_lockout > 0 seconds"
+                ) from exc
         if auth is None:
             logger.warning("livepanel: auth=None, the endpoint accepts anonymous connections")
         self._broadcaster = broadcaster
@@ -151,8 +213,12 @@ class LivePanelApp:
         self.max_connections_per_user = max_connections_per_user
         self.client_rate = client_rate
         self.client_burst = client_burst
+        self.shutdown_signals = tuple(shutdown_signals)
         self._connections = 0
         self._per_user: dict[str, int] = {}
+        self._live: set[Subscriber] = set()  # this app's open connections, for shutdown()
+        self._draining = False
+        self._idle: asyncio.Event | None = None
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -186,12 +252,28 @@ class LivePanelApp:
             return _Denial(403, "origin_not_allowed", "this origin may not connect"), None, ""
         principal: Any = None
         if self.auth is not None:
+            throttle, address = self.auth_throttle, ""
+            if throttle is not None:
+                # a locked-out address learns nothing: its credentials are not even read
+                address = client_address(scope.get("client"))
+                wait = throttle.retry_after(address)
+                if wait is not None:
+                    return _locked_out(wait), None, ""
             try:
                 principal = await self.auth(scope)
             except Exception:
                 logger.exception("livepanel: the authenticator raised; refusing the connection")
                 principal = None
             if not principal:
+                if throttle is not None and throttle.failed(address):
+                    logger.warning(
+                        "livepanel: %s refused with 429 for %g s after %d failed "
+                        "authentications within %g s",
+                        _client(scope),
+                        throttle.lockout,
+                        throttle.limit,
+                        throttle.window,
+                    )
                 headers: tuple[tuple[bytes, bytes], ...] = ()
                 challenge = getattr(self.auth, "challenge", None)
                 if isinstance(challenge, str):
@@ -257,6 +339,8 @@ class LivePanelApp:
 
     @staticmethod
     def _log_denial(scope: WWWScope, denial: _Denial) -> None:
+        if not denial.logged:
+            return
         logger.info(
             "livepanel: refused %s with %d (%s)", _client(scope), denial.status, denial.code
         )
@@ -282,15 +366,49 @@ class LivePanelApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._starting_up()
                 try:
                     await self.broadcaster.start()
                 except BackendUnavailable as exc:  # readers retry on first use; do not fail startup
                     logger.warning("livepanel: backend unavailable at startup: %s", exc)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
                 await self.broadcaster.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _starting_up(self) -> None:
+        """A server starts this app: accept connections again, chain the signal handlers."""
+        self._draining = False
+        watch_signals(self, self.shutdown_signals)
+
+    async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
+        """Close every connection of this app with ``code`` and refuse new ones with 503.
+
+        Returns once they are all closed, or after ``timeout`` seconds. New
+        handshakes are refused until the next ``lifespan.startup``. livepanel
+        calls it on ``SIGTERM``/``SIGINT`` (``shutdown_signals``) and on
+        ``lifespan.shutdown``; call it yourself where a server stops otherwise
+        (hypercorn's ``serve(..., shutdown_trigger=...)``).
+        """
+        self._draining = True
+        live = list(self._live)
+        if live:
+            logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
+        for sub in live:
+            sub.close(code)
+        if self._connections:
+            if self._idle is None:  # shared by concurrent calls (a signal, then lifespan)
+                self._idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                logger.warning(
+                    "livepanel: %d connection(s) still open %g s after shutdown began",
+                    self._connections,
+                    timeout,
+                )
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -299,7 +417,10 @@ class LivePanelApp:
         if message["type"] != "websocket.connect":
             return
         denial, principal, user = await self._check(scope)
+        if denial is None and self._draining:
+            denial = _SHUTTING_DOWN
         if denial is None:
+            watch_signals(self, self.shutdown_signals)
             try:
                 await self.broadcaster.start()
             except BackendUnavailable:
@@ -313,6 +434,10 @@ class LivePanelApp:
         try:
             scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
             await _Connection(self, scope, receive, send).run()
+        except asyncio.CancelledError:
+            # the server stops without a word (hypercorn after its graceful timeout): say so
+            await _say_going_away(send)
+            raise
         finally:
             self._connections -= 1
             left = self._per_user[user] - 1
@@ -320,6 +445,9 @@ class LivePanelApp:
                 self._per_user[user] = left
             else:
                 del self._per_user[user]
+            if not self._connections and self._idle is not None:
+                self._idle.set()
+                self._idle = None
 
 
 class _Connection:
@@ -364,15 +492,25 @@ class _Connection:
                 pass
 
     async def _write(self, sub: Subscriber, batch: bool, loop: asyncio.AbstractEventLoop) -> None:
-        """Drain the queue to the socket; send ``ping`` after a heartbeat of silence."""
+        """Drain the queue to the socket; send ``ping`` after a heartbeat of silence.
+
+        While the queue is empty the writer parks in ``sub.idle()`` and the
+        broadcaster writes new frames straight to ``send``, once per loop turn;
+        the writer takes over a write that has to wait for a slow socket, and
+        drains what queues up behind it.
+        """
         send = self.send
         interval = self.app.heartbeat_interval
-        last_sent = loop.time()
         timer: asyncio.TimerHandle | None = None
+        sub.batch = batch
+        sub.last_sent = loop.time()
+
+        def direct(text: str) -> Awaitable[None]:
+            return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
 
         def heartbeat() -> None:
             nonlocal timer
-            idle = loop.time() - last_sent
+            idle = loop.time() - sub.last_sent
             if idle >= interval - 0.01:
                 sub.push_control(control_frame("ping", {}))
                 timer = loop.call_later(interval, heartbeat)
@@ -380,10 +518,25 @@ class _Connection:
                 timer = loop.call_later(interval - idle, heartbeat)
 
         timer = loop.call_later(interval, heartbeat)
+        # direct writes pay off while the server's send usually completes without waiting
+        # (uvicorn, hypercorn); a server whose send always waits (granian) gets the writer
+        direct_pays = True
         try:
             while True:
-                if not sub.queue and sub.close_code is None:
+                if direct_pays:
+                    await sub.idle(direct)
+                elif not sub.queue and sub.close_code is None:
                     await sub.wait()
+                if sub.inflight is not None:  # a direct write found the socket full: finish it
+                    step, waiting, count = sub.inflight
+                    sub.inflight = None
+                    direct_pays = False  # until one of the writer's own writes proves otherwise
+                    await resume(step, waiting)
+                    sub.last_sent = loop.time()
+                    self.broadcaster.count_delivered(count)
+                if sub.failure is not None:
+                    failure, sub.failure = sub.failure, None
+                    raise failure
                 code = sub.close_code
                 if code is not None and not (code in _FLUSH_BEFORE_CLOSE and sub.queue):
                     if code != 1000:  # 1000: the client went away, nothing to send
@@ -392,13 +545,14 @@ class _Connection:
                 items = sub.take(batch)
                 if not items:
                     continue
-                if batch and len(items) > 1:
-                    await send(
-                        {"type": "websocket.send", "text": "\n".join(i.frame for i in items)}
-                    )
-                else:
-                    await send({"type": "websocket.send", "text": items[0].frame})
-                last_sent = loop.time()
+                text = "\n".join([i.frame for i in items]) if len(items) > 1 else items[0].frame
+                step = send({"type": "websocket.send", "text": text}).__await__()
+                direct_pays = True
+                for waiting in step:  # the write has to wait: finish it here
+                    direct_pays = False
+                    await resume(step, waiting)
+                    break
+                sub.last_sent = loop.time()
                 self.broadcaster.count_delivered(sum(1 for i in items if i.event is not None))
         except OSError:  # the client vanished mid-send
             sub.close_code = 1000
@@ -416,6 +570,16 @@ class _Connection:
 
     async def _read(self, sub: Subscriber) -> None:
         """Turn client frames into actions until the client disconnects."""
+        live = self.app._live
+        live.add(sub)
+        try:
+            if self.app._draining:  # accepted just before shutdown() began
+                sub.close(CLOSE_GOING_AWAY)
+            await self._read_frames(sub)
+        finally:
+            live.discard(sub)
+
+    async def _read_frames(self, sub: Subscriber) -> None:
         protocol = self.protocol
         while True:
             message = await self.receive()
@@ -440,6 +604,16 @@ class _Connection:
                     await self.broadcaster.resubscribe(sub, action.types, action.since)
                 elif isinstance(action, Ack):
                     self.last_ack = action.id
+
+
+async def _say_going_away(send: Any) -> None:
+    """Best effort: close with 1001 a connection whose task the server is cancelling."""
+    try:
+        await asyncio.wait_for(
+            send({"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": ""}), 1.0
+        )
+    except (Exception, asyncio.TimeoutError):  # closed already, or the client is gone
+        pass
 
 
 class LivePanelMiddleware:
@@ -477,4 +651,20 @@ class LivePanelMiddleware:
             if path == self.path:
                 await self.endpoint(scope, receive, send)
                 return
+        elif scope["type"] == "lifespan":
+            receive = self._watching_lifespan(receive)
         await self.app(scope, receive, send)
+
+    def _watching_lifespan(self, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+        """``receive`` for the wrapped app's lifespan, with the endpoint told first."""
+        endpoint = self.endpoint
+
+        async def watched() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                endpoint._starting_up()
+            elif message["type"] == "lifespan.shutdown":
+                await endpoint.shutdown()
+            return message
+
+        return cast(ASGIReceiveCallable, watched)

@@ -2,9 +2,15 @@
 
 A broadcast never waits on a client. Each event is serialized once into a
 shared :class:`Delivery`, and each subscriber gets a reference to it in its own
-bounded queue; a single writer per connection drains that queue. When a queue
-is full the subscriber is closed with 1013 (``slow_consumer="disconnect"``) or
-loses its oldest item (``"drop"``), and nobody else notices.
+bounded queue. When a queue is full the subscriber is closed with 1013
+(``slow_consumer="disconnect"``) or loses its oldest item (``"drop"``), and
+nobody else notices.
+
+Who drains a connection's queue: while its writer is idle, one pass per
+event-loop turn writes every touched queue straight to the server's ``send``
+(no task switch per event and connection); the first ``send`` that would wait
+on a slow socket is handed over, unfinished, to that connection's own writer,
+which drains the rest. See docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -13,8 +19,16 @@ import asyncio
 import logging
 import os
 import threading
+import types
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -30,34 +44,64 @@ from livepanel.protocol import (
 )
 
 __all__ = [
+    "BATCH_LINGER_MAX",
     "Broadcaster",
     "Delivery",
+    "Sink",
     "SlowConsumer",
     "Subscriber",
     "Subscription",
     "broadcast_event",
     "get_broadcaster",
+    "resume",
     "set_broadcaster",
 ]
 
 logger = logging.getLogger("livepanel")
 
 SlowConsumerPolicy = Literal["disconnect", "drop"]
+Sink = Callable[[str], Awaitable[None]]
+"""Writes one text frame to a connection: the ASGI ``send`` of a ``websocket.send``."""
+
+BATCH_LINGER_MAX = 0.010
+"""Seconds a batching connection's events may wait for company in a frame, at most."""
 
 
 class SlowConsumer(LivePanelError):
-    """A subscription fell ``queue_size`` events behind and was closed (1013)."""
+    """A subscription fell ``queue_size`` events behind and was closed (1013).
+
+    Example::
+
+        async with broadcaster.subscribe() as events:
+            try:
+                async for event in events:
+                    await slow_handler(event)
+            except SlowConsumer:
+                ...  # resubscribe with since=<last id handled> to catch up
+    """
 
 
 class Delivery:
     """One frame on its way to subscribers: the event (or ``None`` for control
-    frames) and its JSON text, built once and shared by every queue."""
+    frames) and its JSON text, built once and shared by every queue.
 
-    __slots__ = ("event", "frame")
+    ``live`` marks a live broadcast event, the only kind ``queue_size`` bounds:
+    control frames and replayed events never count against it.
 
-    def __init__(self, event: Event | None, frame: str) -> None:
+    Example::
+
+        >>> event = Event("session.killed", {"sessionKey": "s1", "agentId": "a1"}, id="e:1")
+        >>> item = Delivery(event, event.to_json())
+        >>> item.live, item.frame == event.to_json()
+        (True, True)
+    """
+
+    __slots__ = ("event", "frame", "live")
+
+    def __init__(self, event: Event | None, frame: str, *, live: bool = True) -> None:
         self.event = event
         self.frame = frame
+        self.live = live and event is not None
 
 
 class _Counters:
@@ -72,19 +116,41 @@ class _Counters:
 
 
 class Subscriber:
-    """A bounded queue of deliveries for one connection or ``subscribe()`` consumer."""
+    """A bounded queue of deliveries for one connection or ``subscribe()`` consumer.
+
+    A connection's writer sets :attr:`sink` while it is idle: queued frames
+    are then written by the broadcaster's per-turn pass (:class:`_Flusher`)
+    instead of waking the writer for every event.
+
+    Example, what the endpoint does for each connection::
+
+        await broadcaster.start()
+        sub = broadcaster.attach(["session.*"], is_connection=True)
+        await broadcaster.resubscribe(sub, ["session.*"], since=last_id)
+        for item in sub.take(batch=False):
+            await send({"type": "websocket.send", "text": item.frame})
+        broadcaster.detach(sub)
+    """
 
     __slots__ = (
         "_catchup",
         "_counters",
+        "_dirty",
+        "_flusher",
         "_loop",
         "_waiter",
+        "batch",
         "close_code",
+        "failure",
         "filter",
+        "inflight",
         "is_connection",
+        "last_sent",
+        "live_count",
         "policy",
         "queue",
         "queue_size",
+        "sink",
     )
 
     def __init__(
@@ -96,43 +162,97 @@ class Subscriber:
         queue_size: int,
         policy: SlowConsumerPolicy,
         is_connection: bool,
+        flusher: _Flusher | None = None,
     ) -> None:
         self._loop = loop
         self._counters = counters
+        self._flusher = flusher
         self._waiter: asyncio.Future[None] | None = None
         self._catchup: list[Delivery] | None = None
+        self._dirty = False
         self.queue: deque[Delivery] = deque()
+        self.live_count = 0  # live events in the queue: what queue_size bounds
         self.filter = TypeFilter(types)
         self.queue_size = queue_size
         self.policy = policy
         self.is_connection = is_connection
         self.close_code: int | None = None
+        self.sink: Sink | None = None
+        self.batch = False  # pack every queued frame into one, newline-delimited (?batch=1)
+        self.inflight: tuple[Generator[Any, None, None], Any, int] | None = None
+        self.failure: BaseException | None = None
+        self.last_sent = loop.time()
 
     def push(self, item: Delivery) -> None:
         """Queue a live event; never blocks, never raises."""
+        queue = self.queue
+        if (
+            self.sink is not None  # the common case first: an idle connection with room
+            and self.live_count < self.queue_size
+            and self._catchup is None
+            and self.close_code is None
+        ):
+            queue.append(item)
+            self.live_count += 1
+            if not self._dirty:
+                self._dirty = True
+                self._flusher.mark(self)  # type: ignore[union-attr]  # a sink comes with a flusher
+            return
         if self.close_code is not None:
             return
         if self._catchup is not None:
             self._catchup.append(item)
             return
-        queue = self.queue
-        if len(queue) >= self.queue_size:
+        if self.live_count >= self.queue_size:
             if self.policy == "disconnect":
                 self._counters.slow_disconnects += 1
                 self.close(CLOSE_TRY_AGAIN_LATER)
                 return
-            queue.popleft()
-            self._counters.dropped += 1
+            self._drop_oldest_live()
         queue.append(item)
-        self._wake()
+        self.live_count += 1
+        if self.sink is None:
+            self._wake()
+        elif not self._dirty:
+            self._dirty = True
+            self._flusher.mark(self)  # type: ignore[union-attr]  # a sink comes with a flusher
+
+    def _drop_oldest_live(self) -> None:
+        """``slow_consumer="drop"``: lose the oldest live event, never a control frame."""
+        queue = self.queue
+        for index, queued in enumerate(queue):
+            if queued.live:
+                del queue[index]
+                self.live_count -= 1
+                self._counters.dropped += 1
+                return
+
+    def popleft(self) -> Delivery:
+        """Remove and return the oldest queued item."""
+        item = self.queue.popleft()
+        if item.live:
+            self.live_count -= 1
+        return item
+
+    def take_all(self) -> list[Delivery]:
+        """Remove and return every queued item."""
+        items = list(self.queue)
+        self.queue.clear()
+        self.live_count = 0
+        return items
 
     def push_control(self, frame: str) -> None:
         """Queue a frame that is not a broadcast event; control frames are never bounded."""
         if self.close_code is None:
             self.queue.append(Delivery(None, frame))
-            self._wake()
+            if self.sink is None:
+                self._wake()
+            elif not self._dirty:
+                self._dirty = True
+                self._flusher.mark(self)  # type: ignore[union-attr]
 
     def close(self, code: int) -> None:
+        """Stop queueing and wake the writer, which closes the connection with ``code``."""
         if self.close_code is None:
             self.close_code = code
             self._wake()
@@ -150,13 +270,155 @@ class Subscriber:
             waiter = self._waiter = self._loop.create_future()
             await waiter
 
+    async def idle(self, sink: Sink) -> None:
+        """Let the broadcaster write to ``sink`` until the writer is needed again.
+
+        Returns when the subscriber is closed, when a direct write has to wait
+        (:attr:`inflight`) or failed (:attr:`failure`), or when frames were
+        queued that the writer must send itself (a replay).
+        """
+        if self.queue or self.close_code is not None or self.inflight or self.failure:
+            return
+        self.sink = sink
+        try:
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+        finally:
+            self.sink = None
+
     def take(self, batch: bool) -> list[Delivery]:
         """Remove and return the next item, or every queued item when ``batch``."""
         if batch:
-            items = list(self.queue)
-            self.queue.clear()
-            return items
-        return [self.queue.popleft()] if self.queue else []
+            return self.take_all()
+        return [self.popleft()] if self.queue else []
+
+    def _write_direct(self, sink: Sink, now: float) -> int:
+        """Write the queue to ``sink`` without awaiting; return the events written.
+
+        A write that would wait is parked in :attr:`inflight` for the writer.
+        """
+        queue = self.queue
+        written = 0
+        while queue:
+            if self.batch and len(queue) > 1:
+                items = self.take_all()
+                text = "\n".join([i.frame for i in items])
+                count = sum(1 for i in items if i.event is not None)
+            else:
+                item = self.popleft()
+                text = item.frame
+                count = item.event is not None
+            try:
+                step = sink(text).__await__()
+                # run the write up to its first wait: a for loop ends a finished write
+                # without the cost of a StopIteration, which next() or send() would raise
+                for waiting in step:
+                    self.inflight = (step, waiting, count)  # the socket is full: hand it over
+                    break
+            except OSError:  # the client vanished: the writer ends the connection
+                self.close_code = 1000
+                break
+            except BaseException as exc:  # the server refused: the writer raises it, as always
+                self.failure = exc
+                break
+            if self.inflight is not None:
+                break
+            written += count
+        self.last_sent = now
+        if self.close_code is not None or self.inflight is not None or self.failure is not None:
+            self.sink = None
+            self._wake()
+        return written
+
+
+class _Flusher:
+    """Writes the queues of connections whose writer is idle: once per event-loop turn.
+
+    Batching connections (``?batch=1``) linger: their round runs as long after
+    the first event as the previous batching round took to write (at most
+    ``BATCH_LINGER_MAX`` seconds), so that under load the events published
+    meanwhile share one frame. A quick round means an almost immediate next one.
+    """
+
+    __slots__ = ("_batch", "_batch_handle", "_dirty", "_linger", "_loop", "_scheduled", "counters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, counters: _Counters) -> None:
+        self._loop = loop
+        self._dirty: list[Subscriber] = []
+        self._scheduled = False
+        self._batch: list[Subscriber] = []
+        self._batch_handle: asyncio.TimerHandle | None = None
+        self._linger = 0.0  # seconds: how long the last batching round took, capped
+        self.counters = counters
+
+    def mark(self, sub: Subscriber) -> None:
+        if sub.batch:
+            self._batch.append(sub)
+            if self._batch_handle is None:
+                self._batch_handle = self._loop.call_later(self._linger, self._run_batch)
+            return
+        self._dirty.append(sub)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        self._write(dirty, self._loop.time())
+
+    def _run_batch(self) -> None:
+        self._batch_handle = None
+        dirty, self._batch = self._batch, []
+        began = self._loop.time()
+        self._write(dirty, began)
+        self._linger = min(BATCH_LINGER_MAX, self._loop.time() - began)
+
+    def _write(self, dirty: list[Subscriber], now: float) -> None:
+        written = 0
+        for sub in dirty:
+            sub._dirty = False
+            sink = sub.sink
+            if sink is not None and sub.close_code is None:
+                written += sub._write_direct(sink, now)
+        self.counters.delivered += written
+
+
+@types.coroutine
+def resume(step: Generator[Any, None, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Finish, inside the awaiting task, a write that :class:`_Flusher` started and parked.
+
+    It hands the task what the write was waiting on, exactly as ``await``
+    would have, and drives the write on until it completes.
+
+    Example, what a connection's writer does with a parked write::
+
+        if sub.inflight is not None:
+            step, waiting, count = sub.inflight
+            sub.inflight = None
+            await resume(step, waiting)
+    """
+    throw = getattr(step, "throw", None)
+    while True:
+        try:
+            yield waiting
+        except GeneratorExit:
+            close = getattr(step, "close", None)
+            if close is not None:
+                close()
+            raise
+        except BaseException as exc:
+            if throw is None:
+                raise
+            try:
+                waiting = throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = next(step)  # asyncio's tasks resume with None: the same as send(None)
+            except StopIteration:
+                return
 
 
 class Subscription:
@@ -166,6 +428,14 @@ class Subscription:
         last_event_id: the newest event id when the subscription opened.
         resumed: ``True`` when ``since`` was honoured, ``False`` when it was not
             retained (the consumer must refetch state), ``None`` without ``since``.
+
+    Example::
+
+        async with broadcaster.subscribe(["cron.*"], since=last_id) as events:
+            if events.resumed is False:
+                state = await refetch()
+            async for event in events:
+                state.apply(event)
     """
 
     def __init__(self, subscriber: Subscriber, last_event_id: str, counters: _Counters) -> None:
@@ -185,7 +455,7 @@ class Subscription:
             if sub.close_code is not None:
                 raise StopAsyncIteration
             if sub.queue:
-                item = sub.queue.popleft()
+                item = sub.popleft()
                 if item.event is not None:
                     self._counters.delivered += 1
                     return item.event
@@ -244,6 +514,7 @@ class Broadcaster:
         self._counters = _Counters()
         self._subscribers: list[Subscriber] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._flusher: _Flusher | None = None
         self._starting: asyncio.Future[None] | None = None
         self._head_id = ""
         self._start_task: asyncio.Task[None] | None = None
@@ -295,6 +566,7 @@ class Broadcaster:
             )
         self._loop = loop
         self._subscribers = []
+        self._flusher = _Flusher(loop, self._counters)
         starting = self._starting = loop.create_future()
         try:
             self._head_id = await self.backend.start(loop, self._deliver)
@@ -369,6 +641,7 @@ class Broadcaster:
             queue_size=self.queue_size,
             policy=self.slow_consumer,
             is_connection=is_connection,
+            flusher=self._flusher,
         )
         self._subscribers.append(sub)
         return sub
@@ -403,6 +676,7 @@ class Broadcaster:
         # live events queued but not yet sent come again in the replay, so set them aside
         queued = [item for item in sub.queue if item.event is not None]
         sub.queue = deque(item for item in sub.queue if item.event is None)
+        sub.live_count = 0
         sub._catchup = []
         try:
             events = await self.backend.replay(since)
@@ -421,7 +695,7 @@ class Broadcaster:
             return False
         last = parse_id(events[-1].id or since)[1] if events else parse_id(since)[1]
         match = sub.filter.matches
-        replayed = [Delivery(e, e.to_json()) for e in events if match(e.type)]
+        replayed = [Delivery(e, e.to_json(), live=False) for e in events if match(e.type)]
         sub.queue.extend(replayed)  # a replay is delivered whole, beyond queue_size
         self._counters.replayed += len(replayed)
         for item in buffered:
@@ -528,6 +802,11 @@ def get_broadcaster() -> Broadcaster:
     """The process-wide default broadcaster, created on first use.
 
     Its backend comes from ``LIVEPANEL_BACKEND_URL`` (memory when unset).
+
+    Example::
+
+        >>> get_broadcaster() is get_broadcaster()
+        True
     """
     global _default
     if _default is None:
@@ -538,7 +817,13 @@ def get_broadcaster() -> Broadcaster:
 
 
 def set_broadcaster(broadcaster: Broadcaster | None) -> None:
-    """Replace the default broadcaster (``None``: create a new one on next use)."""
+    """Replace the default broadcaster (``None``: create a new one on next use).
+
+    Example::
+
+        set_broadcaster(Broadcaster("redis://localhost:6379/0", history=5000))
+        broadcast_event(SessionKilled(session_key="s1", agent_id="a1"))  # goes to Redis
+    """
     global _default
     if broadcaster is not None and not isinstance(broadcaster, Broadcaster):
         raise TypeError("set_broadcaster() takes a Broadcaster or None")

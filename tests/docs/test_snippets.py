@@ -406,9 +406,11 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 DENIAL_CODES = {
     "tls_required",
     "origin_not_allowed",
+    "too_many_failures",
     "unauthorized",
     "forbidden",
     "too_many_connections",
+    "shutting_down",
     "unavailable",
     "upgrade_required",
 }
@@ -667,7 +669,9 @@ def test_the_caddy_recipe_proxies_websockets(block: Block, tmp_path: Path) -> No
     caddy = caddy_binary()
     listen = free_port()
     broadcaster = Broadcaster()
-    app = LivePanelApp(broadcaster, auth=BasicAuth(lambda u, p: (u, p) == ("admin", "secret")))
+    app = LivePanelApp(
+        broadcaster, auth=BasicAuth(lambda u, p: (u, p) == ("admin", "secret")), shutdown_signals=()
+    )
     with run_server(app, "uvicorn-wsproto", lifespan=True) as upstream:
         site = block.code.replace(
             "reverse_proxy 127.0.0.1:8000", f"reverse_proxy {upstream.host}:{upstream.port}"

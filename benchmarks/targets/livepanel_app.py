@@ -1,0 +1,45 @@
+"""livepanel's endpoint, bare (no framework around it), on the server named by BENCH_SERVER.
+
+BENCH_BACKEND: ``memory`` (default) or a ``redis://`` URL. Clients that want
+batched frames connect with ``?batch=1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import EVENT_TYPE, Target, payload, serve_asgi, with_control
+
+from livepanel import Broadcaster, LivePanelApp, event_type
+from livepanel.events import registered_types
+
+
+class BenchTick:
+    seq: int
+    t: int
+    pad: str
+
+
+# granian's worker imports this file again as a module, after forking from __main__
+if EVENT_TYPE not in registered_types():
+    event_type(EVENT_TYPE)(BenchTick)
+
+logging.getLogger("livepanel").setLevel(logging.ERROR)  # auth=None warns once per app
+backend = os.environ.get("BENCH_BACKEND", "memory")
+broadcaster = Broadcaster(None if backend == "memory" else backend)
+endpoint = LivePanelApp(broadcaster, auth=None, client_rate=None)
+
+
+def broadcast_one(seq: int) -> None:
+    broadcaster.publish(EVENT_TYPE, payload(seq))
+
+
+target = Target(lambda: broadcaster.connection_count, broadcast_one)
+app = with_control(endpoint, target)
+
+if __name__ == "__main__":
+    serve_asgi("livepanel_app", app, os.environ.get("BENCH_SERVER", "uvicorn"))

@@ -1,0 +1,7 @@
+"""The security tests run on the integration tests' servers (one of each kind)."""
+
+from tests.integration.conftest import (  # noqa: F401 - fixtures
+    _plain_server,
+    serve,
+    server_kind,
+)
