@@ -23,9 +23,12 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, _missing_browser, expect
+from tests.browser import conftest as browser_suite
+from tests.browser.conftest import expect
 from tests.docs.markdown import DOCS, ROOT, Command, blocks, shell_lines, simple_commands
 from tests.servers import free_port
+
+browser = browser_suite.browser  # the browser suite's Chromium fixture, shared
 
 pytestmark = pytest.mark.browser
 
@@ -107,24 +110,6 @@ class QuickstartServer:
                 self.process.kill()
                 self.process.wait(10)
         self.process = None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """One headless Chromium for this module (Playwright's sync API holds this thread's loop)."""
-    missing = _missing_browser()
-    if missing is not None:
-        if os.environ.get("LIVEPANEL_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{missing}; LIVEPANEL_REQUIRE_BROWSER=1 says the browser tests must run")
-        pytest.skip(missing)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
