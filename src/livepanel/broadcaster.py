@@ -616,17 +616,16 @@ class Broadcaster:
 
     def _deliver(self, events: Sequence[Event]) -> None:
         subscribers = self._subscribers
-        closed = False
+        slow_before = self._counters.slow_disconnects  # the only close a push can cause
         for event in events:
             item = Delivery(event, event.to_json())  # serialized once for everyone
             kind = event.type
             for sub in subscribers:
                 if sub.filter.everything or sub.filter.matches(kind):
                     sub.push(item)
-                    closed = closed or sub.close_code is not None
         if events:
             self._head_id = events[-1].id or self._head_id
-        if closed:
+        if self._counters.slow_disconnects != slow_before:
             self._subscribers = [s for s in subscribers if s.close_code is None]
 
     def attach(self, types: Iterable[str] = ("*",), *, is_connection: bool = False) -> Subscriber:
