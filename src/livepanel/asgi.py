@@ -1,10 +1,12 @@
-"""The ASGI endpoint: handshake checks, then one writer and one reader per connection.
+"""The ASGI endpoint: the handshake, then the connection handed over to its writer.
 
 The checks run in the order of the contract (TLS, origin, authentication,
-authorization, limits); the first failure answers and nothing else runs. After
-``websocket.accept`` the connection is thin glue: client frames go through
-:class:`livepanel.protocol.ClientProtocol`, and a single writer task drains the
-connection's queue, so a broadcast never awaits a socket.
+authorization, limits); the first failure answers and nothing else runs, and
+a connection's slot is reserved in the same step as the limit check. After
+``websocket.accept`` this module is thin glue: client frames go through
+:class:`livepanel.protocol.ClientProtocol`, and the
+:class:`~livepanel.connection.Connection`'s writer runs in the connection's
+own task, so every ``send`` happens there and a broadcast never awaits a socket.
 """
 
 from __future__ import annotations
@@ -29,24 +31,26 @@ from asgiref.typing import (
 )
 
 from livepanel.auth import Authenticator, parse_basic_authorization
-from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster, resume
+from livepanel.broadcaster import Broadcaster, get_broadcaster
+from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
     CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
     Ack,
     ClientProtocol,
     Close,
     Reply,
     Subscribe,
-    control_frame,
     error_frame,
     parse_connect_query,
     welcome_frame,
 )
-from livepanel.shutdown import watch as watch_signals
+from livepanel.shutdown import SignalWatch
 from livepanel.throttle import AuthThrottle, client_address
 
 __all__ = ["Authorize", "LivePanelApp", "LivePanelMiddleware"]
@@ -65,8 +69,15 @@ Example::
 """
 
 _HTTP_EXTENSION = "websocket.http.response"
-# closes the client caused: what is queued (its pongs, the rate_limited warning) goes out first
-_FLUSH_BEFORE_CLOSE = frozenset({CLOSE_POLICY_VIOLATION, CLOSE_MESSAGE_TOO_BIG})
+# how each way a connection ends is said on the wire (CLIENT_LEFT: nothing to say)
+_CLOSE_CODES = {
+    CloseReason.GOING_AWAY: CLOSE_GOING_AWAY,
+    CloseReason.POLICY_VIOLATION: CLOSE_POLICY_VIOLATION,
+    CloseReason.MESSAGE_TOO_BIG: CLOSE_MESSAGE_TOO_BIG,
+    CloseReason.INTERNAL_ERROR: CLOSE_INTERNAL_ERROR,
+    CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
+}
+_CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
 
 
 @dataclass(frozen=True)
@@ -214,9 +225,10 @@ class LivePanelApp:
         self.client_rate = client_rate
         self.client_burst = client_burst
         self.shutdown_signals = tuple(shutdown_signals)
+        self._signals = SignalWatch(self, self.shutdown_signals)
         self._connections = 0
         self._per_user: dict[str, int] = {}
-        self._live: set[Subscriber] = set()  # this app's open connections, for shutdown()
+        self._live: set[Connection] = set()  # this app's open connections, for shutdown()
         self._draining = False
         self._idle: asyncio.Event | None = None
 
@@ -242,8 +254,15 @@ class LivePanelApp:
 
     # ------------------------------------------------------------------ checks
 
-    async def _check(self, scope: WWWScope) -> tuple[_Denial | None, Any, str]:
-        """Run the handshake checks in order; return (denial, principal, user)."""
+    async def _check(
+        self, scope: WWWScope, *, reserve: bool = False
+    ) -> tuple[_Denial | None, Any, str]:
+        """Run the handshake checks in order; return (denial, principal, user).
+
+        With ``reserve``, a handshake that passes holds its connection slot on
+        return: the limit check and the reservation run with no await between
+        them, so no number of racing handshakes gets past a limit.
+        """
         if self.require_tls and scope.get("scheme") not in ("wss", "https"):
             return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
         origin, one_origin = _single_header(scope, b"origin")
@@ -297,7 +316,22 @@ class LivePanelApp:
                 None,
                 "",
             )
+        if reserve:
+            self._connections += 1
+            self._per_user[user] = self._per_user.get(user, 0) + 1
         return None, principal, user
+
+    def _release(self, user: str) -> None:
+        """Give back the slot :meth:`_check` reserved."""
+        self._connections -= 1
+        left = self._per_user[user] - 1
+        if left:
+            self._per_user[user] = left
+        else:
+            del self._per_user[user]
+        if not self._connections and self._idle is not None:
+            self._idle.set()
+            self._idle = None
 
     @staticmethod
     def _user_of(principal: Any, scope: WWWScope) -> str:
@@ -381,7 +415,7 @@ class LivePanelApp:
     def _starting_up(self) -> None:
         """A server starts this app: accept connections again, chain the signal handlers."""
         self._draining = False
-        watch_signals(self, self.shutdown_signals)
+        self._signals.install()
 
     async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
         """Close every connection of this app with ``code`` and refuse new ones with 503.
@@ -396,8 +430,9 @@ class LivePanelApp:
         live = list(self._live)
         if live:
             logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
-        for sub in live:
-            sub.close(code)
+        reason = _CLOSE_REASONS.get(code, CloseReason.GOING_AWAY)
+        for conn in live:
+            conn.close(reason)
         if self._connections:
             if self._idle is None:  # shared by concurrent calls (a signal, then lifespan)
                 self._idle = asyncio.Event()
@@ -416,176 +451,110 @@ class LivePanelApp:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        denial, principal, user = await self._check(scope)
-        if denial is None and self._draining:
-            denial = _SHUTTING_DOWN
-        if denial is None:
-            watch_signals(self, self.shutdown_signals)
-            try:
-                await self.broadcaster.start()
-            except BackendUnavailable:
-                denial = _UNAVAILABLE
+        denial, principal, user = await self._check(scope, reserve=True)
         if denial is not None:
             await self._deny(scope, send, denial)
             return
-        # reserve the slot before the first await so two handshakes cannot both pass the limit
-        self._connections += 1
-        self._per_user[user] = self._per_user.get(user, 0) + 1
-        try:
+        try:  # the slot is ours from here: every way out gives it back
+            if self._draining:
+                denial = _SHUTTING_DOWN
+            else:
+                if not self._signals.installed:
+                    self._signals.install()  # mounted without lifespan: the first handshake
+                try:
+                    await self.broadcaster.start()
+                except BackendUnavailable:
+                    denial = _UNAVAILABLE
+            if denial is not None:
+                await self._deny(scope, send, denial)
+                return
             scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-            await _Connection(self, scope, receive, send).run()
+            await _Endpoint(self, scope, receive, send, user).run()
         except asyncio.CancelledError:
             # the server stops without a word (hypercorn after its graceful timeout): say so
             await _say_going_away(send)
             raise
         finally:
-            self._connections -= 1
-            left = self._per_user[user] - 1
-            if left:
-                self._per_user[user] = left
-            else:
-                del self._per_user[user]
-            if not self._connections and self._idle is not None:
-                self._idle.set()
-                self._idle = None
+            self._release(user)
 
 
-class _Connection:
-    """One accepted WebSocket: a writer task draining the queue, a reader loop."""
+class _Endpoint:
+    """One accepted WebSocket: its :class:`Connection` written from this task, a reader beside."""
 
     def __init__(
-        self, app: LivePanelApp, scope: WWWScope, receive: ASGIReceiveCallable, send: Any
+        self,
+        app: LivePanelApp,
+        scope: WWWScope,
+        receive: ASGIReceiveCallable,
+        send: Any,
+        user: str,
     ) -> None:
         self.app = app
         self.scope = scope
         self.receive = receive
         self.send = send
-        self.broadcaster = app.broadcaster
+        self.user = user
         self.protocol = ClientProtocol(
             max_message_size=app.max_message_size,
             client_rate=app.client_rate,
             client_burst=app.client_burst,
         )
         self.id = secrets.token_urlsafe(9)
-        self.last_ack: str | None = None
 
     async def run(self) -> None:
-        broadcaster = self.broadcaster
+        app = self.app
         options = parse_connect_query(self.scope.get("query_string", b""))
         await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        sub = broadcaster.attach(is_connection=True)
-        sub.push_control(welcome_frame(self.id, self.app.heartbeat_interval, broadcaster.head_id))
-        if options.error is not None:
-            sub.push_control(error_frame("invalid_message", options.error))
-        loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read(sub))
-        try:
-            if options.subscribe is not None:
-                await broadcaster.resubscribe(sub, options.subscribe.types, options.subscribe.since)
-            await self._write(sub, options.batch, loop)
-        finally:
-            broadcaster.detach(sub)
-            reader.cancel()
+        async with app.broadcaster.connection(batch=options.batch, user=self.user) as conn:
+            conn.push_control(welcome_frame(self.id, app.heartbeat_interval, conn.last_event_id))
+            if options.error is not None:
+                conn.push_control(error_frame("invalid_message", options.error))
+            reader = asyncio.get_running_loop().create_task(self._read(conn))
             try:
-                await reader
-            except (asyncio.CancelledError, OSError):
-                pass
+                if options.subscribe is not None:
+                    await conn.subscribe(options.subscribe.types, options.subscribe.since)
+                send = self.send
 
-    async def _write(self, sub: Subscriber, batch: bool, loop: asyncio.AbstractEventLoop) -> None:
-        """Drain the queue to the socket; send ``ping`` after a heartbeat of silence.
+                def send_text(text: str) -> Awaitable[None]:
+                    return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
 
-        While the queue is empty the writer parks in ``sub.idle()`` and the
-        broadcaster writes new frames straight to ``send``, once per loop turn;
-        the writer takes over a write that has to wait for a slow socket, and
-        drains what queues up behind it.
-        """
-        send = self.send
-        interval = self.app.heartbeat_interval
-        timer: asyncio.TimerHandle | None = None
-        sub.batch = batch
-        sub.last_sent = loop.time()
-
-        def direct(text: str) -> Awaitable[None]:
-            return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
-
-        def heartbeat() -> None:
-            nonlocal timer
-            idle = loop.time() - sub.last_sent
-            if idle >= interval - 0.01:
-                sub.push_control(control_frame("ping", {}))
-                timer = loop.call_later(interval, heartbeat)
-            else:
-                timer = loop.call_later(interval - idle, heartbeat)
-
-        timer = loop.call_later(interval, heartbeat)
-        # direct writes pay off while the server's send usually completes without waiting
-        # (uvicorn, hypercorn); a server whose send always waits (granian) gets the writer
-        direct_pays = True
-        try:
-            while True:
-                if direct_pays:
-                    await sub.idle(direct)
-                elif not sub.queue and sub.close_code is None:
-                    await sub.wait()
-                if sub.inflight is not None:  # a direct write found the socket full: finish it
-                    step, waiting, count = sub.inflight
-                    sub.inflight = None
-                    direct_pays = False  # until one of the writer's own writes proves otherwise
-                    await resume(step, waiting)
-                    sub.last_sent = loop.time()
-                    self.broadcaster.count_delivered(count)
-                if sub.failure is not None:
-                    failure, sub.failure = sub.failure, None
-                    raise failure
-                code = sub.close_code
-                if code is not None and not (code in _FLUSH_BEFORE_CLOSE and sub.queue):
-                    if code != 1000:  # 1000: the client went away, nothing to send
-                        await self._close(code)
-                    return
-                items = sub.take(batch)
-                if not items:
-                    continue
-                text = "\n".join([i.frame for i in items]) if len(items) > 1 else items[0].frame
-                step = send({"type": "websocket.send", "text": text}).__await__()
-                direct_pays = True
-                for waiting in step:  # the write has to wait: finish it here
-                    direct_pays = False
-                    await resume(step, waiting)
-                    break
-                sub.last_sent = loop.time()
-                self.broadcaster.count_delivered(sum(1 for i in items if i.event is not None))
-        except OSError:  # the client vanished mid-send
-            sub.close_code = 1000
-        finally:
-            if timer is not None:
-                timer.cancel()
+                reason = await conn.write(send_text, app.heartbeat_interval)
+                code = _CLOSE_CODES.get(reason)
+                if code is not None:
+                    await self._close(code)
+            finally:
+                reader.cancel()
+                try:
+                    await reader
+                except (asyncio.CancelledError, OSError):
+                    pass
 
     async def _close(self, code: int) -> None:
-        if code == 1013:
+        if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: closed slow connection %s (1013)", self.id)
         try:
             await self.send({"type": "websocket.close", "code": code, "reason": ""})
-        except OSError:
+        except Exception:  # the client is gone, or the server refuses: nothing left to say
             pass
 
-    async def _read(self, sub: Subscriber) -> None:
+    async def _read(self, conn: Connection) -> None:
         """Turn client frames into actions until the client disconnects."""
         live = self.app._live
-        live.add(sub)
+        live.add(conn)
         try:
             if self.app._draining:  # accepted just before shutdown() began
-                sub.close(CLOSE_GOING_AWAY)
-            await self._read_frames(sub)
+                conn.close(CloseReason.GOING_AWAY)
+            await self._read_frames(conn)
         finally:
-            live.discard(sub)
+            live.discard(conn)
 
-    async def _read_frames(self, sub: Subscriber) -> None:
+    async def _read_frames(self, conn: Connection) -> None:
         protocol = self.protocol
         while True:
             message = await self.receive()
             kind = message["type"]
             if kind == "websocket.disconnect":
-                sub.close(1000)
+                conn.close(CloseReason.CLIENT_LEFT)
                 return
             if kind != "websocket.receive":
                 continue
@@ -596,14 +565,14 @@ class _Connection:
                 actions = protocol.receive_bytes(cast(bytes, message.get("bytes") or b""))
             for action in actions:
                 if isinstance(action, Reply):
-                    sub.push_control(action.text)
+                    conn.push_control(action.text)
                 elif isinstance(action, Close):
-                    sub.close(action.code)
+                    conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
-                    await self.broadcaster.resubscribe(sub, action.types, action.since)
+                    await conn.subscribe(action.types, action.since)
                 elif isinstance(action, Ack):
-                    self.last_ack = action.id
+                    pass  # recorded by the protocol (protocol.last_ack)
 
 
 async def _say_going_away(send: Any) -> None:

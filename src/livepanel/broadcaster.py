@@ -1,74 +1,54 @@
-"""The fan-out hub: publish from anywhere, deliver to every matching subscriber.
+"""The fan-out hub: publish from anywhere, deliver to every matching connection.
 
 A broadcast never waits on a client. Each event is serialized once into a
-shared :class:`Delivery`, and each subscriber gets a reference to it in its own
-bounded queue. When a queue is full the subscriber is closed with 1013
-(``slow_consumer="disconnect"``) or loses its oldest item (``"drop"``), and
-nobody else notices.
-
-Who drains a connection's queue: while its writer is idle, one pass per
-event-loop turn writes every touched queue straight to the server's ``send``
-(no task switch per event and connection); the first ``send`` that would wait
-on a slow socket is handed over, unfinished, to that connection's own writer,
-which drains the rest. See docs/benchmarks.md.
+shared :class:`~livepanel.connection.Frame`, and each matching connection gets a
+reference to it in its own bounded queue (:class:`~livepanel.connection.Connection`).
+Connections live on any number of event loops: the backend hands new events
+to the broadcaster, which posts them to a small hub per loop; each hub fans
+them out on its own loop, and each connection's writer, in the connection's
+own task, sends what queued. See ``docs/concepts.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
-import types
 from collections import deque
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Callable,
-    Generator,
-    Iterable,
-    Sequence,
-)
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, TypeVar, overload
 
 from livepanel.backends import Backend, MemoryBackend, backend_from_url
+from livepanel.connection import (
+    BATCH_LINGER_MAX,
+    CloseReason,
+    Connection,
+    Frame,
+    SlowConsumerPolicy,
+)
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, prepare_payload, registered_types
-from livepanel.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_TRY_AGAIN_LATER,
-    TypeFilter,
-    error_frame,
-    parse_id,
-)
+from livepanel.protocol import parse_id, type_globs
 
 __all__ = [
-    "BATCH_LINGER_MAX",
     "Broadcaster",
-    "Delivery",
-    "Sink",
     "SlowConsumer",
-    "Subscriber",
     "Subscription",
     "broadcast_event",
     "get_broadcaster",
-    "resume",
     "set_broadcaster",
 ]
 
 logger = logging.getLogger("livepanel")
 
-SlowConsumerPolicy = Literal["disconnect", "drop"]
-Sink = Callable[[str], Awaitable[None]]
-"""Writes one text frame to a connection: the ASGI ``send`` of a ``websocket.send``."""
-
-BATCH_LINGER_MAX = 0.010
-"""Seconds a batching connection's events may wait for company in a frame, at most."""
+T = TypeVar("T")
 
 
 class SlowConsumer(LivePanelError):
-    """A subscription fell ``queue_size`` events behind and was closed (1013).
+    """A subscription fell ``queue_size`` events behind and was closed.
 
     Example::
 
@@ -79,29 +59,6 @@ class SlowConsumer(LivePanelError):
             except SlowConsumer:
                 ...  # resubscribe with since=<last id handled> to catch up
     """
-
-
-class Delivery:
-    """One frame on its way to subscribers: the event (or ``None`` for control
-    frames) and its JSON text, built once and shared by every queue.
-
-    ``live`` marks a live broadcast event, the only kind ``queue_size`` bounds:
-    control frames and replayed events never count against it.
-
-    Example::
-
-        >>> event = Event("session.killed", {"sessionKey": "s1", "agentId": "a1"}, id="e:1")
-        >>> item = Delivery(event, event.to_json())
-        >>> item.live, item.frame == event.to_json()
-        (True, True)
-    """
-
-    __slots__ = ("event", "frame", "live")
-
-    def __init__(self, event: Event | None, frame: str, *, live: bool = True) -> None:
-        self.event = event
-        self.frame = frame
-        self.live = live and event is not None
 
 
 class _Counters:
@@ -115,310 +72,132 @@ class _Counters:
         self.replayed = 0
 
 
-class Subscriber:
-    """A bounded queue of deliveries for one connection or ``subscribe()`` consumer.
+class _Hub:
+    """The connections of one event loop, and the inbox through which events reach them.
 
-    A connection's writer sets :attr:`sink` while it is idle: queued frames
-    are then written by the broadcaster's per-turn pass (:class:`_Flusher`)
-    instead of waking the writer for every event.
-
-    Example, what the endpoint does for each connection::
-
-        await broadcaster.start()
-        sub = broadcaster.attach(["session.*"], is_connection=True)
-        await broadcaster.resubscribe(sub, ["session.*"], since=last_id)
-        for item in sub.take(batch=False):
-            await send({"type": "websocket.send", "text": item.frame})
-        broadcaster.detach(sub)
+    The backend may deliver on any thread; :meth:`post` puts the frames in the
+    inbox (in stream order: the broadcaster posts under its lock) and the hub
+    fans them out on its own loop, at once when already there. Writers whose
+    queue got something are woken once per loop turn; batching writers linger
+    as long as the previous batching round took (at most ``BATCH_LINGER_MAX``),
+    so that under load the events published meanwhile share one frame.
     """
 
     __slots__ = (
-        "_catchup",
-        "_counters",
-        "_dirty",
-        "_flusher",
-        "_loop",
-        "_waiter",
-        "batch",
-        "close_code",
-        "failure",
-        "filter",
-        "inflight",
-        "is_connection",
-        "last_sent",
-        "live_count",
-        "policy",
-        "queue",
-        "queue_size",
-        "sink",
+        "_batch",
+        "_batch_handle",
+        "_draining",
+        "_due",
+        "_left",
+        "_linger",
+        "_scheduled",
+        "_wake_scheduled",
+        "broadcaster",
+        "connections",
+        "inbox",
+        "last_id",
+        "loop",
+        "thread",
     )
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        counters: _Counters,
-        *,
-        types: Iterable[str],
-        queue_size: int,
-        policy: SlowConsumerPolicy,
-        is_connection: bool,
-        flusher: _Flusher | None = None,
-    ) -> None:
-        self._loop = loop
-        self._counters = counters
-        self._flusher = flusher
-        self._waiter: asyncio.Future[None] | None = None
-        self._catchup: list[Delivery] | None = None
-        self._dirty = False
-        self.queue: deque[Delivery] = deque()
-        self.live_count = 0  # live events in the queue: what queue_size bounds
-        self.filter = TypeFilter(types)
-        self.queue_size = queue_size
-        self.policy = policy
-        self.is_connection = is_connection
-        self.close_code: int | None = None
-        self.sink: Sink | None = None
-        self.batch = False  # pack every queued frame into one, newline-delimited (?batch=1)
-        self.inflight: tuple[Generator[Any, None, None], Any, int] | None = None
-        self.failure: BaseException | None = None
-        self.last_sent = loop.time()
-
-    def push(self, item: Delivery) -> None:
-        """Queue a live event; never blocks, never raises."""
-        queue = self.queue
-        if (
-            self.sink is not None  # the common case first: an idle connection with room
-            and self.live_count < self.queue_size
-            and self._catchup is None
-            and self.close_code is None
-        ):
-            queue.append(item)
-            self.live_count += 1
-            if not self._dirty:
-                self._dirty = True
-                self._flusher.mark(self)  # type: ignore[union-attr]  # a sink comes with a flusher
-            return
-        if self.close_code is not None:
-            return
-        if self._catchup is not None:
-            self._catchup.append(item)
-            return
-        if self.live_count >= self.queue_size:
-            if self.policy == "disconnect":
-                self._counters.slow_disconnects += 1
-                self.close(CLOSE_TRY_AGAIN_LATER)
-                return
-            self._drop_oldest_live()
-        queue.append(item)
-        self.live_count += 1
-        if self.sink is None:
-            self._wake()
-        elif not self._dirty:
-            self._dirty = True
-            self._flusher.mark(self)  # type: ignore[union-attr]  # a sink comes with a flusher
-
-    def _drop_oldest_live(self) -> None:
-        """``slow_consumer="drop"``: lose the oldest live event, never a control frame."""
-        queue = self.queue
-        for index, queued in enumerate(queue):
-            if queued.live:
-                del queue[index]
-                self.live_count -= 1
-                self._counters.dropped += 1
-                return
-
-    def popleft(self) -> Delivery:
-        """Remove and return the oldest queued item."""
-        item = self.queue.popleft()
-        if item.live:
-            self.live_count -= 1
-        return item
-
-    def take_all(self) -> list[Delivery]:
-        """Remove and return every queued item."""
-        items = list(self.queue)
-        self.queue.clear()
-        self.live_count = 0
-        return items
-
-    def push_control(self, frame: str) -> None:
-        """Queue a frame that is not a broadcast event; control frames are never bounded."""
-        if self.close_code is None:
-            self.queue.append(Delivery(None, frame))
-            if self.sink is None:
-                self._wake()
-            elif not self._dirty:
-                self._dirty = True
-                self._flusher.mark(self)  # type: ignore[union-attr]
-
-    def close(self, code: int) -> None:
-        """Stop queueing and wake the writer, which closes the connection with ``code``."""
-        if self.close_code is None:
-            self.close_code = code
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Return once the queue holds something or the subscriber is closed."""
-        while not self.queue and self.close_code is None:
-            waiter = self._waiter = self._loop.create_future()
-            await waiter
-
-    async def idle(self, sink: Sink) -> None:
-        """Let the broadcaster write to ``sink`` until the writer is needed again.
-
-        Returns when the subscriber is closed, when a direct write has to wait
-        (:attr:`inflight`) or failed (:attr:`failure`), or when frames were
-        queued that the writer must send itself (a replay).
-        """
-        if self.queue or self.close_code is not None or self.inflight or self.failure:
-            return
-        self.sink = sink
-        try:
-            waiter = self._waiter = self._loop.create_future()
-            await waiter
-        finally:
-            self.sink = None
-
-    def take(self, batch: bool) -> list[Delivery]:
-        """Remove and return the next item, or every queued item when ``batch``."""
-        if batch:
-            return self.take_all()
-        return [self.popleft()] if self.queue else []
-
-    def _write_direct(self, sink: Sink, now: float) -> int:
-        """Write the queue to ``sink`` without awaiting; return the events written.
-
-        A write that would wait is parked in :attr:`inflight` for the writer.
-        """
-        queue = self.queue
-        written = 0
-        while queue:
-            if self.batch and len(queue) > 1:
-                items = self.take_all()
-                text = "\n".join([i.frame for i in items])
-                count = sum(1 for i in items if i.event is not None)
-            else:
-                item = self.popleft()
-                text = item.frame
-                count = item.event is not None
-            try:
-                step = sink(text).__await__()
-                # run the write up to its first wait: a for loop ends a finished write
-                # without the cost of a StopIteration, which next() or send() would raise
-                for waiting in step:
-                    self.inflight = (step, waiting, count)  # the socket is full: hand it over
-                    break
-            except OSError:  # the client vanished: the writer ends the connection
-                self.close_code = 1000
-                break
-            except BaseException as exc:  # the server refused: the writer raises it, as always
-                self.failure = exc
-                break
-            if self.inflight is not None:
-                break
-            written += count
-        self.last_sent = now
-        if self.close_code is not None or self.inflight is not None or self.failure is not None:
-            self.sink = None
-            self._wake()
-        return written
-
-
-class _Flusher:
-    """Writes the queues of connections whose writer is idle: once per event-loop turn.
-
-    Batching connections (``?batch=1``) linger: their round runs as long after
-    the first event as the previous batching round took to write (at most
-    ``BATCH_LINGER_MAX`` seconds), so that under load the events published
-    meanwhile share one frame. A quick round means an almost immediate next one.
-    """
-
-    __slots__ = ("_batch", "_batch_handle", "_dirty", "_linger", "_loop", "_scheduled", "counters")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, counters: _Counters) -> None:
-        self._loop = loop
-        self._dirty: list[Subscriber] = []
+    def __init__(self, broadcaster: Broadcaster, loop: asyncio.AbstractEventLoop, last_id: str):
+        self.broadcaster = broadcaster
+        self.loop = loop
+        self.thread = threading.get_ident()
+        self.connections: list[Connection] = []
+        self.inbox: deque[list[Frame]] = deque()
+        self.last_id = last_id  # the newest event fanned out here: welcome's lastEventId
         self._scheduled = False
-        self._batch: list[Subscriber] = []
+        self._due: list[Connection] = []
+        self._wake_scheduled = False
+        self._batch: list[Connection] = []
         self._batch_handle: asyncio.TimerHandle | None = None
-        self._linger = 0.0  # seconds: how long the last batching round took, capped
-        self.counters = counters
+        self._linger = 0.0
+        self._draining = False
+        self._left = False  # a connection closed during a drain: prune after it
 
-    def mark(self, sub: Subscriber) -> None:
-        if sub.batch:
-            self._batch.append(sub)
-            if self._batch_handle is None:
-                self._batch_handle = self._loop.call_later(self._linger, self._run_batch)
-            return
-        self._dirty.append(sub)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._run)
+    def join(self, conn: Connection) -> None:
+        """Add ``conn`` to the fan-out of this loop."""
+        self.connections.append(conn)
+        if conn.is_connection:
+            self.broadcaster._count(1)
 
-    def _run(self) -> None:
-        self._scheduled = False
-        dirty, self._dirty = self._dirty, []
-        self._write(dirty, self._loop.time())
-
-    def _run_batch(self) -> None:
-        self._batch_handle = None
-        dirty, self._batch = self._batch, []
-        began = self._loop.time()
-        self._write(dirty, began)
-        self._linger = min(BATCH_LINGER_MAX, self._loop.time() - began)
-
-    def _write(self, dirty: list[Subscriber], now: float) -> None:
-        written = 0
-        for sub in dirty:
-            sub._dirty = False
-            sink = sub.sink
-            if sink is not None and sub.close_code is None:
-                written += sub._write_direct(sink, now)
-        self.counters.delivered += written
-
-
-@types.coroutine
-def resume(step: Generator[Any, None, None], waiting: Any) -> Generator[Any, Any, None]:
-    """Finish, inside the awaiting task, a write that :class:`_Flusher` started and parked.
-
-    It hands the task what the write was waiting on, exactly as ``await``
-    would have, and drives the write on until it completes.
-
-    Example, what a connection's writer does with a parked write::
-
-        if sub.inflight is not None:
-            step, waiting, count = sub.inflight
-            sub.inflight = None
-            await resume(step, waiting)
-    """
-    throw = getattr(step, "throw", None)
-    while True:
-        try:
-            yield waiting
-        except GeneratorExit:
-            close = getattr(step, "close", None)
-            if close is not None:
-                close()
-            raise
-        except BaseException as exc:
-            if throw is None:
-                raise
-            try:
-                waiting = throw(exc)
-            except StopIteration:
-                return
+    def leave(self, conn: Connection) -> None:
+        """Take ``conn`` out of the fan-out (it closed); safe in the middle of a drain."""
+        if self._draining:
+            self._left = True
         else:
             try:
-                waiting = next(step)  # asyncio's tasks resume with None: the same as send(None)
-            except StopIteration:
+                self.connections.remove(conn)
+            except ValueError:
                 return
+        if conn.is_connection:
+            self.broadcaster._count(-1)
+
+    def kick(self) -> bool:
+        """Fan out what the inbox holds: now on our own thread, else soon on our loop.
+
+        Returns ``False`` when our loop is closed (the hub is dead).
+        """
+        if threading.get_ident() == self.thread:
+            self.drain()
+        elif not self._scheduled:
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop closed: its connections are gone with it
+                return False
+        return True
+
+    def drain(self) -> None:
+        self._scheduled = False  # first: a post racing us schedules another drain
+        inbox = self.inbox
+        connections = self.connections
+        self._draining = True
+        try:
+            while inbox:
+                frames = inbox.popleft()
+                for frame in frames:
+                    kind = frame.event.type  # type: ignore[union-attr]  # live frames carry events
+                    for conn in connections:
+                        if conn.filter.everything or conn.filter.matches(kind):
+                            conn.push(frame)
+                self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
+        finally:
+            self._draining = False
+        if self._left:
+            self._left = False
+            self.connections = [c for c in connections if not c.closed]
+
+    def wake_later(self, conn: Connection) -> None:
+        """Wake ``conn``'s writer once this loop turn's fan-out is done."""
+        if conn.batch:
+            self._batch.append(conn)
+            if self._batch_handle is None:
+                self._batch_handle = self.loop.call_later(self._linger, self._wake_batch)
+            return
+        self._due.append(conn)
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
+            self.loop.call_soon(self._wake_due)
+
+    def _wake_due(self) -> None:
+        self._wake_scheduled = False
+        due, self._due = self._due, []
+        for conn in due:
+            conn.wake()
+
+    def _wake_batch(self) -> None:
+        self._batch_handle = None
+        due, self._batch = self._batch, []
+        for conn in due:
+            conn.wake()
+        # runs after the writers just woken have written: how long a batching round takes
+        began = self.loop.time()
+        self.loop.call_soon(self._measure, began)
+
+    def _measure(self, began: float) -> None:
+        self._linger = min(BATCH_LINGER_MAX, self.loop.time() - began)
 
 
 class Subscription:
@@ -438,29 +217,21 @@ class Subscription:
                 state.apply(event)
     """
 
-    def __init__(self, subscriber: Subscriber, last_event_id: str, counters: _Counters) -> None:
-        self._subscriber = subscriber
-        self._counters = counters
-        self.last_event_id = last_event_id
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.last_event_id = connection.last_event_id
         self.resumed: bool | None = None
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
-        sub = self._subscriber
-        while True:
-            if sub.close_code == CLOSE_TRY_AGAIN_LATER:
-                raise SlowConsumer("the subscription fell too far behind and was closed")
-            if sub.close_code is not None:
-                raise StopAsyncIteration
-            if sub.queue:
-                item = sub.popleft()
-                if item.event is not None:
-                    self._counters.delivered += 1
-                    return item.event
-                continue
-            await sub.wait()
+        event = await self._connection.next_event()
+        if event is not None:
+            return event
+        if self._connection.close_reason is CloseReason.SLOW_CONSUMER:
+            raise SlowConsumer("the subscription fell too far behind and was closed")
+        raise StopAsyncIteration
 
 
 class Broadcaster:
@@ -475,7 +246,10 @@ class Broadcaster:
             1013 (it resumes with ``since``); ``"drop"`` drops its oldest event.
 
     The broadcaster starts itself inside the running event loop on first use,
-    so it needs no lifespan wiring.
+    so it needs no lifespan wiring. One broadcaster serves connections on any
+    number of event loops in its process; the backend runs on the loop that
+    started it first (and moves to the next loop that uses it once that one
+    is closed).
 
     Example::
 
@@ -508,75 +282,108 @@ class Broadcaster:
                 "Broadcaster: backend must be None, a URL string or a Backend instance"
             )
         self.backend = backend
-        self.history = history
         self.queue_size = queue_size
         self.slow_consumer: SlowConsumerPolicy = slow_consumer
         self._counters = _Counters()
-        self._subscribers: list[Subscriber] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._flusher: _Flusher | None = None
-        self._starting: asyncio.Future[None] | None = None
+        self._lock = threading.Lock()  # hubs, head id and the backend's home loop
+        self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
+        self._connections = 0
         self._head_id = ""
-        self._start_task: asyncio.Task[None] | None = None
+        self._home: asyncio.AbstractEventLoop | None = None  # where the backend runs
+        self._ready: concurrent.futures.Future[None] | None = None  # the backend's start
+        self._start_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ publish
 
-    def publish(self, event_or_type: Any, payload: Any = None) -> Event:
+    @overload
+    def publish(self, event: Event, payload: None = None) -> Event: ...
+    @overload
+    def publish(self, event: str, payload: Mapping[str, Any] | object) -> Event: ...
+    @overload
+    def publish(self, event: object, payload: None = None) -> Event: ...
+
+    def publish(self, event: object, payload: object = None) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
-        Returns the accepted event (with its ``id`` where the backend assigns
-        it synchronously, as the memory backend does).
+        ``event`` is an :class:`Event`, a registered payload object such as
+        ``SessionCreated(...)``, or a type name with its ``payload``. Returns
+        the accepted event (with its ``id`` where the backend assigns it
+        synchronously, as the memory backend does).
 
         Raises:
             ValueError: an unregistered type or a payload that does not fit it.
         """
-        event = _prepare(event_or_type, payload)
+        prepared = _prepare(event, payload)
+        accepted = self.backend.publish_nowait(prepared)
         self._counters.published += 1
-        accepted = self.backend.publish_nowait(event)
-        if self._starting is None:
+        if not self._started():
             self.start_soon()  # a worker that only publishes must still reach its backend
         return accepted
 
-    async def apublish(self, event_or_type: Any, payload: Any = None) -> Event:
+    @overload
+    async def apublish(self, event: Event, payload: None = None) -> Event: ...
+    @overload
+    async def apublish(self, event: str, payload: Mapping[str, Any] | object) -> Event: ...
+    @overload
+    async def apublish(self, event: object, payload: None = None) -> Event: ...
+
+    async def apublish(self, event: object, payload: object = None) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event.
 
         Raises:
             ValueError: as :meth:`publish`.
             BackendUnavailable: the backend cannot take the event.
         """
-        event = _prepare(event_or_type, payload)
+        prepared = _prepare(event, payload)
         await self.start()
-        stored = await self.backend.publish(event)
+        stored = await self._at_home(lambda: self.backend.publish(prepared))
         self._counters.published += 1
         return stored
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _started(self) -> bool:
+        ready, home = self._ready, self._home
+        return ready is not None and home is not None and _alive(home)
+
     async def start(self) -> None:
-        """Bind to the running loop and start the backend (done on first use anyway)."""
+        """Start the backend, on this loop unless it runs on a live one already.
+
+        Done on first use anyway; call it at startup to fail early.
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached.
+        """
         loop = asyncio.get_running_loop()
-        if self._loop is loop and self._starting is not None:
-            if not self._starting.done():
-                await asyncio.shield(self._starting)
-            self._starting.result()
+        ready = self._ready
+        home = self._home
+        if ready is not None and ready.done() and home is not None and _alive(home):
+            ready.result()
             return
-        if self._loop is not None and self._loop is not loop and not self._loop.is_closed():
-            raise RuntimeError(
-                "this Broadcaster is running in another event loop; use one Broadcaster per loop"
-            )
-        self._loop = loop
-        self._subscribers = []
-        self._flusher = _Flusher(loop, self._counters)
-        starting = self._starting = loop.create_future()
+        with self._lock:
+            ready, home = self._ready, self._home
+            starter = ready is None or home is None or not _alive(home)
+            if starter:
+                self._home = loop
+                ready = self._ready = concurrent.futures.Future()
+        assert ready is not None
+        if not starter:
+            if not ready.done():
+                await asyncio.wrap_future(ready)
+            ready.result()
+            return
         try:
-            self._head_id = await self.backend.start(loop, self._deliver)
+            head = await self.backend.start(self._deliver)
         except BaseException as exc:
-            self._starting = None
-            self._loop = None
-            starting.set_exception(exc)
-            starting.exception()  # mark retrieved: the caller gets it raised
+            with self._lock:
+                if self._ready is ready:
+                    self._ready = None
+                    self._home = None
+            ready.set_exception(exc)
             raise
-        starting.set_result(None)
+        with self._lock:
+            self._head_id = head
+        ready.set_result(None)
 
     def start_soon(self) -> None:
         """Start in the running loop without waiting; a no-op when started or outside a loop.
@@ -585,123 +392,160 @@ class Broadcaster:
         which publishes but serves no dashboard still hands its events to the
         backend. A failure is logged; the next use tries again.
         """
-        if self._starting is not None and self._loop is not None and not self._loop.is_closed():
+        if self._started():
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return  # a plain thread: events wait for the first start in a loop
-        if self._start_task is None or self._start_task.done():
-            self._start_task = loop.create_task(self._start_logged())
+        if any(not task.done() and task.get_loop() is loop for task in self._start_tasks):
+            return
+        task = loop.create_task(self._start_logged())
+        self._start_tasks.add(task)
+        task.add_done_callback(self._start_tasks.discard)
 
     async def _start_logged(self) -> None:
         try:
             await self.start()
         except BackendUnavailable as exc:
             logger.warning("livepanel: the backend is unavailable, will retry on next use: %s", exc)
-        except RuntimeError as exc:  # bound to another loop: say so once, do not crash the caller
-            logger.warning("livepanel: %s", exc)
 
-    async def close(self, code: int = CLOSE_GOING_AWAY) -> None:
-        """Close every subscriber (1001 by default) and stop the backend."""
-        for sub in self._subscribers:
-            sub.close(code)
-        self._subscribers = []
-        if self._loop is not None:
-            await self.backend.stop()
-        self._loop = None
-        self._starting = None
+    async def close(self) -> None:
+        """Close every connection and subscription (1001) and stop the backend."""
+        with self._lock:
+            hubs = list(self._hubs.values())
+            home, self._home, self._ready = self._home, None, None
+        for hub in hubs:
+            for conn in list(hub.connections):
+                if threading.get_ident() == hub.thread:
+                    conn.close(CloseReason.GOING_AWAY)
+                else:
+                    try:
+                        hub.loop.call_soon_threadsafe(conn.close, CloseReason.GOING_AWAY)
+                    except RuntimeError:
+                        pass  # its loop is closed: so is the connection
+        if home is not None and _alive(home):
+            await self._at(home, self.backend.stop)
+
+    async def _at_home(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()`` on the backend's loop (here, or through a thread-safe hand-off)."""
+        home = self._home
+        if home is None:
+            raise BackendUnavailable("livepanel: the broadcaster is not started")
+        return await self._at(home, call)
+
+    @staticmethod
+    async def _at(loop: asyncio.AbstractEventLoop, call: Callable[[], Awaitable[T]]) -> T:
+        if loop is asyncio.get_running_loop():
+            return await call()
+
+        async def there() -> T:
+            return await call()
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(there(), loop)
+        except RuntimeError:
+            raise BackendUnavailable("livepanel: the backend's event loop is closed") from None
+        return await asyncio.wrap_future(future)
 
     # ------------------------------------------------------------------ fan-out
 
     def _deliver(self, events: Sequence[Event]) -> None:
-        subscribers = self._subscribers
-        slow_before = self._counters.slow_disconnects  # the only close a push can cause
-        for event in events:
-            item = Delivery(event, event.to_json())  # serialized once for everyone
-            kind = event.type
-            for sub in subscribers:
-                if sub.filter.everything or sub.filter.matches(kind):
-                    sub.push(item)
-        if events:
+        """The backend's callback: new events in stream order, from any thread, one call
+        at a time."""
+        if not events:
+            return
+        frames = [Frame(event, event.to_json()) for event in events]  # serialized once
+        with self._lock:
             self._head_id = events[-1].id or self._head_id
-        if self._counters.slow_disconnects != slow_before:
-            self._subscribers = [s for s in subscribers if s.close_code is None]
+            hubs = list(self._hubs.values())
+            for hub in hubs:
+                hub.inbox.append(frames)
+        for hub in hubs:
+            if not hub.kick():
+                self._forget(hub)
 
-    def attach(self, types: Iterable[str] = ("*",), *, is_connection: bool = False) -> Subscriber:
-        """Register a subscriber for live events (after :meth:`start`)."""
-        if self._loop is None:
-            raise RuntimeError("Broadcaster.attach() needs await broadcaster.start() first")
-        self.backend.flush()  # so the head id below matches what the subscriber will see
-        sub = Subscriber(
-            self._loop,
+    def _hub(self) -> _Hub:
+        """This loop's hub, created (at the stream's head) on first use."""
+        loop = asyncio.get_running_loop()
+        hub = self._hubs.get(loop)
+        if hub is None:
+            with self._lock:
+                hub = self._hubs.get(loop)
+                if hub is None:
+                    hub = self._hubs[loop] = _Hub(self, loop, self._head_id)
+        return hub
+
+    def _forget(self, hub: _Hub) -> None:
+        """Drop the hub of a loop that closed (its connections went with it)."""
+        with self._lock:
+            if self._hubs.get(hub.loop) is hub:
+                del self._hubs[hub.loop]
+                self._connections -= sum(1 for c in hub.connections if c.is_connection)
+                hub.connections = []
+
+    @asynccontextmanager
+    async def connection(
+        self, *, batch: bool = False, is_connection: bool = True, user: str | None = None
+    ) -> AsyncIterator[Connection]:
+        """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
+
+        The endpoint-facing API: a transport opens one per client once the
+        handshake passed, queues ``welcome`` (with
+        :attr:`Connection.last_event_id <livepanel.connection.Connection.last_event_id>`),
+        subscribes, and runs its writer in the client's own task.
+
+        Example::
+
+            async with broadcaster.connection() as conn:
+                await conn.subscribe(["*"], since=None)
+                async for event in Subscription(conn): ...
+        """
+        await self.start()
+        hub = self._hub()
+        hub.drain()  # what reached this loop before us is before our first event
+        conn = Connection(
+            hub,
             self._counters,
-            types=_globs(types),
             queue_size=self.queue_size,
             policy=self.slow_consumer,
+            batch=batch,
             is_connection=is_connection,
-            flusher=self._flusher,
+            user=user,
+            last_event_id=hub.last_id,
         )
-        self._subscribers.append(sub)
-        return sub
-
-    def detach(self, sub: Subscriber) -> None:
-        """Stop delivering to ``sub``."""
-        if sub.close_code is None:
-            sub.close_code = 1000
+        hub.join(conn)
         try:
-            self._subscribers.remove(sub)
-        except ValueError:
-            pass
-
-    @property
-    def head_id(self) -> str:
-        """The newest event id delivered here (or the epoch's start id)."""
-        return self._head_id
-
-    async def resubscribe(
-        self, sub: Subscriber, types: Sequence[str], since: str | None = None
-    ) -> bool | None:
-        """Replace ``sub``'s filter and, with ``since``, replay what it missed.
-
-        Replayed events go ahead of live ones with no gap and no duplicate.
-        Returns ``True`` when resumed, ``False`` when ``since`` is not retained
-        (an ``error`` frame ``resume_unavailable`` is queued for connections),
-        ``None`` without ``since``.
-        """
-        sub.filter = TypeFilter(_globs(types))
-        if since is None:
-            return None
-        # live events queued but not yet sent come again in the replay, so set them aside
-        queued = [item for item in sub.queue if item.event is not None]
-        sub.queue = deque(item for item in sub.queue if item.event is None)
-        sub.live_count = 0
-        sub._catchup = []
-        try:
-            events = await self.backend.replay(since)
+            yield conn
         finally:
-            buffered, sub._catchup = sub._catchup, None
-        if events is None:
-            if sub.is_connection:
-                sub.push_control(
-                    error_frame(
-                        "resume_unavailable",
-                        "the events after 'since' are no longer retained; refetch your state",
-                    )
-                )
-            for item in (*queued, *buffered):
-                sub.push(item)
-            return False
-        last = parse_id(events[-1].id or since)[1] if events else parse_id(since)[1]
-        match = sub.filter.matches
-        replayed = [Delivery(e, e.to_json(), live=False) for e in events if match(e.type)]
-        sub.queue.extend(replayed)  # a replay is delivered whole, beyond queue_size
-        self._counters.replayed += len(replayed)
-        for item in buffered:
-            if item.event is not None and parse_id(item.event.id or "")[1] > last:
-                sub.push(item)
-        sub._wake()
-        return True
+            conn.close(CloseReason.CLIENT_LEFT)  # leaves the fan-out, unless it already did
+            with self._lock:
+                if not hub.connections and self._hubs.get(hub.loop) is hub:
+                    del self._hubs[hub.loop]
+
+    def _count(self, change: int) -> None:
+        with self._lock:
+            self._connections += change
+
+    async def _resubscribe(
+        self, conn: Connection, types: Iterable[str], since: str | None
+    ) -> bool | None:
+        """Replace ``conn``'s filter; with ``since``, replay with no gap and no duplicate."""
+        globs = tuple(types)  # checked already: by the protocol, or by subscribe()
+        if since is None:
+            conn.set_types(globs)
+            return None
+        parse_id(since)
+        conn.begin_replay(globs)
+        events: list[Event] | None = None
+        try:
+            events = await self._at_home(lambda: self.backend.replay(since))
+        except BackendUnavailable as exc:
+            logger.warning("livepanel: cannot replay now (%s); answering resume_unavailable", exc)
+        except asyncio.CancelledError:
+            conn.end_replay(since, None)
+            raise
+        return conn.end_replay(since, events)
 
     @asynccontextmanager
     async def subscribe(
@@ -718,28 +562,25 @@ class Broadcaster:
         Raises:
             ValueError: a malformed ``since``.
         """
-        types = _globs(types)
+        globs = type_globs(types)
         if since is not None:
             parse_id(since)
-        await self.start()
-        sub = self.attach(types)
-        subscription = Subscription(sub, self._head_id, self._counters)
-        try:
-            subscription.resumed = await self.resubscribe(sub, types, since)
+        async with self.connection(is_connection=False) as conn:
+            subscription = Subscription(conn)
+            subscription.resumed = await conn.subscribe(globs, since)
             yield subscription
-        finally:
-            self.detach(sub)
 
     # ------------------------------------------------------------------ numbers
 
     @property
-    def connection_count(self) -> int:
-        """Live WebSocket connections of this broadcaster in this process."""
-        return sum(1 for s in self._subscribers if s.is_connection)
+    def last_event_id(self) -> str:
+        """The newest event id delivered in this process (or the epoch's start id)."""
+        return self._head_id
 
-    def count_delivered(self, n: int) -> None:
-        """Record ``n`` events written to a client (called by the connection writer)."""
-        self._counters.delivered += n
+    @property
+    def connection_count(self) -> int:
+        """Live dashboard connections of this broadcaster in this process, on every loop."""
+        return self._connections
 
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests.
@@ -749,9 +590,11 @@ class Broadcaster:
         plus what the backend adds.
         """
         c = self._counters
+        with self._lock:
+            subscribers = sum(len(hub.connections) for hub in self._hubs.values())
         data: dict[str, Any] = {
-            "connections": self.connection_count,
-            "subscribers": len(self._subscribers),
+            "connections": self._connections,
+            "subscribers": subscribers,
             "published": c.published,
             "delivered": c.delivered,
             "dropped": c.dropped,
@@ -764,12 +607,6 @@ class Broadcaster:
 
     def __repr__(self) -> str:
         return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"
-
-
-def _globs(types: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(types, str):
-        raise ValueError(f"types is a list of type globs, e.g. [{types!r}], not a string")
-    return tuple(types)
 
 
 def _prepare(event_or_type: Any, payload: Any) -> Event:
@@ -789,6 +626,15 @@ def _prepare(event_or_type: Any, payload: Any) -> Event:
         f"cannot publish a {type(event_or_type).__name__}; pass an Event, a registered "
         "payload object, or an event type name and its payload"
     )
+
+
+def _alive(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the backend can run on ``loop``: it is running (here or in another thread).
+
+    A loop that is closed, or stopped between two ``run_until_complete`` calls,
+    is left for the next loop that uses the broadcaster.
+    """
+    return loop.is_running() and not loop.is_closed()
 
 
 # ---------------------------------------------------------------------- the default one

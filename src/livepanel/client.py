@@ -45,7 +45,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from livepanel.errors import LivePanelError
 from livepanel.events import Event
-from livepanel.protocol import parse_id
+from livepanel.protocol import parse_id, type_globs
 
 __all__ = [
     "AuthenticationError",
@@ -445,7 +445,7 @@ class Client:
             password if password is not None else _unquoted(parts.password),
             origin,
         )
-        self._types = _globs(types) if types is not None else None
+        self._types = type_globs(types) if types is not None else None
         self.reconnect = reconnect
         self.max_retries = max_retries
         self.open_timeout = float(open_timeout)
@@ -613,7 +613,7 @@ class Client:
 
             await client.subscribe(["cron.*"], since=client.last_event_id)
         """
-        globs = _globs(types)
+        globs = type_globs(types)
         if since is not None:
             parse_id(since)
             self._resume_from = since
@@ -1006,15 +1006,6 @@ def _redact(url: str) -> str:
 
 def _unquoted(value: str | None) -> str | None:
     return unquote(value) if value is not None else None
-
-
-def _globs(types: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(types, str):
-        types = [g for g in types.split(",") if g.strip()]
-    globs = tuple(types)
-    if not globs or not all(isinstance(g, str) and g.strip() for g in globs):
-        raise ValueError("types must be a list of type globs like ['session.*']")
-    return tuple(g.strip() for g in globs)
 
 
 def _request_headers(

@@ -22,6 +22,7 @@ from livepanel.events import format_timestamp
 
 __all__ = [
     "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
     "CLOSE_POLICY_VIOLATION",
@@ -42,6 +43,7 @@ __all__ = [
     "make_id",
     "parse_connect_query",
     "parse_id",
+    "type_globs",
     "welcome_frame",
 ]
 
@@ -53,6 +55,8 @@ CLOSE_POLICY_VIOLATION = 1008
 """Close code: kept sending after ``rate_limited`` (or a refused handshake without HTTP answers)."""
 CLOSE_MESSAGE_TOO_BIG = 1009
 """Close code: a client frame was larger than ``max_message_size`` bytes."""
+CLOSE_INTERNAL_ERROR = 1011
+"""Close code: writing to the connection failed on the server's side; reconnect with ``since``."""
 CLOSE_TRY_AGAIN_LATER = 1013
 """Close code: a slow consumer fell ``queue_size`` events behind; reconnect with ``since``."""
 
@@ -196,6 +200,32 @@ def _check_globs(value: Any) -> tuple[str, ...]:
         if not _GLOB.fullmatch(glob):
             raise ValueError("type globs use letters, digits, '.', '_', '-', '*' and '?' only")
     return tuple(value)
+
+
+def type_globs(types: str | Iterable[str]) -> tuple[str, ...]:
+    """Type globs as Python callers give them: a list, or one comma-separated string.
+
+    The same rules as on the wire apply (see ``MAX_GLOBS``, ``MAX_GLOB_LENGTH``).
+
+    Raises:
+        ValueError: no glob, or a glob that breaks the rules.
+
+    Example::
+
+        >>> type_globs("session.*, cron.*")
+        ('session.*', 'cron.*')
+        >>> type_globs(["agent.status"])
+        ('agent.status',)
+    """
+    if isinstance(types, str):
+        items: list[Any] = types.split(",")
+    else:
+        items = list(types)
+    globs = [g.strip() if isinstance(g, str) else g for g in items]
+    globs = [g for g in globs if g != ""]
+    if not globs:
+        raise ValueError("types must name at least one type glob, e.g. ['session.*']")
+    return _check_globs(globs)
 
 
 def _check_since(value: Any) -> str | None:

@@ -225,8 +225,7 @@ async def _close_broadcasters(namespace: dict[str, Any], loop: asyncio.AbstractE
     if default is not None:
         found.append(default)
     for broadcaster in found:
-        if broadcaster._loop in (loop, None):
-            await broadcaster.close()
+        await broadcaster.close()
 
 
 def run_page(page: Path, subs: dict[str, str] | None = None, check: Check = no_check) -> None:
@@ -292,10 +291,15 @@ def checked_by(check: Check) -> Callable[[], contextlib.AbstractContextManager[A
 
 
 async def check_concepts_page(run: PageRun) -> None:
-    """The ids look like ids; the subscription replays nothing, then sees the two session events."""
+    """The ids look like ids; the subscription replays nothing, then sees the two session events;
+    the transport example's writer sends welcome and the event, then ends as it was closed."""
     lines = run.output.splitlines()
     parse_id(lines[0])
-    assert lines[1:] == ["session.created s2", "session.killed s2"], run.output
+    assert lines[1:] == [
+        "session.created s2",
+        "session.killed s2",
+        "2 CloseReason.GOING_AWAY",
+    ], run.output
 
 
 async def check_authentication_page(run: PageRun) -> None:
@@ -768,14 +772,15 @@ def test_protocol_md_lists_every_refusal_the_endpoint_sends() -> None:
 def test_protocol_md_lists_every_error_code_the_server_sends() -> None:
     """The error table holds exactly the codes of the error frames the server sends."""
     documented = {row[0] for row in _table_rows(DOCS / "protocol.md", "An `error` frame leaves")}
-    code = _source("protocol.py", "asgi.py", "broadcaster.py")
+    code = _source("protocol.py", "asgi.py", "broadcaster.py", "connection.py")
     assert set(re.findall(r'error_frame\(\s*"(\w+)"', code)) <= documented == ERROR_CODES
     for name in ERROR_CODES:
         assert f'"{name}"' in code, f"protocol.md documents {name}, which the server never sends"
 
 
 def test_protocol_md_lists_every_close_code_the_server_uses() -> None:
-    """The close-code table holds 1001, 1008, 1009 and 1013, the codes protocol.py defines."""
+    """The close-code table holds 1001, 1008, 1009, 1011 and 1013, the codes protocol.py
+    defines."""
     documented = {int(row[0]) for row in _table_rows(DOCS / "protocol.md", "The server closes")}
     from livepanel import protocol
 

@@ -94,8 +94,9 @@ async def main():
     app = App()
     if sys.argv[2] == "handled":
         signal.signal(signal.SIGTERM, server)
-    shutdown.watch(app, (signal.SIGTERM,))
-    chained = signal.getsignal(signal.SIGTERM) is shutdown._on_signal
+    watch = shutdown.SignalWatch(app, (signal.SIGTERM,))
+    watch.install()
+    chained = signal.getsignal(signal.SIGTERM) == watch._on_signal
     loop = asyncio.get_running_loop()
     began = loop.time()
     for n in range(int(sys.argv[3])):

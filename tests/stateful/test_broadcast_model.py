@@ -1,9 +1,10 @@
 """Random interleavings of publish, connect, subscribe, disconnect, resume, slow readers and
 history overflow, checked against a model of the contract, without sockets.
 
-Broadcaster, Subscriber and ClientProtocol run in one event loop. A connection is
-opened the way the ASGI endpoint opens one (attach, ``welcome``, the connect URL's
-first subscribe) and drained the way its writer drains it; a dashboard is modelled
+Broadcaster, Connection and ClientProtocol run in one event loop. A connection is
+the real :class:`~livepanel.connection.Connection`, opened with
+``Broadcaster.connection()`` and drained by its own writer (``Connection.write``)
+into a socket that takes as many frames as the dashboard reads; a dashboard is modelled
 the way livepanel's clients behave: it remembers the last event id it processed
 (``welcome.lastEventId`` before the first) and reconnects with ``since`` = that id.
 
@@ -16,6 +17,7 @@ connection is closed with 1013 only when ``queue_size`` frames wait for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 from collections import deque
@@ -28,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from livepanel import Broadcaster, Event, MemoryBackend
-from livepanel.broadcaster import Subscriber
+from livepanel.connection import CloseReason, Connection
 from livepanel.protocol import (
     ClientProtocol,
     Reply,
@@ -89,7 +91,12 @@ class Dashboard:
     """The model of one client: what it has processed and what it must read next."""
 
     globs: list[str] = field(default_factory=lambda: ["*"])
-    sub: Subscriber | None = None  # the open connection, if any
+    sub: Connection | None = None  # the open connection, if any
+    stack: contextlib.AsyncExitStack | None = None  # closes it
+    writer: asyncio.Task[CloseReason] | None = None  # its writer, in a task of its own
+    credits: int = 0  # writes its socket takes before the writer has to wait
+    gate: asyncio.Future[None] | None = None  # the writer waits here for credits
+    inflight: str | None = None  # the write waiting there: sent, not yet read
     protocol: ClientProtocol | None = None
     welcome_id: str | None = None  # this connection's welcome.lastEventId
     welcomed: bool = False
@@ -115,6 +122,7 @@ class BroadcastModel(RuleBasedStateMachine):
         self.epochs = 0
         self.broadcaster = self._new_broadcaster()
         self.dashboards = [Dashboard() for _ in range(CLIENTS)]
+        self.failures: list[AssertionError] = []  # what the model found inside a writer
 
     # ------------------------------------------------------------------ the model
 
@@ -134,7 +142,7 @@ class BroadcastModel(RuleBasedStateMachine):
         self.published.append((event.id, kind))
         for dash in self.dashboards:
             sub = dash.sub
-            if dash is resuming or sub is None or sub.close_code is not None:
+            if dash is resuming or sub is None or sub.closed:
                 continue  # (a resuming dashboard's expectation is settled when it resumes)
             if dash.wants(kind):
                 dash.expected.append(Expected("event", event.id, live=True))
@@ -164,27 +172,83 @@ class BroadcastModel(RuleBasedStateMachine):
         ]
 
     def _settle_closes(self) -> None:
-        """A connection closed with 1013 sends nothing more: its dashboard must resume.
-        It is closed only when its queue is full, and never holds more live events than
-        queue_size. (Its queue counts welcome, pongs and replayed events too, see
+        """A connection closed as a slow consumer (1013) sends nothing more: its dashboard
+        must resume. It is closed only when queue_size live events wait in its queue, and
+        never holds more. (Welcome, pongs and replayed events do not count, see
         test_queue_size.py.)"""
+        if self.failures:
+            raise self.failures[0]
         for dash in self.dashboards:
             sub = dash.sub
             if sub is None:
                 continue
-            if sub.close_code is None:
-                assert dash.live_waiting() <= QUEUE_SIZE, "more live events wait than queue_size"
+            if not sub.closed:
+                waiting = dash.live_waiting() - sum(e.live for e in self._inflight(dash))
+                assert waiting <= QUEUE_SIZE, "more live events wait than queue_size"
                 continue
-            assert sub.close_code == 1013, sub.close_code
-            assert len(sub.queue) >= QUEUE_SIZE, "closed as slow with room in its queue"
+            assert sub.close_reason is CloseReason.SLOW_CONSUMER, sub.close_reason
+            assert sub.live_count >= QUEUE_SIZE, "closed as slow with room in its queue"
             event("a slow connection closed with 1013")
             self._drop(dash)
 
     def _drop(self, dash: Dashboard) -> None:
-        if dash.sub is not None:
-            self.broadcaster.detach(dash.sub)
-        dash.sub = dash.protocol = None
+        if dash.writer is not None:
+            dash.writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                self.loop.run_until_complete(dash.writer)
+        if dash.stack is not None:
+            self.loop.run_until_complete(dash.stack.aclose())
+        dash.sub = dash.protocol = dash.stack = dash.writer = dash.gate = dash.inflight = None
         dash.expected.clear()
+
+    @staticmethod
+    def _inflight(dash: Dashboard) -> list[Expected]:
+        """What ``dash`` expects of the write waiting in its socket (sent, not yet read)."""
+        if dash.inflight is None:
+            return []
+        count = sum(1 for line in dash.inflight.split("\n") if '"id":' in line)
+        return [e for e in dash.expected if e.kind == "event"][:count]
+
+    def _start_writer(self, dash: Dashboard, conn: Connection) -> None:
+        """Run the connection's own writer into a socket that takes ``credits`` writes."""
+
+        async def send(text: str) -> None:
+            while dash.credits <= 0:  # the socket is full until the dashboard reads
+                dash.inflight = text
+                dash.gate = self.loop.create_future()
+                await dash.gate
+            dash.inflight = None
+            dash.credits -= 1
+            try:
+                for line in text.split("\n"):
+                    self._process(dash, json.loads(line))
+            except AssertionError as exc:  # the writer would log it: the model must fail
+                self.failures.append(exc)
+                raise
+
+        dash.credits = 0
+        dash.writer = self.loop.create_task(conn.write(send))
+
+    def _run_writers(self) -> None:
+        """Let the writers run until each waits: for a socket, for frames, or is done."""
+
+        def idle(dash: Dashboard) -> bool:
+            conn = dash.sub
+            if conn is None or dash.writer is None or dash.writer.done():
+                return True
+            waiting_socket = dash.gate is not None and not dash.gate.done()
+            return waiting_socket or (not conn.queue and not conn.closed)
+
+        async def settle() -> None:
+            for turn in range(2000):  # a batching writer lingers (microseconds here)
+                await asyncio.sleep(0 if turn < 100 else 0.0002)
+                if all(idle(dash) for dash in self.dashboards):
+                    return
+            raise AssertionError("the writers did not settle")
+
+        self.loop.run_until_complete(settle())
+        if self.failures:
+            raise self.failures[0]
 
     def _racing(self, dash: Dashboard, before: int, after: int) -> list[int]:
         """Let ``before`` events be published just before the replay reads the history and
@@ -217,8 +281,9 @@ class BroadcastModel(RuleBasedStateMachine):
         globs=filters,
         before=st.integers(0, 2),
         after=st.integers(0, 2),
+        batch=st.booleans(),
     )
-    def connect(self, index: int, globs: list[str], before: int, after: int) -> None:
+    def connect(self, index: int, globs: list[str], before: int, after: int, batch: bool) -> None:
         """A dashboard (re)connects, with ``?types=`` and, once it has a position, ``since``,
         while events are published around its replay."""
         dash = self.dashboards[index]
@@ -229,19 +294,20 @@ class BroadcastModel(RuleBasedStateMachine):
         assert options.error is None
         assert options.subscribe is not None
         dash.globs = list(globs)
-        # what the endpoint does on accept: attach, welcome, then the URL's subscribe
-        sub = self.broadcaster.attach(is_connection=True)
-        head = self.broadcaster.head_id
+        # what the endpoint does on accept: open, welcome, the URL's subscribe, the writer
+        stack = contextlib.AsyncExitStack()
+        sub = self.loop.run_until_complete(
+            stack.enter_async_context(self.broadcaster.connection(batch=batch))
+        )
+        head = sub.last_event_id
         assert self._retained_after(head, self.published), "welcome.lastEventId must resume"
         sub.push_control(welcome_frame(f"c{self.serial}", 25.0, head))
-        dash.sub, dash.protocol = sub, ClientProtocol(client_rate=None)
+        dash.sub, dash.stack, dash.protocol = sub, stack, ClientProtocol(client_rate=None)
         dash.welcome_id, dash.welcomed = head, False
         attached = len(self.published)
         snapshot = self._racing(dash, before, after)
         try:
-            self.loop.run_until_complete(
-                self.broadcaster.resubscribe(sub, options.subscribe.types, since)
-            )
+            self.loop.run_until_complete(sub.subscribe(options.subscribe.types, since))
         finally:
             self.backend.before = self.backend.after = None
         if since is None:
@@ -258,6 +324,8 @@ class BroadcastModel(RuleBasedStateMachine):
                 [RESUME_UNAVAILABLE, *self._events_after(dash, attached, live=True)]
             )
         self._settle_closes()
+        if dash.sub is not None:
+            self._start_writer(dash, sub)
 
     @rule(index=st.integers(0, CLIENTS - 1), globs=st.lists(st.sampled_from(GLOBS), max_size=3))
     def subscribe(self, index: int, globs: list[str]) -> None:
@@ -269,7 +337,7 @@ class BroadcastModel(RuleBasedStateMachine):
         (action,) = dash.protocol.receive_text(message)
         assert isinstance(action, Subscribe)
         assert action.since is None
-        self.loop.run_until_complete(self.broadcaster.resubscribe(dash.sub, action.types, None))
+        self.loop.run_until_complete(dash.sub.subscribe(action.types, None))
         dash.globs = list(globs)
 
     @rule(index=st.integers(0, CLIENTS - 1), globs=filters)
@@ -287,14 +355,19 @@ class BroadcastModel(RuleBasedStateMachine):
         assert isinstance(action, Subscribe)
         assert action.since == since
         pending = list(dash.expected)
+        # a write already handed to the socket arrives first, and is not replayed again
+        inflight = self._inflight(dash)
         dash.globs = list(globs)
-        self.loop.run_until_complete(self.broadcaster.resubscribe(dash.sub, action.types, since))
+        self.loop.run_until_complete(dash.sub.subscribe(action.types, since))
         event("subscribe with since")
         if self._retained_after(since, self.published):
             start = parse_id(since)[1][0]
-            dash.expected = deque(self._events_after(dash, start, live=False))
+            if inflight:
+                event("subscribe with since while a write is in flight")
+                start = max(start, *(parse_id(e.value)[1][0] for e in inflight))
+            dash.expected = deque([*inflight, *self._events_after(dash, start, live=False)])
         else:  # what was queued stays queued, behind the error
-            dash.expected = deque([RESUME_UNAVAILABLE, *pending])
+            dash.expected = deque([*inflight, RESUME_UNAVAILABLE, *pending[len(inflight) :]])
         self._settle_closes()
 
     @rule(index=st.integers(0, CLIENTS - 1))
@@ -307,20 +380,17 @@ class BroadcastModel(RuleBasedStateMachine):
         assert isinstance(action, Reply)
         dash.sub.push_control(action.text)
 
-    @rule(index=st.integers(0, CLIENTS - 1), limit=st.integers(1, 8), batch=st.booleans())
-    def read(self, index: int, limit: int, batch: bool) -> None:
-        """The connection's writer sends up to ``limit`` writes; the dashboard reads them."""
+    @rule(index=st.integers(0, CLIENTS - 1), limit=st.integers(1, 8))
+    def read(self, index: int, limit: int) -> None:
+        """The dashboard reads: its socket takes ``limit`` more writes from the writer."""
         dash = self.dashboards[index]
-        sub = dash.sub
-        if sub is None:
+        if dash.sub is None:
             return
-        for _ in range(limit):
-            items = sub.take(batch)
-            if not items:
-                break
-            text = "\n".join(item.frame for item in items)
-            for line in text.split("\n"):
-                self._process(dash, json.loads(line))
+        dash.credits = limit
+        if dash.gate is not None and not dash.gate.done():
+            dash.gate.set_result(None)
+        self._run_writers()
+        dash.credits = 0  # the socket is full again: the writer waits at its next write
 
     def _process(self, dash: Dashboard, frame: dict[str, Any]) -> None:
         kind = frame["type"]
@@ -359,8 +429,9 @@ class BroadcastModel(RuleBasedStateMachine):
     def restart(self) -> None:
         """The server restarts: every connection closes with 1001; history and epoch are new."""
         subs = [d.sub for d in self.dashboards if d.sub is not None]
-        self.loop.run_until_complete(self.broadcaster.close(1001))
-        assert all(sub.close_code in (1001, 1013) for sub in subs)
+        self.loop.run_until_complete(self.broadcaster.close())
+        reasons = (CloseReason.GOING_AWAY, CloseReason.SLOW_CONSUMER)
+        assert all(sub.close_reason in reasons for sub in subs)
         for dash in self.dashboards:
             self._drop(dash)
         self.broadcaster = self._new_broadcaster()
@@ -378,13 +449,15 @@ class BroadcastModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
+            for dash in self.dashboards:
+                self._drop(dash)
             self.loop.run_until_complete(self.broadcaster.close())
         finally:
             self.loop.close()
 
 
 BroadcastModel.TestCase.settings = settings(
-    max_examples=150,
+    max_examples=300,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

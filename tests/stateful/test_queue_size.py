@@ -2,7 +2,7 @@
 queue_size bounds only live events waiting for a client."
 
 The model in test_broadcast_model.py found that the queue once counted every frame in it:
-welcome, pongs and replayed events too. The cases below pin the fix down: Subscriber counts
+welcome, pongs and replayed events too. The cases below pin the fix down: a Connection counts
 live events only.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from livepanel import Broadcaster
+from livepanel.connection import CloseReason
 from livepanel.protocol import control_frame, welcome_frame
 
 
@@ -23,18 +24,16 @@ def publish(broadcaster: Broadcaster, n: int) -> str:
 def test_a_replay_longer_than_queue_size_leaves_room_for_live_events() -> None:
     """After a replay of 9 events, one live event does not close a queue_size=4 connection."""
 
-    async def scenario() -> int | None:
+    async def scenario() -> CloseReason | None:
         broadcaster = Broadcaster(history=50, queue_size=4)
         await broadcaster.start()
         first = publish(broadcaster, 0)
         for n in range(1, 10):
             publish(broadcaster, n)
-        sub = broadcaster.attach(is_connection=True)
-        assert await broadcaster.resubscribe(sub, ("*",), first) is True
-        publish(broadcaster, 10)
-        code = sub.close_code
-        await broadcaster.close()
-        return code
+        async with broadcaster.connection() as conn:
+            assert await conn.subscribe(("*",), first) is True
+            publish(broadcaster, 10)
+            return conn.close_reason
 
     assert asyncio.run(scenario()) is None
 
@@ -42,17 +41,15 @@ def test_a_replay_longer_than_queue_size_leaves_room_for_live_events() -> None:
 def test_welcome_and_pongs_do_not_count_against_queue_size() -> None:
     """welcome and two pongs wait; the first live event still fits a queue_size=2 queue."""
 
-    async def scenario() -> int | None:
+    async def scenario() -> CloseReason | None:
         broadcaster = Broadcaster(queue_size=2)
         await broadcaster.start()
-        sub = broadcaster.attach(is_connection=True)
-        sub.push_control(welcome_frame("c1", 25.0, broadcaster.head_id))
-        sub.push_control(control_frame("pong", {}))
-        sub.push_control(control_frame("pong", {}))
-        publish(broadcaster, 1)
-        code = sub.close_code
-        await broadcaster.close()
-        return code
+        async with broadcaster.connection() as conn:
+            conn.push_control(welcome_frame("c1", 25.0, conn.last_event_id))
+            conn.push_control(control_frame("pong", {}))
+            conn.push_control(control_frame("pong", {}))
+            publish(broadcaster, 1)
+            return conn.close_reason
 
     assert asyncio.run(scenario()) is None
 
@@ -63,12 +60,10 @@ def test_the_drop_policy_never_drops_welcome() -> None:
     async def scenario() -> str:
         broadcaster = Broadcaster(queue_size=2, slow_consumer="drop")
         await broadcaster.start()
-        sub = broadcaster.attach(is_connection=True)
-        sub.push_control(welcome_frame("c1", 25.0, broadcaster.head_id))
-        for n in range(3):
-            publish(broadcaster, n)
-        frame = sub.queue[0].frame
-        await broadcaster.close()
-        return frame
+        async with broadcaster.connection() as conn:
+            conn.push_control(welcome_frame("c1", 25.0, conn.last_event_id))
+            for n in range(3):
+                publish(broadcaster, n)
+            return conn.queue[0].text
 
     assert '"type":"welcome"' in asyncio.run(scenario())

@@ -705,10 +705,10 @@ class SlowStart(MemoryBackend):
         super().__init__()
         self.starts = 0
 
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Any) -> str:
+    async def start(self, deliver: Any) -> str:
         self.starts += 1
         await asyncio.sleep(0)
-        return await super().start(loop, deliver)
+        return await super().start(deliver)
 
 
 def test_concurrent_first_uses_start_the_backend_once() -> None:
@@ -726,16 +726,21 @@ def test_concurrent_first_uses_start_the_backend_once() -> None:
     assert backend.starts == 1
 
 
-def test_a_broadcaster_running_in_another_loop_is_refused() -> None:
-    """Using one Broadcaster from two running event loops raises RuntimeError."""
+def test_a_broadcaster_started_in_another_loop_serves_this_one_too() -> None:
+    """Started in a loop of another thread, the broadcaster delivers to a subscriber here."""
     broadcaster = Broadcaster()
     other = asyncio.new_event_loop()
     thread = threading.Thread(target=other.run_forever)
     thread.start()
     try:
         asyncio.run_coroutine_threadsafe(broadcaster.start(), other).result(timeout=10)
-        with pytest.raises(RuntimeError, match="another event loop"):
-            run(broadcaster.start())
+
+        async def main() -> list[Event]:
+            async with broadcaster.subscribe() as events:
+                broadcaster.publish(killed(0))
+                return await take(events, 1)
+
+        assert keys(run(main())) == ["s0"]
     finally:
         other.call_soon_threadsafe(other.stop)
         thread.join()
@@ -749,11 +754,11 @@ class FailingStart(MemoryBackend):
         super().__init__()
         self.failures = 1
 
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Any) -> str:
+    async def start(self, deliver: Any) -> str:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("backend not reachable")
-        return await super().start(loop, deliver)
+        return await super().start(deliver)
 
 
 def test_a_failed_start_raises_and_the_next_use_retries() -> None:
@@ -777,16 +782,16 @@ def test_close_before_start_is_harmless() -> None:
     assert broadcaster.stats()["connections"] == 0
 
 
-def test_head_id_follows_the_newest_event() -> None:
-    """head_id is the newest event id delivered, as welcome's lastEventId."""
+def test_last_event_id_follows_the_newest_event() -> None:
+    """last_event_id is the newest event id delivered."""
     broadcaster = Broadcaster()
 
     async def main() -> tuple[str, str]:
         await broadcaster.start()
-        start = broadcaster.head_id
+        start = broadcaster.last_event_id
         event = await broadcaster.apublish(killed(0))
         assert event.id is not None
-        assert broadcaster.head_id == event.id
+        assert broadcaster.last_event_id == event.id
         return start, event.id
 
     start, newest = run(main())
@@ -799,10 +804,15 @@ def test_repr_names_the_backend_and_connections() -> None:
     assert repr(Broadcaster()) == "Broadcaster(MemoryBackend, connections=0)"
 
 
-def test_attach_before_start_is_refused() -> None:
-    """attach() needs a started broadcaster and says so."""
-    with pytest.raises(RuntimeError, match="start"):
-        Broadcaster().attach()
+def test_a_connection_starts_the_broadcaster_itself() -> None:
+    """connection() needs no start() first: a mounted endpoint gets no lifespan events."""
+    broadcaster = Broadcaster()
+
+    async def main() -> str:
+        async with broadcaster.connection() as conn:
+            return conn.last_event_id
+
+    assert parse_id(run(main()))[1] == (0,)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -846,16 +856,32 @@ def test_a_backend_instance_is_used_as_given() -> None:
     assert Broadcaster(backend).backend is backend
 
 
-def test_subscribe_refuses_a_bare_string_of_types() -> None:
-    """types is a list of globs: a bare string would be read letter by letter, so it is refused."""
+def test_subscribe_reads_a_string_of_types_as_comma_separated_globs() -> None:
+    """A bare string is a comma-separated list of globs, never read letter by letter."""
     broadcaster = Broadcaster()
 
-    async def main() -> None:
-        async with broadcaster.subscribe("session.*"):  # type: ignore[arg-type]
+    async def main() -> list[Event]:
+        async with broadcaster.subscribe("session.*, cron.*") as events:  # type: ignore[arg-type]
+            broadcaster.publish(
+                "agent.status", {"agentId": "a1", "status": "idle", "activeSessionCount": 0}
+            )
+            broadcaster.publish(killed(0))
+            return await take(events, 1)
+
+    assert keys(run(main())) == ["s0"]
+
+
+def test_subscribe_refuses_globs_that_break_the_wire_rules() -> None:
+    """An empty list, an empty glob or a character outside the glob alphabet is a ValueError."""
+    broadcaster = Broadcaster()
+
+    async def main(types: Any) -> None:
+        async with broadcaster.subscribe(types):
             pass
 
-    with pytest.raises(ValueError, match=r"\['session\.\*'\]"):
-        run(main())
+    for types in ([], [""], ["session/*"], [7]):
+        with pytest.raises(ValueError, match="glob"):
+            run(main(types))
 
 
 def test_refused_resume_keeps_the_live_events_already_queued() -> None:
@@ -865,12 +891,11 @@ def test_refused_resume_keeps_the_live_events_already_queued() -> None:
     broadcaster = Broadcaster()
 
     async def main() -> tuple[bool | None, list[Event]]:
-        await broadcaster.start()
-        sub = broadcaster.attach()
-        queued = [broadcaster.publish(killed(n)) for n in range(3)]
-        assert [item.event for item in sub.queue] == queued
-        resumed = await broadcaster.resubscribe(sub, ["*"], foreign.id)
-        return resumed, [item.event for item in sub.queue if item.event is not None]
+        async with broadcaster.connection(is_connection=False) as conn:
+            queued = [broadcaster.publish(killed(n)) for n in range(3)]
+            assert [frame.event for frame in conn.queue] == queued
+            resumed = await conn.subscribe(["*"], foreign.id)
+            return resumed, [frame.event for frame in conn.queue if frame.event is not None]
 
     resumed, delivered = run(main())
     assert resumed is False

@@ -1,9 +1,26 @@
-"""The contract between the broadcaster and a backend."""
+"""The contract between the broadcaster and a backend: store, replay a range, deliver in order.
+
+A backend does three things, and nothing else:
+
+* **store**: :meth:`Backend.publish` / :meth:`Backend.publish_nowait` append
+  an event to the stream and give it an id, ``"<epoch>:<position>"`` (see
+  :mod:`livepanel.protocol`), increasing within the stream;
+* **replay a range**: :meth:`Backend.replay` returns every retained event
+  after a given id, in stream order, or ``None`` when that id is not itself
+  retained in the current epoch;
+* **deliver in order**: once started, it calls ``deliver`` with every new
+  event of the stream exactly once, in stream order, one call at a time (from
+  any thread).
+
+What a backend need not do is line its live feed up with a replay: the
+broadcaster holds live events back while a replay runs and drops the ones
+the replay covers, whether the feed runs ahead of the stored range or behind
+it. See ``docs/concepts.md``.
+"""
 
 from __future__ import annotations
 
 import abc
-import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,21 +29,17 @@ from livepanel.events import Event
 __all__ = ["Backend", "Deliver"]
 
 Deliver = Callable[[Sequence[Event]], None]
-"""Called on the event loop's thread with newly accepted events, in stream order."""
+"""Called with newly stored events, in stream order, one call at a time, from any thread."""
 
 
 class Backend(abc.ABC):
-    """Stores the stream of events and hands new ones to the broadcaster.
-
-    A backend assigns ids (``"<epoch>:<position>"``, see :mod:`livepanel.protocol`),
-    keeps a bounded history for ``since`` and calls ``deliver`` with every new
-    event of the stream exactly once, in order, on the loop's thread.
+    """Stores the stream of events, replays a range of it, delivers new events in order.
 
     Example, handing a broadcaster a backend of your own (``MemoryBackend``
     and ``RedisBackend`` are the two that ship)::
 
         class PostgresBackend(Backend):
-            async def start(self, loop, deliver): ...
+            async def start(self, deliver): ...
             def publish_nowait(self, event): ...
             async def publish(self, event): ...
             async def replay(self, since): ...
@@ -35,8 +48,13 @@ class Backend(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> str:
-        """Begin delivering; return the id of the newest event, or the epoch's start id."""
+    async def start(self, deliver: Deliver) -> str:
+        """Begin delivering new events to ``deliver``, from the running event loop.
+
+        Returns the id of the newest event, or the epoch's start id while the
+        stream is empty; ``deliver`` gets exactly the events after it. Called
+        again, on another loop, when the loop it ran on has closed.
+        """
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Stop delivering and release connections."""
@@ -55,9 +73,6 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def replay(self, since: str) -> list[Event] | None:
         """Every retained event after ``since``, or ``None`` when ``since`` is not retained."""
-
-    def flush(self) -> None:  # noqa: B027 - optional hook
-        """Deliver, on the loop's thread, whatever was accepted but not yet delivered."""
 
     def stats(self) -> dict[str, Any]:
         """Backend counters merged into ``Broadcaster.stats()``."""

@@ -250,7 +250,6 @@ class RedisBackend(Backend):
         self._writer_busy = False
         self._writer_down = False
         self._idle_waiters: list[asyncio.Future[None]] = []
-        self._progress_waiters: list[asyncio.Future[None]] = []
         self._replay_down = False
         self._stopping = False
         self._last_id = START
@@ -280,7 +279,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, loop: asyncio.AbstractEventLoop, deliver: Deliver) -> str:
+    async def start(self, deliver: Deliver) -> str:
         """Connect, learn the stream's epoch and head, start the writer and the reader.
 
         Returns:
@@ -290,9 +289,15 @@ class RedisBackend(Backend):
             BackendUnavailable: Redis cannot be reached; events published in
                 the meantime keep waiting (up to ``max_pending``).
         """
+        loop = asyncio.get_running_loop()
         if self._reader is not None and not self._reader.done() and self._loop is loop:
             assert self.epoch is not None
             return make_id(self.epoch, self._last_id)
+        if self._loop is not None and self._loop is not loop and self._owns_client:
+            # the loop we ran on has closed: its connections and tasks went with it
+            self._client = None
+            self._scripts = self._scripts_for = None
+            self._reader = self._writer = None
         if self._client is None:
             self._client = self._make_client()
         try:
@@ -352,7 +357,6 @@ class RedisBackend(Backend):
             with self._lock:
                 self._publish_failures += lost
             logger.warning("livepanel: %d event(s) not written to Redis before stop", lost)
-        self._notify(self._progress_waiters)
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             self._scripts = self._scripts_for = None
@@ -620,7 +624,6 @@ class RedisBackend(Backend):
                 deliver(events)
             except Exception:
                 logger.exception("livepanel: delivering events from Redis failed")
-        self._notify(self._progress_waiters)
 
     async def _resync(self) -> None:
         """After a reconnect: follow a new epoch, notice a rolled-back or trimmed history."""
@@ -669,7 +672,6 @@ class RedisBackend(Backend):
             state.epoch,
             old,
         )
-        self._notify(self._progress_waiters)
 
     def _move_to(self, entry_id: str) -> None:
         self._last_id = entry_id
@@ -678,7 +680,7 @@ class RedisBackend(Backend):
     # ------------------------------------------------------------------ replay
 
     async def replay(self, since: str) -> list[Event] | None:
-        """Every retained entry after ``since``, once this process's reader has reached them.
+        """Every retained entry after ``since``, read in one consistent view of the stream.
 
         Returns ``None`` when ``since`` is from another epoch, no longer in the
         stream, or Redis cannot answer now.
@@ -724,28 +726,7 @@ class RedisBackend(Backend):
             event = _parse_entry(fields)
             if event is not None:
                 events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
-        target = _position(entries[-1][0]) if entries else position
-        # hand-over: the caller buffers what the reader delivers meanwhile and drops
-        # what the replay holds, so the reader must have read up to the replay's end
-        if not await self._reader_reaches(epoch, max(target, position)):
-            logger.info(
-                "livepanel: this process's Redis reader is behind; answering resume_unavailable"
-            )
-            return None
         return events
-
-    async def _reader_reaches(self, epoch: str, target: _Position) -> bool:
-        loop = self._loop
-        assert loop is not None
-        deadline = loop.time() + self.timeout
-        while not (self.epoch == epoch and self._position >= target):
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._reader is None or self._reader.done():
-                return False
-            waiter = loop.create_future()
-            self._progress_waiters.append(waiter)
-            await asyncio.wait({waiter}, timeout=remaining)
-        return True
 
     # ------------------------------------------------------------------ numbers
 
