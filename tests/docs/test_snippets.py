@@ -508,6 +508,9 @@ def check_command(argv: list[str], where: str) -> None:
         assert set(args) <= MAKE_TARGETS, f"{where}: make {args}: no such target"
     elif program == "node":
         assert args[:1] == ["--test"], f"{where}: node {args}"
+    elif program == "redis-cli":
+        # the ACL SETUSER line of redis-production.md is run by tests/redis/test_redis_tls_acl.py
+        assert args, f"{where}: redis-cli without a command"
     else:
         assert program in PLAIN_COMMANDS, f"{where}: a command no test checks: {program}"
 

@@ -9,7 +9,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,12 +27,28 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server subprocess that can be killed and started again on the same port."""
+    """A redis-server subprocess that can be killed and started again on the same port.
 
-    def __init__(self, binary: str, directory: Path, *, appendonly: bool) -> None:
+    ``args`` are more configuration directives (``["--replicaof", "127.0.0.1", "6380"]``);
+    with ``sentinel=True`` the binary is redis-sentinel and ``args`` are lines of its
+    configuration file (``"sentinel monitor mymaster 127.0.0.1 6380 2"``), which Sentinel
+    rewrites as it learns.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        directory: Path,
+        *,
+        appendonly: bool,
+        args: Sequence[str] = (),
+        sentinel: bool = False,
+    ) -> None:
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        self.args = list(args)
+        self.sentinel = sentinel
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -42,12 +58,20 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and return once it answers PING (its data loaded)."""
-        args = [
-            *(self.binary, "--port", str(self.port), "--bind", "127.0.0.1"),
+        common = [
+            *("--port", str(self.port), "--bind", "127.0.0.1"),
             *("--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")),
-            *("--save", "", "--appendonly", "yes" if self.appendonly else "no"),
-            *("--appendfsync", "always"),
         ]
+        if self.sentinel:
+            config = self.directory / "sentinel.conf"
+            if not config.exists():
+                config.write_text("".join(f"{line}\n" for line in self.args))
+            args = [self.binary, str(config), *common]
+        else:
+            args = [
+                *(self.binary, *common, "--save", "", "--appendfsync", "always"),
+                *("--appendonly", "yes" if self.appendonly else "no", *self.args),
+            ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -576,7 +576,7 @@ class RedisBackend(Backend):
             return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
         # WAIT counts the replicas that have this connection's writes: one pipeline, one socket
         pipe = self._require_client().pipeline(transaction=False)
-        publish_script(keys=keys, args=args, client=pipe)
+        await publish_script(keys=keys, args=args, client=pipe)  # queued, not run yet
         pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
         result, acked = await pipe.execute()
         if int(acked) < self.wait_replicas:

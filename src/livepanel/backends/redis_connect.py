@@ -127,8 +127,8 @@ def parse_target(
             holds the same names and wins.
 
     Raises:
-        ConfigurationError: a malformed URL, an unknown ``ssl_cert_reqs``, a
-            certificate file that does not exist, TLS options without TLS.
+        ConfigurationError: a malformed URL, an unknown ``ssl_cert_reqs``, TLS
+            options without TLS.
 
     Example::
 
@@ -264,13 +264,14 @@ async def check_deployment(client: RedisClient, target: RedisTarget) -> None:
     """At start: refuse a deployment livepanel cannot work with, saying what to do instead.
 
     Raises:
-        ConfigurationError: a ``redis://`` URL that names a Cluster node, or a
-            read-only replica.
+        ConfigurationError: a certificate file that does not exist, a
+            ``redis://`` URL that names a Cluster node, or a read-only replica.
 
     Example::
 
         await check_deployment(client, parse_target("redis://cache:6379/0"))
     """
+    _check_files(target)
     if target.topology == "cluster":
         return  # the cluster client checks its slots map itself when it connects
     assert isinstance(client, aioredis.Redis)
@@ -365,10 +366,15 @@ def _check_tls(tls: bool, options: dict[str, Any], location: str) -> None:
         raise ConfigurationError(
             f"RedisBackend: ssl_cert_reqs={reqs!r}; expected one of {', '.join(_CERT_REQS)}"
         )
+
+
+def _check_files(target: RedisTarget) -> None:
+    """Certificate files are read at connect time: say which one is missing before that."""
+    query = dict(parse_qsl((target.url or "").partition("?")[2]))
     for name in _SSL_FILES:
-        path = merged.get(name)
+        path = target.options.get(name) or query.get(name)
         if path and not os.path.exists(path):
-            raise ConfigurationError(f"RedisBackend: {name}={path!r}: no such file")
+            raise ConfigurationError(f"livepanel: {name}={path!r}: no such file")
 
 
 def _has_hash_tag(key: str) -> bool:
