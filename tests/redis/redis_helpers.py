@@ -14,6 +14,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from livepanel import BackendUnavailable, Broadcaster, Event, event_type
 from livepanel.broadcaster import Subscription
 
@@ -110,6 +114,106 @@ class RedisServer:
         return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else ""
 
 
+def redis_info(port: int, section: str) -> dict[str, str]:
+    """``INFO <section>`` of the server on ``port`` as a dict (empty when it does not answer)."""
+    with (
+        contextlib.suppress(redis.RedisError),
+        redis.Redis(port=port, socket_timeout=1, retry=Retry(NoBackoff(), 0)) as r,
+    ):
+        return {k: str(v) for k, v in r.info(section).items()}
+    return {}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll ``condition`` (blocking) until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class SentinelSet:
+    """One primary, one replica and three sentinels (quorum 2) watching them as ``mymaster``,
+    with short timeouts: a dead primary is noticed after 400 ms."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, start: Callable[..., RedisServer]) -> None:
+        sync_now = ["--repl-diskless-sync-delay", "0"]  # not the default 5 s
+        self.primary = start(args=sync_now)
+        self.replica = start(args=[*sync_now, "--replicaof", "127.0.0.1", str(self.primary.port)])
+        wait_for(
+            lambda: redis_info(self.replica.port, "replication").get("master_link_status") == "up",
+            "the replica to sync",
+        )
+        config = [
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2",
+            f"sentinel down-after-milliseconds {self.SERVICE} 400",
+            f"sentinel failover-timeout {self.SERVICE} 4000",
+        ]
+        self.sentinels = [start(sentinel=True, args=config) for _ in range(3)]
+        # Redis 7's test knobs: INFO every 200 ms, hello every 500 ms (not 10 s and 2 s); a
+        # sentinel turns a replica that says it is a primary back into a replica after four
+        # hello periods, so a shorter one undoes a promotion on a loaded machine
+        for sentinel in self.sentinels:
+            with redis.Redis(port=sentinel.port, socket_timeout=2) as r:
+                r.execute_command("SENTINEL", "DEBUG", "info-period", 200, "publish-period", 500)
+        wait_for(self._ready, "the sentinels to know the replica and each other")
+
+    def _ready(self) -> bool:
+        for sentinel in self.sentinels:
+            with redis.Redis(port=sentinel.port, socket_timeout=1) as r:
+                if len(r.sentinel_slaves(self.SERVICE)) != 1:
+                    return False
+                if len(r.sentinel_sentinels(self.SERVICE)) != 2:
+                    return False
+        return True
+
+    def url(self, **query: str) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        tail = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0{tail}"
+
+    def primary_port(self) -> int | None:
+        """The primary's port as the first sentinel that answers sees it."""
+        for sentinel in self.sentinels:
+            with (
+                contextlib.suppress(redis.RedisError),
+                redis.Redis(port=sentinel.port, socket_timeout=1, retry=Retry(NoBackoff(), 0)) as r,
+            ):
+                address = r.sentinel_get_master_addr_by_name(self.SERVICE)
+                return int(address[1]) if address else None
+        return None
+
+    def failover(self) -> None:
+        """``SENTINEL FAILOVER``: promote the replica now, as an operator would."""
+        with redis.Redis(port=self.sentinels[0].port, socket_timeout=5) as r:
+            r.sentinel_failover(self.SERVICE)
+
+
+def create_cluster(cli: str, servers: Sequence[RedisServer]) -> None:
+    """``redis-cli --cluster create`` over ``servers`` (started with ``--cluster-enabled yes``),
+    all primaries; returns once every node reports ``cluster_state:ok``."""
+    nodes = [f"127.0.0.1:{server.port}" for server in servers]
+    subprocess.run(
+        [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    wait_for(
+        lambda: all(redis_info(s.port, "cluster") and _cluster_ok(s.port) for s in servers),
+        "the cluster to be ok",
+    )
+
+
+def _cluster_ok(port: int) -> bool:
+    with contextlib.suppress(redis.RedisError), redis.Redis(port=port, socket_timeout=1) as r:
+        return b"cluster_state:ok" in r.execute_command("CLUSTER INFO", NEVER_DECODE=True)
+    return False
+
+
 @event_type("test.tick")
 class Tick:
     """A numbered event: ``n`` tells order, loss and repetition apart."""
@@ -188,13 +292,17 @@ def numbers(events: list[Event]) -> list[int]:
 
 __all__ = [
     "RedisServer",
+    "SentinelSet",
     "Tick",
     "apublish_retrying",
+    "create_cluster",
     "free_port",
     "nothing_more",
     "numbers",
+    "redis_info",
     "run",
     "started",
     "take",
+    "wait_for",
     "wait_until",
 ]

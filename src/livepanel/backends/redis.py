@@ -60,7 +60,9 @@ from urllib.parse import parse_qsl, urlencode
 
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livepanel.backends.base import Backend, Deliver
@@ -540,6 +542,7 @@ class RedisBackend(Backend):
             if error is not None:
                 self._write_failed(batch, error)
                 failures += 1
+                await self._forget_idle_connections(error)
                 self._writer_paused = True  # until the next attempt; an apublish() cuts it short
                 self._notify(self._idle_waiters)
                 try:
@@ -657,6 +660,8 @@ class RedisBackend(Backend):
                 if epoch != self.epoch:
                     await self._follow_new_epoch()
                     continue
+                if not entries:
+                    await self._check_primary()
                 self._deliver_entries(entries)
             except asyncio.CancelledError:
                 raise
@@ -866,6 +871,31 @@ class RedisBackend(Backend):
         }
         return make_client(self._target, defaults)
 
+    async def _check_primary(self) -> None:
+        """Under Sentinel, after a quiet read: a failover leaves this reader on the old
+        primary, which stays up and silent until Sentinel demotes it; move now."""
+        pool = getattr(self._client, "connection_pool", None)
+        if self.topology != "sentinel" or not isinstance(pool, SentinelConnectionPool):
+            return
+        known = pool.master_address
+        current = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        if known is not None and current != known:
+            raise RedisConnectionError(f"Sentinel moved the primary to {current[0]}:{current[1]}")
+
+    async def _forget_idle_connections(self, error: Exception) -> None:
+        """After a lost connection or an unconfirmed write, the pool's idle connections lead
+        to a server that is gone or no longer the primary: open new ones (Sentinel asks
+        again where the primary is)."""
+        if not isinstance(error, (RedisError, OSError, _Unreplicated)):
+            return
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is None:
+            return
+        try:
+            await pool.disconnect(inuse_connections=False)
+        except Exception:  # closing sockets that are already gone
+            pass
+
     def _require_client(self) -> RedisClient:
         if self._client is None:
             raise BackendUnavailable("livepanel: the Redis backend is stopped")
@@ -898,7 +928,8 @@ class RedisBackend(Backend):
 
     def _block_ms(self) -> int:
         """How long one XREAD waits: well inside the socket timeout, so a stall is noticed."""
-        return max(50, min(2000, int(self.timeout * 400)))
+        longest = 1000 if self.topology == "sentinel" else 2000  # see _check_primary()
+        return max(50, min(longest, int(self.timeout * 400)))
 
     def _backoff(self, failures: int) -> float:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2.0 ** min(failures - 1, 30))
