@@ -70,8 +70,9 @@ def test_a_promoted_replica_without_the_newest_entries_starts_a_new_epoch(
     reader that delivered 3 and 4 reconnects to it (same address, as behind a proxy) and
     retires the epoch: live subscribers miss nothing written since, and a since from before
     is refused, whether it names a lost event or a surviving one."""
-    primary = start_redis()
-    replica = start_redis(args=["--replicaof", "127.0.0.1", str(primary.port)])
+    sync_now = ["--repl-diskless-sync-delay", "0"]
+    primary = start_redis(args=sync_now)
+    replica = start_redis(args=[*sync_now, "--replicaof", "127.0.0.1", str(primary.port)])
     wait_for(
         lambda: redis_info(replica.port, "replication").get("master_link_status") == "up",
         "the replica to sync",
