@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 from livepanel.backends.base import Backend, Deliver
 from livepanel.backends.memory import MemoryBackend
@@ -36,7 +37,8 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
             ) from None
         backend: Backend = module.RedisBackend.from_url(url, history=history)
         return backend
+    shown = re.sub(r"//[^/@]*@", "//***@", url)  # never show credentials
     raise ConfigurationError(
-        f"unknown backend URL {url!r}; expected memory://, redis://host:port/db, "
+        f"unknown backend URL {shown!r}; expected memory://, redis://host:port/db, "
         "redis+sentinel://host:26379/<service> or redis+cluster://host:port"
     )

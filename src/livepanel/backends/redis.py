@@ -878,7 +878,10 @@ class RedisBackend(Backend):
         if self.topology != "sentinel" or not isinstance(pool, SentinelConnectionPool):
             return
         known = pool.master_address
-        current = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        try:
+            current = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except RedisError:  # no sentinel answers: keep reading from the primary we have
+            return
         if known is not None and current != known:
             raise RedisConnectionError(f"Sentinel moved the primary to {current[0]}:{current[1]}")
 
