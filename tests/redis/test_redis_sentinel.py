@@ -31,6 +31,7 @@ from tests.redis.redis_helpers import (
     SentinelSet,
     Tick,
     apublish_retrying,
+    nothing_more,
     numbers,
     redis_info,
     run,
@@ -67,9 +68,10 @@ def test_a_promoted_replica_without_the_newest_entries_starts_a_new_epoch(
     start_redis: Callable[..., RedisServer],
 ) -> None:
     """The replica is promoted holding events 0-2 while the primary also took 3 and 4; the
-    reader that delivered 3 and 4 reconnects to it (same address, as behind a proxy) and
-    retires the epoch: live subscribers miss nothing written since, and a since from before
-    is refused, whether it names a lost event or a surviving one."""
+    readers that delivered 3 and 4 (two processes) reconnect to it (same address, as behind
+    a proxy), one retires the epoch and the other follows: live subscribers of both miss
+    nothing written since, and a since from before is refused, whether it names a lost
+    event or a surviving one."""
     sync_now = ["--repl-diskless-sync-delay", "0"]
     primary = start_redis(args=sync_now)
     replica = start_redis(args=[*sync_now, "--replicaof", "127.0.0.1", str(primary.port)])
@@ -83,7 +85,13 @@ def test_a_promoted_replica_without_the_newest_entries_starts_a_new_epoch(
         async with balancer.running():
             url = f"redis://127.0.0.1:{balancer.port}/0"
             b = Broadcaster(RedisBackend(url, **FAST_RECONNECT))
-            async with started(b), b.subscribe() as live:
+            other = Broadcaster(RedisBackend(url, **FAST_RECONNECT))
+            async with (
+                started(b),
+                started(other),
+                b.subscribe() as live,
+                other.subscribe() as elsewhere,
+            ):
                 kept = [await b.apublish(Tick(n=n)) for n in range(3)]
                 await asyncio.to_thread(
                     wait_for, lambda: stream_length(replica.port) == 3, "3 entries replicated"
@@ -92,6 +100,7 @@ def test_a_promoted_replica_without_the_newest_entries_starts_a_new_epoch(
                     r.replicaof("NO", "ONE")  # promoted with 0-2 only
                 lost = [await b.apublish(Tick(n=n)) for n in (3, 4)]
                 assert numbers(await take(live, 5)) == [0, 1, 2, 3, 4]
+                assert numbers(await take(elsewhere, 5)) == [0, 1, 2, 3, 4]
                 balancer.backends = [replica.port]
                 await asyncio.to_thread(primary.kill)
                 await apublish_retrying(b, 5)
@@ -99,6 +108,9 @@ def test_a_promoted_replica_without_the_newest_entries_starts_a_new_epoch(
                 await asyncio.sleep(0.2)
                 later = await apublish_retrying(b, 6)
                 assert numbers(await take(live, 1)) == [6]
+                assert numbers(await take(elsewhere, 2)) == [5, 6]
+                assert await nothing_more(live)
+                assert await nothing_more(elsewhere, within=0.05)
                 assert epoch_of(later) != epoch_of(kept[0])
                 for since in (lost[1].id, kept[2].id):
                     async with b.subscribe(since=since) as late:

@@ -179,29 +179,6 @@ def test_what_the_server_refuses_fails_at_start_without_the_password(
     assert password not in server_logs.text()
 
 
-@pytest.mark.parametrize(
-    ("url", "kwargs", "message"),
-    [
-        ("rediss://h:6380/0?ssl_cert_reqs=always", {}, "ssl_cert_reqs='always'"),
-        ("redis://h:6379/0", {"ssl_ca_certs": "/ca.pem"}, "need TLS; use rediss://"),
-        ("redis://h:6379/0?ssl_certfile=/c.pem", {}, "need TLS"),
-        ("redis+sentinel://h:26379", {}, "<service>"),
-        ("redis+sentinel://h:26379/mymaster/x", {}, "<service>"),
-        ("redis+cluster://h:7000/1", {}, "only database 0"),
-        ("redis+cluster://h:7000", {"wait_replicas": 1}, "not supported on Redis Cluster"),
-        ("redis+cluster://", {}, "no hosts"),
-        ("redis+sentinel://h:port/mymaster", {}, "not a host:port"),
-        ("redis://h/0?wait_replicas=one", {}, "not a number"),
-    ],
-)
-def test_impossible_connection_settings_are_configuration_errors(
-    url: str, kwargs: dict[str, Any], message: str
-) -> None:
-    """Mistakes that need no server are refused at construction, saying what was expected."""
-    with pytest.raises(ConfigurationError, match=message):
-        RedisBackend.from_url(url, **kwargs)
-
-
 def test_a_missing_certificate_file_is_a_configuration_error_at_start(tmp_path: Path) -> None:
     """ssl_ca_certs naming no file: start() raises ConfigurationError before any connection."""
     backend = RedisBackend(f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'nope.pem'}")
@@ -215,15 +192,3 @@ def test_a_missing_certificate_file_is_a_configuration_error_at_start(tmp_path: 
             await b.close()
 
     run(scenario())
-
-
-def test_passwords_are_redacted_in_every_location() -> None:
-    """User-info, password= and sentinel_password= are hidden in location and repr."""
-    backend = RedisBackend.from_url(
-        "redis+sentinel://app:pw-1@127.0.0.1:26379,127.0.0.1:26380/mymaster/2"
-        "?sentinel_password=pw-2"
-    )
-    text = repr(backend) + backend.location
-    assert "pw-1" not in text
-    assert "pw-2" not in text
-    assert (backend.topology, backend.wait_replicas) == ("sentinel", 1)
