@@ -356,6 +356,9 @@ class RedisBackend(Backend):
         Raises:
             BackendUnavailable: Redis cannot be reached; events published in
                 the meantime keep waiting (up to ``max_pending``).
+            ConfigurationError: the deployment cannot work as configured (a
+                ``redis://`` URL naming a Cluster node or a replica, a
+                certificate file that does not exist).
         """
         if self._reader is not None and not self._reader.done() and self._loop is loop:
             assert self.epoch is not None
