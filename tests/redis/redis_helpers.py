@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import shlex
 import socket
 import subprocess
 import time
@@ -112,6 +113,16 @@ class RedisServer:
     def log_tail(self, lines: int = 20) -> str:
         log = self.directory / "redis.log"
         return "\n".join(log.read_text().splitlines()[-lines:]) if log.exists() else ""
+
+
+def documented_acl(password: str) -> list[list[str]]:
+    """The ``ACL SETUSER livepanel`` commands of docs/redis-production.md, with ``password``:
+    the user's, then the Cluster's additions."""
+    page = (Path(__file__).parents[2] / "docs" / "redis-production.md").read_text()
+    prefix = "redis-cli ACL SETUSER livepanel "
+    commands = [shlex.split(line)[1:] for line in page.splitlines() if line.startswith(prefix)]
+    assert len(commands) == 2, "redis-production.md should show two ACL SETUSER lines"
+    return [[f">{password}" if w == ">CHANGE-ME" else w for w in words] for words in commands]
 
 
 def redis_info(port: int, section: str) -> dict[str, str]:
@@ -297,6 +308,7 @@ __all__ = [
     "Tick",
     "apublish_retrying",
     "create_cluster",
+    "documented_acl",
     "free_port",
     "nothing_more",
     "numbers",

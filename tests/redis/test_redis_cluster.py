@@ -16,6 +16,7 @@ from tests.redis.redis_helpers import (
     RedisServer,
     Tick,
     create_cluster,
+    documented_acl,
     free_port,
     numbers,
     run,
@@ -70,6 +71,30 @@ def test_a_cluster_publishes_replays_and_reads_with_both_keys_in_one_slot(
     assert len(slots) == 1
     expected = "{livepanel:events}:epoch" if stream == DEFAULT_STREAM else f"{stream}:epoch"
     assert epoch_key == expected
+
+
+def test_the_documented_acl_user_is_enough_on_a_cluster(cluster: list[RedisServer]) -> None:
+    """The user of docs/redis-production.md, with its Cluster line, on every node: publishing,
+    replay and the reader work, and no node logged a denied command."""
+    password = "cluster-acl-s3cret"
+    for node in cluster:
+        with redis.Redis(port=node.port) as admin:
+            for command in documented_acl(password):
+                admin.execute_command(*command)
+
+    async def scenario() -> None:
+        url = f"redis+cluster://livepanel:{password}@127.0.0.1:{cluster[0].port}/"
+        async with started(Broadcaster(url)) as b, b.subscribe() as live:
+            events = [await b.apublish(Tick(n=n)) for n in range(3)]
+            assert numbers(await take(live, 3)) == [0, 1, 2]
+            async with b.subscribe(since=events[0].id) as late:
+                assert late.resumed is True
+                assert numbers(await take(late, 2)) == [1, 2]
+
+    run(scenario())
+    for node in cluster:
+        with redis.Redis(port=node.port) as admin:
+            assert admin.acl_log() == [], node.port
 
 
 def test_a_redis_url_naming_a_cluster_node_is_refused_at_start(cluster: list[RedisServer]) -> None:

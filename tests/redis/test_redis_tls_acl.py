@@ -4,7 +4,6 @@ certificate is verified, and the password appears in no log line, repr or error.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,21 +16,20 @@ from livepanel import BackendUnavailable, Broadcaster, ConfigurationError
 from livepanel.backends.redis import RedisBackend
 from tests.certs import make_test_ca
 from tests.conftest import LogCapture
-from tests.redis.redis_helpers import RedisServer, Tick, free_port, numbers, run, started, take
+from tests.redis.redis_helpers import (
+    RedisServer,
+    Tick,
+    documented_acl,
+    free_port,
+    numbers,
+    run,
+    started,
+    take,
+)
 
 pytestmark = pytest.mark.redis
 
-ROOT = Path(__file__).parents[2]
 USER, PASSWORD = "livepanel", "tls-acl-s3cret"
-
-
-def documented_acl() -> list[str]:
-    """The ``ACL SETUSER`` command of docs/redis-production.md, with the test's password."""
-    page = (ROOT / "docs" / "redis-production.md").read_text()
-    lines = [line for line in page.splitlines() if line.startswith("redis-cli ACL SETUSER")]
-    assert len(lines) == 1, "redis-production.md should show one ACL SETUSER line"
-    words = shlex.split(lines[0])[1:]
-    return [f">{PASSWORD}" if word == ">CHANGE-ME" else word for word in words]
 
 
 class TLSRedis:
@@ -72,7 +70,7 @@ def tls_redis(start_redis: Callable[..., RedisServer], tmp_path: Path) -> TLSRed
     )
     target = TLSRedis(server, tls_port, files)
     with target.admin() as admin:
-        admin.execute_command(*documented_acl())
+        admin.execute_command(*documented_acl(PASSWORD)[0])
     return target
 
 
