@@ -89,13 +89,14 @@ class RedisServer:
         raise TimeoutError(f"redis-server did not answer PING on port {self.port}")
 
     def ping(self) -> bool:
-        """True when the server answers PING with PONG (not LOADING, not refused)."""
+        """True when the server answers PING with PONG, or asks for a password first (not
+        LOADING, not refused)."""
         with (
             contextlib.suppress(OSError),
             socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
         ):
             conn.sendall(b"PING\r\n")
-            return conn.recv(64).startswith(b"+PONG")
+            return conn.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         return False
 
     def kill(self) -> None:
@@ -146,11 +147,13 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) ->
 
 class SentinelSet:
     """One primary, one replica and three sentinels (quorum 2) watching them as ``mymaster``,
-    with short timeouts: a dead primary is noticed after 400 ms."""
+    with short timeouts: a dead primary is noticed after 400 ms. With ``password`` the
+    sentinels require it (of clients and of each other)."""
 
     SERVICE = "mymaster"
 
-    def __init__(self, start: Callable[..., RedisServer]) -> None:
+    def __init__(self, start: Callable[..., RedisServer], password: str | None = None) -> None:
+        self.password = password
         sync_now = ["--repl-diskless-sync-delay", "0"]  # not the default 5 s
         self.primary = start(args=sync_now)
         self.replica = start(args=[*sync_now, "--replicaof", "127.0.0.1", str(self.primary.port)])
@@ -163,18 +166,20 @@ class SentinelSet:
             f"sentinel down-after-milliseconds {self.SERVICE} 400",
             f"sentinel failover-timeout {self.SERVICE} 4000",
         ]
+        if password is not None:
+            config += [f"requirepass {password}", f"sentinel sentinel-pass {password}"]
         self.sentinels = [start(sentinel=True, args=config) for _ in range(3)]
         # Redis 7's test knobs: INFO every 200 ms, hello every 500 ms (not 10 s and 2 s); a
         # sentinel turns a replica that says it is a primary back into a replica after four
         # hello periods, so a shorter one undoes a promotion on a loaded machine
         for sentinel in self.sentinels:
-            with redis.Redis(port=sentinel.port, socket_timeout=2) as r:
+            with self._sentinel(sentinel) as r:
                 r.execute_command("SENTINEL", "DEBUG", "info-period", 200, "publish-period", 500)
         wait_for(self._ready, "the sentinels to know the replica and each other")
 
     def _ready(self) -> bool:
         for sentinel in self.sentinels:
-            with redis.Redis(port=sentinel.port, socket_timeout=1) as r:
+            with self._sentinel(sentinel) as r:
                 if len(r.sentinel_slaves(self.SERVICE)) != 1:
                     return False
                 if len(r.sentinel_sentinels(self.SERVICE)) != 2:
@@ -191,7 +196,7 @@ class SentinelSet:
         for sentinel in self.sentinels:
             with (
                 contextlib.suppress(redis.RedisError),
-                redis.Redis(port=sentinel.port, socket_timeout=1, retry=Retry(NoBackoff(), 0)) as r,
+                self._sentinel(sentinel) as r,
             ):
                 address = r.sentinel_get_master_addr_by_name(self.SERVICE)
                 return int(address[1]) if address else None
@@ -199,8 +204,16 @@ class SentinelSet:
 
     def failover(self) -> None:
         """``SENTINEL FAILOVER``: promote the replica now, as an operator would."""
-        with redis.Redis(port=self.sentinels[0].port, socket_timeout=5) as r:
+        with self._sentinel(self.sentinels[0]) as r:
             r.sentinel_failover(self.SERVICE)
+
+    def _sentinel(self, sentinel: RedisServer) -> redis.Redis:
+        return redis.Redis(
+            port=sentinel.port,
+            password=self.password,
+            socket_timeout=2,
+            retry=Retry(NoBackoff(), 0),
+        )
 
 
 def create_cluster(cli: str, servers: Sequence[RedisServer]) -> None:

@@ -25,6 +25,7 @@ from livepanel.backends.redis import DEFAULT_STREAM, RedisBackend
 from livepanel.client import Client, ResumeUnavailable, connect
 from livepanel.protocol import parse_id
 from tests.client.helpers import FAST
+from tests.conftest import LogCapture
 from tests.faults.helpers import Balancer, server_processes, tracebacks
 from tests.redis.redis_helpers import (
     RedisServer,
@@ -313,3 +314,23 @@ def test_a_sentinel_url_reaches_the_primary_and_follows_it(sentinel_set: Sentine
     run(scenario(), timeout=45)
     with contextlib.suppress(redis.RedisError), redis.Redis(port=sentinel_set.replica.port) as r:
         assert r.role()[0] == b"master"
+
+
+def test_sentinels_that_require_a_password(
+    start_redis: Callable[..., RedisServer], server_logs: LogCapture
+) -> None:
+    """sentinel_password= in the URL authenticates to the sentinels (the servers need none);
+    the password appears in no log line or repr."""
+    password = "sentinel-s3cret"
+    sentinel_set = SentinelSet(start_redis, password=password)
+
+    async def scenario() -> None:
+        backend = RedisBackend.from_url(sentinel_set.url(sentinel_password=password))
+        assert password not in repr(backend)
+        async with started(Broadcaster(backend)) as b, b.subscribe() as live:
+            await b.apublish(Tick(n=1))
+            assert numbers(await take(live, 1)) == [1]
+
+    run(scenario())
+    assert password not in server_logs.text()
+    assert "sentinel_password=***" in server_logs.text()

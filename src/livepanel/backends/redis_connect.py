@@ -90,11 +90,6 @@ class RedisTarget:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     sentinel_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
-    @property
-    def tls(self) -> bool:
-        """True when the data connections use TLS."""
-        return bool(self.options.get("ssl")) or (self.url or "").startswith("rediss:")
-
 
 def redact_url(url: str) -> str:
     """``url`` with every password (user info, ``password=``, ``sentinel_password=``) as ``***``.
