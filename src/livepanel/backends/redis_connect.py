@@ -224,7 +224,11 @@ def make_client(target: RedisTarget, defaults: Mapping[str, Any]) -> RedisClient
         master: aioredis.Redis = sentinel.master_for(target.service)
         return master
     except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"RedisBackend: cannot use {target.location!r}: {exc}") from None
+        raise ConfigurationError(
+            f"RedisBackend: cannot use {target.location!r}: {exc}; expected "
+            "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, "
+            "redis+sentinel://host:26379[,...]/<service>[/<db>] or redis+cluster://host:port[,...]"
+        ) from None
 
 
 def companion_key(stream: str, suffix: str, *, cluster: bool) -> str:
