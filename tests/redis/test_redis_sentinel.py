@@ -24,7 +24,7 @@ from livepanel import BackendUnavailable, Broadcaster, Event
 from livepanel.backends.redis import DEFAULT_STREAM, RedisBackend
 from livepanel.client import Client, ResumeUnavailable, connect
 from livepanel.protocol import parse_id
-from tests.client.helpers import FAST
+from tests.client.helpers import FAST, Collector
 from tests.conftest import LogCapture
 from tests.faults.helpers import Balancer, server_processes, tracebacks
 from tests.redis.redis_helpers import (
@@ -128,6 +128,7 @@ class Listener:
 
     client: Client
     received: list[tuple[int, float]] = field(default_factory=list)
+    ids: dict[int, str] = field(default_factory=dict)
     gaps: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -136,6 +137,7 @@ class Listener:
             try:
                 async for event in self.client:
                     self.received.append((int(event.payload["n"]), time.monotonic()))
+                    self.ids[int(event.payload["n"])] = event.id or ""
                 return
             except ResumeUnavailable:
                 self.gaps += 1
@@ -187,7 +189,7 @@ def test_failover_under_load_loses_no_confirmed_event(
     old_primary = sentinel_set.primary.port
     with server_processes(["uvicorn-wsproto"], tmp_path, url) as (worker,):
 
-        async def scenario() -> tuple[Publisher, list[Listener], float]:
+        async def scenario() -> tuple[Publisher, list[Listener], float, Collector, int]:
             backend = RedisBackend.from_url(url, timeout=1.0, wait_timeout=0.5)
             publisher = Publisher(Broadcaster(backend))
             listeners = [
@@ -230,7 +232,21 @@ def test_failover_under_load_loses_no_confirmed_event(
                         20,
                         "the last confirmed event at every client",
                     )
-                return publisher, listeners, failover
+                # a client that was away across the failover comes back: it gets what it
+                # missed, or resume_unavailable; never a silent gap
+                before = [n for n, t in listeners[0].received if t < began][-1]
+                late = connect(worker.ws_url, since=listeners[0].ids[before], **FAST)
+                await late.__aenter__()
+                resumer = Collector(late)
+                await resumer.wait_until(
+                    lambda: (
+                        bool(resumer.gaps) or any(e.payload["n"] == last for e in resumer.events)
+                    ),
+                    20,
+                )
+                await late.close()
+                await resumer.task
+                return publisher, listeners, failover, resumer, before
             finally:
                 stop.set()
                 await asyncio.gather(producer, return_exceptions=True)
@@ -241,7 +257,7 @@ def test_failover_under_load_loses_no_confirmed_event(
                 )
                 await publisher.broadcaster.close()
 
-        publisher, listeners, failover = run(scenario(), timeout=90)
+        publisher, listeners, failover, resumer, before = run(scenario(), timeout=90)
     acked = publisher.acked
     received = [[n for n, _ in listener.received] for listener in listeners]
     report = {
@@ -258,12 +274,19 @@ def test_failover_under_load_loses_no_confirmed_event(
         ),
         "publish_gap_ms": round(1000 * longest_pause(list(acked.values()))),
     }
+    report["late_client"] = "resume_unavailable" if resumer.gaps else "resumed"
     print(f"\nfailover ({how}, {CLIENTS} clients, {RATE}/s): {report}")
     assert report["lost"] == 0
     assert report["duplicates"] == 0
     # in the stream's order (concurrent apublish calls may enter it in any order)
-    orders = {tuple(n for n in got if n in acked) for got in received}
-    assert len(orders) == 1
+    assert len({tuple(n for n in got if n in acked) for got in received}) == 1
+    # a client away across the failover gets what it missed, or resume_unavailable
+    if resumer.gaps:
+        assert isinstance(resumer.items[0], ResumeUnavailable)
+    else:
+        order = received[0]
+        missed = [n for n in order[order.index(before) + 1 :] if n in acked]
+        assert [int(e.payload["n"]) for e in resumer.events if e.payload["n"] in acked] == missed
     assert not tracebacks(worker), worker.output()
 
 
