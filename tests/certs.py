@@ -25,3 +25,35 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
         timeout=30,
     )
     return cert, key
+
+
+def make_test_ca(directory: Path) -> dict[str, Path]:
+    """A certificate authority and, signed by it, a server certificate for 127.0.0.1 and
+    localhost and a client certificate: ``ca``, ``server_cert``, ``server_key``,
+    ``client_cert``, ``client_key`` (PEM files in ``directory``)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make test certificates")
+    paths = {name: directory / f"{name}.pem" for name in ("ca", "ca_key")}
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, timeout=30)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=livepanel test CA",
+        "-keyout", str(paths["ca_key"]), "-out", str(paths["ca"]))  # fmt: skip
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        key, cert, request = (
+            directory / f"{name}{suffix}" for suffix in ("_key.pem", ".pem", ".csr")
+        )
+        extensions = directory / f"{name}.ext"
+        extensions.write_text(extension + "\n")
+        run("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(request))
+        run("x509", "-req", "-in", str(request), "-CA", str(paths["ca"]),
+            "-CAkey", str(paths["ca_key"]), "-CAcreateserial", "-days", "1",
+            "-extfile", str(extensions), "-out", str(cert))  # fmt: skip
+        paths[f"{name}_cert"], paths[f"{name}_key"] = cert, key
+    return paths

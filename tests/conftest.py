@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -79,21 +79,35 @@ def _fresh_default_broadcaster() -> Iterator[None]:
 REDIS_SERVER = shutil.which("redis-server")
 
 
-@pytest.fixture
-def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
-    """A factory of private servers: ``start_redis(appendonly=True)``; all killed at the end."""
-    binary = REDIS_SERVER
+def redis_binary(name: str, package: str) -> str:
+    """The path of a Redis program; skips the test without it, or fails under
+    LIVEPANEL_REQUIRE_REDIS=1."""
+    binary = shutil.which(name)
     if binary is None:
-        message = "redis-server is not on PATH (apt-get install redis-server, or make services)"
+        message = f"{name} is not on PATH (apt-get install {package}, or make services)"
         if os.environ.get("LIVEPANEL_REQUIRE_REDIS") == "1":
             pytest.fail(f"{message}; LIVEPANEL_REQUIRE_REDIS=1 says these tests must run")
         pytest.skip(message)
+    return binary
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """A factory of private servers: ``start_redis(appendonly=True)``,
+    ``start_redis(args=["--replicaof", ...])``, ``start_redis(sentinel=True, args=[config
+    lines])``; all killed at the end."""
+    binary = REDIS_SERVER or redis_binary("redis-server", "redis-server")
     servers: list[RedisServer] = []
 
-    def start(*, appendonly: bool = False) -> RedisServer:
+    def start(
+        *, appendonly: bool = False, args: Sequence[str] = (), sentinel: bool = False
+    ) -> RedisServer:
         directory = tmp_path / f"redis-{len(servers)}"
         directory.mkdir()
-        server = RedisServer(binary, directory, appendonly=appendonly)
+        program = redis_binary("redis-sentinel", "redis-sentinel") if sentinel else binary
+        server = RedisServer(
+            program, directory, appendonly=appendonly, args=args, sentinel=sentinel
+        )
         servers.append(server)
         server.start()
         return server

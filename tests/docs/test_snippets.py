@@ -512,6 +512,9 @@ def check_command(argv: list[str], where: str) -> None:
         assert set(args) <= MAKE_TARGETS, f"{where}: make {args}: no such target"
     elif program == "node":
         assert args[:1] == ["--test"], f"{where}: node {args}"
+    elif program == "redis-cli":
+        # the ACL SETUSER line of redis-production.md is run by tests/redis/test_redis_tls_acl.py
+        assert args, f"{where}: redis-cli without a command"
     else:
         assert program in PLAIN_COMMANDS, f"{where}: a command no test checks: {program}"
 
@@ -727,7 +730,7 @@ def test_the_nginx_recipe_is_the_one_tests_deployment_runs() -> None:
 def test_the_docs_checked_here_are_the_docs_mkdocs_builds() -> None:
     """Every page of the site's nav is one of the pages this module reads."""
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
-    for name in re.findall(r"([\w/]+\.md)$", nav, flags=re.M):
+    for name in re.findall(r"([\w/-]+\.md)$", nav, flags=re.M):
         assert (DOCS / name) in PAGES, name
 
 

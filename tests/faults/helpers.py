@@ -82,7 +82,9 @@ def server_processes(
 ) -> Iterator[list[ServerProcess]]:
     """Start one server per kind (in parallel) and wait until each answers /health.
     At the end every process still running is terminated, then killed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    # this tree's livepanel, whichever checkout the environment has installed
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("LIVEPANEL_BACKEND_URL", None)
     if backend_url is not None:
         env["LIVEPANEL_BACKEND_URL"] = backend_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 
 from livepanel.backends.base import Backend, Deliver
 from livepanel.backends.memory import MemoryBackend
@@ -12,7 +13,8 @@ __all__ = ["Backend", "Deliver", "MemoryBackend", "backend_from_url"]
 
 
 def backend_from_url(url: str, *, history: int = 1000) -> Backend:
-    """Build a backend from a URL: ``memory://``, ``redis://host:6379/0`` or ``rediss://...``.
+    """Build a backend from a URL: ``memory://``, ``redis://host:6379/0``, ``rediss://...``,
+    ``redis+sentinel://host:26379/mymaster/0`` or ``redis+cluster://host:7000``.
 
     Raises:
         ConfigurationError: an unknown scheme, or the ``redis`` extra is missing.
@@ -26,7 +28,7 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
     scheme = scheme.lower() if separator else ""
     if scheme == "memory":
         return MemoryBackend(history=history)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix") or scheme.partition("+")[2] in ("sentinel", "cluster"):
         try:
             module = importlib.import_module("livepanel.backends.redis")
         except ImportError as exc:  # the redis extra is not installed
@@ -35,6 +37,8 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
             ) from None
         backend: Backend = module.RedisBackend.from_url(url, history=history)
         return backend
+    shown = re.sub(r"//[^/@]*@", "//***@", url)  # never show credentials
     raise ConfigurationError(
-        f"unknown backend URL {url!r}; expected memory:// or redis://host:port/db"
+        f"unknown backend URL {shown!r}; expected memory://, redis://host:port/db, "
+        "redis+sentinel://host:26379/<service> or redis+cluster://host:port"
     )

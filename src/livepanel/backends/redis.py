@@ -51,24 +51,35 @@ import asyncio
 import dataclasses
 import logging
 import random
-import re
 import secrets
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.redis_connect import (
+    RedisClient,
+    RedisTarget,
+    check_deployment,
+    companion_key,
+    make_client,
+    parse_target,
+    redact_url,
+)
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
 
-__all__ = ["DEFAULT_STREAM", "MIN_STREAM_LENGTH", "RedisBackend"]
+__all__ = ["DEFAULT_STREAM", "MIN_STREAM_LENGTH", "RedisBackend", "redact_url"]
 
 logger = logging.getLogger("livepanel")
 
@@ -82,8 +93,6 @@ START = "0-0"
 _WRITE_BATCH = 200  # events per script call
 _READ_COUNT = 1000  # entries per XREAD
 _Position = tuple[int, ...]
-_USERINFO_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 # Both scripts start here: make sure the record names the stream's current incarnation.
 _ENSURE_EPOCH = """
@@ -131,11 +140,14 @@ end
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local retained = 0
-if ARGV[3] ~= '0-0' and #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) > 0 then
-  retained = 1
+local floor = false
+if ARGV[3] ~= '0-0' then
+  if #redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3]) > 0 then retained = 1 end
+  local below = redis.call('XREVRANGE', KEYS[1], ARGV[3], '-', 'COUNT', 1)
+  if below[1] then floor = below[1][1] end
 end
 return {epoch, newest[1] and newest[1][1] or false, oldest[1] and oldest[1][1] or false,
-        redis.call('HGET', KEYS[2], 'base') or false, retained}
+        redis.call('HGET', KEYS[2], 'base') or false, retained, floor}
 """
 )
 
@@ -147,19 +159,23 @@ class _StreamState:
     oldest: str | None
     base: str | None
     last_retained: bool
+    floor: str | None  # the newest entry at or before the caller's last one
 
 
 class RedisBackend(Backend):
     """Events in a Redis stream shared by every worker process and host.
 
     Args:
-        url_or_client: a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL,
-            or a ``redis.asyncio.Redis`` client you manage (it is not closed
-            by :meth:`stop`, and should not retry commands on its own, or an
+        url_or_client: a ``redis://``, ``rediss://`` (TLS), ``unix://``,
+            ``redis+sentinel://`` or ``redis+cluster://`` URL (see
+            :mod:`livepanel.backends.redis_connect`; the default is
+            ``redis://localhost:6379/0``), or a ``redis.asyncio.Redis`` or
+            ``RedisCluster`` client you manage (it is not closed by
+            :meth:`stop`, and should not retry commands on its own, or an
             event may be written twice).
-        stream: the stream's key; the epoch record lives at ``<stream>:epoch``.
-            For Redis Cluster put a hash tag in it (``"{livepanel}:events"``)
-            so both keys land in one slot.
+        stream: the stream's key; the epoch record lives at ``<stream>:epoch``
+            (in a Cluster, at ``{<stream>}:epoch`` unless the stream's name
+            has a hash tag, so that both keys share one hash slot).
         history: how many recent entries the stream keeps for ``since``
             (``MAXLEN ~``: Redis may keep somewhat more, and never fewer than
             ``MIN_STREAM_LENGTH``).
@@ -171,8 +187,19 @@ class RedisBackend(Backend):
         reconnect_delay: the first pause after a failure, in seconds; it
             doubles on each failure in a row, with jitter.
         reconnect_max_delay: the longest pause between two attempts.
-        **redis_options: passed to ``redis.asyncio.Redis.from_url``, e.g.
-            ``ssl_ca_certs``, ``username``, ``password``, ``client_name``.
+        sentinels: Sentinel addresses (``["10.0.0.5:26379", ("10.0.0.6", 26379)]``)
+            instead of a URL, with ``service``.
+        service: the name Sentinel knows the primary by (``"mymaster"``).
+        wait_replicas: confirm an event to :meth:`publish` only once this many
+            replicas have it (``WAIT``), so a failover cannot lose a confirmed
+            event; ``None`` means 1 under Sentinel, 0 otherwise. An event the
+            replicas do not confirm within ``wait_timeout`` is reported as
+            failed (it is in the primary's stream and may still be delivered).
+        wait_timeout: seconds ``WAIT`` may take.
+        **redis_options: redis-py connection options, e.g. ``username``,
+            ``password``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
+            ``ssl_cert_reqs``, ``client_name``; and ``sentinel_username``,
+            ``sentinel_password`` for the sentinels themselves.
 
     Raises:
         ConfigurationError: a malformed URL or an impossible setting.
@@ -181,11 +208,12 @@ class RedisBackend(Backend):
 
         Broadcaster("redis://localhost:6379/0")  # or LIVEPANEL_BACKEND_URL=redis://...
         Broadcaster(RedisBackend("rediss://cache:6380/0", history=5000, ssl_ca_certs="ca.pem"))
+        Broadcaster(RedisBackend(sentinels=["10.0.0.5:26379"], service="mymaster"))
     """
 
     def __init__(
         self,
-        url_or_client: str | aioredis.Redis = "redis://localhost:6379/0",
+        url_or_client: str | RedisClient | None = None,
         *,
         stream: str = DEFAULT_STREAM,
         history: int = 1000,
@@ -193,6 +221,10 @@ class RedisBackend(Backend):
         max_pending: int = 10000,
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
+        sentinels: Iterable[str | tuple[str, int]] | None = None,
+        service: str | None = None,
+        wait_replicas: int | None = None,
+        wait_timeout: float = 1.0,
         **redis_options: Any,
     ) -> None:
         if not isinstance(stream, str) or not stream:
@@ -206,35 +238,53 @@ class RedisBackend(Backend):
             )
         if max_pending < 1:
             raise ConfigurationError("RedisBackend: max_pending must be >= 1")
+        if wait_replicas is not None and (not isinstance(wait_replicas, int) or wait_replicas < 0):
+            raise ConfigurationError("RedisBackend: wait_replicas must be an integer >= 0")
+        if wait_timeout <= 0:
+            raise ConfigurationError("RedisBackend: wait_timeout must be > 0")
         self.stream = stream
-        self.epoch_key = f"{stream}:epoch"
         self.history_size = history
         self.maxlen = max(history, MIN_STREAM_LENGTH)
         self.timeout = timeout
         self.max_pending = max_pending
         self.reconnect_delay = reconnect_delay
         self.reconnect_max_delay = reconnect_max_delay
+        self.wait_timeout = wait_timeout
         self.epoch: str | None = None
         """The epoch this process's reader delivers in (``None`` before start)."""
 
-        if isinstance(url_or_client, str):
-            self._url: str | None = url_or_client
-            self._options = redis_options
-            self.location = redact_url(url_or_client)
-            self._client: aioredis.Redis | None = self._make_client()
+        self._target: RedisTarget | None
+        if url_or_client is None or isinstance(url_or_client, str):
+            self._target = parse_target(
+                url_or_client, sentinels=sentinels, service=service, options=redis_options
+            )
+            self.location = self._target.location
+            self.topology = self._target.topology
+            self._client: RedisClient | None = self._make_client()
             self._owns_client = True
         else:
-            if redis_options:
+            if redis_options or sentinels is not None or service is not None:
                 raise ConfigurationError(
                     "RedisBackend: connection options go with a URL, not with a client"
                 )
-            self._url = None
-            self._options = {}
+            self._target = None
             self._client = url_or_client
             self._owns_client = False
             self.location = _describe_client(url_or_client)
+            self.topology = "cluster" if isinstance(url_or_client, RedisCluster) else "standalone"
+        self.cluster = self.topology == "cluster"
+        """True on Redis Cluster: both keys are named to share one hash slot."""
+        self.epoch_key = companion_key(stream, "epoch", cluster=self.cluster)
+        if wait_replicas is None:
+            wait_replicas = 1 if self.topology == "sentinel" else 0
+        if wait_replicas and self.cluster:
+            raise ConfigurationError(
+                "RedisBackend: wait_replicas is not supported on Redis Cluster; leave it at 0"
+            )
+        self.wait_replicas = wait_replicas
+        self._checked = False
         self._scripts: tuple[Any, Any] | None = None
-        self._scripts_for: aioredis.Redis | None = None
+        self._scripts_for: RedisClient | None = None
 
         self._lock = threading.Lock()
         self._pending: list[Event] = []  # published before start, in order
@@ -260,12 +310,14 @@ class RedisBackend(Backend):
 
     @classmethod
     def from_url(cls, url: str, *, history: int = 1000, **options: Any) -> RedisBackend:
-        """Build a backend from a URL; ``?stream=<key>`` picks the stream.
+        """Build a backend from a URL; ``?stream=<key>`` picks the stream, and
+        ``wait_replicas``, ``wait_timeout``, ``reconnect_delay`` and
+        ``reconnect_max_delay`` in the query set those arguments.
 
         Example: ``redis://:secret@cache:6379/0?stream=clawpanel:events``.
 
         Args:
-            url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py takes it.
+            url: any URL :class:`RedisBackend` takes.
             history: see :class:`RedisBackend`.
             **options: the other keyword arguments of :class:`RedisBackend`.
 
@@ -275,6 +327,21 @@ class RedisBackend(Backend):
         url, stream = _pop_query(url, "stream")
         if stream is not None:
             options.setdefault("stream", stream)
+        numbers: tuple[tuple[str, type[int] | type[float]], ...] = (
+            ("wait_replicas", int),
+            ("wait_timeout", float),
+            ("reconnect_delay", float),
+            ("reconnect_max_delay", float),
+        )
+        for name, kind in numbers:
+            url, value = _pop_query(url, name)
+            if value is not None:
+                try:
+                    options.setdefault(name, kind(value))
+                except ValueError:
+                    raise ConfigurationError(
+                        f"RedisBackend: {name}={value!r} in the URL is not a number"
+                    ) from None
         return cls(url, history=history, **options)
 
     # ------------------------------------------------------------------ lifecycle
@@ -288,6 +355,9 @@ class RedisBackend(Backend):
         Raises:
             BackendUnavailable: Redis cannot be reached; events published in
                 the meantime keep waiting (up to ``max_pending``).
+            ConfigurationError: the deployment cannot work as configured (a
+                ``redis://`` URL naming a Cluster node or a replica, a
+                certificate file that does not exist).
         """
         loop = asyncio.get_running_loop()
         if self._reader is not None and not self._reader.done() and self._loop is loop:
@@ -301,7 +371,14 @@ class RedisBackend(Backend):
         if self._client is None:
             self._client = self._make_client()
         try:
+            if not self._checked:
+                await check_deployment(
+                    self._client, self._target or RedisTarget(self.topology, self.location)
+                )
+                self._checked = True
             state = await self._state()
+        except ConfigurationError:
+            raise
         except Exception as exc:
             raise BackendUnavailable(
                 f"livepanel: cannot reach Redis at {self.location} ({_describe(exc)}); "
@@ -472,6 +549,7 @@ class RedisBackend(Backend):
             if error is not None:
                 self._write_failed(batch, error)
                 failures += 1
+                await self._forget_idle_connections(error)
                 self._writer_paused = True  # until the next attempt; an apublish() cuts it short
                 self._notify(self._idle_waiters)
                 try:
@@ -501,18 +579,32 @@ class RedisBackend(Backend):
 
     async def _append(self, events: list[Event]) -> tuple[str, list[str]]:
         publish_script, _ = self._get_scripts()
-        result = await publish_script(
-            keys=[self.stream, self.epoch_key],
-            args=[_new_epoch(), self.maxlen, FIELD, *(event.to_json() for event in events)],
-        )
+        keys = [self.stream, self.epoch_key]
+        args = [_new_epoch(), self.maxlen, FIELD, *(event.to_json() for event in events)]
+        if not self.wait_replicas:
+            result = await publish_script(keys=keys, args=args)
+            return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
+        # WAIT counts the replicas that have this connection's writes: one pipeline, one socket
+        pipe = self._require_client().pipeline(transaction=False)
+        await publish_script(keys=keys, args=args, client=pipe)  # queued, not run yet
+        pipe.execute_command("WAIT", self.wait_replicas, int(self.wait_timeout * 1000))
+        result, acked = await pipe.execute()
+        if int(acked) < self.wait_replicas:
+            raise _Unreplicated(
+                f"livepanel: Redis at {self.location} stored the event but {acked} of "
+                f"{self.wait_replicas} replica(s) confirmed it within {self.wait_timeout:g} s; "
+                "a failover may lose it, or it may still be delivered"
+            )
         return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
 
     def _write_failed(
         self, batch: list[tuple[Event, asyncio.Future[Event] | None]], exc: Exception
     ) -> None:
         message = (
-            f"livepanel: Redis at {self.location} cannot take the event ({_describe(exc)}); "
-            "try again later"
+            str(exc)
+            if isinstance(exc, _Unreplicated)
+            else f"livepanel: Redis at {self.location} cannot take the event "
+            f"({_describe(exc)}); try again later"
         )
         lost = 0
         for _event, future in batch:
@@ -575,6 +667,8 @@ class RedisBackend(Backend):
                 if epoch != self.epoch:
                     await self._follow_new_epoch()
                     continue
+                if not entries:
+                    await self._check_primary()
                 self._deliver_entries(entries)
             except asyncio.CancelledError:
                 raise
@@ -633,16 +727,18 @@ class RedisBackend(Backend):
             return
         if self._last_id == START or state.last_retained or state.newest is None:
             return  # (a stream that is gone comes back, if ever, with a new epoch)
-        if _position(state.newest) < self._position:
-            # Redis came back from an older snapshot: entry ids may be issued again
+        if state.floor is not None:
+            # entries before ours survive but ours is gone: Redis came back from an older
+            # snapshot, or a replica that lacked the newest entries was promoted; the ids
+            # of what was lost may be issued again
             state = await self._state(retire=state.epoch)
             logger.warning(
                 "livepanel: Redis stream %s went back from %s to %s; starting a new epoch",
                 self.stream,
                 self._last_id,
-                state.newest,
+                state.floor,
             )
-            self._adopt(state, position=state.newest)
+            self._adopt(state, position=state.floor or state.newest or START)
         elif state.oldest is not None and _position(state.oldest) > self._position:
             logger.warning(
                 "livepanel: entries of %s after %s were trimmed before this process read them; "
@@ -662,6 +758,10 @@ class RedisBackend(Backend):
         self.epoch = state.epoch
         if position is not None:
             self._move_to(position)
+        elif state.floor is not None and not state.last_retained:
+            # the same stream, rolled back (a failover lost its newest entries): what
+            # follows the newest surviving entry before ours is new to this reader
+            self._move_to(state.floor)
         elif not state.last_retained:
             # a new incarnation: read it from its start, or from where this epoch took over
             self._move_to(state.base or START)
@@ -744,26 +844,46 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ helpers
 
-    def _make_client(self) -> aioredis.Redis:
-        assert self._url is not None
-        options: dict[str, Any] = {
+    def _make_client(self) -> RedisClient:
+        assert self._target is not None
+        defaults: dict[str, Any] = {
             "socket_timeout": self.timeout,
             "socket_connect_timeout": self.timeout,
-            "retry": Retry(
-                NoBackoff(), 0
-            ),  # livepanel retries itself; a blind retry could XADD twice
+            # livepanel retries itself; a blind retry could XADD twice
+            "retry": Retry(NoBackoff(), 0),
             "client_name": "livepanel",
         }
-        options.update(self._options)
-        try:
-            return aioredis.Redis.from_url(self._url, **options)
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(
-                f"RedisBackend: cannot use {self.location!r}: {exc}; expected "
-                "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
-            ) from None
+        return make_client(self._target, defaults)
 
-    def _require_client(self) -> aioredis.Redis:
+    async def _check_primary(self) -> None:
+        """Under Sentinel, after a quiet read: a failover leaves this reader on the old
+        primary, which stays up and silent until Sentinel demotes it; move now."""
+        pool = getattr(self._client, "connection_pool", None)
+        if self.topology != "sentinel" or not isinstance(pool, SentinelConnectionPool):
+            return
+        known = pool.master_address
+        try:
+            current = await pool.get_master_address()  # type: ignore[no-untyped-call]
+        except RedisError:  # no sentinel answers: keep reading from the primary we have
+            return
+        if known is not None and current != known:
+            raise RedisConnectionError(f"Sentinel moved the primary to {current[0]}:{current[1]}")
+
+    async def _forget_idle_connections(self, error: Exception) -> None:
+        """After a lost connection or an unconfirmed write, the pool's idle connections lead
+        to a server that is gone or no longer the primary: open new ones (Sentinel asks
+        again where the primary is)."""
+        if not isinstance(error, (RedisError, OSError, _Unreplicated)):
+            return
+        pool = getattr(self._client, "connection_pool", None)
+        if pool is None:
+            return
+        try:
+            await pool.disconnect(inuse_connections=False)
+        except Exception:  # closing sockets that are already gone
+            pass
+
+    def _require_client(self) -> RedisClient:
         if self._client is None:
             raise BackendUnavailable("livepanel: the Redis backend is stopped")
         return self._client
@@ -783,18 +903,20 @@ class RedisBackend(Backend):
         result = await state_script(
             keys=[self.stream, self.epoch_key], args=[_new_epoch(), retire, self._last_id]
         )
-        epoch, newest, oldest, base, retained = result
+        epoch, newest, oldest, base, retained, floor = result
         return _StreamState(
             epoch=_text(epoch),
             newest=None if newest is None else _text(newest),
             oldest=None if oldest is None else _text(oldest),
             base=None if base is None else _text(base),
             last_retained=bool(retained),
+            floor=None if floor is None else _text(floor),
         )
 
     def _block_ms(self) -> int:
         """How long one XREAD waits: well inside the socket timeout, so a stall is noticed."""
-        return max(50, min(2000, int(self.timeout * 400)))
+        longest = 1000 if self.topology == "sentinel" else 2000  # see _check_primary()
+        return max(50, min(longest, int(self.timeout * 400)))
 
     def _backoff(self, failures: int) -> float:
         delay = min(self.reconnect_max_delay, self.reconnect_delay * 2.0 ** min(failures - 1, 30))
@@ -811,6 +933,10 @@ class RedisBackend(Backend):
 # ---------------------------------------------------------------------- module helpers
 
 
+class _Unreplicated(Exception):
+    """Written to the primary, but not confirmed by ``wait_replicas`` replicas in time."""
+
+
 async def _finish(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and wait for it; cancel again if a cancellation was swallowed
     (``asyncio.wait_for`` can lose one on Python < 3.12)."""
@@ -821,12 +947,6 @@ async def _finish(task: asyncio.Task[None]) -> None:
         await asyncio.wait({task}, timeout=0.1)
     if task.done() and not task.cancelled() and task.exception() is not None:
         logger.warning("livepanel: a Redis backend task ended with %r", task.exception())
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ``***``."""
-    url = _USERINFO_PASSWORD.sub(r"\1***@", url)
-    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def _pop_query(url: str, name: str) -> tuple[str, str | None]:
