@@ -152,23 +152,59 @@ def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: 
 class TypeFilter:
     """Which event types a connection wants, as shell-style globs (``"session.*"``).
 
+    ``*`` stands for any run of characters (none included), ``?`` for one
+    character, anything else for itself. Matching takes time linear in the
+    type's length whatever the globs (a bit-parallel automaton, never a
+    backtracking regex), so no subscription can stall the server.
+
     Example::
 
         >>> TypeFilter(["session.*"]).matches("session.created")
         True
+        >>> TypeFilter(["*?" * 11 + "Z"]).matches("a" * 31)
+        False
     """
 
-    __slots__ = ("_cache", "_pattern", "everything", "globs")
+    __slots__ = (
+        "_accept",
+        "_any",
+        "_cache",
+        "_classes",
+        "_exact",
+        "_stars",
+        "_start",
+        "everything",
+        "globs",
+    )
 
     def __init__(self, globs: Iterable[str] = ("*",)) -> None:
         self.globs = tuple(globs)
         self.everything = "*" in self.globs
         self._cache: dict[str, bool] = {}
-        if self.everything or not self.globs:
-            self._pattern: re.Pattern[str] | None = None
-        else:
-            parts = (re.escape(g).replace(r"\*", ".*").replace(r"\?", ".") for g in self.globs)
-            self._pattern = re.compile("(?:" + "|".join(parts) + r")\Z")
+        self._exact = frozenset(g for g in self.globs if "*" not in g and "?" not in g)
+        # One automaton for every glob with a wildcard: bit j of a glob's range means "its
+        # first j tokens are matched"; the bit after its last token is its accepting bit.
+        self._classes: dict[str, int] = {}  # character -> bits of tokens it satisfies
+        self._any = 0  # bits of "?" tokens (satisfied by every character)
+        self._stars = 0  # bits of "*" tokens (a loop on any character, or skipped)
+        self._start = 0
+        self._accept = 0
+        bit = 0
+        for glob in self.globs:
+            if glob in self._exact:
+                continue
+            tokens = re.sub(r"\*+", "*", glob)  # a run of stars is one star
+            self._start |= 1 << bit
+            for token in tokens:
+                if token == "*":
+                    self._stars |= 1 << bit
+                elif token == "?":
+                    self._any |= 1 << bit
+                else:
+                    self._classes[token] = self._classes.get(token, 0) | 1 << bit
+                bit += 1
+            self._accept |= 1 << bit
+            bit += 1
 
     def matches(self, kind: str) -> bool:
         """Whether events of type ``kind`` pass the filter."""
@@ -176,10 +212,24 @@ class TypeFilter:
             return True
         hit = self._cache.get(kind)
         if hit is None:
-            hit = self._pattern is not None and self._pattern.match(kind) is not None
+            hit = kind in self._exact or self._run(kind)
             if len(self._cache) < 1024:  # bounded: types come from a registry, not from clients
                 self._cache[kind] = hit
         return hit
+
+    def _run(self, kind: str) -> bool:
+        """Feed ``kind`` through the automaton: a handful of integer operations per character."""
+        state = self._start
+        if not state:
+            return False
+        stars, any_char, classes = self._stars, self._any, self._classes
+        state |= (state & stars) << 1  # a star may match nothing (runs are collapsed: one step)
+        for char in kind:
+            state = ((state & (classes.get(char, 0) | any_char)) << 1) | (state & stars)
+            if not state:
+                return False
+            state |= (state & stars) << 1
+        return bool(state & self._accept)
 
     def __repr__(self) -> str:
         return f"TypeFilter({list(self.globs)!r})"
