@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -113,7 +114,8 @@ def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = Non
     """
     stamp = format_timestamp(now or datetime.now(timezone.utc))
     # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
-    return json.dumps({"type": kind, "timestamp": stamp, "payload": payload}, separators=(",", ":"))
+    frame = {"type": kind, "timestamp": stamp, "payload": payload}
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
 
 
 def error_frame(code: str, message: str) -> str:
@@ -433,7 +435,9 @@ class ClientProtocol:
         if not self._take_token():
             return self._rate_limited()
         try:
-            message = json.loads(text, parse_constant=_refuse_constant)
+            message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except _NonFinite:
+            return [_invalid("numbers must be finite (1e999 is not)")]
         except ValueError:
             return [Reply(error_frame("invalid_json", "the message is not valid JSON"))]
         except RecursionError:
@@ -492,6 +496,17 @@ class ClientProtocol:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class _NonFinite(ValueError):
+    """Well-formed JSON whose number overflows a float (``1e999``): nothing to echo back."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NonFinite(text[:32])
+    return value
 
 
 def _invalid(message: str) -> Reply:

@@ -717,3 +717,11 @@ def test_a_pathological_glob_is_matched_in_linear_time() -> None:
     per_type = (time.perf_counter() - started) / 100
     assert per_type < 0.005, f"{per_type * 1e6:.0f} µs per type"
     assert TypeFilter(["*?" * 11 + "Z"]).matches("a" * 30 + "Z")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400", "[1e999]"])
+def test_a_number_that_overflows_is_an_invalid_message_never_a_pong(number: str) -> None:
+    """1e999 is well-formed JSON but no finite number: invalid_message, never a pong carrying
+    Infinity (which a strict JSON parser cannot read)."""
+    text = '{"type": "ping", "payload": {"x": ' + number + "}}"
+    assert error_code(ClientProtocol().receive_text(text)) == "invalid_message"
