@@ -82,3 +82,52 @@ def test_attack_a_ping_with_1e999_is_an_invalid_message_never_a_pong_with_infini
             expect_error(ws, "invalid_message")
         ws.send(json.dumps({"type": "ping", "payload": {"n": 1e308}}))
         assert expect_frame(ws, "pong")["payload"] == {"n": 1e308}
+
+
+LEAKS = {
+    "sk": "sk-proj-" + "Ab3" * 10,
+    "ghp": "ghp_" + "x9Y" * 12,
+    "pat": "github_pat_" + "11ABCDEFG0" * 3,
+    "slack": "xoxp-1234567890-0987654321-" + "a1" * 8,
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6y",
+    "bearer": "c2VjcmV0LWJlYXJlcg",
+    "url": "hunter2-url-password",
+}
+
+
+def test_attack_token_shaped_values_in_command_output_never_reach_a_dashboard(
+    serve: Serve,
+) -> None:
+    """A cron job that echoes its environment: every token shape in command, stdout and stderr
+    arrives as [redacted], on each server; the rest of the text arrives intact."""
+    broadcaster = Broadcaster()
+    server = serve(LivePanelApp(broadcaster, auth=admin_only()))
+    command = (
+        f"curl -H 'Authorization: Bearer {LEAKS['bearer']}' "
+        f"https://deploy:{LEAKS['url']}@git.example.com/repo.git"
+    )
+    shaped = [name for name in LEAKS if name not in ("bearer", "url")]  # shaped on their own
+    stdout = "\n".join(f"{name.upper()}_VALUE={LEAKS[name]}" for name in shaped)
+    with open_ws(server) as ws:
+        expect_welcome(ws)
+        broadcaster.publish(
+            "cron.executed",
+            {
+                "jobId": "env",
+                "command": command,
+                "exitCode": 0,
+                "durationMs": 5,
+                "stdout": stdout,
+                "stderr": f"warning: token {LEAKS['sk']} is deprecated",
+            },
+        )
+        text = ws.recv(timeout=5)
+    assert isinstance(text, str)
+    for name, value in LEAKS.items():
+        assert value not in text, name
+    payload = json.loads(text)["payload"]
+    assert payload["command"].startswith("curl -H 'Authorization: Bearer [redacted]' https://")
+    assert "deploy:[redacted]@git.example.com" in payload["command"]
+    assert payload["stderr"] == "warning: token [redacted] is deprecated"
+    assert "AWS_VALUE=[redacted]" in payload["stdout"]
