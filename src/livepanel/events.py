@@ -20,6 +20,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 __all__ = [
     "REDACTED",
+    "RESERVED_TYPES",
     "SECRET_KEY_WORDS",
     "SECRET_PATTERNS",
     "STREAM_OUTPUT_LIMIT",
@@ -96,6 +97,8 @@ A group named ``secret`` marks the part replaced; without it the whole match is.
 """
 STREAM_OUTPUT_LIMIT = 65536
 """Most UTF-8 bytes kept of ``stdout`` / ``stderr``, truncation marker included."""
+RESERVED_TYPES = frozenset({"welcome", "ping", "pong", "error", "state"})
+"""The wire protocol's own frame types, never event types: ``event_type("welcome")`` raises."""
 
 _OUTPUT_KEYS = frozenset({"stdout", "stderr"})
 _TYPE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
@@ -291,11 +294,14 @@ def event_type(name: str) -> Callable[[type[T]], type[T]]:
         broadcast_event(DeployFinished(service="api", duration_ms=840))
 
     Raises:
-        ValueError: ``name`` is not dotted words, or is already registered to
-            another class.
+        ValueError: ``name`` is not dotted words, is one of the protocol's own
+            frame types (``welcome``, ``ping``, ``pong``, ``error``, ``state``), or is
+            already registered to another class.
     """
     if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name) or len(name) > 128:
         raise ValueError(f"event type names are dotted words like 'deploy.finished', not {name!r}")
+    if name in RESERVED_TYPES:
+        raise ValueError(f"{name!r} is a frame type of the wire protocol; pick another name")
 
     def register(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):

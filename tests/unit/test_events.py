@@ -1008,3 +1008,10 @@ def test_add_secret_pattern_redacts_a_new_shape(monkeypatch: pytest.MonkeyPatch)
         add_secret_pattern(r"x*")
     with pytest.raises(ValueError, match="not a regular expression"):
         add_secret_pattern(r"(unclosed")
+
+
+@pytest.mark.parametrize("name", ["welcome", "ping", "pong", "error", "state"])
+def test_the_protocols_own_frame_types_cannot_be_registered(name: str) -> None:
+    """An event type named like a server frame could forge one: refused at registration."""
+    with pytest.raises(ValueError, match="frame type"):
+        event_type(name)
