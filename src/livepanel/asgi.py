@@ -31,6 +31,7 @@ from asgiref.typing import (
 from livepanel.auth import Authenticator, credentials_presented, parse_basic_authorization
 from livepanel.broadcaster import Broadcaster, Subscriber, get_broadcaster, resume
 from livepanel.errors import BackendUnavailable, ConfigurationError
+from livepanel.logging_filters import mark_handshake_refused
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
     CLOSE_GOING_AWAY,
@@ -393,6 +394,7 @@ class LivePanelApp:
     async def _deny(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
         self._log_denial(scope, denial)
         if _HTTP_EXTENSION in (scope.get("extensions") or {}):
+            mark_handshake_refused()  # for quiet_refused_handshakes() (uvicorn's sansio)
             body, headers = self._denial_body(denial)
             await send(
                 {
