@@ -6,7 +6,9 @@ resume across the poison works."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +38,16 @@ STAMP = "2026-02-21T10:00:00.000Z"
 class AttackConfig:
     service: str
     settings: dict[str, Any]
+
+
+@pytest.fixture
+def redis_broadcaster(redis_url: str) -> Iterator[Broadcaster]:
+    """A broadcaster on a private Redis, stopped on the server's loop after the test."""
+    broadcaster = Broadcaster(redis_url)
+    yield broadcaster
+    loop = broadcaster._loop
+    if loop is not None and loop.is_running():
+        asyncio.run_coroutine_threadsafe(broadcaster.close(), loop).result(10)
 
 
 def entry(kind: str, payload: Any, **extra: Any) -> str:
@@ -69,11 +81,11 @@ REJECTED: list[tuple[str, str | bytes]] = [
 
 
 def test_attack_poisoned_redis_entries_reach_no_dashboard(
-    serve: Serve, redis_url: str, server_logs: LogCapture
+    serve: Serve, redis_url: str, redis_broadcaster: Broadcaster, server_logs: LogCapture
 ) -> None:
     """Two live dashboards and a resume across the poison: every bad entry is skipped, counted
     and logged once; the valid ones arrive redacted and cut; nobody is closed."""
-    broadcaster = Broadcaster(redis_url)
+    broadcaster = redis_broadcaster
     server = serve(LivePanelApp(broadcaster, auth=admin_only(), heartbeat_interval=5))
     with open_ws(server) as first, open_ws(server, "batch=1") as second:
         expect_welcome(first)
@@ -149,11 +161,11 @@ def _assert_safe(frames: list[dict[str, Any]]) -> None:
 
 
 def test_attack_an_out_of_range_since_is_unknown_not_a_redis_failure(
-    serve: Serve, redis_url: str, server_logs: LogCapture
+    serve: Serve, redis_broadcaster: Broadcaster, server_logs: LogCapture
 ) -> None:
     """A since whose entry id no stream can hold (beyond 64 bits) is answered
     resume_unavailable like any unknown id, and logs no Redis failure."""
-    broadcaster = Broadcaster(redis_url)
+    broadcaster = redis_broadcaster
     server = serve(LivePanelApp(broadcaster, auth=admin_only()))
     with open_ws(server) as ws:
         epoch = expect_welcome(ws)["lastEventId"].split(":")[0]
