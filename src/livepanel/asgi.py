@@ -143,11 +143,15 @@ class LivePanelApp:
         max_connections_per_user: connections one user holds at most (429 beyond).
         client_rate: client messages per second per connection (token bucket).
         client_burst: the bucket's size.
-        auth_failure_limit: refused authentications from one client address
+        auth_failure_limit: refused credentials from one client address
             (``scope["client"]``) within ``auth_failure_window`` seconds that
             lock the address out: it is answered 429 with ``Retry-After`` for
-            ``auth_lockout`` seconds, before its credentials are read. ``None``
-            turns the throttle off.
+            ``auth_lockout`` seconds, before its credentials are read. Only
+            credentials presented and refused count (see
+            :func:`~livepanel.auth.credentials_presented`), and guesses still
+            being checked count too. ``None`` turns the throttle off; set
+            ``app.auth_throttle`` to an :class:`~livepanel.throttle.AuthThrottle`
+            of your own for the per-user-name budget or the memory bound.
         auth_failure_window: seconds over which refusals add up.
         auth_lockout: seconds a locked-out address waits.
         shutdown_signals: signals on which every connection is closed with

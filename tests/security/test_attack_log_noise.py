@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 
 from livepanel import Broadcaster, LivePanelApp
-from livepanel.logging_filters import REFUSED_HANDSHAKE_MESSAGE, quiet_refused_handshakes
+from livepanel.logging_filters import (
+    REFUSED_HANDSHAKE_MESSAGE,
+    RefusedHandshakeFilter,
+    quiet_refused_handshakes,
+)
 from tests.conftest import LogCapture
 from tests.integration.helpers import (
     AUTH,
@@ -33,6 +37,18 @@ def quiet() -> Iterator[None]:
     installed = quiet_refused_handshakes()
     yield
     logging.getLogger("uvicorn.error").removeFilter(installed)
+
+
+@pytest.fixture
+def unfiltered() -> Iterator[None]:
+    """No RefusedHandshakeFilter on uvicorn.error (the docs' examples install one), restored."""
+    logger = logging.getLogger("uvicorn.error")
+    removed = [f for f in logger.filters if isinstance(f, RefusedHandshakeFilter)]
+    for installed in removed:
+        logger.removeFilter(installed)
+    yield
+    for installed in removed:
+        logger.addFilter(installed)
 
 
 @pytest.fixture
@@ -86,7 +102,7 @@ def test_the_mitigation_still_logs_an_app_that_really_leaves_a_handshake_unanswe
 
 
 def test_uvicorn_sansio_still_logs_an_error_per_refused_handshake(
-    sansio: RunningServer, server_logs: LogCapture
+    unfiltered: None, sansio: RunningServer, server_logs: LogCapture
 ) -> None:
     """Without the mitigation this uvicorn logs the spurious ERROR (uvicorn PR #3138). When
     this test fails, the uvicorn in use has the fix: the mitigation can go (docs/deployment.md)."""

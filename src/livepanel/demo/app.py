@@ -295,9 +295,13 @@ async def _read_json(receive: ASGIReceiveCallable) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except ValueError:
+        return json.loads(body, parse_constant=_not_json)  # no NaN or Infinity
+    except (ValueError, RecursionError):
         return None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def _json(
