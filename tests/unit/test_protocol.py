@@ -707,6 +707,32 @@ def test_type_filter_agrees_with_fnmatch(globs: list[str], kind: str) -> None:
     assert TypeFilter(globs).matches(kind) is expected
 
 
+ALLOWED = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "_.-"
+
+
+@st.composite
+def glob_and_kind(draw: st.DrawFn) -> tuple[str, str]:
+    """A type over the whole allowed alphabet, and a glob made from it by turning some
+    characters into ? and some runs into * (a hit), or any glob (mostly a miss)."""
+    kind = draw(st.text(ALLOWED, max_size=20))
+    if draw(st.booleans()):
+        return draw(st.text(ALLOWED + "*?", min_size=1, max_size=20)), kind
+    glob, i = "", 0
+    while i < len(kind):
+        step = draw(st.integers(0, 3))
+        glob += "*" if step == 0 else "?" if step == 1 else kind[i]
+        i += draw(st.integers(0, 3)) if step == 0 else 1
+    return (glob or "*") + draw(st.sampled_from(["", "*", "?"])), kind
+
+
+@given(glob_and_kind())
+@settings(max_examples=500, deadline=None)
+def test_type_filter_agrees_with_fnmatch_on_the_whole_alphabet(case: tuple[str, str]) -> None:
+    """Letters, digits, '.', '_', '-' and both wildcards, as subscribe allows them."""
+    glob, kind = case
+    assert TypeFilter([glob]).matches(kind) is fnmatch.fnmatchcase(kind, glob)
+
+
 def test_a_pathological_glob_is_matched_in_linear_time() -> None:
     """The glob that froze the backtracking regex ("*?" * 11 + "Z") costs microseconds per type,
     even 32 of the longest such globs against a 128-character type."""
