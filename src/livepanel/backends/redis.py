@@ -86,7 +86,10 @@ DEFAULT_STREAM = "livepanel:events"
 MIN_STREAM_LENGTH = 100
 """The stream keeps at least this many entries whatever ``history`` is: readers need slack."""
 MAX_ENTRY_SIZE = 4 * 1024 * 1024
-"""Stream entries larger than this many bytes are skipped (and counted), never parsed."""
+"""Stream entries larger than this many bytes are skipped (and counted), never parsed.
+
+``publish`` does not refuse a larger event (it cuts only ``stdout``/``stderr``): keep
+payloads well below this."""
 
 FIELD = "event"
 START = "0-0"
@@ -957,7 +960,9 @@ def decode_entry(fields: Any) -> Event:
     registered type that is not one of the server's own frames
     (:data:`livepanel.events.RESERVED_TYPES`); and a payload validated, redacted and cut by
     :func:`livepanel.events.prepare_payload` (the same check is harmless for
-    entries livepanel wrote itself).
+    entries livepanel wrote itself). A type is registered per process: every
+    process reading the stream must import the payload classes of every type
+    published to it.
 
     Raises:
         RejectedEntry: the entry is none of that.
