@@ -28,6 +28,7 @@ import asyncio
 import base64
 import concurrent.futures
 import contextlib
+import dataclasses
 import gc
 import importlib.metadata
 import importlib.util
@@ -72,6 +73,7 @@ class Spec:
     needs: tuple[str, ...] = ()  # importable modules (and "redis-server")
     extra: bool = False  # only with --targets: what each ASGI server costs by itself
     events_scale: float = 1.0  # the slowest peers broadcast fewer events, to bound the run
+    src: Path | None = None  # another livepanel source tree (--compare), else --src
 
     def missing(self) -> list[str]:
         absent = [m for m in self.needs if m != "redis-server" and not _importable(m)]
@@ -615,7 +617,7 @@ def _run_target_once(
         BENCH_CONTROL_PORT=str(control_port),
         BENCH_SERVER=spec.server or "",
         PYTHONUNBUFFERED="1",
-        PYTHONPATH=os.pathsep.join([str(options.src), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(spec.src or options.src), env.get("PYTHONPATH", "")]),
     )
     if spec.redis:
         env["BENCH_BACKEND"] = f"{options.redis_url}?stream=bench:{uuid.uuid4().hex[:8]}"
@@ -817,6 +819,12 @@ def main() -> int:
         default=HERE.parent / "src",
         help="the livepanel source tree the targets import (to compare two versions)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="another livepanel source tree (e.g. a worktree of main): its livepanel targets "
+        "run in the same matrix as '<name>@before', for before/after tables in one run",
+    )
     options = parser.parse_args()
 
     if options.report:
@@ -851,6 +859,19 @@ def main() -> int:
 
     require = os.environ.get("LIVEPANEL_REQUIRE_BENCH") == "1"
     specs = [SPECS[n] for n in names]
+    if options.compare:
+        before = [
+            dataclasses.replace(
+                s,
+                name=f"{s.name}@before",
+                label=f"{s.label} (before)",
+                src=options.compare.resolve(),
+            )
+            for s in specs
+            if s.name.startswith("livepanel")
+        ]
+        SPECS.update((s.name, s) for s in before)  # the table and the summary look names up
+        specs = [*specs, *before]
     missing = {s.name: s.missing() for s in specs if s.missing()}
     for name, absent in missing.items():
         print(f"{name}: not installed ({', '.join(absent)})", file=sys.stderr)

@@ -30,10 +30,11 @@ from asgiref.typing import (
     WWWScope,
 )
 
-from livepanel.auth import Authenticator, parse_basic_authorization
+from livepanel.auth import Authenticator, credentials_presented, parse_basic_authorization
 from livepanel.broadcaster import Broadcaster, get_broadcaster
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
+from livepanel.logging_filters import mark_handshake_refused
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import (
     CLOSE_GOING_AWAY,
@@ -51,7 +52,7 @@ from livepanel.protocol import (
     welcome_frame,
 )
 from livepanel.shutdown import SignalWatch
-from livepanel.throttle import AuthThrottle, client_address
+from livepanel.throttle import AuthThrottle, RefusalLog, client_address
 
 __all__ = ["Authorize", "LivePanelApp", "LivePanelMiddleware"]
 
@@ -95,6 +96,9 @@ _SHUTTING_DOWN = _Denial(
     "shutting_down",
     "the server is shutting down; reconnect, with since, to resume",
     ((b"retry-after", b"1"),),
+)
+_CROSS_SITE = _Denial(
+    403, "origin_not_allowed", "a cross-site request that is not a WebSocket handshake"
 )
 _DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -150,11 +154,15 @@ class LivePanelApp:
         max_connections_per_user: connections one user holds at most (429 beyond).
         client_rate: client messages per second per connection (token bucket).
         client_burst: the bucket's size.
-        auth_failure_limit: refused authentications from one client address
+        auth_failure_limit: refused credentials from one client address
             (``scope["client"]``) within ``auth_failure_window`` seconds that
             lock the address out: it is answered 429 with ``Retry-After`` for
-            ``auth_lockout`` seconds, before its credentials are read. ``None``
-            turns the throttle off.
+            ``auth_lockout`` seconds, before its credentials are read. Only
+            credentials presented and refused count (see
+            :func:`~livepanel.auth.credentials_presented`), and guesses still
+            being checked count too. ``None`` turns the throttle off; set
+            ``app.auth_throttle`` to an :class:`~livepanel.throttle.AuthThrottle`
+            of your own for the per-user-name budget or the memory bound.
         auth_failure_window: seconds over which refusals add up.
         auth_lockout: seconds a locked-out address waits.
         shutdown_signals: signals on which every connection is closed with
@@ -226,6 +234,7 @@ class LivePanelApp:
         self.client_burst = client_burst
         self.shutdown_signals = tuple(shutdown_signals)
         self._signals = SignalWatch(self, self.shutdown_signals)
+        self.refusal_log = RefusalLog()
         self._connections = 0
         self._per_user: dict[str, int] = {}
         self._live: set[Connection] = set()  # this app's open connections, for shutdown()
@@ -265,34 +274,66 @@ class LivePanelApp:
         """
         if self.require_tls and scope.get("scheme") not in ("wss", "https"):
             return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
+        if _header(scope, b"sec-fetch-site") == "cross-site" and (
+            _header(scope, b"sec-fetch-mode") != "websocket"
+        ):
+            # a no-cors fetch from any page carries no Origin: refuse it before the throttle
+            return _CROSS_SITE, None, ""
         origin, one_origin = _single_header(scope, b"origin")
         host, one_host = _single_header(scope, b"host")
         if not (one_origin and one_host) or not self.origin_policy.allows(origin, host):
             return _Denial(403, "origin_not_allowed", "this origin may not connect"), None, ""
+        if (
+            self.require_tls
+            and origin is not None
+            and origin != "null"
+            and self.origin_policy.same_origin
+            and not origin.lower().startswith("https://")
+        ):
+            return _Denial(403, "origin_not_allowed", "connect from an https:// page"), None, ""
         principal: Any = None
         if self.auth is not None:
-            throttle, address = self.auth_throttle, ""
+            throttle, address, claimed_user, counted = self.auth_throttle, "", None, False
             if throttle is not None:
                 # a locked-out address learns nothing: its credentials are not even read
                 address = client_address(scope.get("client"))
-                wait = throttle.retry_after(address)
+                counted = credentials_presented(self.auth, scope)
+                claimed = parse_basic_authorization(_header(scope, b"authorization"))
+                claimed_user = claimed[0] if claimed else None
+                # only presented credentials count: a request without any is not a guess
+                wait = (
+                    throttle.attempt(address, claimed_user)
+                    if counted
+                    else throttle.retry_after(address)
+                )
                 if wait is not None:
                     return _locked_out(wait), None, ""
+            answered = False  # a cancelled check counts as no guess
             try:
                 principal = await self.auth(scope)
-            except Exception:
-                logger.exception("livepanel: the authenticator raised; refusing the connection")
+                answered = True
+            except Exception as exc:
+                # the type only: a message or traceback may carry what the client sent
+                logger.error(
+                    "livepanel: the authenticator raised %s; refusing %s with 401",
+                    type(exc).__name__,
+                    _client(scope),
+                )
                 principal = None
+                answered = True
+            finally:
+                if throttle is not None and counted:
+                    refused = answered and not principal
+                    if throttle.finished(address, claimed_user, refused=refused):
+                        logger.warning(
+                            "livepanel: %s refused with 429 for %g s after %d failed "
+                            "authentications within %g s",
+                            _client(scope),
+                            throttle.lockout,
+                            throttle.limit,
+                            throttle.window,
+                        )
             if not principal:
-                if throttle is not None and throttle.failed(address):
-                    logger.warning(
-                        "livepanel: %s refused with 429 for %g s after %d failed "
-                        "authentications within %g s",
-                        _client(scope),
-                        throttle.lockout,
-                        throttle.limit,
-                        throttle.window,
-                    )
                 headers: tuple[tuple[bytes, bytes], ...] = ()
                 challenge = getattr(self.auth, "challenge", None)
                 if isinstance(challenge, str):
@@ -371,17 +412,27 @@ class LivePanelApp:
         ]
         return body, headers
 
-    @staticmethod
-    def _log_denial(scope: WWWScope, denial: _Denial) -> None:
+    def _log_denial(self, scope: WWWScope, denial: _Denial) -> None:
         if not denial.logged:
             return
+        # one line per address and interval: a prober cannot fill the logs
+        earlier = self.refusal_log.note(client_address(scope.get("client")))
+        if earlier is None:
+            return
         logger.info(
-            "livepanel: refused %s with %d (%s)", _client(scope), denial.status, denial.code
+            "livepanel: refused %s with %d (%s)%s",
+            _client(scope),
+            denial.status,
+            denial.code,
+            f"; {earlier} more refusal(s) from this address not logged since the last line"
+            if earlier
+            else "",
         )
 
     async def _deny(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
         self._log_denial(scope, denial)
         if _HTTP_EXTENSION in (scope.get("extensions") or {}):
+            mark_handshake_refused()  # for quiet_refused_handshakes() (uvicorn's sansio)
             body, headers = self._denial_body(denial)
             await send(
                 {

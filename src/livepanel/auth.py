@@ -18,7 +18,7 @@ from asgiref.typing import WWWScope
 
 from livepanel.errors import ConfigurationError
 
-__all__ = ["Authenticator", "BasicAuth", "parse_basic_authorization"]
+__all__ = ["Authenticator", "BasicAuth", "credentials_presented", "parse_basic_authorization"]
 
 Verifier = Callable[[str, str], Any | Awaitable[Any]]
 
@@ -38,6 +38,29 @@ class Authenticator(Protocol):
     """
 
     async def __call__(self, scope: WWWScope) -> Any: ...
+
+
+def credentials_presented(auth: Any, scope: WWWScope) -> bool:
+    """Whether a handshake carries credentials for ``auth`` to check: only those count as
+    failed logins when refused.
+
+    An authenticator says so with a ``credentials_presented(scope)`` method of
+    its own (:class:`BasicAuth` has one: an ``Authorization`` header); for one
+    without, an ``Authorization`` or a ``Cookie`` header counts as credentials.
+    A request without any (a browser's no-cors ``fetch`` from another site) is
+    refused with 401 but cannot lock anyone out.
+
+    Example::
+
+        >>> credentials_presented(None, {"headers": [(b"cookie", b"session=1")]})
+        True
+        >>> credentials_presented(None, {"headers": [(b"accept", b"*/*")]})
+        False
+    """
+    own = getattr(auth, "credentials_presented", None)
+    if callable(own):
+        return bool(own(scope))
+    return any(key.lower() in (b"authorization", b"cookie") for key, _ in scope["headers"])
 
 
 def parse_basic_authorization(value: bytes | str | None) -> tuple[str, str] | None:
@@ -132,6 +155,16 @@ class BasicAuth:
             return user_ok & password_ok
 
         return cls(verify)
+
+    def credentials_presented(self, scope: WWWScope) -> bool:
+        """Whether the handshake carries an ``Authorization`` header (well-formed or not).
+
+        Example::
+
+            >>> BasicAuth(lambda u, p: True).credentials_presented({"headers": []})
+            False
+        """
+        return bool(_header(scope, b"authorization"))
 
     @property
     def challenge(self) -> str:

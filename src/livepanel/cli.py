@@ -16,6 +16,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from livepanel.__about__ import __version__
 from livepanel.events import Event, format_timestamp
 
-__all__ = ["main", "summarize"]
+__all__ = ["main", "printable", "summarize"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -34,6 +35,9 @@ EXIT_INTERRUPTED = 130
 
 _VALUE_WIDTH = 40
 _SUMMARY_WIDTH = 160
+# what a terminal may act on (C0, DEL, C1: escape sequences, bells, carriage returns) and
+# lone surrogates, which no terminal encoding can write
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,19 +202,21 @@ async def _tail(client: Any, *, as_json: bool, out: TextIO) -> int:
             while True:
                 try:
                     async for event in client:
-                        out.write((event.to_json() if as_json else _line(event)) + "\n")
+                        text = event.to_json() if as_json else _line(event)
+                        out.write(printable(text) + "\n")
                         out.flush()
                     return EXIT_OK
                 except ResumeUnavailable as exc:
                     print(
-                        f"livepanel tail: events were missed ({exc}); continuing live",
+                        f"livepanel tail: events were missed ({printable(str(exc))}); "
+                        "continuing live",
                         file=sys.stderr,
                     )
     except (AuthenticationError, PermissionDenied) as exc:
-        print(f"livepanel tail: {exc}", file=sys.stderr)
+        print(f"livepanel tail: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except (HandshakeRejected, ConnectionFailed) as exc:
-        print(f"livepanel tail: {exc}", file=sys.stderr)
+        print(f"livepanel tail: {printable(str(exc))}", file=sys.stderr)
         return EXIT_FAILURE
 
 
@@ -228,6 +234,20 @@ def _stderr_logging() -> logging.Handler:
 
 def _line(event: Event) -> str:
     return f"{format_timestamp(event.timestamp)}  {event.type}  {summarize(event.payload)}"
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) and lone surrogates written as ``\\uXXXX``.
+
+    What a payload holds cannot move the cursor, retitle the window or hide a line
+    in the terminal that shows it; a JSON line stays valid JSON.
+
+    Example::
+
+        >>> printable("ok\\x1b]0;pwned\\x07 \\x9b2J")
+        'ok\\\\u001b]0;pwned\\\\u0007 \\\\u009b2J'
+    """
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def summarize(payload: Mapping[str, Any], width: int = _SUMMARY_WIDTH) -> str:

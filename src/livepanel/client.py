@@ -23,6 +23,7 @@ import json
 import logging
 import random
 import ssl as ssl_module
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -48,6 +49,7 @@ from livepanel.events import Event
 from livepanel.protocol import parse_id, type_globs
 
 __all__ = [
+    "STABLE_AFTER",
     "AuthenticationError",
     "Client",
     "ConnectionFailed",
@@ -66,6 +68,8 @@ Status = Literal["connecting", "open", "reconnecting", "auth_failed", "closed"]
 
 DEFAULT_HEARTBEAT = 25.0
 """Seconds assumed between server frames until ``welcome`` says otherwise."""
+STABLE_AFTER = 5.0
+"""Seconds a connection must stay open before its loss starts a fresh count of retries."""
 ACK_INTERVAL = 0.2
 """Acks are coalesced to at most one per this many seconds (the server rate-limits)."""
 CLOSE_TIMEOUT = 2.0
@@ -463,7 +467,7 @@ class Client:
         self._closing = False  # close() was called
         self._silent = False
         self._welcomed = False
-        self._stable = False
+        self._welcomed_at: float | None = None  # time.monotonic() of this connection's welcome
         self._attempt = 0
         self._heartbeat = DEFAULT_HEARTBEAT
         self._connection_id: str | None = None
@@ -707,9 +711,6 @@ class Client:
 
     def _on_frame(self, data: dict[str, Any]) -> None:
         kind = data.get("type")
-        if self._welcomed and not self._stable:
-            self._stable = True  # the connection carries frames: a later loss starts a fresh count
-            self._attempt = 0
         payload = data.get("payload")
         if not isinstance(payload, dict):
             payload = {}
@@ -736,6 +737,9 @@ class Client:
         self._ready.append(event)
 
     def _on_welcome(self, payload: dict[str, Any]) -> None:
+        if self._welcomed:
+            return  # one welcome per connection: a later one is not the server's
+        self._welcomed_at = time.monotonic()
         interval = payload.get("heartbeatInterval")
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
             self._heartbeat = float(interval)
@@ -768,6 +772,11 @@ class Client:
             self._status = "closed"
             raise ConnectionFailed(f"{self.url}: {reason} (reconnect=False)")
         self._status = "reconnecting"
+        welcomed_at, self._welcomed_at = self._welcomed_at, None
+        if welcomed_at is not None and time.monotonic() - welcomed_at >= STABLE_AFTER:
+            # only a connection that stayed up earns a fresh count: one that is welcomed and
+            # dropped at once (a flapping or hostile server) uses the retries up
+            self._attempt = 0
         while True:
             if self._attempt >= self.max_retries:
                 self._status = "closed"
@@ -846,7 +855,7 @@ class Client:
         target = self._target()
         wire = self._wire = ClientWire(self._host_header, target, self._headers)
         self._lost_reason = None
-        self._ended = self._silent = self._welcomed = self._stable = False
+        self._ended = self._silent = self._welcomed = False
         self._conn_last_id = None
         await self._send_pending()
         while not self._welcomed:

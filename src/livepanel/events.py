@@ -20,6 +20,9 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union
 
 __all__ = [
     "REDACTED",
+    "RESERVED_TYPES",
+    "SECRET_KEY_WORDS",
+    "SECRET_PATTERNS",
     "STREAM_OUTPUT_LIMIT",
     "AgentStatus",
     "CronExecuted",
@@ -28,6 +31,7 @@ __all__ = [
     "NonNegative",
     "SessionCreated",
     "SessionKilled",
+    "add_secret_pattern",
     "event_type",
     "format_timestamp",
     "parse_timestamp",
@@ -38,13 +42,64 @@ __all__ = [
 REDACTED = "[redacted]"
 """What a secret-looking value becomes: ``{"apiKey": "sk-1"}`` is sent as ``{"apiKey": REDACTED}``.
 
-The key, lowercased with ``_`` and ``-`` removed, contains ``password``,
-``secret``, ``token``, ``apikey`` or ``authorization``.
+A value is secret-looking when its key, lowercased with ``_`` and ``-``
+removed, contains one of :data:`SECRET_KEY_WORDS`. Inside every other string
+value, the token shapes of :data:`SECRET_PATTERNS` (and those added with
+:func:`add_secret_pattern`) are replaced by it too.
+"""
+SECRET_KEY_WORDS = (
+    "password",
+    "passwd",
+    "pwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "credential",
+    "cookie",
+    "authorization",
+)
+"""Key words whose values are redacted whole: ``{"db_passwd": "x"}`` is sent as ``{"db_passwd":
+"[redacted]"}`` (``credential`` covers ``credentials``, ``privatekey`` covers ``private_key``)."""
+
+
+def _token(prefix: str, body: str) -> str:
+    """A token that starts a word, written literal first so the regex engine can skip ahead."""
+    return f"{prefix}(?<![A-Za-z0-9_-]{prefix}){body}"
+
+
+SECRET_PATTERNS: tuple[str, ...] = (
+    _token("sk-", r"[A-Za-z0-9_-]{20,}"),
+    *(_token(f"gh{kind}_", r"[A-Za-z0-9]{30,}") for kind in "oprsu"),
+    _token("github_pat_", r"[A-Za-z0-9_]{22,}"),
+    *(_token(f"xox{kind}-", r"[A-Za-z0-9-]{10,}") for kind in "abeprs"),
+    *(_token(prefix, r"[A-Z0-9]{16}(?![A-Za-z0-9])") for prefix in ("AKIA", "ASIA")),
+    _token("eyJ", r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    *(
+        _token(word, r"[ \t]+(?P<secret>[A-Za-z0-9._~+/=-]{8,})")
+        for word in ("Bearer", "bearer", "BEARER")
+    ),
+    r"://[^\s/:@]*:(?P<secret>[^\s/@]+)@",
+)
+"""Token shapes redacted inside string values, on by default, in this order: API keys
+``sk-…`` (OpenAI and alike, 20+ characters after ``sk-``); GitHub tokens ``ghp_…``,
+``gho_…``, ``ghs_…``, ``ghu_…``, ``ghr_…`` and ``github_pat_…``; Slack tokens ``xoxb-…``,
+``xoxp-…``, ``xoxa-…``, ``xoxs-…`` and alike; AWS access key ids ``AKIA…``/``ASIA…``; JSON Web
+Tokens ``eyJ….….…``; the credentials after ``Bearer`` (or ``bearer``, ``BEARER``); and the
+password of a URL ``scheme://user:password@host`` (user and ``@`` kept). Each starts with a
+literal, and a token must start a word (``mask-…`` is not an ``sk-`` key), which keeps the
+scan of a string one pass.
+
+A group named ``secret`` marks the part replaced; without it the whole match is. Example:
+``"curl -H 'Authorization: Bearer abcdef123456' https://u:hunter2@example.com"`` is sent as
+``"curl -H 'Authorization: Bearer [redacted]' https://u:[redacted]@example.com"``.
 """
 STREAM_OUTPUT_LIMIT = 65536
 """Most UTF-8 bytes kept of ``stdout`` / ``stderr``, truncation marker included."""
+RESERVED_TYPES = frozenset({"welcome", "ping", "pong", "error", "state"})
+"""The wire protocol's own frame types, never event types: ``event_type("welcome")`` raises."""
 
-_SECRET_WORDS = ("password", "secret", "token", "apikey", "authorization")
 _OUTPUT_KEYS = frozenset({"stdout", "stderr"})
 _TYPE_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 
@@ -239,11 +294,14 @@ def event_type(name: str) -> Callable[[type[T]], type[T]]:
         broadcast_event(DeployFinished(service="api", duration_ms=840))
 
     Raises:
-        ValueError: ``name`` is not dotted words, or is already registered to
-            another class.
+        ValueError: ``name`` is not dotted words, is one of the protocol's own
+            frame types (``welcome``, ``ping``, ``pong``, ``error``, ``state``), or is
+            already registered to another class.
     """
     if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name) or len(name) > 128:
         raise ValueError(f"event type names are dotted words like 'deploy.finished', not {name!r}")
+    if name in RESERVED_TYPES:
+        raise ValueError(f"{name!r} is a frame type of the wire protocol; pick another name")
 
     def register(cls: type[T]) -> type[T]:
         if not dataclasses.is_dataclass(cls):
@@ -460,7 +518,75 @@ def _to_wire(value: Any) -> Any:
 
 def _looks_secret(key: str) -> bool:
     folded = key.lower().replace("_", "").replace("-", "")
-    return any(word in folded for word in _SECRET_WORDS)
+    return any(word in folded for word in SECRET_KEY_WORDS)
+
+
+class _Scrubber:
+    """Every secret pattern in one compiled regex, so a string is scanned once."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.patterns = tuple(patterns)
+        self.each = [re.compile(p) for p in self.patterns]  # to tell which one matched
+        # alternatives left bare (no wrapping group) so that, when each starts with a
+        # literal, the engine jumps from one candidate character to the next
+        parts = [p.replace("(?P<secret>", f"(?P<s{n}>") for n, p in enumerate(self.patterns)]
+        self.regex = re.compile("|".join(parts))
+
+    def scrub(self, text: str) -> str:
+        return self.regex.sub(self._replace, text)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        start, end = match.span()
+        for n, pattern in enumerate(self.each):
+            if pattern.match(match.string, start) is None:
+                continue
+            if "secret" not in pattern.groupindex or match.start(f"s{n}") < 0:
+                return REDACTED
+            inner_start, inner_end = match.span(f"s{n}")
+            text = match.string
+            return text[start:inner_start] + REDACTED + text[inner_end:end]
+        return REDACTED
+
+
+_scrubber = _Scrubber(SECRET_PATTERNS)
+
+
+def add_secret_pattern(pattern: str) -> None:
+    """Redact one more token shape inside string values, from now on, in this process.
+
+    ``pattern`` is a regular expression; a match is replaced by
+    :data:`REDACTED`, or only its group named ``secret`` when it has one.
+    Other groups should not be named. It runs on every string of every
+    published payload, so keep it linear-time: no nested quantifiers such as
+    ``(a+)+``, and start it with something specific (a literal prefix, a
+    lookbehind like ``(?<![A-Za-z0-9_-])``).
+
+    Raises:
+        ValueError: ``pattern`` does not compile, or matches the empty string.
+
+    Example::
+
+        >>> add_secret_pattern(r"(?<![A-Za-z0-9_])lp_live_[A-Za-z0-9]{24}")
+        >>> prepare_payload("session.created", {
+        ...     "sessionKey": "s1", "agentId": "a1", "kind": "direct",
+        ...     "label": "key lp_live_0123456789abcdefghijklmn"})["label"]
+        'key [redacted]'
+    """
+    global _scrubber
+    try:
+        compiled = re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise ValueError(
+            f"add_secret_pattern: {pattern!r} is not a regular expression: {exc}"
+        ) from None
+    if compiled.fullmatch(""):
+        raise ValueError(f"add_secret_pattern: {pattern!r} matches the empty string")
+    if pattern not in _scrubber.patterns:
+        _scrubber = _Scrubber((*_scrubber.patterns, pattern))
+
+
+def _scrub(text: str) -> str:
+    return _scrubber.scrub(text)
 
 
 def _cut_output(text: str) -> str:
@@ -481,8 +607,10 @@ def _sanitize(value: Any, key: str | None = None) -> Any:
         return out
     if isinstance(value, list):
         return [_sanitize(v, key) for v in value]
-    if isinstance(value, str) and key in _OUTPUT_KEYS:
-        return _cut_output(value)
+    if isinstance(value, str):
+        if key in _OUTPUT_KEYS:  # cut first: scanning costs at most the limit, then cut again
+            return _cut_output(_scrub(_cut_output(value)))
+        return _scrub(value)
     return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -117,7 +118,8 @@ def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = Non
     """
     stamp = format_timestamp(now or datetime.now(timezone.utc))
     # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
-    return json.dumps({"type": kind, "timestamp": stamp, "payload": payload}, separators=(",", ":"))
+    frame = {"type": kind, "timestamp": stamp, "payload": payload}
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
 
 
 def error_frame(code: str, message: str) -> str:
@@ -156,23 +158,59 @@ def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: 
 class TypeFilter:
     """Which event types a connection wants, as shell-style globs (``"session.*"``).
 
+    ``*`` stands for any run of characters (none included), ``?`` for one
+    character, anything else for itself. Matching takes time linear in the
+    type's length whatever the globs (a bit-parallel automaton, never a
+    backtracking regex), so no subscription can stall the server.
+
     Example::
 
         >>> TypeFilter(["session.*"]).matches("session.created")
         True
+        >>> TypeFilter(["*?" * 11 + "Z"]).matches("a" * 31)
+        False
     """
 
-    __slots__ = ("_cache", "_pattern", "everything", "globs")
+    __slots__ = (
+        "_accept",
+        "_any",
+        "_cache",
+        "_classes",
+        "_exact",
+        "_stars",
+        "_start",
+        "everything",
+        "globs",
+    )
 
     def __init__(self, globs: Iterable[str] = ("*",)) -> None:
         self.globs = tuple(globs)
         self.everything = "*" in self.globs
         self._cache: dict[str, bool] = {}
-        if self.everything or not self.globs:
-            self._pattern: re.Pattern[str] | None = None
-        else:
-            parts = (re.escape(g).replace(r"\*", ".*").replace(r"\?", ".") for g in self.globs)
-            self._pattern = re.compile("(?:" + "|".join(parts) + r")\Z")
+        self._exact = frozenset(g for g in self.globs if "*" not in g and "?" not in g)
+        # One automaton for every glob with a wildcard: bit j of a glob's range means "its
+        # first j tokens are matched"; the bit after its last token is its accepting bit.
+        self._classes: dict[str, int] = {}  # character -> bits of tokens it satisfies
+        self._any = 0  # bits of "?" tokens (satisfied by every character)
+        self._stars = 0  # bits of "*" tokens (a loop on any character, or skipped)
+        self._start = 0
+        self._accept = 0
+        bit = 0
+        for glob in self.globs:
+            if glob in self._exact:
+                continue
+            tokens = re.sub(r"\*+", "*", glob)  # a run of stars is one star
+            self._start |= 1 << bit
+            for token in tokens:
+                if token == "*":
+                    self._stars |= 1 << bit
+                elif token == "?":
+                    self._any |= 1 << bit
+                else:
+                    self._classes[token] = self._classes.get(token, 0) | 1 << bit
+                bit += 1
+            self._accept |= 1 << bit
+            bit += 1
 
     def matches(self, kind: str) -> bool:
         """Whether events of type ``kind`` pass the filter."""
@@ -180,10 +218,24 @@ class TypeFilter:
             return True
         hit = self._cache.get(kind)
         if hit is None:
-            hit = self._pattern is not None and self._pattern.match(kind) is not None
+            hit = kind in self._exact or self._run(kind)
             if len(self._cache) < 1024:  # bounded: types come from a registry, not from clients
                 self._cache[kind] = hit
         return hit
+
+    def _run(self, kind: str) -> bool:
+        """Feed ``kind`` through the automaton: a handful of integer operations per character."""
+        state = self._start
+        if not state:
+            return False
+        stars, any_char, classes = self._stars, self._any, self._classes
+        state |= (state & stars) << 1  # a star may match nothing (runs are collapsed: one step)
+        for char in kind:
+            state = ((state & (classes.get(char, 0) | any_char)) << 1) | (state & stars)
+            if not state:
+                return False
+            state |= (state & stars) << 1
+        return bool(state & self._accept)
 
     def __repr__(self) -> str:
         return f"TypeFilter({list(self.globs)!r})"
@@ -413,7 +465,9 @@ class ClientProtocol:
         if not self._take_token():
             return self._rate_limited()
         try:
-            message = json.loads(text, parse_constant=_refuse_constant)
+            message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        except _NonFinite:
+            return [_invalid("numbers must be finite (1e999 is not)")]
         except ValueError:
             return [Reply(error_frame("invalid_json", "the message is not valid JSON"))]
         except RecursionError:
@@ -472,6 +526,17 @@ class ClientProtocol:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+class _NonFinite(ValueError):
+    """Well-formed JSON whose number overflows a float (``1e999``): nothing to echo back."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NonFinite(text[:32])
+    return value
 
 
 def _invalid(message: str) -> Reply:

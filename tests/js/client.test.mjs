@@ -198,16 +198,45 @@ test("gives up with status closed after 10 failed retries", async () => {
   assert.equal(FakeSocket.instances.length, 11);
 });
 
-test("a welcome resets the retry budget", async () => {
+test("a connection that stays open for stableAfter resets the retry budget", async () => {
   const { statuses } = client({ retries: 2 });
   await flush();
   for (let round = 0; round < 3; round += 1) {
+    latest().welcome();
+    mock.timers.tick(5000); // DEFAULT_OPTIONS.stableAfter
     latest().drop();
     await flush();
     mock.timers.tick(30_000);
-    latest().welcome();
   }
+  latest().welcome();
   assert.equal(statuses.at(-1), "open");
+});
+
+test("attack: welcomes of connections dropped at once do not reset the retry budget", async () => {
+  // a forged or flapping server that welcomes and drops must not earn endless fast retries
+  const { statuses } = client({ retries: 3 });
+  await flush();
+  let opened = 1;
+  for (let round = 0; round < 10 && statuses.at(-1) !== "closed"; round += 1) {
+    latest().welcome();
+    mock.timers.tick(4999);
+    latest().drop();
+    await flush();
+    mock.timers.tick(30_000);
+    opened = FakeSocket.instances.length;
+  }
+  assert.equal(statuses.at(-1), "closed");
+  assert.equal(opened, 4, "the first connection and three retries");
+});
+
+test("attack: a second welcome on one connection is ignored", async () => {
+  const { c } = client();
+  await flush();
+  latest().welcome("e1:0", 25);
+  latest().welcome("e1:0", 0.001); // forged, e.g. through a poisoned stream
+  assert.equal(c.heartbeatInterval, 25);
+  mock.timers.tick(49_999);
+  assert.equal(FakeSocket.instances.length, 1);
 });
 
 test("no frame within two heartbeat intervals forces a reconnect", async () => {

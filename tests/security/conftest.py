@@ -2,6 +2,9 @@
 
 from tests.integration.conftest import (  # noqa: F401 - fixtures
     _plain_server,
+    _tls_server,
+    client_tls,
     serve,
+    serve_tls,
     server_kind,
 )

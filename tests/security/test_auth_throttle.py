@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from livepanel import ConfigurationError
-from livepanel.throttle import AuthThrottle, client_address
+from livepanel.throttle import AuthThrottle, RefusalLog, client_address
 
 
 class Clock:
@@ -123,3 +123,51 @@ def test_repr_shows_settings_and_size(clock: Clock) -> None:
     t = throttle(clock)
     t.failed("192.0.2.1")
     assert repr(t) == "AuthThrottle(limit=3, window=60, lockout=30, addresses=1)"
+
+
+def test_guesses_in_flight_count_toward_the_limit(clock: Clock) -> None:
+    """attempt() reserves a guess: limit guesses in flight and the next one must wait."""
+    t = throttle(clock)
+    assert [t.attempt("192.0.2.1") for _ in range(3)] == [None, None, None]
+    assert t.attempt("192.0.2.1") == 1.0
+    assert t.finished("192.0.2.1", refused=False) is False  # one succeeded: room for one more
+    assert t.attempt("192.0.2.1") is None
+    assert [t.finished("192.0.2.1", refused=True) for _ in range(3)] == [False, False, True]
+    assert t.retry_after("192.0.2.1") == 30.0
+
+
+def test_a_user_name_out_of_budget_refuses_only_addresses_that_failed(clock: Clock) -> None:
+    """Past user_limit failures for one name, addresses that failed may not try it again;
+    a fresh address (the real user) may, and other names are not affected."""
+    t = throttle(clock, limit=10, user_limit=3)
+    for n in range(3):
+        t.failed(f"192.0.2.{n}", "admin")
+    assert t.retry_after("192.0.2.0", "admin") == 30.0
+    assert t.retry_after("192.0.2.0", "bob") is None
+    assert t.retry_after("192.0.2.99", "admin") is None
+    assert t.attempt("192.0.2.1", "admin") == 30.0
+    clock.now += 30
+    assert t.retry_after("192.0.2.0", "admin") is None
+
+
+def test_eviction_forgets_unlocked_addresses_before_locked_ones(clock: Clock) -> None:
+    """At max_addresses a new address pushes out the oldest unlocked record, never a lockout
+    while an unlocked record remains."""
+    t = throttle(clock, max_addresses=3)
+    for _ in range(3):
+        t.failed("192.0.2.1")
+    t.failed("192.0.2.2")
+    t.failed("192.0.2.3")
+    t.failed("192.0.2.4")
+    assert t.retry_after("192.0.2.1") == 30.0
+    assert len(t) == 3
+
+
+def test_refusal_log_writes_one_line_per_address_and_interval(clock: Clock) -> None:
+    """The first refusal is logged; later ones within the interval are counted into the next
+    line; addresses are apart."""
+    log = RefusalLog(interval=60, clock=clock)
+    assert [log.note("192.0.2.1") for _ in range(4)] == [0, None, None, None]
+    assert log.note("192.0.2.2") == 0
+    clock.now += 60
+    assert log.note("192.0.2.1") == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import livepanel.events
 from livepanel import Event, event_type
 from livepanel.events import (
     REDACTED,
@@ -21,6 +23,7 @@ from livepanel.events import (
     NonNegative,
     SessionCreated,
     SessionKilled,
+    add_secret_pattern,
     format_timestamp,
     parse_timestamp,
     prepare_payload,
@@ -537,17 +540,27 @@ def test_registered_types_is_read_only() -> None:
         "api-key",
         "Authorization",
         "proxy_authorization",
+        "passwd",
+        "db_pwd",
+        "passphrase",
+        "private_key",
+        "privateKey",
+        "credentials",
+        "aws-credential",
+        "cookie",
+        "Set-Cookie",
     ],
 )
 def test_secret_looking_keys_are_redacted(key: str) -> None:
-    """A key containing password, secret, token, apikey or authorization is redacted."""
+    """A key containing one of SECRET_KEY_WORDS (password, passwd, pwd, secret, token, ...) is
+    redacted."""
     prepared = prepare_payload(
         "test.config.changed", {"service": "api", "settings": {key: "hunter2"}}
     )
     assert prepared["settings"] == {key: REDACTED}
 
 
-@pytest.mark.parametrize("key", ["user", "passwd", "key", "api", "auth", "sessionKey"])
+@pytest.mark.parametrize("key", ["user", "key", "api", "auth", "sessionKey", "cwd", "publicKey"])
 def test_other_keys_are_not_redacted(key: str) -> None:
     """Keys without a secret word keep their value."""
     prepared = prepare_payload("test.config.changed", {"service": "api", "settings": {key: "v"}})
@@ -904,3 +917,101 @@ def test_every_event_type_survives_a_json_round_trip(
     assert "\n" not in text
     text.encode("utf-8")  # a text frame must be valid UTF-8
     assert Event.from_json(text) == event
+
+
+TOKENS = {
+    "openai": "sk-proj-" + "Ab3" * 10,
+    "github classic": "ghp_" + "x9Y" * 12,
+    "github fine-grained": "github_pat_" + "11ABCDEFG0" * 3,
+    "slack": "xoxb-1234567890-0987654321-" + "a1" * 8,
+    "aws": "AKIAIOSFODNN7EXAMPLE",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6y",
+}
+
+
+@pytest.mark.parametrize("name", sorted(TOKENS))
+def test_token_shaped_values_are_redacted_inside_strings(name: str) -> None:
+    """A well-known token shape inside any string value is replaced, the text around it kept."""
+    token = TOKENS[name]
+    prepared = prepare_payload(
+        "cron.executed",
+        {
+            "jobId": "j",
+            "command": f"deploy --key {token} --verbose",
+            "exitCode": 0,
+            "durationMs": 1,
+            "stdout": f"using {token}\n",
+        },
+    )
+    assert prepared["command"] == f"deploy --key {REDACTED} --verbose"
+    assert prepared["stdout"] == f"using {REDACTED}\n"
+
+
+def test_bearer_credentials_and_url_passwords_keep_their_context() -> None:
+    """Only the credentials after Bearer and the password of a URL are replaced."""
+    command = "curl -H 'Authorization: Bearer abc.def-123456' https://bot:hunter2@example.com/x"
+    prepared = prepare_payload(
+        "cron.executed", {"jobId": "j", "command": command, "exitCode": 0, "durationMs": 1}
+    )
+    assert prepared["command"] == (
+        f"curl -H 'Authorization: Bearer {REDACTED}' https://bot:{REDACTED}@example.com/x"
+    )
+    labels = prepare_payload(
+        "test.config.changed",
+        {"service": "redis://:s3cret@cache:6379/0", "settings": {"urls": ["amqp://u:p@mq/"]}},
+    )
+    assert labels["service"] == f"redis://:{REDACTED}@cache:6379/0"
+    assert labels["settings"]["urls"] == [f"amqp://u:{REDACTED}@mq/"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "task-abcdefghijklmnopqrstuvwxyz",  # not a word that starts with sk-
+        "sk-short",
+        "https://example.com/path?q=1",
+        "mail admin@example.com",
+        "ratio 3:4 @ noon",
+        "AKIAIOSFODNN7EXAMPLEX",  # 17 characters after AKIA: not an access key id
+        "Bearer short",
+    ],
+)
+def test_ordinary_text_is_left_alone(text: str) -> None:
+    """Text that only resembles a token keeps its value."""
+    prepared = prepare_payload("test.config.changed", {"service": text, "settings": {}})
+    assert prepared["service"] == text
+
+
+def test_secret_patterns_are_linear_on_hostile_output() -> None:
+    """Crafted output that would make a backtracking pattern explode is scanned in time
+    proportional to its length: 64 KiB of any of these in well under a second."""
+    for unit in ("eyJ", "eyJaaaaaaaa.", "://u:", "bearer ", "sk-", "ghp_", "x", ":", "@"):
+        stdout = unit * (60_000 // len(unit))
+        started = time.perf_counter()
+        prepare_payload(
+            "cron.executed",
+            {"jobId": "j", "command": "c", "exitCode": 0, "durationMs": 1, "stdout": stdout},
+        )
+        assert time.perf_counter() - started < 0.5, unit
+
+
+def test_add_secret_pattern_redacts_a_new_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pattern added at run time applies to later payloads; a group named secret narrows
+    what is replaced; a pattern that matches nothing or everything is refused."""
+    monkeypatch.setattr(livepanel.events, "_scrubber", livepanel.events._scrubber)  # restored
+    add_secret_pattern(r"acme_(?P<secret>[0-9a-f]{32})")
+    prepared = prepare_payload(
+        "test.config.changed", {"service": "acme_" + "0f" * 16, "settings": {}}
+    )
+    assert prepared["service"] == f"acme_{REDACTED}"
+    with pytest.raises(ValueError, match="empty string"):
+        add_secret_pattern(r"x*")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        add_secret_pattern(r"(unclosed")
+
+
+@pytest.mark.parametrize("name", ["welcome", "ping", "pong", "error", "state"])
+def test_the_protocols_own_frame_types_cannot_be_registered(name: str) -> None:
+    """An event type named like a server frame could forge one: refused at registration."""
+    with pytest.raises(ValueError, match="frame type"):
+        event_type(name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -689,3 +691,63 @@ def test_any_sequence_of_messages_keeps_to_the_table(
         assert_allowed(actions)
         if isinstance(actions[0], Close):
             break
+
+
+GLOB_ALPHABET = "ab.-_*?"
+
+
+@given(
+    globs=st.lists(st.text(GLOB_ALPHABET, min_size=1, max_size=12), max_size=4),
+    kind=st.text("ab.-_", max_size=16),
+)
+@settings(max_examples=500, deadline=None)
+def test_type_filter_agrees_with_fnmatch(globs: list[str], kind: str) -> None:
+    """The linear matcher answers as fnmatch's case-sensitive globs do, on the allowed alphabet."""
+    expected = any(fnmatch.fnmatchcase(kind, glob) for glob in globs)
+    assert TypeFilter(globs).matches(kind) is expected
+
+
+ALLOWED = "".join(chr(c) for c in range(128) if chr(c).isalnum()) + "_.-"
+
+
+@st.composite
+def glob_and_kind(draw: st.DrawFn) -> tuple[str, str]:
+    """A type over the whole allowed alphabet, and a glob made from it by turning some
+    characters into ? and some runs into * (a hit), or any glob (mostly a miss)."""
+    kind = draw(st.text(ALLOWED, max_size=20))
+    if draw(st.booleans()):
+        return draw(st.text(ALLOWED + "*?", min_size=1, max_size=20)), kind
+    glob, i = "", 0
+    while i < len(kind):
+        step = draw(st.integers(0, 3))
+        glob += "*" if step == 0 else "?" if step == 1 else kind[i]
+        i += draw(st.integers(0, 3)) if step == 0 else 1
+    return (glob or "*") + draw(st.sampled_from(["", "*", "?"])), kind
+
+
+@given(glob_and_kind())
+@settings(max_examples=500, deadline=None)
+def test_type_filter_agrees_with_fnmatch_on_the_whole_alphabet(case: tuple[str, str]) -> None:
+    """Letters, digits, '.', '_', '-' and both wildcards, as subscribe allows them."""
+    glob, kind = case
+    assert TypeFilter([glob]).matches(kind) is fnmatch.fnmatchcase(kind, glob)
+
+
+def test_a_pathological_glob_is_matched_in_linear_time() -> None:
+    """The glob that froze the backtracking regex ("*?" * 11 + "Z") costs microseconds per type,
+    even 32 of the longest such globs against a 128-character type."""
+    evil = TypeFilter(["*?" * 63 + "Z"] * MAX_GLOBS)
+    started = time.perf_counter()
+    for n in range(100):  # distinct types, so the cache does not answer
+        assert not evil.matches("a" * 125 + f"{n:03d}")
+    per_type = (time.perf_counter() - started) / 100
+    assert per_type < 0.005, f"{per_type * 1e6:.0f} µs per type"
+    assert TypeFilter(["*?" * 11 + "Z"]).matches("a" * 30 + "Z")
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400", "[1e999]"])
+def test_a_number_that_overflows_is_an_invalid_message_never_a_pong(number: str) -> None:
+    """1e999 is well-formed JSON but no finite number: invalid_message, never a pong carrying
+    Infinity (which a strict JSON parser cannot read)."""
+    text = '{"type": "ping", "payload": {"x": ' + number + "}}"
+    assert error_code(ClientProtocol().receive_text(text)) == "invalid_message"

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
+import math
 import random
 import secrets
 import threading
@@ -76,10 +78,18 @@ from livepanel.backends.redis_connect import (
     redact_url,
 )
 from livepanel.errors import BackendUnavailable, ConfigurationError
-from livepanel.events import Event
+from livepanel.events import RESERVED_TYPES, Event, prepare_payload, registered_types
 from livepanel.protocol import make_id, parse_id
 
-__all__ = ["DEFAULT_STREAM", "MIN_STREAM_LENGTH", "RedisBackend", "redact_url"]
+__all__ = [
+    "DEFAULT_STREAM",
+    "MAX_ENTRY_SIZE",
+    "MIN_STREAM_LENGTH",
+    "RedisBackend",
+    "RejectedEntry",
+    "decode_entry",
+    "redact_url",
+]
 
 logger = logging.getLogger("livepanel")
 
@@ -87,12 +97,19 @@ DEFAULT_STREAM = "livepanel:events"
 """The stream's key unless a ``stream`` is given (``redis://host/0?stream=clawpanel:events``)."""
 MIN_STREAM_LENGTH = 100
 """The stream keeps at least this many entries whatever ``history`` is: readers need slack."""
+MAX_ENTRY_SIZE = 4 * 1024 * 1024
+"""Stream entries larger than this many bytes are skipped (and counted), never parsed.
+
+``publish`` does not refuse a larger event (it cuts only ``stdout``/``stderr``): keep
+payloads well below this."""
 
 FIELD = "event"
 START = "0-0"
 _WRITE_BATCH = 200  # events per script call
 _READ_COUNT = 1000  # entries per XREAD
+_DECODE_SLICE = 100  # entries checked between two turns of the event loop
 _Position = tuple[int, ...]
+_MAX_ID_PART = 2**64 - 1  # a stream entry id is two unsigned 64-bit numbers
 
 # Both scripts start here: make sure the record names the stream's current incarnation.
 _ENSURE_EPOCH = """
@@ -307,6 +324,7 @@ class RedisBackend(Backend):
         self._publish_failures = 0
         self._outage_failures = 0
         self._reader_reconnects = 0
+        self._rejected_entries = 0
 
     @classmethod
     def from_url(cls, url: str, *, history: int = 1000, **options: Any) -> RedisBackend:
@@ -669,7 +687,7 @@ class RedisBackend(Backend):
                     continue
                 if not entries:
                     await self._check_primary()
-                self._deliver_entries(entries)
+                await self._deliver_entries(entries)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -695,19 +713,32 @@ class RedisBackend(Backend):
         reply, epoch = await pipe.execute()
         return _stream_entries(reply), None if epoch is None else _text(epoch)
 
-    def _deliver_entries(self, entries: list[tuple[str, Any]]) -> None:
+    async def _deliver_entries(self, entries: list[tuple[str, Any]]) -> None:
+        """Check and deliver entries in slices, letting the loop run between them: checking an
+        entry costs about as much as publishing one, and a read holds up to 1000."""
+        for start in range(0, len(entries), _DECODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            self._deliver_slice(entries[start : start + _DECODE_SLICE])
+
+    def _deliver_slice(self, entries: list[tuple[str, Any]]) -> None:
         if not entries:
             return
         epoch = self.epoch
         assert epoch is not None
         events: list[Event] = []
         for entry_id, fields in entries:
-            event = _parse_entry(fields)
-            if event is None:
+            try:
+                event = decode_entry(fields)
+            except RejectedEntry as exc:
+                # anything that can write to the stream could forge frames: skip, count, say so
+                self._rejected_entries += 1
                 logger.warning(
-                    "livepanel: skipped entry %s of %s: not a livepanel event",
+                    "livepanel: skipped entry %s of %s: %s (counted in "
+                    "stats()['rejected_entries'])",
                     entry_id,
                     self.stream,
+                    exc.reason,
                 )
                 continue
             events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
@@ -789,6 +820,8 @@ class RedisBackend(Backend):
         client = self._client
         if len(position) != 2 or client is None or self._loop is None:
             return None
+        if any(part > _MAX_ID_PART for part in position):
+            return None  # no stream entry has such an id: not a Redis failure, just unknown
         entry = f"{position[0]}-{position[1]}"
         try:
             pipe = client.pipeline(transaction=True)  # one consistent view
@@ -823,20 +856,24 @@ class RedisBackend(Backend):
             return None
         events: list[Event] = []
         for entry_id, fields in entries:
-            event = _parse_entry(fields)
-            if event is not None:
-                events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
+            try:
+                event = decode_entry(fields)
+            except RejectedEntry:
+                continue  # logged and counted when the reader met it
+            events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
         return events
 
     # ------------------------------------------------------------------ numbers
 
     def stats(self) -> dict[str, Any]:
         """``publish_failures`` (events dropped: not written to Redis), ``publish_pending``
-        (waiting for Redis now) and ``reader_reconnects``."""
+        (waiting for Redis now), ``reader_reconnects`` and ``rejected_entries`` (stream
+        entries skipped because they are not valid events, see :func:`decode_entry`)."""
         return {
             "publish_failures": self._publish_failures,
             "publish_pending": len(self._outbox) + len(self._pending),
             "reader_reconnects": self._reader_reconnects,
+            "rejected_entries": self._rejected_entries,
         }
 
     def __repr__(self) -> str:
@@ -998,11 +1035,75 @@ def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
     return _entry_list(reply[0][1])
 
 
-def _parse_entry(fields: Any) -> Event | None:
+class RejectedEntry(ValueError):
+    """A stream entry that is not a valid livepanel event; ``reason`` says why, in words
+    that hold nothing of the entry itself (safe to log).
+
+    Example::
+
+        >>> try:
+        ...     decode_entry({b"event": b'{"type": "welcome", "payload": {}}'})
+        ... except RejectedEntry as exc:
+        ...     print(exc.reason)
+        reserved type: welcome
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_entry(fields: Any) -> Event:
+    """The event a stream entry holds, checked as :meth:`Broadcaster.publish` checks one.
+
+    Anything that can write to the stream can reach every dashboard, so an entry
+    is trusted no more than a publisher: at most :data:`MAX_ENTRY_SIZE` bytes of
+    strict UTF-8 JSON without ``NaN``, ``Infinity`` or numbers that overflow; a
+    registered type that is not one of the server's own frames
+    (:data:`livepanel.events.RESERVED_TYPES`); and a payload validated, redacted and cut by
+    :func:`livepanel.events.prepare_payload` (the same check is harmless for
+    entries livepanel wrote itself). A type is registered per process: every
+    process reading the stream must import the payload classes of every type
+    published to it.
+
+    Raises:
+        RejectedEntry: the entry is none of that.
+
+    Example::
+
+        >>> decode_entry({b"event": b'{"type":"session.killed","timestamp":'
+        ...     b'"2026-02-21T10:00:00.000Z","payload":{"sessionKey":"s1","agentId":"a1"}}'}).type
+        'session.killed'
+    """
     raw = (fields.get(FIELD.encode()) or fields.get(FIELD)) if isinstance(fields, dict) else None
-    if raw is None:
-        return None
+    if not isinstance(raw, (bytes, str)):
+        raise RejectedEntry(f"not a livepanel event (no {FIELD!r} field)")
+    if len(raw) > MAX_ENTRY_SIZE:
+        raise RejectedEntry(f"larger than {MAX_ENTRY_SIZE} bytes")
     try:
-        return Event.from_json(raw)
-    except ValueError:
-        return None
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        data = json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+        event = Event.from_dict(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise RejectedEntry("not a livepanel event (JSON with type, timestamp, payload)") from None
+    if event.type in RESERVED_TYPES:
+        raise RejectedEntry(f"reserved type: {event.type}")
+    if event.type not in registered_types():
+        raise RejectedEntry("unregistered event type")  # its name is the writer's choice
+    try:
+        payload = prepare_payload(event.type, event.payload)
+    except (ValueError, TypeError, RecursionError):
+        # the message may quote the entry's values: name only the type, a registered name
+        raise RejectedEntry(f"invalid payload for {event.type}") from None
+    return Event(event.type, payload, event.timestamp)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number overflows")
+    return value

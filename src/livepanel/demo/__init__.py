@@ -86,5 +86,7 @@ def serve(
     print(f"  username: {username}", file=out)
     note = "  (generated; set DASHBOARD_PASSWORD to choose one)" if generated else ""
     print(f"  password: {password}{note}", file=out)
-    print(f"  backend:  {backend or 'memory://'}", file=out, flush=True)
+    # the backend's own description: a Redis URL's password is masked
+    shown_backend = getattr(app.broadcaster.backend, "location", None) or "memory://"
+    print(f"  backend:  {shown_backend}", file=out, flush=True)
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level="warning")

@@ -1,7 +1,8 @@
 """The demo's ASGI app: the dashboard page, its REST API and the WebSocket endpoint.
 
 Plain ASGI, so the demo needs nothing beyond an ASGI server. Every route sits
-behind the same Basic Auth as the WebSocket endpoint; the browser sends the
+behind the same Basic Auth as the WebSocket endpoint, and every guess counts
+against the endpoint's failed-authentication throttle; the browser sends the
 credentials it cached for the page with the WebSocket handshake too (see
 docs/browser.md).
 
@@ -23,6 +24,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 from importlib import resources
 from typing import Any, cast
 
@@ -30,11 +32,12 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Sco
 
 from livepanel.asgi import LivePanelApp
 from livepanel.assets import Asset, ScriptApp
-from livepanel.auth import BasicAuth
+from livepanel.auth import BasicAuth, parse_basic_authorization
 from livepanel.broadcaster import Broadcaster
 from livepanel.demo.gateway import AGENTS, KINDS, SimulatedGateway
 from livepanel.demo.state import Projection
 from livepanel.origin import OriginPolicy
+from livepanel.throttle import client_address
 
 __all__ = ["DemoApp"]
 
@@ -179,7 +182,14 @@ class DemoApp:
                 return
 
     async def _http(self, scope: HTTPScope, receive: ASGIReceiveCallable, send: Any) -> None:
-        if not await self.auth(scope):
+        accepted, wait = await self._authenticate(scope)
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            message = f"too many failed authentications from this address; retry in {seconds} s"
+            retry = (b"retry-after", str(seconds).encode())
+            await _json(send, 429, _error("too_many_failures", message), [retry])
+            return
+        if not accepted:
             await _json(send, 401, _error("unauthorized", "log in"), [self._challenge])
             return
         path, method = scope["path"], scope["method"]
@@ -202,6 +212,30 @@ class DemoApp:
                 await self._sessions(path, receive, send)
         else:
             await _json(send, 404, _error("not_found", f"no such page: {path}"))
+
+    async def _authenticate(self, scope: HTTPScope) -> tuple[bool, float | None]:
+        """Basic Auth for the page and the API, through the endpoint's throttle: one budget
+        of guesses per address, whichever route they go through. (accepted, seconds to wait)."""
+        throttle = self.endpoint.auth_throttle
+        www = cast(WWWScope, scope)
+        if throttle is None:
+            return bool(await self.auth(www)), None
+        address = client_address(scope.get("client"))
+        presented = self.auth.credentials_presented(www)
+        claimed = parse_basic_authorization(
+            next((v for k, v in scope["headers"] if k.lower() == b"authorization"), None)
+        )
+        user = claimed[0] if claimed else None
+        wait = throttle.attempt(address, user) if presented else throttle.retry_after(address)
+        if wait is not None:
+            return False, wait
+        accepted = False
+        try:
+            accepted = bool(await self.auth(www))
+        finally:
+            if presented:
+                throttle.finished(address, user, refused=not accepted)
+        return accepted, None
 
     @property
     def _challenge(self) -> tuple[bytes, bytes]:
@@ -261,9 +295,13 @@ async def _read_json(receive: ASGIReceiveCallable) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body)
-    except ValueError:
+        return json.loads(body, parse_constant=_not_json)  # no NaN or Infinity
+    except (ValueError, RecursionError):
         return None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 async def _json(

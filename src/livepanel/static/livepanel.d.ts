@@ -46,6 +46,7 @@ export interface BackoffOptions {
 
 export interface ClientOptions extends BackoffOptions {
   connectTimeout?: number;
+  stableAfter?: number;
   batch?: boolean;
   types?: string[] | null;
   since?: string | null;
@@ -67,6 +68,7 @@ export interface WebSocketLike {
 
 export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   connectTimeout: number;
+  stableAfter: number;
   batch: boolean;
   types: null;
   since: null;

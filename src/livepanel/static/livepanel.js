@@ -29,6 +29,8 @@ export const DEFAULT_OPTIONS = Object.freeze({
   factor: 2,
   /** A connection that has not said `welcome` within this time is dropped and retried. */
   connectTimeout: 10000,
+  /** A connection must stay open this long before its loss starts a fresh retry budget. */
+  stableAfter: 5000,
   /** Ask the server to pack queued frames into one, newline-delimited (`?batch=1`). */
   batch: true,
   /** Event type globs to receive (`["session.*"]`); `null` for all. */
@@ -161,6 +163,7 @@ export class LivePanelClient {
     this._attempts = 0;
     this._timer = null;
     this._watchdog = null;
+    this._stableTimer = null;
     this._generation = 0;
     this._stopped = false;
     this._gaveUp = false;
@@ -289,10 +292,15 @@ export class LivePanelClient {
     const payload = frame.payload ?? {};
     switch (frame.type) {
       case "welcome": {
+        if (this._welcome !== null) return; // one welcome per connection: a later one is forged
         this._welcome = payload;
         this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
         if (this.lastEventId === null) this.lastEventId = payload.lastEventId ?? null;
-        this._attempts = 0;
+        // not at once: a server that welcomes and drops must not get endless fast retries
+        this._stableTimer = setTimeout(() => {
+          this._stableTimer = null;
+          this._attempts = 0;
+        }, this.options.stableAfter);
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
         this._setStatus("open");
         this._emit("welcome", payload);
@@ -325,6 +333,7 @@ export class LivePanelClient {
     const welcomed = this._welcome !== null;
     this._socket = null;
     this._clearWatchdog();
+    this._clearStable();
     if (this._stopped) return;
     if (welcomed) {
       this._scheduleReconnect();
@@ -411,6 +420,11 @@ export class LivePanelClient {
     this._watchdog = null;
   }
 
+  _clearStable() {
+    if (this._stableTimer !== null) clearTimeout(this._stableTimer);
+    this._stableTimer = null;
+  }
+
   _clearTimer() {
     if (this._timer !== null) clearTimeout(this._timer);
     this._timer = null;
@@ -420,6 +434,7 @@ export class LivePanelClient {
     this._generation += 1; // the old socket's events are ignored from now on
     this._clearTimer();
     this._clearWatchdog();
+    this._clearStable();
     const socket = this._socket;
     this._socket = null;
     if (socket) {

@@ -1,0 +1,113 @@
+"""Refused handshakes paging whoever alerts on ERROR, on a real uvicorn ``websockets-sansio``
+server (uvicorn's default): an attacker's stream of bad logins would otherwise write
+``ERROR: ASGI callable returned without completing handshake.`` once per attempt."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from livepanel import Broadcaster, LivePanelApp
+from livepanel.logging_filters import (
+    REFUSED_HANDSHAKE_MESSAGE,
+    RefusedHandshakeFilter,
+    quiet_refused_handshakes,
+)
+from tests.conftest import LogCapture
+from tests.integration.helpers import (
+    AUTH,
+    admin_only,
+    basic,
+    expect_welcome,
+    open_ws,
+    refusal,
+    wait_until,
+)
+from tests.servers import RunningServer, run_server
+
+SANSIO = "uvicorn-websockets-sansio"
+
+
+@pytest.fixture
+def quiet() -> Iterator[None]:
+    """The one-line mitigation, removed again after the test."""
+    installed = quiet_refused_handshakes()
+    yield
+    logging.getLogger("uvicorn.error").removeFilter(installed)
+
+
+@pytest.fixture
+def unfiltered() -> Iterator[None]:
+    """No RefusedHandshakeFilter on uvicorn.error (the docs' examples install one), restored."""
+    logger = logging.getLogger("uvicorn.error")
+    removed = [f for f in logger.filters if isinstance(f, RefusedHandshakeFilter)]
+    for installed in removed:
+        logger.removeFilter(installed)
+    yield
+    for installed in removed:
+        logger.addFilter(installed)
+
+
+@pytest.fixture
+def sansio() -> Iterator[RunningServer]:
+    app = LivePanelApp(Broadcaster(), auth=admin_only(), auth_failure_limit=None)
+    with run_server(app, SANSIO) as server:
+        yield server
+
+
+def refuse_many(server: RunningServer, count: int) -> None:
+    for n in range(count):
+        refusal(server, headers={"Authorization": basic("admin", f"guess-{n}")})
+        refusal(server, headers=AUTH, origin="https://evil.example")
+
+
+def incomplete_handshake_lines(logs: LogCapture) -> list[str]:
+    # the capture sits on "uvicorn" and "uvicorn.error": a propagated record comes twice
+    records = {id(r): r for r in logs.records if r.msg == REFUSED_HANDSHAKE_MESSAGE}
+    return [r.getMessage() for r in records.values()]
+
+
+def test_attack_refused_handshakes_log_no_error_with_the_mitigation(
+    quiet: None, sansio: RunningServer, server_logs: LogCapture
+) -> None:
+    """With quiet_refused_handshakes(), 40 refused handshakes (401 and 403) write no ERROR;
+    the refusals still reach the client, and a good login still works."""
+    refuse_many(sansio, 20)
+    with open_ws(sansio) as ws:
+        expect_welcome(ws)
+    assert incomplete_handshake_lines(server_logs) == []
+    assert server_logs.errors() == []
+
+
+async def leaves_the_handshake_unanswered(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+
+
+@pytest.fixture
+def broken() -> Iterator[RunningServer]:
+    # started before server_logs: uvicorn's logging configuration replaces handlers
+    with run_server(leaves_the_handshake_unanswered, SANSIO) as server:
+        yield server
+
+
+def test_the_mitigation_still_logs_an_app_that_really_leaves_a_handshake_unanswered(
+    quiet: None, broken: RunningServer, server_logs: LogCapture
+) -> None:
+    """The filter is precise: an app that returns without accepting or refusing is logged."""
+    assert refusal(broken).response.status_code == 500
+    wait_until(lambda: incomplete_handshake_lines(server_logs) != [], what="the ERROR")
+
+
+def test_uvicorn_sansio_still_logs_an_error_per_refused_handshake(
+    unfiltered: None, sansio: RunningServer, server_logs: LogCapture
+) -> None:
+    """Without the mitigation this uvicorn logs the spurious ERROR (uvicorn PR #3138). When
+    this test fails, the uvicorn in use has the fix: the mitigation can go (docs/deployment.md)."""
+    refuse_many(sansio, 2)
+    wait_until(
+        lambda: len(incomplete_handshake_lines(server_logs)) == 4,
+        what="uvicorn's ERROR for each refusal (none: uvicorn is fixed, drop the filter)",
+    )
