@@ -24,6 +24,7 @@ from typing import Any, TypeVar, overload
 from livepanel.backends import Backend, MemoryBackend, backend_from_url
 from livepanel.connection import (
     BATCH_LINGER_MAX,
+    WAKE_AFTER_TURNS,
     CloseReason,
     Connection,
     Frame,
@@ -84,14 +85,11 @@ class _Hub:
     """
 
     __slots__ = (
-        "_batch",
-        "_batch_handle",
+        "_batchers",
         "_draining",
-        "_due",
         "_left",
-        "_linger",
         "_scheduled",
-        "_wake_scheduled",
+        "_writers",
         "broadcaster",
         "connections",
         "inbox",
@@ -108,11 +106,8 @@ class _Hub:
         self.inbox: deque[list[Frame]] = deque()
         self.last_id = last_id  # the newest event fanned out here: welcome's lastEventId
         self._scheduled = False
-        self._due: list[Connection] = []
-        self._wake_scheduled = False
-        self._batch: list[Connection] = []
-        self._batch_handle: asyncio.TimerHandle | None = None
-        self._linger = 0.0
+        self._writers = _Waker(loop, WAKE_AFTER_TURNS)
+        self._batchers = _Waker(loop, WAKE_AFTER_TURNS, BATCH_LINGER_MAX)
         self._draining = False
         self._left = False  # a connection closed during a drain: prune after it
 
@@ -170,34 +165,55 @@ class _Hub:
             self.connections = [c for c in connections if not c.closed]
 
     def wake_later(self, conn: Connection) -> None:
-        """Wake ``conn``'s writer once this loop turn's fan-out is done."""
-        if conn.batch:
-            self._batch.append(conn)
-            if self._batch_handle is None:
-                self._batch_handle = self.loop.call_later(self._linger, self._wake_batch)
-            return
-        self._due.append(conn)
-        if not self._wake_scheduled:
-            self._wake_scheduled = True
-            self.loop.call_soon(self._wake_due)
+        """Wake ``conn``'s writer with the next round of this loop's writers."""
+        (self._batchers if conn.batch else self._writers).add(conn)
 
-    def _wake_due(self) -> None:
-        self._wake_scheduled = False
+
+class _Waker:
+    """Wakes a loop's writers in rounds, so that each writer writes what queued meanwhile.
+
+    A round starts ``turns`` event-loop turns after the first event queued for
+    it, and, with ``linger``, no sooner than the previous round took to write
+    (at most ``linger`` seconds). Under no load that is at once; under load
+    each writer sends the events published meanwhile in one go (in one frame
+    with ``?batch=1``), paying for one wake instead of one per event, while a
+    publisher that publishes every turn is never more than a few events ahead.
+    """
+
+    __slots__ = ("_due", "_handle", "_left", "_linger", "cap", "loop", "turns")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, turns: int, cap: float = 0.0) -> None:
+        self.loop = loop
+        self.turns = turns
+        self.cap = cap
+        self._due: list[Connection] = []
+        self._handle: asyncio.Handle | None = None
+        self._left = 0  # turns still to wait
+        self._linger = 0.0  # seconds: how long the last round took, capped
+
+    def add(self, conn: Connection) -> None:
+        self._due.append(conn)
+        if self._handle is None:
+            self._left = self.turns
+            if self._linger:
+                self._handle = self.loop.call_later(self._linger, self._tick)
+            else:
+                self._handle = self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        if self._left:
+            self._left -= 1
+            self._handle = self.loop.call_soon(self._tick)
+            return
+        self._handle = None
         due, self._due = self._due, []
         for conn in due:
             conn.wake()
-
-    def _wake_batch(self) -> None:
-        self._batch_handle = None
-        due, self._batch = self._batch, []
-        for conn in due:
-            conn.wake()
-        # runs after the writers just woken have written: how long a batching round takes
-        began = self.loop.time()
-        self.loop.call_soon(self._measure, began)
+        if self.cap:  # runs after the writers just woken have written: a round's length
+            self.loop.call_soon(self._measure, self.loop.time())
 
     def _measure(self, began: float) -> None:
-        self._linger = min(BATCH_LINGER_MAX, self.loop.time() - began)
+        self._linger = min(self.cap, self.loop.time() - began)
 
 
 class Subscription:

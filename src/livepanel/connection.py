@@ -33,7 +33,14 @@ from livepanel.protocol import TypeFilter, control_frame, error_frame, parse_id
 if TYPE_CHECKING:
     from livepanel.broadcaster import _Counters, _Hub
 
-__all__ = ["BATCH_LINGER_MAX", "CloseReason", "Connection", "Frame", "SlowConsumerPolicy"]
+__all__ = [
+    "BATCH_LINGER_MAX",
+    "WAKE_AFTER_TURNS",
+    "CloseReason",
+    "Connection",
+    "Frame",
+    "SlowConsumerPolicy",
+]
 
 logger = logging.getLogger("livepanel")
 
@@ -44,6 +51,8 @@ SendText = Callable[[str], Awaitable[object]]
 
 BATCH_LINGER_MAX = 0.010
 """Seconds a batching connection's events may wait for company in a frame, at most."""
+WAKE_AFTER_TURNS = 1
+"""Event-loop turns a writer's first queued event waits for company before it is woken."""
 
 
 class CloseReason(enum.Enum):
@@ -271,9 +280,13 @@ class Connection:
         return False
 
     def wake(self) -> None:
-        """Wake the writer if it waits (the hub calls it once per loop turn)."""
+        """Wake the writer if it waits (the hub calls it once per round)."""
         self._marked = False
-        self._wake()
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -409,10 +422,15 @@ class Connection:
         if heartbeat_interval is not None:
             timer = loop.call_later(heartbeat_interval, heartbeat)
         counters = self._counters
+        queue = self.queue
         try:
             while True:
-                if not self.queue and self.close_reason is None:
-                    await self.wait()
+                while not queue and self.close_reason is None:
+                    waiter = self._waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._waiter = None
                 reason = self.close_reason
                 if reason is not None and not (reason.flushes_first and self.queue):
                     return reason
@@ -425,7 +443,7 @@ class Connection:
                         await send("\n".join([f.text for f in frames]))
                     counters.delivered += sum(1 for f in frames if f.event is not None)
                 else:
-                    queue = self.queue
+                    sent = 0
                     while queue:
                         if self.close_reason is not None and not self.close_reason.flushes_first:
                             break
@@ -434,10 +452,9 @@ class Connection:
                             self.live_count -= 1
                         if frame.event is not None:
                             self._sent = frame
-                            await send(frame.text)
-                            counters.delivered += 1
-                        else:
-                            await send(frame.text)
+                            sent += 1
+                        await send(frame.text)
+                    counters.delivered += sent
                 self.last_sent = loop.time()
         except OSError:
             self.close(CloseReason.CLIENT_LEFT)
