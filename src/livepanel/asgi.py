@@ -219,6 +219,7 @@ class LivePanelApp:
         self._live: set[Subscriber] = set()  # this app's open connections, for shutdown()
         self._draining = False
         self._idle: asyncio.Event | None = None
+        self.handshakes: dict[int, int] = {}  # WebSocket handshakes by status, 101: accepted
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -381,6 +382,7 @@ class LivePanelApp:
     def _starting_up(self) -> None:
         """A server starts this app: accept connections again, chain the signal handlers."""
         self._draining = False
+        self.broadcaster.draining = False
         watch_signals(self, self.shutdown_signals)
 
     async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
@@ -393,6 +395,7 @@ class LivePanelApp:
         (hypercorn's ``serve(..., shutdown_trigger=...)``).
         """
         self._draining = True
+        self.broadcaster.draining = True
         live = list(self._live)
         if live:
             logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
@@ -425,6 +428,8 @@ class LivePanelApp:
                 await self.broadcaster.start()
             except BackendUnavailable:
                 denial = _UNAVAILABLE
+        status = 101 if denial is None else denial.status
+        self.handshakes[status] = self.handshakes.get(status, 0) + 1
         if denial is not None:
             await self._deny(scope, send, denial)
             return

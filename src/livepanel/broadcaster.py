@@ -518,6 +518,10 @@ class Broadcaster:
         self._starting: asyncio.Future[None] | None = None
         self._head_id = ""
         self._start_task: asyncio.Task[None] | None = None
+        # operating it (livepanel.metrics, livepanel.health): plain counters, a flag, a hook
+        self.replays = {"granted": 0, "unavailable": 0}
+        self.draining = False  # set by LivePanelApp.shutdown(): health answers 503
+        self.fanout_hooks: list[Callable[[Sequence[Event]], None]] = []  # once per batch
 
     # ------------------------------------------------------------------ publish
 
@@ -627,6 +631,8 @@ class Broadcaster:
             self._head_id = events[-1].id or self._head_id
         if self._counters.slow_disconnects != slow_before:
             self._subscribers = [s for s in subscribers if s.close_code is None]
+        for hook in self.fanout_hooks:
+            hook(events)
 
     def attach(self, types: Iterable[str] = ("*",), *, is_connection: bool = False) -> Subscriber:
         """Register a subscriber for live events (after :meth:`start`)."""
@@ -691,6 +697,7 @@ class Broadcaster:
                 )
             for item in (*queued, *buffered):
                 sub.push(item)
+            self.replays["unavailable"] += 1
             return False
         last = parse_id(events[-1].id or since)[1] if events else parse_id(since)[1]
         match = sub.filter.matches
@@ -701,6 +708,7 @@ class Broadcaster:
             if item.event is not None and parse_id(item.event.id or "")[1] > last:
                 sub.push(item)
         sub._wake()
+        self.replays["granted"] += 1
         return True
 
     @asynccontextmanager
@@ -761,6 +769,19 @@ class Broadcaster:
         }
         data.update(self.backend.stats())
         return data
+
+    async def health(self, *, stall_after: float = 5.0, timeout: float = 2.0) -> dict[str, Any]:
+        """Whether this process serves live events: see :func:`livepanel.health.check`.
+
+        Example::
+
+            report = await broadcaster.health()
+            # {"ok": True, "backend": "ok", "readerLagSeconds": 0.0, "connections": 3,
+            #  "draining": False}
+        """
+        from livepanel.health import check  # the health module imports this one
+
+        return await check(self, stall_after=stall_after, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"

@@ -54,6 +54,7 @@ import random
 import re
 import secrets
 import threading
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -258,6 +259,7 @@ class RedisBackend(Backend):
         self._publish_failures = 0
         self._outage_failures = 0
         self._reader_reconnects = 0
+        self._last_read_at = time.monotonic()  # when an XREAD last returned (health)
 
     @classmethod
     def from_url(cls, url: str, *, history: int = 1000, **options: Any) -> RedisBackend:
@@ -555,6 +557,7 @@ class RedisBackend(Backend):
     async def _read_forever(self) -> None:
         failures = 0
         reconnecting = False
+        self._last_read_at = time.monotonic()
         while not self._stopping:
             try:
                 if reconnecting:
@@ -568,6 +571,7 @@ class RedisBackend(Backend):
                         self._last_id,
                     )
                 entries, epoch = await self._read()
+                self._last_read_at = time.monotonic()
                 if epoch != self.epoch:
                     await self._follow_new_epoch()
                     continue
@@ -757,6 +761,55 @@ class RedisBackend(Backend):
             "publish_pending": len(self._outbox) + len(self._pending),
             "reader_reconnects": self._reader_reconnects,
         }
+
+    async def reader_status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """Where this process's reader stands against the stream, asked of Redis now.
+
+        Keys: ``reachable`` (Redis answered within ``timeout`` seconds),
+        ``running`` (the reader task is alive), ``waiting`` (the stream holds
+        entries the reader has not read), ``lagSeconds`` (the age, by Redis's
+        clock, of the oldest entry not yet read: ``0.0`` when none waits,
+        ``None`` when Redis did not answer) and ``idleSeconds`` (since the
+        reader's last ``XREAD`` returned; a reader waits at most
+        ``min(2, timeout * 0.4)`` seconds in one). :func:`livepanel.health.check`
+        turns them into a verdict.
+
+        Example::
+
+            status = await backend.reader_status()
+            if status["waiting"] and status["idleSeconds"] > 5:
+                ...  # entries wait and nothing was read for 5 s: a deaf reader
+        """
+        reader, client = self._reader, self._client
+        running = reader is not None and not reader.done()
+        idle = time.monotonic() - self._last_read_at if running else None
+        status: dict[str, Any] = {
+            "reachable": False,
+            "running": running,
+            "waiting": False,
+            "lagSeconds": None,
+            "idleSeconds": idle,
+        }
+        if client is None:
+            return status
+        last = self._last_id
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.time()
+            pipe.xrange(self.stream, "-" if last == START else f"({last}", "+", count=1)
+            (seconds, micros), unread = await asyncio.wait_for(pipe.execute(), timeout)
+        except Exception:  # unreachable, slow, or a connection in a bad state: all unhealthy
+            return status
+        status["reachable"] = True
+        entries = _entry_list(unread)
+        # the reader may have moved on while we asked: what it has read since is not waiting
+        if entries and _position(entries[0][0]) > self._position:
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            status["waiting"] = True
+            status["lagSeconds"] = max(0.0, (now_ms - _position(entries[0][0])[0]) / 1000)
+        else:
+            status["lagSeconds"] = 0.0
+        return status
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
