@@ -68,12 +68,18 @@ class LivePanelCollector(Collector):
     Example::
 
         collector = instrument(broadcaster, app)
-        registry.unregister(collector)  # stop exporting, e.g. in a test
+        REGISTRY.unregister(collector)  # stop exporting, e.g. in a test
     """
 
-    def __init__(self, broadcaster: Broadcaster, app: LivePanelApp | None = None) -> None:
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        app: LivePanelApp | None = None,
+        histogram: Histogram | None = None,
+    ) -> None:
         self.broadcaster = broadcaster
         self.app = app
+        self.histogram = histogram
         self._lag = 0.0
         self._lag_at = -_LAG_REFRESH
         self._refreshing: Any = None
@@ -119,6 +125,8 @@ class LivePanelCollector(Collector):
         yield from counters
         yield replayed
         yield backend_lag
+        if self.histogram is not None:
+            yield from self.histogram.describe() if not samples else self.histogram.collect()
 
     # ------------------------------------------------------------------ the reader's lag
 
@@ -222,15 +230,16 @@ def instrument(
         app.mount("/metrics", make_asgi_app())
     """
     registry = REGISTRY if registry is None else registry
-    collector = LivePanelCollector(broadcaster, app)
     histogram = Histogram(
         "livepanel_delivery_seconds", _HELP_DELIVERY, buckets=DELIVERY_BUCKETS, registry=None
     )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the histogram writes to the directory itself; the rest is copied there
+        collector = LivePanelCollector(broadcaster, app)
         _start_copying(collector)
     else:
+        collector = LivePanelCollector(broadcaster, app, histogram)
         registry.register(collector)
-        registry.register(histogram)
     broadcaster.fanout_hooks.append(_DeliveryTimer(histogram))
     return collector
 
@@ -251,15 +260,20 @@ def _start_copying(collector: LivePanelCollector) -> None:
             _HELP_CONNECTIONS,
             ["transport"],
             multiprocess_mode="livesum",
+            registry=None,
         ),
-        "livepanel_handshakes": Counter("livepanel_handshakes", _HELP_HANDSHAKES, ["status"]),
-        "livepanel_replays": Counter("livepanel_replays", _HELP_REPLAYS, ["outcome"]),
+        "livepanel_handshakes": Counter(
+            "livepanel_handshakes", _HELP_HANDSHAKES, ["status"], registry=None
+        ),
+        "livepanel_replays": Counter(
+            "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None
+        ),
         "livepanel_backend_lag_seconds": Gauge(
-            "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max"
+            "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max", registry=None
         ),
     }
     for name, _, help_text in _COUNTERS:
-        metrics[f"livepanel_{name}"] = Counter(f"livepanel_{name}", help_text)
+        metrics[f"livepanel_{name}"] = Counter(f"livepanel_{name}", help_text, registry=None)
     copied: dict[tuple[str, tuple[str, ...]], float] = {}
 
     def copy_once() -> None:
