@@ -3,8 +3,9 @@
 The failure this catches is the silent one: a worker whose event reader stopped
 (a dead listener, a stuck connection to Redis) keeps accepting dashboards that
 never receive anything, while every other check says it is fine. A reader is
-*stalled* when Redis answers, entries wait in the stream that this process has
-not read, and its reader has read nothing for ``stall_after`` seconds. An idle
+*stalled* when Redis answers, an entry has waited in the stream for more than
+``stall_after`` seconds without this process reading it, and its reader has
+read nothing meanwhile. An idle
 stream is never a stall: a reader waiting for news is healthy.
 
 See docs/operating.md for Kubernetes probes and nginx/HAProxy checks.
@@ -36,8 +37,9 @@ async def check(
 
     - ``ok``: ``True`` when the backend is ``"ok"`` and the process is not draining.
     - ``backend``: ``"ok"``; ``"unreachable"`` (Redis did not answer within
-      ``timeout`` seconds); ``"stalled"`` (entries wait and the reader has read
-      nothing for ``stall_after`` seconds, or its task has ended);
+      ``timeout`` seconds); ``"stalled"`` (an entry has waited unread for more
+      than ``stall_after`` seconds and the reader has read nothing meanwhile,
+      or its task has ended);
       ``"starting"`` (the reader has not started yet: it starts on first use,
       and this call starts it).
     - ``readerLagSeconds``: how far this process's reader trails the stream,
@@ -66,7 +68,8 @@ async def check(
         elif not status["running"]:
             # started (bound to a loop) yet no reader: it died; otherwise it is on its way
             backend = "stalled" if getattr(broadcaster, "_loop", None) is not None else "starting"
-        elif status["waiting"] and status["idleSeconds"] > stall_after:
+        elif status["waiting"] and min(lag, status["idleSeconds"]) > stall_after:
+            # an entry older than the threshold is unread and nothing was read meanwhile
             backend = "stalled"
     return {
         "ok": backend == "ok" and not draining,

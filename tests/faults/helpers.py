@@ -82,7 +82,8 @@ def server_processes(
 ) -> Iterator[list[ServerProcess]]:
     """Start one server per kind (in parallel) and wait until each answers /health.
     At the end every process still running is terminated, then killed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("LIVEPANEL_BACKEND_URL", None)
     if backend_url is not None:
         env["LIVEPANEL_BACKEND_URL"] = backend_url
