@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from websockets.exceptions import ConnectionClosed
 
-from livepanel import BasicAuth, Broadcaster, LivePanelApp, LivePanelMiddleware
+from livepanel import BasicAuth, Broadcaster, LivePanelApp, LivePanelMiddleware, health_app
 from livepanel.metrics import instrument
 from tests.integration.helpers import (
     AUTH,
@@ -75,10 +76,28 @@ def moved(before: dict[Sample, float], after: dict[Sample, float]) -> dict[str, 
     return deltas
 
 
+def scrape_until(
+    server: RunningServer, before: dict[Sample, float], expected: dict[str, float]
+) -> dict[Sample, float]:
+    """Scrape until the counters moved by ``expected`` since ``before`` (a writer counts a
+    frame once its write completes, which may be just after the client has it); fail with
+    the difference after a few seconds, or at once on a move beyond it."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        now = scrape(server)
+        deltas = moved(before, now)
+        if deltas == expected:
+            return now
+        overshoot = {k: v for k, v in deltas.items() if v > expected.get(k, 0.0)}
+        if overshoot or time.monotonic() > deadline:
+            assert deltas == expected
+        time.sleep(0.02)
+
+
 @contextlib.contextmanager
 def instrumented_server() -> Iterator[tuple[RunningServer, Broadcaster, LivePanelApp]]:
-    """A Starlette app on uvicorn: the endpoint at /ws (two users per user at most, viewer
-    refused by authorize) and /metrics from a registry of its own."""
+    """A Starlette app on uvicorn: the endpoint at /ws (two connections per user at most,
+    viewer refused by authorize), /metrics from a registry of its own and /healthz."""
     broadcaster = Broadcaster(queue_size=QUEUE_SIZE)
     registry = CollectorRegistry()
 
@@ -86,7 +105,7 @@ def instrumented_server() -> Iterator[tuple[RunningServer, Broadcaster, LivePane
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     app = LivePanelMiddleware(
-        Starlette(routes=[Route("/metrics", metrics)]),
+        Starlette(routes=[Route("/metrics", metrics), Route("/healthz", health_app(broadcaster))]),
         path="/ws",
         broadcaster=broadcaster,
         auth=BasicAuth(lambda u, p: USERS.get(u) == p and u),
@@ -110,29 +129,34 @@ def test_every_counter_moves_by_exactly_what_happened() -> None:
         with open_ws(server) as first, open_ws(server) as second:
             expect_welcome(first)
             expect_welcome(second)
-            connected = scrape(server)
+            connected = scrape_until(server, start, {"livepanel_handshakes_total{status=101}": 2})
             assert value(connected, "livepanel_connections", transport="websocket") == 2
-            assert moved(start, connected) == {"livepanel_handshakes_total{status=101}": 2}
 
             refusal(server, headers={"Authorization": basic("admin", "wrong")})
             refusal(server, headers={"Authorization": basic("viewer", "pw")})
             refusal(server, headers=AUTH)  # admin's third connection
-            refused = scrape(server)
-            assert moved(connected, refused) == {
-                "livepanel_handshakes_total{status=401}": 1,
-                "livepanel_handshakes_total{status=403}": 1,
-                "livepanel_handshakes_total{status=429}": 1,
-            }
+            refused = scrape_until(
+                server,
+                connected,
+                {
+                    "livepanel_handshakes_total{status=401}": 1,
+                    "livepanel_handshakes_total{status=403}": 1,
+                    "livepanel_handshakes_total{status=429}": 1,
+                },
+            )
 
             events = [cron_output(broadcaster, n) for n in range(3)]
             for ws in (first, second):
                 assert [f["id"] for f in recv_events(ws, 3)] == [e.id for e in events]
-            received = scrape(server)
-            assert moved(refused, received) == {
-                "livepanel_events_published_total": 3,
-                "livepanel_events_delivered_total": 6,
-                "livepanel_delivery_seconds_count": 3,
-            }
+            received = scrape_until(
+                server,
+                refused,
+                {
+                    "livepanel_events_published_total": 3,
+                    "livepanel_events_delivered_total": 6,
+                    "livepanel_delivery_seconds_count": 3,
+                },
+            )
             assert value(received, "livepanel_delivery_seconds_bucket", le="+Inf") == 3
 
             second.close()
@@ -145,13 +169,16 @@ def test_every_counter_moves_by_exactly_what_happened() -> None:
                 expect_welcome(lost)
                 expect_error(lost, "resume_unavailable")
             wait_until(lambda: broadcaster.connection_count == 1, what="the close")
-            replayed = scrape(server)
-            assert moved(received, replayed) == {
-                "livepanel_handshakes_total{status=101}": 2,
-                "livepanel_replays_total{outcome=granted}": 1,
-                "livepanel_replays_total{outcome=unavailable}": 1,
-                "livepanel_events_delivered_total": 2,
-            }
+            replayed = scrape_until(
+                server,
+                received,
+                {
+                    "livepanel_handshakes_total{status=101}": 2,
+                    "livepanel_replays_total{outcome=granted}": 1,
+                    "livepanel_replays_total{outcome=unavailable}": 1,
+                    "livepanel_events_delivered_total": 2,
+                },
+            )
 
             with contextlib.suppress(ConnectionClosed), stalled_reader(server) as slow:
                 published = publish_in_step(
@@ -161,13 +188,16 @@ def test_every_counter_moves_by_exactly_what_happened() -> None:
             assert code == 1013
             first.close()
             wait_until(lambda: broadcaster.connection_count == 0, what="every close")
-            closed = scrape(server)
+            closed = scrape_until(
+                server,
+                replayed,
+                {
+                    "livepanel_handshakes_total{status=101}": 1,
+                    "livepanel_events_published_total": len(published),
+                    "livepanel_events_delivered_total": len(published) + len(seen),
+                    "livepanel_delivery_seconds_count": len(published),
+                    "livepanel_slow_disconnects_total": 1,
+                },
+            )
             assert value(closed, "livepanel_connections", transport="websocket") == 0
-            assert moved(replayed, closed) == {
-                "livepanel_handshakes_total{status=101}": 1,
-                "livepanel_events_published_total": len(published),
-                "livepanel_events_delivered_total": len(published) + len(seen),
-                "livepanel_delivery_seconds_count": len(published),
-                "livepanel_slow_disconnects_total": 1,
-            }
             assert value(closed, "livepanel_events_dropped_total") == 0
