@@ -16,13 +16,14 @@ install: $(STAMP)
 
 # What the tests need beyond pip, from Debian's packages: redis-server (tests start their
 # own instances), nginx (the deployment recipe's test), chromium (the browser tests;
-# Playwright's own browser download is never used) and tmux (`livepanel top` in a real
-# terminal). Installed only when missing.
+# Playwright's own browser download is never used), tmux (`livepanel top` in a real
+# terminal) and haproxy (the health-check recipe's test). Installed only when missing.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light) \
 	$(if $(shell command -v chromium),,chromium) \
 	$(if $(shell command -v caddy),,caddy) \
-	$(if $(shell command -v tmux),,tmux)
+	$(if $(shell command -v tmux),,tmux) \
+	$(if $(shell PATH="$$PATH:/usr/sbin" command -v haproxy),,haproxy)
 
 services:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \

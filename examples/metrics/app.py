@@ -13,7 +13,7 @@ adds up what every worker wrote to PROMETHEUS_MULTIPROC_DIR; empty it before sta
     DASHBOARD_USERNAME=admin DASHBOARD_PASSWORD=secret \\
         uvicorn examples.metrics.app:app --workers 4
 
-Then: GET /metrics (Prometheus), GET /healthz (200 or 503), the dashboards at /ws/.
+Then: GET /metrics (Prometheus), GET /healthz and /livez (200 or 503), the dashboards at /ws/.
 """
 
 import os
@@ -44,7 +44,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="ClawPanel", lifespan=lifespan)
 app.mount("/ws", endpoint)
-app.add_route("/healthz", health_app(broadcaster))  # a route: exactly /healthz, no redirect
+# routes, not mounts: exactly /healthz, never a redirect (probes count a 3xx as a success)
+app.add_route("/healthz", health_app(broadcaster))  # readiness, load balancers
+app.add_route("/livez", health_app(broadcaster, liveness=True))  # 503 only when stalled
 
 
 @app.get("/metrics")

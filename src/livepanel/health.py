@@ -84,10 +84,12 @@ class HealthApp:
     """An ASGI app answering ``GET``/``HEAD`` with the health report: 200 when ok, else 503.
 
     Built by :func:`health_app`; any path it is mounted at answers the same.
+    With ``liveness=True`` it answers 503 only for a stalled reader, the one
+    state a restart cures.
 
     Example::
 
-        app.mount("/healthz", HealthApp(broadcaster, stall_after=10))
+        app.add_route("/healthz", HealthApp(broadcaster, stall_after=10))
     """
 
     def __init__(
@@ -96,10 +98,12 @@ class HealthApp:
         *,
         stall_after: float = DEFAULT_STALL_AFTER,
         timeout: float = 2.0,
+        liveness: bool = False,
     ) -> None:
         self._broadcaster = broadcaster
         self.stall_after = stall_after
         self.timeout = timeout
+        self.liveness = liveness
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -135,7 +139,8 @@ class HealthApp:
                 )
             except asyncio.TimeoutError:  # the loop is too busy to answer in time: unhealthy
                 report = {"ok": False, "backend": "unreachable", "readerLagSeconds": None}
-            status = 200 if report["ok"] else 503
+            healthy = report["backend"] != "stalled" if self.liveness else report["ok"]
+            status = 200 if healthy else 503
             body = json.dumps(report).encode()
         else:
             status, body = 405, b'{"error": "method_not_allowed", "message": "use GET or HEAD"}'
@@ -155,6 +160,7 @@ def health_app(
     *,
     stall_after: float = DEFAULT_STALL_AFTER,
     timeout: float = 2.0,
+    liveness: bool = False,
 ) -> HealthApp:
     """An ASGI app serving ``broadcaster``'s health: 200 or 503 with the JSON of :func:`check`.
 
@@ -163,13 +169,16 @@ def health_app(
         stall_after: seconds without a read, while entries wait, that make a
             reader stalled.
         timeout: seconds Redis has to answer the check.
+        liveness: answer 503 only when the reader is stalled, for a liveness
+            probe: an unreachable Redis or a drain is no reason to restart.
 
     Example::
 
         from livepanel import health_app
 
-        app.mount("/healthz", health_app(broadcaster))
+        app.add_route("/healthz", health_app(broadcaster))  # readiness, load balancers
+        app.add_route("/livez", health_app(broadcaster, liveness=True))  # liveness
         # GET /healthz -> 200 {"ok": true, "backend": "ok", "readerLagSeconds": 0.0,
         #                      "connections": 12, "draining": false}
     """
-    return HealthApp(broadcaster, stall_after=stall_after, timeout=timeout)
+    return HealthApp(broadcaster, stall_after=stall_after, timeout=timeout, liveness=liveness)

@@ -24,10 +24,10 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STALL_AFTER = 1.5
 
 
-def get_health(base: str) -> tuple[int, dict[str, Any]]:
+def get_health(base: str, path: str = "/healthz") -> tuple[int, dict[str, Any]]:
     """GET <base>/healthz: the status and the JSON body (200 and 503 alike)."""
     try:
-        with OPENER.open(f"{base}/healthz", timeout=5) as response:
+        with OPENER.open(f"{base}{path}", timeout=5) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as refused:
         return refused.code, json.load(refused)
@@ -106,6 +106,25 @@ def test_an_unreachable_redis_is_reported_without_a_lag() -> None:
 
 
 @pytest.mark.redis
+def test_liveness_ignores_an_unreachable_redis_and_a_drain() -> None:
+    """health_app(liveness=True) answers 503 for a stalled reader only: a Redis outage or a
+    drain is no reason to restart; the readiness check says 503 to both."""
+    broadcaster = Broadcaster(f"redis://127.0.0.1:{free_port()}/0")
+    ready = health_app(broadcaster, timeout=0.5)
+    live = health_app(broadcaster, timeout=0.5, liveness=True)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await (live if scope["path"] == "/livez" else ready)(scope, receive, send)
+
+    with run_server(app, "uvicorn-websockets") as server:
+        assert get_health(server.http_url)[0] == 503
+        status, body = get_health(server.http_url, "/livez")
+        assert (status, body["backend"]) == (200, "unreachable")
+        broadcaster.draining = True
+        assert get_health(server.http_url, "/livez")[0] == 200
+
+
+@pytest.mark.redis
 def test_a_deaf_reader_turns_503_and_recovers_without_losing_an_event(
     redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,6 +158,7 @@ def test_a_deaf_reader_turns_503_and_recovers_without_losing_an_event(
             assert body["ok"] is False
             assert body["readerLagSeconds"] >= STALL_AFTER
             assert body["connections"] == 1
+            assert get_health(deaf_base, "/livez")[0] == 503  # a restart would cure this
             assert get_health(other_base)[0] == 200  # the other worker reads on
             post(other_base, "/publish?start=5&count=5")  # the stream goes on advancing
 
@@ -147,6 +167,7 @@ def test_a_deaf_reader_turns_503_and_recovers_without_losing_an_event(
             while get_health(deaf_base)[0] != 200:
                 assert time.monotonic() - thawed < 15, get_health(deaf_base)
                 time.sleep(0.1)
+            assert get_health(deaf_base, "/livez")[0] == 200
             frames = [recv_json(ws, timeout=10) for _ in range(10)]
             assert [f["payload"]["n"] for f in frames] == list(range(10))
         assert proxy.readers_frozen >= 1

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,10 +15,8 @@ import pytest
 
 pytest.importorskip("prometheus_client")
 
-from prometheus_client import REGISTRY
 from websockets.sync.client import connect
 
-from livepanel.metrics import LivePanelCollector
 from tests.examples.test_examples import BASIC, PASSWORD, USER, load, next_event
 from tests.ops.test_metrics import Sample, value
 from tests.redis.redis_helpers import free_port
@@ -38,19 +35,7 @@ def parse(text: str) -> dict[Sample, float]:
     }
 
 
-@pytest.fixture
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("DASHBOARD_USERNAME", USER)
-    monkeypatch.setenv("DASHBOARD_PASSWORD", PASSWORD)
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.delenv("LIVEPANEL_BACKEND_URL", raising=False)
-    yield
-    for collector in list(REGISTRY._collector_to_names):  # the example registers on import
-        if isinstance(collector, LivePanelCollector):
-            REGISTRY.unregister(collector)
-
-
-@pytest.mark.usefixtures("_credentials")
+@pytest.mark.usefixtures("example_env")
 def test_example_serves_metrics_and_health(server_logs: object) -> None:
     """One process: a published event shows in /metrics; /healthz answers 200 with the count."""
     app = load("examples.metrics.app").app

@@ -2,7 +2,7 @@
 
 ``uvicorn tests.redis.redis_worker_app:create_app --factory`` (from the repository) with
 ``LIVEPANEL_BACKEND_URL=redis://...``: the default broadcaster on Redis, the
-livepanel endpoint at ``/ws/``, its health check at ``/healthz`` and
+livepanel endpoint at ``/ws/``, its health checks at ``/healthz`` and ``/livez``, and
 ``POST /publish?start=N&count=M`` that publishes ``Tick(N) .. Tick(N+M-1)`` from this
 process and answers their ids.
 """
@@ -47,6 +47,7 @@ def create_app() -> Starlette:
             Route("/health", health),
             # livepanel's own check; TEST_STALL_AFTER shortens its stall threshold
             Route("/healthz", health_app(broadcaster, stall_after=stall_after)),
+            Route("/livez", health_app(broadcaster, stall_after=stall_after, liveness=True)),
             Mount("/ws", LivePanelApp(broadcaster, auth=None)),
         ],
         lifespan=lifespan,
