@@ -522,6 +522,7 @@ class Broadcaster:
         self.replays = {"granted": 0, "unavailable": 0}
         self.draining = False  # set by LivePanelApp.shutdown(): health answers 503
         self.fanout_hooks: list[Callable[[Sequence[Event]], None]] = []  # once per batch
+        self.publish_hooks: list[Callable[[Event], Event]] = []  # livepanel.tracing
 
     # ------------------------------------------------------------------ publish
 
@@ -535,6 +536,8 @@ class Broadcaster:
             ValueError: an unregistered type or a payload that does not fit it.
         """
         event = _prepare(event_or_type, payload)
+        for hook in self.publish_hooks:
+            event = hook(event)
         self._counters.published += 1
         accepted = self.backend.publish_nowait(event)
         if self._starting is None:
@@ -549,6 +552,8 @@ class Broadcaster:
             BackendUnavailable: the backend cannot take the event.
         """
         event = _prepare(event_or_type, payload)
+        for hook in self.publish_hooks:
+            event = hook(event)
         await self.start()
         stored = await self.backend.publish(event)
         self._counters.published += 1

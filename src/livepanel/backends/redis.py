@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import random
 import re
@@ -501,7 +502,7 @@ class RedisBackend(Backend):
         publish_script, _ = self._get_scripts()
         result = await publish_script(
             keys=[self.stream, self.epoch_key],
-            args=[_new_epoch(), self.maxlen, FIELD, *(event.to_json() for event in events)],
+            args=[_new_epoch(), self.maxlen, FIELD, *(_stored_json(event) for event in events)],
         )
         return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
 
@@ -948,6 +949,15 @@ def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
     if isinstance(reply, dict):
         return _entry_list(next(iter(reply.values())))
     return _entry_list(reply[0][1])
+
+
+def _stored_json(event: Event) -> str:
+    """The entry's JSON: the wire form, plus the publisher's trace context when it has one."""
+    if not event.trace:
+        return event.to_json()
+    data = event.to_dict()
+    data["trace"] = dict(event.trace)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _parse_entry(fields: Any) -> Event | None:
