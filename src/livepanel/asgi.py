@@ -436,6 +436,7 @@ class LivePanelApp:
         # reserve the slot before the first await so two handshakes cannot both pass the limit
         self._connections += 1
         self._per_user[user] = self._per_user.get(user, 0) + 1
+        self.broadcaster.count_user(user, +1)
         try:
             scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
             await _Connection(self, scope, receive, send).run()
@@ -444,6 +445,7 @@ class LivePanelApp:
             await _say_going_away(send)
             raise
         finally:
+            self.broadcaster.count_user(user, -1)
             self._connections -= 1
             left = self._per_user[user] - 1
             if left:

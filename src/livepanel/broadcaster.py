@@ -523,6 +523,8 @@ class Broadcaster:
         self.draining = False  # set by LivePanelApp.shutdown(): health answers 503
         self.fanout_hooks: list[Callable[[Sequence[Event]], None]] = []  # once per batch
         self.publish_hooks: list[Callable[[Event], Event]] = []  # livepanel.tracing
+        self.users: dict[str, int] = {}  # this process's connections by user (presence)
+        self.presence_hooks: list[Callable[[], None]] = []  # told when ``users`` changes
 
     # ------------------------------------------------------------------ publish
 
@@ -774,6 +776,36 @@ class Broadcaster:
         }
         data.update(self.backend.stats())
         return data
+
+    def count_user(self, user: str, delta: int) -> None:
+        """Record a connection of ``user`` opening (``+1``) or closing (``-1``).
+
+        The endpoint calls it; :meth:`presence` and :mod:`livepanel.presence` read it.
+
+        Example::
+
+            broadcaster.count_user("alice", +1)
+            broadcaster.users  # {"alice": 1}
+        """
+        count = self.users.get(user, 0) + delta
+        if count > 0:
+            self.users[user] = count
+        else:
+            self.users.pop(user, None)
+        for hook in self.presence_hooks:
+            hook()
+
+    async def presence(self) -> dict[str, Any]:
+        """Who is connected, on every worker: see :func:`livepanel.presence.collect`.
+
+        Example::
+
+            await broadcaster.presence()
+            # {"users": [{"user": "alice", "connections": 2}], "connections": 3}
+        """
+        from livepanel.presence import collect  # the presence module imports this one
+
+        return await collect(self)
 
     async def health(self, *, stall_after: float = 5.0, timeout: float = 2.0) -> dict[str, Any]:
         """Whether this process serves live events: see :func:`livepanel.health.check`.
