@@ -108,6 +108,8 @@ class PresenceTracker:
 
     def __call__(self) -> None:
         """``Broadcaster.users`` changed (on the loop's thread): write and announce soon."""
+        if not self._running():
+            return  # closed, or not started: connections come after a start
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -193,7 +195,7 @@ class PresenceTracker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away, or stopped: never crash the app
-                if getattr(self.broadcaster, "_loop", None) is None:
+                if not self._running():
                     return  # the broadcaster was closed
                 logger.warning("livepanel: presence not updated (%s); retrying", exc)
                 timeout = 1.0
@@ -202,9 +204,15 @@ class PresenceTracker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(dirty.wait(), timeout)
 
+    def _running(self) -> bool:
+        """The broadcaster is started and not closed (publishing must not restart it)."""
+        return getattr(self.broadcaster, "_loop", None) is not None
+
     async def _announce(self) -> bool:
         """Publish ``presence.changed`` if the view changed; return True when still pending."""
         view = await self.view()
+        if not self._running():
+            return False
         if view == self.last_announced:
             return False
         if not await self._may_announce():
