@@ -66,8 +66,8 @@ async def check(
         if not status["reachable"]:
             backend = "unreachable"
         elif not status["running"]:
-            # started (bound to a loop) yet no reader: it died; otherwise it is on its way
-            backend = "stalled" if getattr(broadcaster, "_loop", None) is not None else "starting"
+            # started, yet no reader: it died; otherwise it is on its way
+            backend = "stalled" if _started(broadcaster) else "starting"
         elif status["waiting"] and min(lag, status["idleSeconds"]) > stall_after:
             # an entry older than the threshold is unread and nothing was read meanwhile
             backend = "stalled"
@@ -78,6 +78,12 @@ async def check(
         "connections": broadcaster.connection_count,
         "draining": draining,
     }
+
+
+def _started(broadcaster: Broadcaster) -> bool:
+    """``broadcaster.start()`` has completed (and nothing closed it since)."""
+    starting = getattr(broadcaster, "_starting", None)
+    return bool(starting is not None and starting.done() and getattr(broadcaster, "_loop", None))
 
 
 class HealthApp:

@@ -236,7 +236,7 @@ def instrument(
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the histogram writes to the directory itself; the rest is copied there
         collector = LivePanelCollector(broadcaster, app)
-        _start_copying(collector)
+        _Copier(collector).start()
     else:
         collector = LivePanelCollector(broadcaster, app, histogram)
         registry.register(collector)
@@ -247,56 +247,64 @@ def instrument(
 # ---------------------------------------------------------------------- several processes
 
 
-def _start_copying(collector: LivePanelCollector) -> None:
-    """Multi-process mode: copy the collector's numbers into file-backed metrics each second.
+class _Copier:
+    """Multi-process mode: copies the collector's numbers into file-backed metrics.
 
     ``prometheus_client``'s ``MultiProcessCollector`` adds up what every
     process wrote to ``PROMETHEUS_MULTIPROC_DIR``; a collector that reads
-    counters at scrape time cannot take part, so a daemon thread copies them.
+    counters at scrape time cannot take part, so a daemon thread copies them
+    once a second (:meth:`start`).
     """
-    metrics: dict[str, Any] = {
-        "livepanel_connections": Gauge(
-            "livepanel_connections",
-            _HELP_CONNECTIONS,
-            ["transport"],
-            multiprocess_mode="livesum",
-            registry=None,
-        ),
-        "livepanel_handshakes": Counter(
-            "livepanel_handshakes", _HELP_HANDSHAKES, ["status"], registry=None
-        ),
-        "livepanel_replays": Counter(
-            "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None
-        ),
-        "livepanel_backend_lag_seconds": Gauge(
-            "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max", registry=None
-        ),
-    }
-    for name, _, help_text in _COUNTERS:
-        metrics[f"livepanel_{name}"] = Counter(f"livepanel_{name}", help_text, registry=None)
-    copied: dict[tuple[str, tuple[str, ...]], float] = {}
 
-    def copy_once() -> None:
-        for family in collector.collect():
-            metric = metrics[family.name]
+    def __init__(self, collector: LivePanelCollector) -> None:
+        self.collector = collector
+        self.metrics: dict[str, Any] = {
+            "livepanel_connections": Gauge(
+                "livepanel_connections",
+                _HELP_CONNECTIONS,
+                ["transport"],
+                multiprocess_mode="livesum",
+                registry=None,
+            ),
+            "livepanel_handshakes": Counter(
+                "livepanel_handshakes", _HELP_HANDSHAKES, ["status"], registry=None
+            ),
+            "livepanel_replays": Counter(
+                "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None
+            ),
+            "livepanel_backend_lag_seconds": Gauge(
+                "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max", registry=None
+            ),
+        }
+        for name, _, help_text in _COUNTERS:
+            self.metrics[f"livepanel_{name}"] = Counter(
+                f"livepanel_{name}", help_text, registry=None
+            )
+        self.copied: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def copy_once(self) -> None:
+        """Counters move by what they moved since the last copy; gauges take the value."""
+        for family in self.collector.collect():
+            metric = self.metrics.get(family.name)
+            if metric is None:
+                continue  # the histogram writes to the directory itself
             for sample in family.samples:
-                if sample.name.endswith("_created"):
-                    continue
                 labels = tuple(sample.labels.values())
                 child = metric.labels(*labels) if labels else metric
                 if family.type == "counter":
                     key = (family.name, labels)
-                    delta = sample.value - copied.get(key, 0.0)
+                    delta = sample.value - self.copied.get(key, 0.0)
                     if delta > 0:
                         child.inc(delta)
-                        copied[key] = sample.value
+                        self.copied[key] = sample.value
                 else:
                     child.set(sample.value)
 
-    def run() -> None:
-        while True:
-            with contextlib.suppress(Exception):  # a bad moment must not end the copying
-                copy_once()
-            time.sleep(_SYNC_INTERVAL)
+    def start(self) -> None:
+        def run() -> None:
+            while True:
+                with contextlib.suppress(Exception):  # a bad moment must not end the copying
+                    self.copy_once()
+                time.sleep(_SYNC_INTERVAL)
 
-    threading.Thread(target=run, name="livepanel-metrics", daemon=True).start()
+        threading.Thread(target=run, name="livepanel-metrics", daemon=True).start()

@@ -172,3 +172,71 @@ def test_a_deaf_reader_turns_503_and_recovers_without_losing_an_event(
             assert [f["payload"]["n"] for f in frames] == list(range(10))
         assert proxy.readers_frozen >= 1
         print(f"deaf reader noticed after {noticed:.2f} s (threshold {STALL_AFTER} s)")
+
+
+async def call(app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]) -> list[Any]:
+    """Drive an ASGI app with ``messages`` in; return what it sent."""
+    sent: list[Any] = []
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def test_health_app_answers_head_refuses_other_methods_and_websockets() -> None:
+    """HEAD: the status without a body; POST: 405 with Allow; a WebSocket: closed 1008; lifespan:
+    completed."""
+    check = health_app(Broadcaster())
+
+    async def scenario() -> dict[str, list[Any]]:
+        http = {"type": "http", "method": "HEAD", "path": "/healthz", "headers": []}
+        return {
+            "head": await call(check, http, []),
+            "post": await call(check, {**http, "method": "POST"}, []),
+            "websocket": await call(
+                check, {"type": "websocket", "path": "/"}, [{"type": "websocket.connect"}]
+            ),
+            "lifespan": await call(
+                check,
+                {"type": "lifespan"},
+                [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}],
+            ),
+        }
+
+    sent = run(scenario())
+    assert sent["head"][0]["status"] == 200
+    assert sent["head"][1]["body"] == b""
+    assert sent["post"][0]["status"] == 405
+    assert (b"allow", b"GET, HEAD") in sent["post"][0]["headers"]
+    assert sent["websocket"] == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+    assert [m["type"] for m in sent["lifespan"]] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]
+
+
+@pytest.mark.redis
+def test_a_redis_reader_that_has_not_started_is_starting_then_ok(redis_url: str) -> None:
+    """Health starts a lazy broadcaster: 'starting' (503) first, then 'ok'."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        broadcaster = Broadcaster(redis_url)
+        try:
+            first = await broadcaster.health()
+            deadline = time.monotonic() + 5
+            while (second := await broadcaster.health())["backend"] != "ok":
+                assert time.monotonic() < deadline, second
+                await asyncio.sleep(0.05)
+            return first, second
+        finally:
+            await broadcaster.close()
+
+    first, second = run(scenario())
+    assert (first["ok"], first["backend"]) == (False, "starting")
+    assert (second["ok"], second["readerLagSeconds"]) == (True, 0.0)

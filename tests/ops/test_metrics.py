@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import urllib.request
@@ -201,3 +202,66 @@ def test_every_counter_moves_by_exactly_what_happened() -> None:
             )
             assert value(closed, "livepanel_connections", transport="websocket") == 0
             assert value(closed, "livepanel_events_dropped_total") == 0
+
+
+def test_multiprocess_copies_move_counters_by_their_change() -> None:
+    """The copier of PROMETHEUS_MULTIPROC_DIR mode: counters grow by what moved since the last
+    copy, gauges take the current value."""
+    from livepanel.metrics import LivePanelCollector, _Copier
+
+    broadcaster = Broadcaster()
+    endpoint = LivePanelApp(broadcaster, auth=None)
+    copier = _Copier(LivePanelCollector(broadcaster, endpoint))
+
+    def copied(name: str, **labels: str) -> float:
+        metric = copier.metrics[name]
+        child = metric.labels(**labels) if labels else metric
+        return float(child._value.get())
+
+    endpoint.handshakes[101] = 2
+    broadcaster.replays["granted"] = 1
+    copier.copy_once()
+    endpoint.handshakes[101] = 5
+    endpoint.handshakes[429] = 1
+    broadcaster.count_user("alice", +1)
+    copier.copy_once()
+    copier.copy_once()  # nothing moved: nothing added
+    assert copied("livepanel_handshakes", status="101") == 5
+    assert copied("livepanel_handshakes", status="429") == 1
+    assert copied("livepanel_replays", outcome="granted") == 1
+    assert copied("livepanel_backend_lag_seconds") == 0
+
+
+@pytest.mark.redis
+def test_the_reader_lag_is_asked_of_redis_when_scraped(redis_url: str) -> None:
+    """A scrape from another thread waits for the measurement; one on the loop itself gets
+    the last one and starts the next: both 0 for a reader that keeps up."""
+    from tests.redis.redis_helpers import run, started, take
+
+    broadcaster = Broadcaster(redis_url)
+    registry = CollectorRegistry()
+    collector = instrument(broadcaster, registry=registry)
+
+    async def scenario() -> tuple[float, float]:
+        async with started(broadcaster), broadcaster.subscribe() as events:
+            await broadcaster.apublish("session.killed", {"sessionKey": "s1", "agentId": "a1"})
+            await take(events, 1)  # read: nothing waits
+            text = await asyncio.to_thread(generate_latest, registry)  # off the loop: waits
+            off_loop = value(parse_text(text.decode()), "livepanel_backend_lag_seconds")
+            collector._lag_at = -10.0  # stale: the next scrape on the loop refreshes it
+            on_loop = collector.backend_lag()
+            refreshing = collector._refreshing
+            assert refreshing is not None
+            await refreshing
+            assert collector._lag_at > 0
+            return off_loop, on_loop
+
+    assert run(scenario()) == (0.0, 0.0)
+
+
+def parse_text(text: str) -> dict[Sample, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }

@@ -25,6 +25,14 @@ from tests.servers import run_server
 ROOT = Path(__file__).parents[2]
 
 
+def answers(http: httpx.Client) -> bool:
+    """The server accepts connections and serves /metrics."""
+    try:
+        return http.get("/metrics").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def parse(text: str) -> dict[Sample, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -87,7 +95,9 @@ def test_multiprocess_metrics_add_up_every_worker(redis_url: str, tmp_path: Path
     try:
         with httpx.Client(base_url=base, timeout=5) as http:
             deadline = time.monotonic() + 30
-            while len({p.name.rsplit("_", 1)[-1] for p in directory.glob("*.db")}) < 2:
+            while len({p.name.rsplit("_", 1)[-1] for p in directory.glob("*.db")}) < 2 or (
+                not answers(http)
+            ):
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, f"two workers did not start:\n{log.read_text()}"
                 time.sleep(0.1)
