@@ -132,3 +132,39 @@ def test_presence_across_workers_survives_a_sigkill_and_is_coalesced(
     assert without_alice in payloads or everyone in payloads
     assert all(b - a >= ANNOUNCE_INTERVAL - 0.05 for a, b in itertools.pairwise(stamps)), stamps
     print(f"a SIGKILLed worker left presence after {took:.2f} s (expiry {EXPIRY} s)")
+
+
+@pytest.mark.redis
+def test_two_broadcasters_on_one_redis_see_each_others_users(redis_url: str) -> None:
+    """Each worker's counts land in Redis; presence() adds them up; a worker whose last
+    connection left drops out at once; one presence.changed carries the joined view."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        one, two = Broadcaster(redis_url), Broadcaster(redis_url)
+        async with started(one), started(two):
+            track(one, announce=True, expiry=5)
+            track(two, announce=True, expiry=5)
+            async with one.subscribe(["presence.changed"]) as events:
+                one.count_user("alice", +1)
+                two.count_user("alice", +1)
+                two.count_user("bob", +1)
+                joined = view(alice=2, bob=1)
+                deadline = time.monotonic() + 5
+                while (seen := await two.presence()) != joined:
+                    assert time.monotonic() < deadline, seen
+                    await asyncio.sleep(0.05)
+                both = await one.presence()
+                two.count_user("alice", -1)
+                two.count_user("bob", -1)
+                while (after := await one.presence()) != view(alice=1):
+                    assert time.monotonic() < deadline, after
+                    await asyncio.sleep(0.05)
+                announced = [dict(e.payload) for e in await take(events, 1, timeout=5)]
+                while announced[-1] != view(alice=1):
+                    announced += [dict(e.payload) for e in await take(events, 1, timeout=5)]
+        return both, after, {"announced": announced}
+
+    both, after, found = run(scenario())
+    assert both == view(alice=2, bob=1)
+    assert after == view(alice=1)
+    assert found["announced"][-1] == view(alice=1)  # the last announcement is the final view

@@ -130,3 +130,50 @@ def test_rates_are_the_change_between_two_reads() -> None:
     lines = render(now, before)
     assert "connections 2  reader lag -" in lines
     assert any(re.fullmatch(r"published\s+15\s+10\.0", line) for line in lines), lines
+
+
+def test_top_without_a_terminal_prints_each_screen_in_turn() -> None:
+    """Not a terminal: no escapes, one screen after the other, rates from the second on."""
+    import io
+
+    from livepanel.top import top
+
+    with instrumented_server() as (server, broadcaster, _endpoint):
+        out = io.StringIO()
+        cron_output(broadcaster, 0)
+        base = server.http_url
+        assert top([f"{base}/healthz", f"{base}/metrics"], interval=0.05, out=out, rounds=2) == 0
+    screens = re.split(r"^(?=livepanel top )", out.getvalue(), flags=re.MULTILINE)[1:]
+    assert "\x1b" not in out.getvalue()
+    assert len(screens) == 2
+    assert re.search(r"^published\s+1\s+-$", screens[0], re.MULTILINE), screens[0]
+    assert re.search(r"^published\s+1\s+0\.0$", screens[1], re.MULTILINE), screens[1]
+
+
+def test_a_failing_check_and_a_bad_url_are_shown() -> None:
+    """503 with a report shows NOT OK and its reason; a URL that is not http is named."""
+    from livepanel.top import read
+
+    report = {
+        "ok": False,
+        "backend": "stalled",
+        "readerLagSeconds": 7.5,
+        "connections": 3,
+        "draining": False,
+    }
+    lines = render(Reading(at=0.0, health=report, health_status=503), None, color=True)
+    assert "\x1b[31mNOT OK\x1b[0m (503)  backend stalled  reader lag 7.500 s" in lines[2]
+    reading = read(["ftp://127.0.0.1/metrics"])
+    assert reading.errors == {
+        "ftp://127.0.0.1/metrics": "ftp://127.0.0.1/metrics is not an http:// or https:// URL"
+    }
+
+
+def test_delivery_percentiles_are_read_from_the_histogram_buckets() -> None:
+    """p50 and p99 as the upper bounds of the buckets that hold them."""
+    page = "\n".join(
+        f'livepanel_delivery_seconds_bucket{{le="{le}"}} {count}'
+        for le, count in (("0.001", 10), ("0.005", 60), ("0.01", 99), ("0.1", 100), ("+Inf", 100))
+    )
+    lines = render(Reading(at=0.0, samples=parse_metrics(page)), None)
+    assert "delivery    p50 <= 0.005 s  p99 <= 0.010 s" in lines
