@@ -436,8 +436,8 @@ class LivePanelApp:
         # reserve the slot before the first await so two handshakes cannot both pass the limit
         self._connections += 1
         self._per_user[user] = self._per_user.get(user, 0) + 1
-        self.broadcaster.count_user(user, +1)
         try:
+            self.broadcaster.count_user(user, +1)
             scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
             await _Connection(self, scope, receive, send).run()
         except asyncio.CancelledError:

@@ -518,7 +518,7 @@ class Broadcaster:
         self._starting: asyncio.Future[None] | None = None
         self._head_id = ""
         self._start_task: asyncio.Task[None] | None = None
-        # operating it (livepanel.metrics, livepanel.health): plain counters, a flag, a hook
+        # operating it (livepanel.metrics, .health, .tracing, .presence): counters and hooks
         self.replays = {"granted": 0, "unavailable": 0}
         self.draining = False  # set by LivePanelApp.shutdown(): health answers 503
         self.fanout_hooks: list[Callable[[Sequence[Event]], None]] = []  # once per batch

@@ -124,3 +124,15 @@ def test_a_request_span_links_to_delivery_on_every_worker(
     ((_, fields),) = stored
     entry = json.loads(fields[b"event"])
     assert entry["trace"]["traceparent"].split("-")[1] == published["traceId"]
+
+
+def test_a_stored_trace_context_is_read_back_but_never_written_to_the_wire() -> None:
+    """The backend's stored form keeps the context; the wire form never has it."""
+    from livepanel import Event
+
+    stored = '{"type":"test.tick","timestamp":"2026-02-21T10:00:00.000Z","payload":{"n":1},'
+    stored += '"trace":{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}'
+    event = Event.from_json(stored)
+    assert event.trace == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    assert "trace" not in event.to_json()
+    assert Event.from_json(stored.replace('"trace":{', '"trace":{"x":1,"y":')).trace is None

@@ -778,8 +778,8 @@ class RedisBackend(Backend):
         Example::
 
             status = await backend.reader_status()
-            if status["waiting"] and status["idleSeconds"] > 5:
-                ...  # entries wait and nothing was read for 5 s: a deaf reader
+            if status["waiting"] and min(status["lagSeconds"], status["idleSeconds"]) > 5:
+                ...  # an entry waits for 5 s and nothing was read meanwhile: a deaf reader
         """
         reader, client = self._reader, self._client
         running = reader is not None and not reader.done()
