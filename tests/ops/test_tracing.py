@@ -135,4 +135,5 @@ def test_a_stored_trace_context_is_read_back_but_never_written_to_the_wire() -> 
     event = Event.from_json(stored)
     assert event.trace == {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     assert "trace" not in event.to_json()
-    assert Event.from_json(stored.replace('"trace":{', '"trace":{"x":1,"y":')).trace is None
+    not_strings = json.loads(stored) | {"trace": {"traceparent": 1}}
+    assert Event.from_dict(not_strings).trace is None
