@@ -7,8 +7,8 @@ One process:
 Several worker processes on one Redis, one /metrics for all of them (each scrape
 adds up what every worker wrote to PROMETHEUS_MULTIPROC_DIR; empty it before start):
 
-    rm -rf /tmp/livepanel-metrics && mkdir /tmp/livepanel-metrics
-    PROMETHEUS_MULTIPROC_DIR=/tmp/livepanel-metrics \\
+    rm -rf prometheus-multiproc && mkdir prometheus-multiproc
+    PROMETHEUS_MULTIPROC_DIR=prometheus-multiproc \\
     LIVEPANEL_BACKEND_URL=redis://localhost:6379/0 \\
     DASHBOARD_USERNAME=admin DASHBOARD_PASSWORD=secret \\
         uvicorn examples.metrics.app:app --workers 4
