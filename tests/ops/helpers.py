@@ -1,4 +1,8 @@
-"""A loopback TCP proxy in front of Redis that can freeze the connections of a reader."""
+"""A loopback TCP proxy in front of Redis that can freeze the connections of a reader.
+
+Also a process of its own, to be stopped with SIGSTOP as a whole:
+``python -m tests.ops.helpers LISTEN_PORT TARGET_PORT``.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,9 @@ class ReaderFreezer:
     Runs its own event loop in a thread, so it serves worker processes of any kind.
     """
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, port: int | None = None) -> None:
         self.target = target
-        self.port = free_port()
+        self.port = port or free_port()
         self.readers_frozen = 0  # reader connections that hit the freeze so far
         self._loop = asyncio.new_event_loop()
         self._thawed: asyncio.Event | None = None
@@ -104,3 +108,10 @@ class ReaderFreezer:
             self.thaw()
             self._loop.call_soon_threadsafe(self._loop.stop)
             thread.join(5)
+
+
+if __name__ == "__main__":
+    import sys
+
+    listen, target = (int(arg) for arg in sys.argv[1:3])
+    ReaderFreezer(target, listen)._run()

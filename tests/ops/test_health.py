@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +25,7 @@ from tests.ops.helpers import ReaderFreezer
 from tests.redis.redis_helpers import RedisServer, free_port, run, started
 from tests.servers import run_server
 
+ROOT = Path(__file__).parents[2]
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STALL_AFTER = 1.5
 
@@ -240,3 +246,59 @@ def test_a_redis_reader_that_has_not_started_is_starting_then_ok(redis_url: str)
     first, second = run(scenario())
     assert (first["ok"], first["backend"]) == (False, "starting")
     assert (second["ok"], second["readerLagSeconds"]) == (True, 0.0)
+
+
+@pytest.mark.redis
+def test_a_worker_cut_off_from_redis_turns_503_and_recovers_without_losing_an_event(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The proxy process between one worker and Redis is stopped with SIGSTOP while the other
+    worker publishes: the cut-off worker answers 503 (unreachable), then 200 after SIGCONT,
+    and its client gets every event in order."""
+    port = free_port()
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "tests.ops.helpers", str(port), str(redis_server.port)],
+        cwd=ROOT,
+    )
+    try:
+        wait_until_accepts(port)
+        (tmp_path / "cut").mkdir()
+        (tmp_path / "other").mkdir()
+        with (
+            server_processes(
+                ["uvicorn-websockets"], tmp_path / "cut", f"redis://127.0.0.1:{port}/0"
+            ) as [cut],
+            server_processes(["uvicorn-websockets"], tmp_path / "other", redis_server.url) as [
+                other
+            ],
+            connect(cut.ws_url, proxy=None, open_timeout=5) as ws,
+        ):
+            expect_welcome(ws)
+            cut_base, other_base = (f"http://127.0.0.1:{s.port}" for s in (cut, other))
+            assert get_health(cut_base)[0] == 200
+            proxy.send_signal(signal.SIGSTOP)
+            post(other_base, "/publish?start=0&count=5")
+            status, body = get_health(cut_base)
+            assert (status, body["backend"], body["readerLagSeconds"]) == (503, "unreachable", None)
+            assert get_health(cut_base, "/livez")[0] == 200  # no reason to restart
+            post(other_base, "/publish?start=5&count=5")
+            proxy.send_signal(signal.SIGCONT)
+            thawed = time.monotonic()
+            while get_health(cut_base)[0] != 200:
+                assert time.monotonic() - thawed < 20, get_health(cut_base)
+                time.sleep(0.1)
+            frames = [recv_json(ws, timeout=15) for _ in range(10)]
+            assert [f["payload"]["n"] for f in frames] == list(range(10))
+    finally:
+        proxy.send_signal(signal.SIGCONT)
+        proxy.kill()
+        proxy.wait(5)
+
+
+def wait_until_accepts(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.02)
