@@ -16,14 +16,17 @@ install: $(STAMP)
 
 # What the tests need beyond pip, from Debian's packages: redis-server, redis-sentinel and
 # redis-tools' redis-cli (tests start their own instances, Sentinels and Clusters), nginx
-# (the deployment recipe's test) and chromium (the browser tests; Playwright's own browser
-# download is never used). Installed only when missing.
+# (the deployment recipe's test), chromium (the browser tests; Playwright's own browser
+# download is never used), tmux (`livepanel top` in a real terminal) and haproxy (the
+# health-check recipe's test). Installed only when missing.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(shell command -v redis-sentinel),,redis-sentinel) \
 	$(if $(shell command -v redis-cli),,redis-tools) \
 	$(if $(shell PATH="$$PATH:/usr/sbin" command -v nginx),,nginx-light) \
 	$(if $(shell command -v chromium),,chromium) \
-	$(if $(shell command -v caddy),,caddy)
+	$(if $(shell command -v caddy),,caddy) \
+	$(if $(shell command -v tmux),,tmux) \
+	$(if $(shell PATH="$$PATH:/usr/sbin" command -v haproxy),,haproxy)
 
 services:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \

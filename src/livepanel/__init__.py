@@ -32,6 +32,7 @@ from livepanel.client import (
 )
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, event_type
+from livepanel.health import health_app
 
 __all__ = [
     "AuthenticationError",
@@ -57,6 +58,7 @@ __all__ = [
     "broadcast_event",
     "event_type",
     "get_broadcaster",
+    "health_app",
     "set_broadcaster",
     "static_path",
 ]

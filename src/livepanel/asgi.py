@@ -240,6 +240,7 @@ class LivePanelApp:
         self._live: set[Connection] = set()  # this app's open connections, for shutdown()
         self._draining = False
         self._idle: asyncio.Event | None = None
+        self.handshakes: dict[int, int] = {}  # WebSocket handshakes by status, 101: accepted
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -362,6 +363,10 @@ class LivePanelApp:
             self._per_user[user] = self._per_user.get(user, 0) + 1
         return None, principal, user
 
+    def _count_handshake(self, status: int) -> None:
+        """One WebSocket handshake answered with ``status`` (101: accepted), for metrics."""
+        self.handshakes[status] = self.handshakes.get(status, 0) + 1
+
     def _release(self, user: str) -> None:
         """Give back the slot :meth:`_check` reserved."""
         self._connections -= 1
@@ -466,6 +471,7 @@ class LivePanelApp:
     def _starting_up(self) -> None:
         """A server starts this app: accept connections again, chain the signal handlers."""
         self._draining = False
+        self.broadcaster.draining = False
         self._signals.install()
 
     async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
@@ -478,6 +484,7 @@ class LivePanelApp:
         (hypercorn's ``serve(..., shutdown_trigger=...)``).
         """
         self._draining = True
+        self.broadcaster.draining = True
         live = list(self._live)
         if live:
             logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
@@ -504,6 +511,7 @@ class LivePanelApp:
             return
         denial, principal, user = await self._check(scope, reserve=True)
         if denial is not None:
+            self._count_handshake(denial.status)
             await self._deny(scope, send, denial)
             return
         try:  # the slot is ours from here: every way out gives it back
@@ -516,11 +524,16 @@ class LivePanelApp:
                     await self.broadcaster.start()
                 except BackendUnavailable:
                     denial = _UNAVAILABLE
+            self._count_handshake(101 if denial is None else denial.status)
             if denial is not None:
                 await self._deny(scope, send, denial)
                 return
-            scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-            await _Endpoint(self, scope, receive, send, user).run()
+            self.broadcaster.count_user(user, +1)
+            try:
+                scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
+                await _Endpoint(self, scope, receive, send, user).run()
+            finally:
+                self.broadcaster.count_user(user, -1)
         except asyncio.CancelledError:
             # the server stops without a word (hypercorn after its graceful timeout): say so
             await _say_going_away(send)

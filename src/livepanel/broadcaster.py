@@ -308,6 +308,13 @@ class Broadcaster:
         self._home: asyncio.AbstractEventLoop | None = None  # where the backend runs
         self._ready: concurrent.futures.Future[None] | None = None  # the backend's start
         self._start_tasks: set[asyncio.Task[None]] = set()
+        # operating it (livepanel.metrics, .health, .tracing, .presence): counters and hooks
+        self.replays = {"granted": 0, "unavailable": 0}
+        self.draining = False  # set by LivePanelApp.shutdown(): health answers 503
+        self.fanout_hooks: list[Callable[[Sequence[Event]], None]] = []  # once per batch
+        self.publish_hooks: list[Callable[[Event], Event]] = []  # livepanel.tracing
+        self.users: dict[str, int] = {}  # this process's connections by user (presence)
+        self.presence_hooks: list[Callable[[], None]] = []  # told when ``users`` changes
 
     # ------------------------------------------------------------------ publish
 
@@ -330,6 +337,8 @@ class Broadcaster:
             ValueError: an unregistered type or a payload that does not fit it.
         """
         prepared = _prepare(event, payload)
+        for hook in self.publish_hooks:
+            prepared = hook(prepared)
         accepted = self.backend.publish_nowait(prepared)
         self._counters.published += 1
         if not self._started():
@@ -351,6 +360,8 @@ class Broadcaster:
             BackendUnavailable: the backend cannot take the event.
         """
         prepared = _prepare(event, payload)
+        for hook in self.publish_hooks:
+            prepared = hook(prepared)
         await self.start()
         stored = await self._at_home(lambda: self.backend.publish(prepared))
         self._counters.published += 1
@@ -480,6 +491,8 @@ class Broadcaster:
         for hub in hubs:
             if not hub.kick():
                 self._forget(hub)
+        for hook in self.fanout_hooks:
+            hook(events)
 
     def _hub(self) -> _Hub:
         """This loop's hub, created (at the stream's head) on first use."""
@@ -561,7 +574,9 @@ class Broadcaster:
         except asyncio.CancelledError:
             conn.end_replay(since, None)
             raise
-        return conn.end_replay(since, events)
+        resumed = conn.end_replay(since, events)
+        self.replays["granted" if resumed else "unavailable"] += 1
+        return resumed
 
     @asynccontextmanager
     async def subscribe(
@@ -587,6 +602,17 @@ class Broadcaster:
             yield subscription
 
     # ------------------------------------------------------------------ numbers
+
+    @property
+    def started(self) -> bool:
+        """Whether the backend has started and runs on a live event loop."""
+        ready = self._ready
+        return self._started() and ready is not None and ready.done() and not ready.exception()
+
+    @property
+    def backend_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the backend runs on (``None`` before the first start)."""
+        return self._home
 
     @property
     def last_event_id(self) -> str:
@@ -620,6 +646,49 @@ class Broadcaster:
         }
         data.update(self.backend.stats())
         return data
+
+    def count_user(self, user: str, delta: int) -> None:
+        """Record a connection of ``user`` opening (``+1``) or closing (``-1``).
+
+        The endpoint calls it; :meth:`presence` and :mod:`livepanel.presence` read it.
+
+        Example::
+
+            broadcaster.count_user("alice", +1)
+            broadcaster.users  # {"alice": 1}
+        """
+        count = self.users.get(user, 0) + delta
+        if count > 0:
+            self.users[user] = count
+        else:
+            self.users.pop(user, None)
+        for hook in self.presence_hooks:
+            hook()
+
+    async def presence(self) -> dict[str, Any]:
+        """Who is connected, on every worker: see :func:`livepanel.presence.collect`.
+
+        Example::
+
+            await broadcaster.presence()
+            # {"users": [{"user": "alice", "connections": 2}], "connections": 3}
+        """
+        from livepanel.presence import collect  # the presence module imports this one
+
+        return await collect(self)
+
+    async def health(self, *, stall_after: float = 5.0, timeout: float = 2.0) -> dict[str, Any]:
+        """Whether this process serves live events: see :func:`livepanel.health.check`.
+
+        Example::
+
+            report = await broadcaster.health()
+            # {"ok": True, "backend": "ok", "readerLagSeconds": 0.0, "connections": 3,
+            #  "draining": False}
+        """
+        from livepanel.health import check  # the health module imports this one
+
+        return await check(self, stall_after=stall_after, timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"

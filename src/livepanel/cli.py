@@ -1,10 +1,11 @@
-"""The ``livepanel`` command: ``tail`` an endpoint's events, or run the ``demo``.
+"""The ``livepanel`` command: ``tail`` an endpoint's events, ``top`` its health, run the ``demo``.
 
 Example::
 
     $ livepanel tail wss://panel.example.com/ws -u admin --types 'session.*'
     Password for admin:
     2026-02-21T10:00:00.123Z  session.created  sessionKey=s1 agentId=a1 kind=direct
+    $ livepanel top http://127.0.0.1:8000/healthz http://127.0.0.1:8000/metrics
 """
 
 from __future__ import annotations
@@ -134,6 +135,27 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between simulated gateway events; 0 turns the simulation off (1.5)",
     )
     demo.set_defaults(run=_run_demo)
+
+    top = commands.add_parser(
+        "top",
+        help="watch a running endpoint's health and rates, refreshed in place",
+        description=(
+            "Read a livepanel health check (livepanel.health_app) and/or a Prometheus "
+            "/metrics page (livepanel.metrics) every few seconds and show health, totals "
+            "and rates. Exit status: 0, or 1 with --once when no URL answered."
+        ),
+    )
+    top.add_argument(
+        "urls",
+        nargs="+",
+        metavar="URL",
+        help="http(s) URLs of one process: its health check, its /metrics, or both",
+    )
+    top.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="seconds between reads (2)"
+    )
+    top.add_argument("--once", action="store_true", help="print one screen and exit")
+    top.set_defaults(run=_run_top)
     return parser
 
 
@@ -273,6 +295,18 @@ def summarize(payload: Mapping[str, Any], width: int = _SUMMARY_WIDTH) -> str:
         parts.append(f"{key}={text}")
     line = " ".join(parts)
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------- top
+
+
+def _run_top(args: argparse.Namespace) -> int:
+    from livepanel.top import top
+
+    if args.interval <= 0:
+        print("livepanel top: --interval must be > 0 seconds", file=sys.stderr)
+        return EXIT_USAGE
+    return top(args.urls, interval=args.interval, once=args.once)
 
 
 # --------------------------------------------------------------------------- demo

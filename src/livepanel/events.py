@@ -198,6 +198,9 @@ class Event:
     payload: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     timestamp: datetime = dataclasses.field(default_factory=_now)
     id: str | None = None
+    trace: Mapping[str, str] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """The publisher's trace context (W3C ``traceparent``...), set by :mod:`livepanel.tracing`;
+    kept with the event in the backend and never sent to clients."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
@@ -255,7 +258,10 @@ class Event:
         event_id = data.get("id")
         if event_id is not None and not isinstance(event_id, str):
             raise ValueError("an event's 'id' must be a string")
-        return cls(type=kind, payload=payload, timestamp=timestamp, id=event_id)
+        trace = data.get("trace")  # only in a backend's stored form, never on the wire
+        if not (isinstance(trace, dict) and all(isinstance(v, str) for v in trace.values())):
+            trace = None
+        return cls(type=kind, payload=payload, timestamp=timestamp, id=event_id, trace=trace)
 
 
 # --------------------------------------------------------------------------- registry

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.browser.conftest import DemoServer, expect, wait_until
+from tests.browser.conftest import USER, DemoServer, expect, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -151,3 +151,17 @@ def test_wrong_credentials_end_in_auth_failed_without_a_retry_storm(
     assert (later["handshakes"], later["probes"]) == (first["handshakes"], first["probes"])
     assert later["connections"] == 0
     assert page.evaluate("window.livepanelDemo.client.status") == "auth_failed"
+
+
+def test_the_top_bar_shows_who_is_watching(demo: DemoServer, open_dashboard: Any) -> None:
+    """presence.changed: a second tab makes both say "2 watching"; closing it, "1 watching"."""
+    first = open_dashboard(demo)
+    expect(first.locator("#watching")).to_have_text("1 watching")
+    second = open_dashboard(demo)
+    for page in (first, second):
+        expect(page.locator("#watching")).to_have_text("2 watching")
+        expect(page.locator("#watching")).to_have_attribute("title", f"{USER} (2 tabs)")
+    second.context.close()
+    expect(first.locator("#watching")).to_have_text("1 watching")
+    expect(first.locator("#watching")).to_have_attribute("title", USER)
+    assert first.page_errors == []

@@ -125,6 +125,10 @@ TESTED_BY = {
     "examples/django_asgi/asgi.py": "tests/examples/test_examples.py",
     "examples/django_asgi/views.py": "tests/examples/test_examples.py",
     "examples/react/src/Header.tsx": "examples/react/test/Header.test.tsx",
+    "examples/metrics/app.py": "tests/ops/test_metrics_example.py",
+    "examples/metrics/alerts.yml": "tests/ops/test_recipes.py",
+    "examples/metrics/kubernetes.yaml": "tests/ops/test_recipes.py",
+    "examples/metrics/haproxy.cfg": "tests/ops/test_recipes.py",
 }
 
 
@@ -142,6 +146,8 @@ def test_includes_are_tested_examples(block: Block) -> None:
     source = (ROOT / test).read_text(encoding="utf-8")
     if path.startswith("examples/quickstart/"):
         assert 'examples" / "quickstart' in source
+    elif path.startswith("examples/metrics/") and not path.endswith(".py"):
+        assert f'EXAMPLES / "{Path(path).name}"' in source, f"{test} does not load {path}"
     elif path.endswith(".py"):
         module = path.removesuffix(".py").replace("/", ".")
         package = module.rsplit(".", 1)[0]

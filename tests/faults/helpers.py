@@ -57,20 +57,20 @@ class ServerProcess:
         return self.log.read_text(errors="replace")
 
 
-def command(kind: str, port: int) -> list[str]:
+def command(kind: str, port: int, app: str = APP) -> list[str]:
     """The command line of server ``kind``: uvicorn-<ws>, hypercorn (worker processes, its
     default) or hypercorn-0 (the app in the main process)."""
     if kind.startswith("uvicorn"):
         ws = kind.partition("-")[2] or "auto"
         return [
-            *(sys.executable, "-m", "uvicorn", APP, "--factory", "--app-dir", str(ROOT)),
+            *(sys.executable, "-m", "uvicorn", app, "--factory", "--app-dir", str(ROOT)),
             *("--host", "127.0.0.1", "--port", str(port), "--ws", ws),
             *("--lifespan", "on", "--log-level", "info"),
         ]
     if kind.startswith("hypercorn"):
         workers = "0" if kind == "hypercorn-0" else "1"
         return [
-            *(sys.executable, "-m", "hypercorn", f"{APP}()", "--bind", f"127.0.0.1:{port}"),
+            *(sys.executable, "-m", "hypercorn", f"{app}()", "--bind", f"127.0.0.1:{port}"),
             *("--workers", workers, "--graceful-timeout", "1", "--log-level", "INFO"),
         ]
     raise ValueError(f"unknown server kind {kind!r}")
@@ -78,12 +78,14 @@ def command(kind: str, port: int) -> list[str]:
 
 @contextlib.contextmanager
 def server_processes(
-    kinds: Sequence[str], directory: Path, backend_url: str | None = None
+    kinds: Sequence[str], directory: Path, backend_url: str | None = None, app: str = APP
 ) -> Iterator[list[ServerProcess]]:
     """Start one server per kind (in parallel) and wait until each answers /health.
     At the end every process still running is terminated, then killed."""
     # this tree's livepanel, whichever checkout the environment has installed
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    path = os.pathsep.join(
+        p for p in (str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("LIVEPANEL_BACKEND_URL", None)
     if backend_url is not None:
@@ -95,7 +97,11 @@ def server_processes(
             log = directory / f"server-{n}-{kind}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
-                    command(kind, port), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+                    command(kind, port, app),
+                    env=env,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
                 )
             started.append(ServerProcess(kind, port, process, log))
         deadline = time.monotonic() + 30

@@ -2,8 +2,9 @@
 
 ``uvicorn tests.redis.redis_worker_app:create_app --factory`` (from the repository) with
 ``LIVEPANEL_BACKEND_URL=redis://...``: the default broadcaster on Redis, the
-livepanel endpoint at ``/ws/`` and ``POST /publish?start=N&count=M`` that
-publishes ``Tick(N) .. Tick(N+M-1)`` from this process and answers their ids.
+livepanel endpoint at ``/ws/``, its health checks at ``/healthz`` and ``/livez``, and
+``POST /publish?start=N&count=M`` that publishes ``Tick(N) .. Tick(N+M-1)`` from this
+process and answers their ids.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from livepanel import LivePanelApp, get_broadcaster
+from livepanel import LivePanelApp, get_broadcaster, health_app
 from tests.redis.redis_helpers import Tick
 
 
 def create_app() -> Starlette:
     broadcaster = get_broadcaster()
+    stall_after = float(os.environ.get("TEST_STALL_AFTER", "5"))
 
     async def publish(request: Request) -> JSONResponse:
         start = int(request.query_params.get("start", "0"))
@@ -43,6 +45,9 @@ def create_app() -> Starlette:
         routes=[
             Route("/publish", publish, methods=["POST"]),
             Route("/health", health),
+            # livepanel's own check; TEST_STALL_AFTER shortens its stall threshold
+            Route("/healthz", health_app(broadcaster, stall_after=stall_after)),
+            Route("/livez", health_app(broadcaster, stall_after=stall_after, liveness=True)),
             Mount("/ws", LivePanelApp(broadcaster, auth=None)),
         ],
         lifespan=lifespan,

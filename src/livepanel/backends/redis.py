@@ -55,6 +55,7 @@ import math
 import random
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -325,6 +326,7 @@ class RedisBackend(Backend):
         self._outage_failures = 0
         self._reader_reconnects = 0
         self._rejected_entries = 0
+        self._last_read_at = time.monotonic()  # when an XREAD last returned (health)
 
     @classmethod
     def from_url(cls, url: str, *, history: int = 1000, **options: Any) -> RedisBackend:
@@ -598,7 +600,7 @@ class RedisBackend(Backend):
     async def _append(self, events: list[Event]) -> tuple[str, list[str]]:
         publish_script, _ = self._get_scripts()
         keys = [self.stream, self.epoch_key]
-        args = [_new_epoch(), self.maxlen, FIELD, *(event.to_json() for event in events)]
+        args = [_new_epoch(), self.maxlen, FIELD, *(_stored_json(event) for event in events)]
         if not self.wait_replicas:
             result = await publish_script(keys=keys, args=args)
             return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
@@ -669,6 +671,7 @@ class RedisBackend(Backend):
     async def _read_forever(self) -> None:
         failures = 0
         reconnecting = False
+        self._last_read_at = time.monotonic()
         while not self._stopping:
             try:
                 if reconnecting:
@@ -682,6 +685,7 @@ class RedisBackend(Backend):
                         self._last_id,
                     )
                 entries, epoch = await self._read()
+                self._last_read_at = time.monotonic()
                 if epoch != self.epoch:
                     await self._follow_new_epoch()
                     continue
@@ -876,6 +880,55 @@ class RedisBackend(Backend):
             "rejected_entries": self._rejected_entries,
         }
 
+    async def reader_status(self, timeout: float = 2.0) -> dict[str, Any]:
+        """Where this process's reader stands against the stream, asked of Redis now.
+
+        Keys: ``reachable`` (Redis answered within ``timeout`` seconds),
+        ``running`` (the reader task is alive), ``waiting`` (the stream holds
+        entries the reader has not read), ``lagSeconds`` (the age, by Redis's
+        clock, of the oldest entry not yet read: ``0.0`` when none waits,
+        ``None`` when Redis did not answer) and ``idleSeconds`` (since the
+        reader's last ``XREAD`` returned; a reader waits at most
+        ``min(2, timeout * 0.4)`` seconds in one). :func:`livepanel.health.check`
+        turns them into a verdict.
+
+        Example::
+
+            status = await backend.reader_status()
+            if status["waiting"] and min(status["lagSeconds"], status["idleSeconds"]) > 5:
+                ...  # an entry waits for 5 s and nothing was read meanwhile: a deaf reader
+        """
+        reader, client = self._reader, self._client
+        running = reader is not None and not reader.done()
+        idle = time.monotonic() - self._last_read_at if running else None
+        status: dict[str, Any] = {
+            "reachable": False,
+            "running": running,
+            "waiting": False,
+            "lagSeconds": None,
+            "idleSeconds": idle,
+        }
+        if client is None:
+            return status
+        last = self._last_id
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.time()
+            pipe.xrange(self.stream, "-" if last == START else f"({last}", "+", count=1)
+            (seconds, micros), unread = await asyncio.wait_for(pipe.execute(), timeout)
+        except Exception:  # unreachable, slow, or a connection in a bad state: all unhealthy
+            return status
+        status["reachable"] = True
+        entries = _entry_list(unread)
+        # the reader may have moved on while we asked: what it has read since is not waiting
+        if entries and _position(entries[0][0]) > self._position:
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            status["waiting"] = True
+            status["lagSeconds"] = max(0.0, (now_ms - _position(entries[0][0])[0]) / 1000)
+        else:
+            status["lagSeconds"] = 0.0
+        return status
+
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
 
@@ -1035,6 +1088,15 @@ def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
     return _entry_list(reply[0][1])
 
 
+def _stored_json(event: Event) -> str:
+    """The entry's JSON: the wire form, plus the publisher's trace context when it has one."""
+    if not event.trace:
+        return event.to_json()
+    data = event.to_dict()
+    data["trace"] = dict(event.trace)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
 class RejectedEntry(ValueError):
     """A stream entry that is not a valid livepanel event; ``reason`` says why, in words
     that hold nothing of the entry itself (safe to log).
@@ -1095,7 +1157,7 @@ def decode_entry(fields: Any) -> Event:
     except (ValueError, TypeError, RecursionError):
         # the message may quote the entry's values: name only the type, a registered name
         raise RejectedEntry(f"invalid payload for {event.type}") from None
-    return Event(event.type, payload, event.timestamp)
+    return Event(event.type, payload, event.timestamp, trace=event.trace)
 
 
 def _not_json(name: str) -> Any:

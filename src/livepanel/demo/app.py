@@ -37,6 +37,7 @@ from livepanel.broadcaster import Broadcaster
 from livepanel.demo.gateway import AGENTS, KINDS, SimulatedGateway
 from livepanel.demo.state import Projection
 from livepanel.origin import OriginPolicy
+from livepanel.presence import track
 from livepanel.throttle import client_address
 
 __all__ = ["DemoApp"]
@@ -99,6 +100,7 @@ class DemoApp:
         )
         self.gateway = SimulatedGateway(self.broadcaster, interval=interval)
         self.projection = Projection(self.broadcaster)
+        track(self.broadcaster, announce=True)  # "who else is watching", in the top bar
         self.same_origin = OriginPolicy(None)
         self.handshakes = 0
         self.probes = 0

@@ -383,6 +383,14 @@ async function resync() {
   notice("State reloaded: the dashboard is up to date.", { hideAfter: 4000 });
 }
 
+// "3 watching": presence.changed, sent by the server at most once a second
+function renderPresence({ users, connections }) {
+  const box = $("watching");
+  box.textContent = `${connections} watching`;
+  box.title = users.map((u) => (u.connections > 1 ? `${u.user} (${u.connections} tabs)` : u.user)).join(", ");
+  box.hidden = false;
+}
+
 async function main() {
   $("spawn-form").addEventListener("submit", spawn);
   $("reconnect").addEventListener("click", () => client.reconnect());
@@ -395,6 +403,10 @@ async function main() {
     if (resyncing) return;
     counters.events += 1;
     apply(state, event);
+    if (event.type === "presence.changed") {
+      renderPresence(event.payload); // the top bar, not the activity feed
+      return;
+    }
     pushFeed({ id: event.id, type: event.type, timestamp: event.timestamp, text: describe(event), tone: toneOf(event) });
     scheduleRender();
   });

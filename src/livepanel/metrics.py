@@ -1,0 +1,310 @@
+"""Prometheus metrics (extra ``livepanel[metrics]``): what an operator's Prometheus reads.
+
+:func:`instrument` registers one collector that reads livepanel's own counters
+when Prometheus scrapes, so counting costs the hot path nothing beyond what
+``Broadcaster.stats()`` already counts. The one observation on the hot path is
+``livepanel_delivery_seconds``: once per broadcast event, after the fan-out's
+write pass, never once per client.
+
+Every metric is prefixed ``livepanel_``. Labels take a handful of fixed values
+(``transport``, ``status``, ``outcome``) and never an id, a key, a user or a
+payload value. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
+processes behind one ``/metrics``), the same numbers are copied into
+multi-process metrics once a second instead; see docs/operating.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # pragma: no cover - exercised without the extra only
+    raise ImportError(
+        "livepanel.metrics needs prometheus_client: pip install 'livepanel[metrics]'"
+    ) from exc
+
+from livepanel.events import Event
+
+if TYPE_CHECKING:
+    from livepanel.asgi import LivePanelApp
+    from livepanel.broadcaster import Broadcaster
+
+__all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "instrument"]
+
+DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+"""Buckets of ``livepanel_delivery_seconds``: a millisecond to ten seconds."""
+
+_COUNTERS = (
+    # (metric name without _total, stats() key, help)
+    ("events_published", "published", "Events this process published."),
+    ("events_delivered", "delivered", "Events handed to the server for a client, per client."),
+    ("events_dropped", "dropped", 'Events dropped for a slow client (slow_consumer="drop").'),
+    ("slow_disconnects", "slow_disconnects", "Connections closed with 1013: too slow."),
+)
+_HELP_CONNECTIONS = "Live connections of this process, by transport."
+_HELP_HANDSHAKES = "WebSocket handshakes answered, by HTTP status (101: accepted)."
+_HELP_REPLAYS = "Resumes with since, by outcome: granted or unavailable (refetch)."
+_HELP_LAG = "How far this process's reader trails the stream, in seconds."
+_HELP_DELIVERY = "Seconds from publish to hand-over to the server (once per broadcast)."
+_LAG_REFRESH = 1.0  # seconds a measured lag is reused for
+_SYNC_INTERVAL = 1.0  # multi-process mode: seconds between two copies
+
+
+class LivePanelCollector(Collector):
+    """Reads a broadcaster's (and optionally an app's) counters at scrape time.
+
+    Made and registered by :func:`instrument`; ``collect()`` is what
+    ``prometheus_client`` calls on each scrape.
+
+    Example::
+
+        collector = instrument(broadcaster, app)
+        REGISTRY.unregister(collector)  # stop exporting, e.g. in a test
+    """
+
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        app: LivePanelApp | None = None,
+        histogram: Histogram | None = None,
+    ) -> None:
+        self.broadcaster = broadcaster
+        self.app = app
+        self.histogram = histogram
+        self._lag = 0.0
+        self._lag_at = -_LAG_REFRESH
+        self._refreshing: Any = None
+
+    def describe(self) -> Iterable[Metric]:
+        """The metric families, without samples (read once at registration)."""
+        return self._families({}, {}, {}, 0.0, samples=False)
+
+    def collect(self) -> Iterable[Metric]:
+        """The metric families with their current values."""
+        stats = self.broadcaster.stats()
+        handshakes = dict(self.app.handshakes) if self.app is not None else {}
+        replays = dict(self.broadcaster.replays)
+        return self._families(stats, handshakes, replays, self.backend_lag())
+
+    def _families(
+        self,
+        stats: dict[str, Any],
+        handshakes: dict[int, int],
+        replays: dict[str, int],
+        lag: float,
+        *,
+        samples: bool = True,
+    ) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "livepanel_connections", _HELP_CONNECTIONS, labels=["transport"]
+        )
+        shakes = CounterMetricFamily("livepanel_handshakes", _HELP_HANDSHAKES, labels=["status"])
+        replayed = CounterMetricFamily("livepanel_replays", _HELP_REPLAYS, labels=["outcome"])
+        counters = [CounterMetricFamily(f"livepanel_{n}", h) for n, _, h in _COUNTERS]
+        backend_lag = GaugeMetricFamily("livepanel_backend_lag_seconds", _HELP_LAG)
+        if samples:
+            connections.add_metric(["websocket"], stats.get("connections", 0))
+            for status, count in sorted(handshakes.items()):
+                shakes.add_metric([str(status)], count)
+            for outcome in ("granted", "unavailable"):
+                replayed.add_metric([outcome], replays.get(outcome, 0))
+            for family, (_, key, _) in zip(counters, _COUNTERS, strict=True):
+                family.add_metric([], stats.get(key, 0))
+            backend_lag.add_metric([], lag)
+        yield connections
+        yield shakes
+        yield from counters
+        yield replayed
+        yield backend_lag
+        if self.histogram is not None:
+            yield from self.histogram.describe() if not samples else self.histogram.collect()
+
+    # ------------------------------------------------------------------ the reader's lag
+
+    def backend_lag(self) -> float:
+        """The reader's lag in seconds, measured at most :data:`_LAG_REFRESH` seconds ago.
+
+        Measuring asks Redis (``Broadcaster.health()``) on the broadcaster's
+        loop. A scrape from another thread waits for the answer (up to a
+        second); a scrape on the loop itself gets the previous measurement
+        and starts the next one, since it cannot wait for its own loop.
+        """
+        broadcaster = self.broadcaster
+        if getattr(broadcaster.backend, "reader_status", None) is None:
+            return 0.0  # in-process: nothing to trail
+        loop = broadcaster.backend_loop
+        if loop is None or loop.is_closed() or time.monotonic() - self._lag_at < _LAG_REFRESH:
+            return self._lag
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = loop.create_task(self._measure())
+            return self._lag
+        future = asyncio.run_coroutine_threadsafe(self._measure(), loop)
+        try:
+            future.result(timeout=1.0)
+        except Exception:  # too slow to answer: keep the last value, health says the rest
+            future.cancel()
+        return self._lag
+
+    async def _measure(self) -> None:
+        report = await self.broadcaster.health(timeout=0.9)
+        lag = report["readerLagSeconds"]
+        if lag is not None:
+            self._lag = float(lag)
+        self._lag_at = time.monotonic()
+
+
+class _DeliveryTimer:
+    """Observes ``livepanel_delivery_seconds`` once per broadcast event.
+
+    Called by the broadcaster with each batch it fans out; the observation runs
+    one loop turn later, after the pass that writes to idle connections, so it
+    measures publish to hand-over for the connections keeping up.
+    """
+
+    __slots__ = ("histogram",)
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+
+    def __call__(self, events: Sequence[Event]) -> None:
+        if events:
+            try:
+                asyncio.get_running_loop().call_soon(self._observe, events)
+            except RuntimeError:  # no loop runs here: observe now rather than never
+                self._observe(events)
+
+    def _observe(self, events: Sequence[Event]) -> None:
+        now = time.time()
+        observe = self.histogram.observe
+        for event in events:
+            observe(max(0.0, now - event.timestamp.timestamp()))
+
+
+def instrument(
+    broadcaster: Broadcaster,
+    app: LivePanelApp | None = None,
+    registry: CollectorRegistry | None = None,
+) -> LivePanelCollector:
+    """Export ``broadcaster``'s (and ``app``'s handshake) numbers as Prometheus metrics.
+
+    Registers in ``registry`` (``prometheus_client.REGISTRY`` by default):
+    ``livepanel_connections{transport}``, ``livepanel_handshakes_total{status}``
+    (needs ``app``), ``livepanel_events_published_total``,
+    ``livepanel_events_delivered_total``, ``livepanel_events_dropped_total``,
+    ``livepanel_slow_disconnects_total``, ``livepanel_replays_total{outcome}``,
+    ``livepanel_delivery_seconds`` (a histogram) and
+    ``livepanel_backend_lag_seconds``.
+
+    Args:
+        broadcaster: the broadcaster whose counters are exported.
+        app: the ``LivePanelApp`` whose handshakes are counted (optional).
+        registry: where to register; the default registry when ``None``.
+
+    Returns:
+        The registered collector.
+
+    Raises:
+        ValueError: this registry already has livepanel's metrics.
+
+    Example::
+
+        from prometheus_client import make_asgi_app
+        from livepanel.metrics import instrument
+
+        endpoint = LivePanelApp(broadcaster, auth=BasicAuth.from_env())
+        instrument(broadcaster, endpoint)
+        app.mount("/metrics", make_asgi_app())
+    """
+    registry = REGISTRY if registry is None else registry
+    histogram = Histogram(
+        "livepanel_delivery_seconds", _HELP_DELIVERY, buckets=DELIVERY_BUCKETS, registry=None
+    )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the histogram writes to the directory itself; the rest is copied there
+        collector = LivePanelCollector(broadcaster, app)
+        _Copier(collector).start()
+    else:
+        collector = LivePanelCollector(broadcaster, app, histogram)
+        registry.register(collector)
+    broadcaster.fanout_hooks.append(_DeliveryTimer(histogram))
+    return collector
+
+
+# ---------------------------------------------------------------------- several processes
+
+
+class _Copier:
+    """Multi-process mode: copies the collector's numbers into file-backed metrics.
+
+    ``prometheus_client``'s ``MultiProcessCollector`` adds up what every
+    process wrote to ``PROMETHEUS_MULTIPROC_DIR``; a collector that reads
+    counters at scrape time cannot take part, so a daemon thread copies them
+    once a second (:meth:`start`).
+    """
+
+    def __init__(self, collector: LivePanelCollector) -> None:
+        self.collector = collector
+        self.metrics: dict[str, Any] = {
+            "livepanel_connections": Gauge(
+                "livepanel_connections",
+                _HELP_CONNECTIONS,
+                ["transport"],
+                multiprocess_mode="livesum",
+                registry=None,
+            ),
+            "livepanel_handshakes": Counter(
+                "livepanel_handshakes", _HELP_HANDSHAKES, ["status"], registry=None
+            ),
+            "livepanel_replays": Counter(
+                "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None
+            ),
+            "livepanel_backend_lag_seconds": Gauge(
+                "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max", registry=None
+            ),
+        }
+        for name, _, help_text in _COUNTERS:
+            self.metrics[f"livepanel_{name}"] = Counter(
+                f"livepanel_{name}", help_text, registry=None
+            )
+        self.copied: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def copy_once(self) -> None:
+        """Counters move by what they moved since the last copy; gauges take the value."""
+        for family in self.collector.collect():
+            metric = self.metrics.get(family.name)
+            if metric is None:
+                continue  # the histogram writes to the directory itself
+            for sample in family.samples:
+                labels = tuple(sample.labels.values())
+                child = metric.labels(*labels) if labels else metric
+                if family.type == "counter":
+                    key = (family.name, labels)
+                    delta = sample.value - self.copied.get(key, 0.0)
+                    if delta > 0:
+                        child.inc(delta)
+                        self.copied[key] = sample.value
+                else:
+                    child.set(sample.value)
+
+    def start(self) -> None:
+        def run() -> None:
+            while True:
+                with contextlib.suppress(Exception):  # a bad moment must not end the copying
+                    self.copy_once()
+                time.sleep(_SYNC_INTERVAL)
+
+        threading.Thread(target=run, name="livepanel-metrics", daemon=True).start()

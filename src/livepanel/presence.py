@@ -1,0 +1,269 @@
+"""Presence: who is connected, across every worker, and a ``presence.changed`` event.
+
+Each process counts its connections by user (``Broadcaster.users``, kept by
+the endpoint). With :func:`track`, a process with connections writes its
+counts to Redis under a key of its own that expires after ``expiry`` seconds
+and is rewritten well before, so a worker that dies (even with ``SIGKILL``)
+drops out of :func:`collect` within ``expiry`` seconds. With the memory
+backend there is one process and nothing to write.
+
+``announce=True`` also publishes the built-in event ``presence.changed``
+(:class:`PresenceChanged`) whenever the view across workers changes, at most
+once a second across all workers (a short Redis lock, and no event when the
+view equals the last one announced). A dashboard shows who else is looking
+by subscribing to it. User names are what the endpoint counts connections by
+(see ``LivePanelApp``); anonymous connections count in ``connections`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from livepanel.events import Event, NonNegative, event_type
+
+if TYPE_CHECKING:
+    from livepanel.broadcaster import Broadcaster
+
+__all__ = [
+    "ANNOUNCE_INTERVAL",
+    "PresenceChanged",
+    "PresenceTracker",
+    "PresenceUser",
+    "collect",
+    "track",
+]
+
+logger = logging.getLogger("livepanel")
+
+ANNOUNCE_INTERVAL = 1.0
+"""Seconds between two ``presence.changed`` events, at least, across all workers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PresenceUser:
+    """One user in a presence view: their name and how many connections they hold.
+
+    Example::
+
+        PresenceUser(user="alice", connections=2)  # {"user": "alice", "connections": 2}
+    """
+
+    user: str
+    connections: Annotated[int, NonNegative()]
+
+
+@event_type("presence.changed")
+class PresenceChanged:
+    """Who is connected changed: event type ``presence.changed``.
+
+    ``users`` is sorted by name; ``connections`` counts every connection,
+    anonymous ones included.
+
+    Example::
+
+        PresenceChanged(users=[PresenceUser(user="alice", connections=1)], connections=1)
+    """
+
+    type: ClassVar[str]
+    users: list[PresenceUser]
+    connections: Annotated[int, NonNegative()]
+
+
+def _view(counts: dict[str, int]) -> dict[str, Any]:
+    users = [{"user": u, "connections": n} for u, n in sorted(counts.items()) if u and n > 0]
+    return {"users": users, "connections": sum(n for n in counts.values() if n > 0)}
+
+
+class PresenceTracker:
+    """Keeps one process's presence in the backend and announces changes (see :func:`track`).
+
+    Example::
+
+        tracker = track(broadcaster, announce=True)
+        await tracker.view()  # {"users": [...], "connections": 3}
+    """
+
+    def __init__(self, broadcaster: Broadcaster, *, announce: bool, expiry: float) -> None:
+        self.broadcaster = broadcaster
+        self.announce = announce
+        self.expiry = expiry
+        self.worker = secrets.token_hex(6)
+        backend = broadcaster.backend
+        self._redis = hasattr(backend, "reader_status")  # the Redis backend
+        stream = getattr(backend, "stream", "livepanel")
+        self.prefix = f"{stream}:presence:"
+        self.lock_key = f"{stream}:presence-announce"
+        self.last_announced: dict[str, Any] | None = None  # as last seen in the stream
+        self._dirty: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_time = -ANNOUNCE_INTERVAL
+
+    # ------------------------------------------------------------------ hooks
+
+    def __call__(self) -> None:
+        """``Broadcaster.users`` changed (on the loop's thread): write and announce soon."""
+        if not self._running():
+            return  # closed, or not started: connections come after a start
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not loop:
+            self._dirty = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="livepanel-presence")
+        assert self._dirty is not None
+        self._dirty.set()
+
+    def seen(self, events: Sequence[Event]) -> None:
+        """Fan-out hook: remember the last ``presence.changed`` any worker announced."""
+        for event in events:
+            if event.type == "presence.changed":
+                self.last_announced = dict(event.payload)
+
+    # ------------------------------------------------------------------ the view
+
+    async def view(self) -> dict[str, Any]:
+        """The presence across every worker: ``{"users": [...], "connections": n}``."""
+        if not self._redis:
+            return _view(self.broadcaster.users)
+        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
+        keys = [key async for key in client.scan_iter(match=f"{self.prefix}*", count=200)]
+        counts: dict[str, int] = {}
+        if keys:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            for entries in await pipe.execute():
+                for user, count in (entries or {}).items():
+                    name = user.decode() if isinstance(user, bytes) else str(user)
+                    counts[name[1:]] = counts.get(name[1:], 0) + int(count)
+        return _view(counts)
+
+    async def _write(self) -> None:
+        if not self._redis:
+            return
+        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
+        key = f"{self.prefix}{self.worker}"
+        users = dict(self.broadcaster.users)
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(key)
+        if users:
+            # a prefix keeps the anonymous user's "" a valid, non-empty field name
+            pipe.hset(key, mapping={f"u{u}": n for u, n in users.items()})
+            pipe.pexpire(key, int(self.expiry * 1000))
+        await pipe.execute()
+
+    async def _may_announce(self) -> bool:
+        """Take the announcement slot for the next second: the lock across workers."""
+        if not self._redis:
+            return True
+        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
+        interval_ms = int(ANNOUNCE_INTERVAL * 1000)
+        return bool(await client.set(self.lock_key, self.worker, nx=True, px=interval_ms))
+
+    # ------------------------------------------------------------------ the task
+
+    async def _run(self) -> None:
+        """While this process has connections: rewrite its key every ``expiry / 3`` seconds
+        and on every change, and announce what changed. Ends once nothing is left to do."""
+        loop = asyncio.get_running_loop()
+        dirty = self._dirty
+        assert dirty is not None
+        pending = False  # a view to compare with the last announced one
+        while True:
+            timeout = self.expiry / 3
+            try:
+                changed = dirty.is_set()
+                dirty.clear()
+                await self._write()
+                # a change here, or a worker that vanished: look at the view each round
+                pending = self.announce and (pending or changed or bool(self.broadcaster.users))
+                if pending:
+                    wait = self._last_time + ANNOUNCE_INTERVAL - loop.time()
+                    if wait <= 0:
+                        pending = await self._announce()
+                        wait = ANNOUNCE_INTERVAL
+                    if pending:
+                        timeout = min(timeout, max(0.05, wait))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away, or stopped: never crash the app
+                if not self._running():
+                    return  # the broadcaster was closed
+                logger.warning("livepanel: presence not updated (%s); retrying", exc)
+                timeout = 1.0
+            if not (self.broadcaster.users or pending or dirty.is_set()):
+                return  # nothing to keep alive; the next connection starts a new round
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(dirty.wait(), timeout)
+
+    def _running(self) -> bool:
+        """The broadcaster is started and not closed (publishing must not restart it)."""
+        return self.broadcaster.backend_loop is not None
+
+    async def _announce(self) -> bool:
+        """Publish ``presence.changed`` if the view changed; return True when still pending."""
+        view = await self.view()
+        if not self._running():
+            return False
+        if view == self.last_announced:
+            return False
+        if not await self._may_announce():
+            return True  # another worker announced within the second: look again after it
+        self._last_time = asyncio.get_running_loop().time()
+        self.last_announced = view
+        self.broadcaster.publish(PresenceChanged.type, view)
+        return False
+
+
+def track(
+    broadcaster: Broadcaster, *, announce: bool = False, expiry: float = 15.0
+) -> PresenceTracker:
+    """Keep this process's presence where every worker sees it; call it in every worker.
+
+    Args:
+        broadcaster: the broadcaster whose connections count.
+        announce: publish ``presence.changed`` when the view changes (at most
+            once a second across workers).
+        expiry: seconds after which a dead worker's connections stop counting.
+
+    Returns:
+        The tracker; ``await broadcaster.presence()`` reads through it.
+
+    Example::
+
+        from livepanel.presence import track
+
+        track(broadcaster, announce=True)
+        await broadcaster.presence()
+        # {"users": [{"user": "alice", "connections": 2}], "connections": 2}
+    """
+    if expiry <= 0:
+        raise ValueError("track: expiry must be > 0 seconds")
+    tracker = PresenceTracker(broadcaster, announce=announce, expiry=expiry)
+    broadcaster.presence_hooks.append(tracker)
+    broadcaster.fanout_hooks.append(tracker.seen)
+    return tracker
+
+
+async def collect(broadcaster: Broadcaster) -> dict[str, Any]:
+    """``Broadcaster.presence()``: the users connected to every worker and their connections.
+
+    Without :func:`track`, only this process's connections count.
+
+    Example::
+
+        view = await collect(broadcaster)
+        names = [entry["user"] for entry in view["users"]]
+    """
+    for hook in broadcaster.presence_hooks:
+        if isinstance(hook, PresenceTracker):
+            return await hook.view()
+    return _view(broadcaster.users)
