@@ -92,7 +92,7 @@ def test_health_app_answers_503_while_the_endpoint_drains() -> None:
 
 def endpoint_shutdown(endpoint: LivePanelApp, broadcaster: Broadcaster) -> Any:
     """Run ``endpoint.shutdown()`` on the broadcaster's loop (the server's)."""
-    loop = broadcaster._loop
+    loop = broadcaster.backend_loop
     assert loop is not None
     return asyncio.run_coroutine_threadsafe(endpoint.shutdown(), loop)
 

@@ -160,7 +160,7 @@ def accepts(port: int) -> bool:
 
 def drain(endpoint: LivePanelApp, broadcaster: Broadcaster) -> None:
     """``endpoint.shutdown()`` on the server's loop, as SIGTERM would run it."""
-    loop: Any = broadcaster._loop
+    loop: Any = broadcaster.backend_loop
     asyncio.run_coroutine_threadsafe(endpoint.shutdown(), loop).result(5)
 
 
@@ -176,7 +176,8 @@ def test_haproxy_sends_new_dashboards_away_from_a_draining_worker(tmp_path: Path
             # HAProxy's checks start both broadcasters (a health check starts its broadcaster)
             wait_until(
                 lambda: (
-                    None not in (one_broadcaster._loop, two_broadcaster._loop) and accepts(listen)
+                    None not in (one_broadcaster.backend_loop, two_broadcaster.backend_loop)
+                    and accepts(listen)
                 ),
                 what="HAProxy and both workers",
             )
