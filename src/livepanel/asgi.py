@@ -79,6 +79,7 @@ _CLOSE_CODES = {
     CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
 }
 _CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
+_ONE_REPLAY = "one replay at a time: read the last one before asking for another"
 
 
 @dataclass(frozen=True)
@@ -577,6 +578,7 @@ class _Endpoint:
             try:
                 if options.subscribe is not None:
                     await conn.subscribe(options.subscribe.types, options.subscribe.since)
+                    self.protocol.charge(conn.replayed)
                 send = self.send
 
                 def send_text(text: str) -> Awaitable[None]:
@@ -634,7 +636,12 @@ class _Endpoint:
                     conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
+                    if action.since is not None and conn.replaying:
+                        conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
+                        continue
+                    replayed = conn.replayed
                     await conn.subscribe(action.types, action.since)
+                    self.protocol.charge(conn.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
 

@@ -258,6 +258,8 @@ class Broadcaster:
             ``"redis://host:6379/0"`` URL, or a :class:`~livepanel.backends.Backend`.
         history: how many recent events are kept for ``since``.
         queue_size: how many live events may wait for one client.
+        queue_bytes: how many bytes of live and control frames may wait for one
+            client (pongs and errors included); beyond, it is closed with 1013.
         slow_consumer: ``"disconnect"`` closes a client whose queue is full with
             1013 (it resumes with ``since``); ``"drop"`` drops its oldest event.
 
@@ -280,11 +282,14 @@ class Broadcaster:
         history: int = 1000,
         queue_size: int = 1000,
         slow_consumer: SlowConsumerPolicy = "disconnect",
+        queue_bytes: int = 16 * 2**20,
     ) -> None:
         if not isinstance(history, int) or history < 0:
             raise ConfigurationError("Broadcaster: history must be an integer >= 0")
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError("Broadcaster: queue_size must be an integer >= 1")
+        if not isinstance(queue_bytes, int) or queue_bytes < 1024:
+            raise ConfigurationError("Broadcaster: queue_bytes must be an integer >= 1024")
         if slow_consumer not in ("disconnect", "drop"):
             raise ConfigurationError(
                 f"Broadcaster: slow_consumer must be 'disconnect' or 'drop', not {slow_consumer!r}"
@@ -299,7 +304,12 @@ class Broadcaster:
             )
         self.backend = backend
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.slow_consumer: SlowConsumerPolicy = slow_consumer
+        # the JSON of recent events, shared by every replay instead of encoded per connection
+        self._texts: dict[str, str] = {}
+        self._text_ids: deque[str] = deque()
+        self._texts_max = max(history, 1000)
         self._counters = _Counters()
         self._lock = threading.Lock()  # hubs, head id and the backend's home loop
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
@@ -485,6 +495,7 @@ class Broadcaster:
         frames = [Frame(event, event.to_json()) for event in events]  # serialized once
         with self._lock:
             self._head_id = events[-1].id or self._head_id
+            self._remember(frames)
             hubs = list(self._hubs.values())
             for hub in hubs:
                 hub.inbox.append(frames)
@@ -493,6 +504,22 @@ class Broadcaster:
                 self._forget(hub)
         for hook in self.fanout_hooks:
             hook(events)
+
+    def _remember(self, frames: list[Frame]) -> None:
+        """Keep the JSON of the newest events for replays (the lock is held)."""
+        texts, ids = self._texts, self._text_ids
+        for frame in frames:
+            event_id = frame.event.id  # type: ignore[union-attr]
+            if event_id is not None:
+                texts[event_id] = frame.text
+                ids.append(event_id)
+        while len(ids) > self._texts_max:
+            texts.pop(ids.popleft(), None)
+
+    def _text_of(self, event: Event) -> str:
+        """An event's JSON: the copy the live broadcast made, else encoded now."""
+        text = self._texts.get(event.id) if event.id is not None else None
+        return text if text is not None else event.to_json()
 
     def _hub(self) -> _Hub:
         """This loop's hub, created (at the stream's head) on first use."""
@@ -542,6 +569,7 @@ class Broadcaster:
             is_connection=is_connection,
             user=user,
             last_event_id=hub.last_id,
+            max_bytes=self.queue_bytes,
         )
         hub.join(conn)
         try:
@@ -574,7 +602,7 @@ class Broadcaster:
         except asyncio.CancelledError:
             conn.end_replay(since, None)
             raise
-        resumed = conn.end_replay(since, events)
+        resumed = conn.end_replay(since, events, self._text_of)
         self.replays["granted" if resumed else "unavailable"] += 1
         return resumed
 

@@ -108,6 +108,7 @@ FIELD = "event"
 START = "0-0"
 _WRITE_BATCH = 200  # events per script call
 _READ_COUNT = 1000  # entries per XREAD
+_REPLAY_PAGE = 1000  # entries per XRANGE of a replay
 _DECODE_SLICE = 100  # entries checked between two turns of the event loop
 _Position = tuple[int, ...]
 _MAX_ID_PART = 2**64 - 1  # a stream entry id is two unsigned 64-bit numbers
@@ -831,8 +832,13 @@ class RedisBackend(Backend):
             pipe = client.pipeline(transaction=True)  # one consistent view
             pipe.hmget(self.epoch_key, ["epoch", "first"])
             pipe.xrange(self.stream, entry, entry)
-            pipe.xrange(self.stream, "-" if entry == START else f"({entry}", "+")
+            pipe.xrange(
+                self.stream, "-" if entry == START else f"({entry}", "+", count=_REPLAY_PAGE
+            )
             (current, first), anchor, after = await pipe.execute()
+            entries = _entry_list(after)
+            if current is not None and _text(current) == epoch:
+                entries += await self._rest_of_range(client, epoch, entries)
         except Exception as exc:
             if not self._replay_down:
                 self._replay_down = True
@@ -846,7 +852,8 @@ class RedisBackend(Backend):
         self._replay_down = False
         if current is None or _text(current) != epoch:
             return None
-        entries = _entry_list(after)
+        if entries and entries[-1] is None:
+            return None  # the epoch changed while the range was read: cannot vouch for it
         if entry == START:
             if first is None:
                 if entries:
@@ -866,6 +873,24 @@ class RedisBackend(Backend):
                 continue  # logged and counted when the reader met it
             events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
         return events
+
+    async def _rest_of_range(
+        self, client: Any, epoch: str, first_page: list[tuple[str, Any]]
+    ) -> list[Any]:
+        """The entries after a full first page, a page at a time (one reply never holds a
+        whole long history); ends with ``None`` when the epoch changed meanwhile."""
+        rest: list[Any] = []
+        page = first_page
+        while len(page) == _REPLAY_PAGE:
+            pipe = client.pipeline(transaction=True)
+            pipe.hget(self.epoch_key, "epoch")
+            pipe.xrange(self.stream, f"({page[-1][0]}", "+", count=_REPLAY_PAGE)
+            current, after = await pipe.execute()
+            if current is None or _text(current) != epoch:
+                return [None]
+            page = _entry_list(after)
+            rest.extend(page)
+        return rest
 
     # ------------------------------------------------------------------ numbers
 
