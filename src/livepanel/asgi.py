@@ -253,6 +253,11 @@ class LivePanelApp:
         """Connections this app holds now."""
         return self._connections
 
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`shutdown` began: new handshakes are refused with 503."""
+        return self._draining
+
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
@@ -532,7 +537,7 @@ class LivePanelApp:
             self.broadcaster.count_user(user, +1)
             try:
                 scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-                await _Endpoint(self, scope, receive, send, user).run()
+                await _Endpoint(self, scope, receive, send, user, self._live).run()
             finally:
                 self.broadcaster.count_user(user, -1)
         except asyncio.CancelledError:
@@ -553,8 +558,10 @@ class _Endpoint:
         receive: ASGIReceiveCallable,
         send: Any,
         user: str,
+        live: set[Connection],
     ) -> None:
         self.app = app
+        self.live = live  # the app's open connections, which shutdown() closes
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -605,14 +612,13 @@ class _Endpoint:
 
     async def _read(self, conn: Connection) -> None:
         """Turn client frames into actions until the client disconnects."""
-        live = self.app._live
-        live.add(conn)
+        self.live.add(conn)
         try:
-            if self.app._draining:  # accepted just before shutdown() began
+            if self.app.draining:  # accepted just before shutdown() began
                 conn.close(CloseReason.GOING_AWAY)
             await self._read_frames(conn)
         finally:
-            live.discard(conn)
+            self.live.discard(conn)
 
     async def _read_frames(self, conn: Connection) -> None:
         protocol = self.protocol

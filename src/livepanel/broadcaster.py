@@ -117,6 +117,12 @@ class _Hub:
         if conn.is_connection:
             self.broadcaster._count(1)
 
+    async def resubscribe(
+        self, conn: Connection, types: Iterable[str], since: str | None
+    ) -> bool | None:
+        """``conn``'s new filter and, with ``since``, its replay (done by the broadcaster)."""
+        return await self.broadcaster._resubscribe(conn, types, since)
+
     def leave(self, conn: Connection) -> None:
         """Take ``conn`` out of the fan-out (it closed); safe in the middle of a drain."""
         if self._draining:

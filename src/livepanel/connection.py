@@ -356,7 +356,7 @@ class Connection:
         (an ``error`` frame ``resume_unavailable`` is queued for dashboards),
         ``None`` without ``since``.
         """
-        return await self._hub.broadcaster._resubscribe(self, types, since)
+        return await self._hub.resubscribe(self, types, since)
 
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""
