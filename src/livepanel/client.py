@@ -42,11 +42,12 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from livepanel.errors import LivePanelError
 from livepanel.events import Event
-from livepanel.protocol import parse_id, type_globs
+from livepanel.protocol import CLOSE_NORMAL, parse_id, type_globs
 
 __all__ = [
     "STABLE_AFTER",
@@ -77,6 +78,7 @@ CLOSE_TIMEOUT = 2.0
 _READ_SIZE = 65536
 _MAX_REJECTION_BODY = 65536
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CLOSE_ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)  # 1006: never sent, a vanished peer
 
 
 # --------------------------------------------------------------------------- errors
@@ -261,7 +263,6 @@ class ClientWire:
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         self._out = bytearray(self._ws.send(Request(host=host, target=target, extra_headers=extra)))
         self._text: list[str] = []
-        self._binary = False
         self._rejection: RejectConnection | None = None
         self._rejection_body = bytearray()
         self._done = False
@@ -282,7 +283,7 @@ class ClientWire:
         if self.is_open:
             self._out += self._ws.send(TextMessage(data=text))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake (only while open)."""
         if self.is_open:
             self._out += self._ws.send(CloseConnection(code=code, reason=reason))
@@ -334,7 +335,8 @@ class ClientWire:
             if self._rejection is not None:
                 out.append(self._rejected())
             else:
-                out.append(Closed(1006, "the connection was closed without a closing handshake"))
+                vanished = "the connection was closed without a closing handshake"
+                out.append(Closed(_CLOSE_ABNORMAL, vanished))
         return out
 
     def _rejected(self) -> Rejected:
@@ -366,10 +368,6 @@ def _split_frames(text: str) -> list[WireEvent]:
 
 
 # --------------------------------------------------------------------------- asyncio glue
-
-
-class _Lost(Exception):
-    """The open connection ended for a reason that calls for a reconnect."""
 
 
 class Client:
@@ -551,7 +549,7 @@ class Client:
         wire, writer = self._wire, self._writer
         if wire is not None and wire.is_open:
             await self._flush_ack(force=True)
-            wire.close(1000)
+            wire.close(CLOSE_NORMAL)
             try:
                 await self._send_pending()
             except OSError:
@@ -701,7 +699,7 @@ class Client:
         if isinstance(output, Frame):
             self._on_frame(output.data)
         elif isinstance(output, Closed):
-            if output.code == 1000 or self._closing:
+            if output.code == CLOSE_NORMAL or self._closing:
                 self._ended = True
             elif self._lost_reason is None:
                 reason = f": {output.reason}" if output.reason else ""
@@ -866,7 +864,7 @@ class Client:
                 self._handle(output)
             await self._send_pending()
             if not self._welcomed and (self._ended or self._lost_reason is not None):
-                reason = self._lost_reason or "closed with code 1000"
+                reason = self._lost_reason or f"closed with code {CLOSE_NORMAL}"
                 raise ConnectionError(f"the server ended the connection before welcome ({reason})")
 
     def _target(self) -> str:
