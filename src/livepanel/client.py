@@ -373,25 +373,62 @@ def _split_frames(text: str) -> list[WireEvent]:
 class Client:
     """A connection to a livepanel endpoint: an async context manager and async iterator.
 
-    Create it with :func:`connect`, which documents the arguments. Iterating
-    yields :class:`~livepanel.events.Event` objects (never ``welcome``,
-    ``ping``, ``pong`` or ``error`` frames) until the server closes the
-    connection cleanly (code 1000) or :meth:`close` is called. A lost
-    connection is reopened with ``since`` set to the last event id seen, so
-    nothing is missed and nothing is repeated; when the server cannot resume,
-    the iterator raises :class:`ResumeUnavailable` at the gap and goes on live
-    when iterated again.
+    ``connect(url, ...)`` is ``Client(url, ...)``: the client is not connected
+    until ``async with`` (or the first ``async for``). ``async with`` opens the
+    connection at once, so a wrong URL, a refused login or a silent server
+    fails there, without retries. Iterating yields
+    :class:`~livepanel.events.Event` objects (never ``welcome``, ``ping``,
+    ``pong`` or ``error`` frames) until the server closes the connection
+    cleanly (code 1000) or :meth:`close` is called. Once open, a lost
+    connection (a close code other than 1000, a reset, or no frame for two
+    heartbeat intervals) is reopened with exponential backoff and full
+    jitter, resuming with ``since`` = the last event id seen
+    (``welcome.lastEventId`` before the first event), so nothing is missed
+    and nothing is repeated; when the server cannot resume, the iterator
+    raises :class:`ResumeUnavailable` at the gap and goes on live when
+    iterated again. See ``docs/client.md``.
+
+    Args:
+        url: ``ws://host:port/path`` or ``wss://...``; ``user:password@`` in it
+            is used when ``username`` is not given.
+        username: Basic Auth user name (``None``: no ``Authorization`` header).
+        password: Basic Auth password.
+        headers: extra handshake headers (a mapping or ``(name, value)`` pairs).
+        origin: the ``Origin`` header to send (browsers always send one; by
+            default this client sends none, as a non-browser client).
+        types: type globs to receive (``["session.*"]``); ``None``: everything.
+        since: an event id: replay every retained event after it first.
+        ssl: the TLS context for ``wss://`` (default: the system's CAs, via
+            ``ssl.create_default_context()``).
+        reconnect: reopen a lost connection (``False``: raise instead).
+        max_retries: reconnection attempts in a row before giving up.
+        open_timeout: seconds for one attempt to connect, handshake and get ``welcome``.
+        backoff_initial: the first retry waits up to this many seconds.
+        backoff_max: no retry waits longer than this.
+        batch: let the server pack queued frames into one (``?batch=1``).
+
+    Raises:
+        ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
+            ``since``, or ``ssl`` with ``ws://``.
+
+    The client itself raises :class:`AuthenticationError` (401) and
+    :class:`PermissionDenied` (403) at once, never retrying;
+    :class:`OpenTimeout` when a server does not answer within
+    ``open_timeout``; :class:`ConnectionFailed` when it cannot connect or
+    gives up; and :class:`ResumeUnavailable` from the iterator where events
+    were missed.
 
     Attributes:
         url: the endpoint's URL without credentials (safe to log).
-        reconnect: as given to :func:`connect`; so are ``max_retries``,
-            ``open_timeout``, ``backoff_initial``, ``backoff_max`` and ``batch``.
+        reconnect: as given; so are ``max_retries``, ``open_timeout``,
+            ``backoff_initial``, ``backoff_max`` and ``batch``.
 
     Example::
 
-        async with connect(url, username="admin", password=pw, types=["session.*"]) as client:
+        async with connect("ws://localhost:8000/ws", username="admin", password=pw) as client:
             async for event in client:
-                print(client.last_event_id, event.type)
+                print(client.last_event_id, event.type, event.payload)
+                await client.ack(event.id)
     """
 
     def __init__(
@@ -1035,85 +1072,14 @@ def _request_headers(
     return items
 
 
-def connect(
-    url: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    origin: str | None = None,
-    types: Iterable[str] | None = None,
-    since: str | None = None,
-    ssl: ssl_module.SSLContext | None = None,
-    reconnect: bool = True,
-    max_retries: int = 10,
-    open_timeout: float = 10.0,
-    backoff_initial: float = 0.5,
-    backoff_max: float = 30.0,
-    batch: bool = True,
-) -> Client:
-    """Connect to a livepanel endpoint; use as ``async with`` and ``async for``.
+connect = Client
+"""Connect to a livepanel endpoint: ``connect(url, username=..., password=..., ...)`` is
+:class:`Client` ``(url, ...)``, which documents the arguments; use it as ``async with``
+and ``async for``.
 
-    ``async with`` opens the connection at once, so a wrong URL, a refused
-    login or a silent server fails there, without retries. Once open, a lost
-    connection (a close code other than 1000, a reset, or no frame for two
-    heartbeat intervals) is reopened with exponential backoff and full jitter,
-    resuming with ``since`` = the last event id seen (``welcome.lastEventId``
-    before the first event). See ``docs/client.md``.
+Example::
 
-    Args:
-        url: ``ws://host:port/path`` or ``wss://...``; ``user:password@`` in it
-            is used when ``username`` is not given.
-        username: Basic Auth user name (``None``: no ``Authorization`` header).
-        password: Basic Auth password.
-        headers: extra handshake headers (a mapping or ``(name, value)`` pairs).
-        origin: the ``Origin`` header to send (browsers always send one; by
-            default this client sends none, as a non-browser client).
-        types: type globs to receive (``["session.*"]``); ``None``: everything.
-        since: an event id: replay every retained event after it first.
-        ssl: the TLS context for ``wss://`` (default: the system's CAs, via
-            ``ssl.create_default_context()``).
-        reconnect: reopen a lost connection (``False``: raise instead).
-        max_retries: reconnection attempts in a row before giving up.
-        open_timeout: seconds for one attempt to connect, handshake and get ``welcome``.
-        backoff_initial: the first retry waits up to this many seconds.
-        backoff_max: no retry waits longer than this.
-        batch: let the server pack queued frames into one (``?batch=1``).
-
-    Returns:
-        A :class:`Client`, not yet connected.
-
-    Raises:
-        ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
-            ``since``, or ``ssl`` with ``ws://``.
-
-    The client itself raises :class:`AuthenticationError` (401) and
-    :class:`PermissionDenied` (403) at once, never retrying;
-    :class:`OpenTimeout` when a server does not answer within
-    ``open_timeout``; :class:`ConnectionFailed` when it cannot connect or
-    gives up; and :class:`ResumeUnavailable` from the iterator where events
-    were missed.
-
-    Example::
-
-        async with connect("ws://localhost:8000/ws", username="admin", password=pw) as client:
-            async for event in client:
-                print(event.type, event.payload)
-                await client.ack(event.id)
-    """
-    return Client(
-        url,
-        username=username,
-        password=password,
-        headers=headers,
-        origin=origin,
-        types=types,
-        since=since,
-        ssl=ssl,
-        reconnect=reconnect,
-        max_retries=max_retries,
-        open_timeout=open_timeout,
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        batch=batch,
-    )
+    async with connect("wss://panel.example.com/ws", username="admin", password=pw) as client:
+        async for event in client:
+            print(event.type, event.payload)
+"""
