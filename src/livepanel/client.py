@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import enum
 import json
 import logging
 import random
@@ -79,6 +80,43 @@ _READ_SIZE = 65536
 _MAX_REJECTION_BODY = 65536
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CLOSE_ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)  # 1006: never sent, a vanished peer
+
+
+class _State(enum.Enum):
+    """Where a :class:`Client` is; :attr:`status` is what users see (livepanel.js's names)."""
+
+    CONNECTING = "connecting"  # the first connection is opening, until its welcome
+    OPEN = "open"  # welcomed: events flow
+    RECONNECTING = "reconnecting"  # lost: backing off, or reopening until the next welcome
+    ENDED = "ended"  # the server closed the stream cleanly (1000): iteration ends
+    CLOSING = "closing"  # close() was called: the closing handshake runs
+    CLOSED = "closed"  # gave up, refused for good, or closed: nothing more happens
+    AUTH_FAILED = "auth_failed"  # credentials refused (401/403): final, never retried
+
+    @property
+    def status(self) -> Status:
+        return _STATUS[self]
+
+    @property
+    def opening(self) -> bool:
+        """A connection is being opened and has not been welcomed yet."""
+        return self in (_State.CONNECTING, _State.RECONNECTING)
+
+    @property
+    def done(self) -> bool:
+        """Iteration is over: the stream ended, or close() was called, or the client gave up."""
+        return self in (_State.ENDED, _State.CLOSING, _State.CLOSED, _State.AUTH_FAILED)
+
+
+_STATUS: dict[_State, Status] = {
+    _State.CONNECTING: "connecting",
+    _State.OPEN: "open",
+    _State.RECONNECTING: "reconnecting",
+    _State.ENDED: "closed",
+    _State.CLOSING: "closed",
+    _State.CLOSED: "closed",
+    _State.AUTH_FAILED: "auth_failed",
+}
 
 
 # --------------------------------------------------------------------------- errors
@@ -492,16 +530,12 @@ class Client:
         self.backoff_max = float(backoff_max)
         self.batch = batch
 
-        self._status: Status = "connecting"
+        self._state = _State.CONNECTING
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._wire: ClientWire | None = None
         self._ready: deque[Event | ResumeUnavailable] = deque()
         self._lost_reason: str | None = None
-        self._ended = False  # the server closed cleanly
-        self._closing = False  # close() was called
-        self._silent = False
-        self._welcomed = False
         self._welcomed_at: float | None = None  # time.monotonic() of this connection's welcome
         self._attempt = 0
         self._heartbeat = DEFAULT_HEARTBEAT
@@ -523,7 +557,7 @@ class Client:
     @property
     def status(self) -> Status:
         """``"connecting"``, ``"open"``, ``"reconnecting"``, ``"auth_failed"`` or ``"closed"``."""
-        return self._status
+        return self._state.status
 
     @property
     def last_event_id(self) -> str | None:
@@ -548,7 +582,7 @@ class Client:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Client:
-        if self._status == "connecting" and self._wire is None:
+        if self._state is _State.CONNECTING and self._wire is None:
             await self._open_first()
         return self
 
@@ -577,11 +611,11 @@ class Client:
 
         Safe to call more than once and from another task than the one iterating.
         """
-        if self._closing:
+        if self._state in (_State.CLOSING, _State.CLOSED, _State.AUTH_FAILED):
             if self._busy or self._writer is not None:
                 await self._wait_disconnected()
             return
-        self._closing = True
+        self._state = _State.CLOSING
         self._wakeup.set()
         wire, writer = self._wire, self._writer
         if wire is not None and wire.is_open:
@@ -596,8 +630,7 @@ class Client:
             else:
                 await self._drain_close()
         self._drop(abort=False)
-        if self._status != "auth_failed":
-            self._status = "closed"
+        self._state = _State.CLOSED
         if writer is not None:
             try:
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
@@ -674,11 +707,11 @@ class Client:
                 if isinstance(item, ResumeUnavailable):
                     raise item
                 return item
-            if self._closing or self._ended or self._status in ("closed", "auth_failed"):
+            if self._state.done:
                 self._settle()  # close() may have run while this task was connecting
                 raise StopAsyncIteration
             if self._wire is None:
-                if self._status == "connecting":
+                if self._state is _State.CONNECTING:
                     await self._open_first()
                 else:
                     await self._reconnect()
@@ -698,15 +731,13 @@ class Client:
             data = await reader.read(_READ_SIZE)
         except OSError as exc:
             data = b""
-            self._lost_reason = f"{type(exc).__name__}: {exc}"
+            self._lost_reason = self._lost_reason or f"{type(exc).__name__}: {exc}"
         finally:
             timer.cancel()
-        if self._closing and self._wire is None:  # close() gave up waiting and dropped it
+        if self._state.done and self._wire is None:  # close() gave up waiting and dropped it
             return
         for output in wire.receive_data(data or None):
             self._handle(output)
-        if self._silent:
-            self._lost_reason = f"no frame for {2 * self._heartbeat:g}s (two heartbeat intervals)"
         try:
             await self._send_pending()
         except OSError as exc:
@@ -717,18 +748,17 @@ class Client:
         """Let go of a connection that has ended, and say what comes next."""
         if self._wire is None:
             return
-        if self._ended or self._closing:
+        if self._state.done:
             self._drop(abort=False)
-            if self._ended and not self._closing:
-                self._status = "closed"
+            if self._state is _State.ENDED:
                 logger.info("livepanel: %s closed the connection", self.url)
         elif self._lost_reason is not None:
             self._drop(abort=True)
             if self.reconnect:
-                self._status = "reconnecting"
+                self._state = _State.RECONNECTING
 
     def _on_silence(self) -> None:
-        self._silent = True
+        self._lost_reason = f"no frame for {2 * self._heartbeat:g}s (two heartbeat intervals)"
         if self._writer is not None:
             self._writer.transport.abort()  # wakes the pending read with end of stream
 
@@ -736,8 +766,10 @@ class Client:
         if isinstance(output, Frame):
             self._on_frame(output.data)
         elif isinstance(output, Closed):
-            if output.code == CLOSE_NORMAL or self._closing:
-                self._ended = True
+            if self._state.done:
+                pass  # the answer to our close(), or after the end
+            elif output.code == CLOSE_NORMAL and self._state is _State.OPEN:
+                self._state = _State.ENDED
             elif self._lost_reason is None:
                 reason = f": {output.reason}" if output.reason else ""
                 self._lost_reason = f"closed with code {output.code}{reason}"
@@ -772,8 +804,8 @@ class Client:
         self._ready.append(event)
 
     def _on_welcome(self, payload: dict[str, Any]) -> None:
-        if self._welcomed:
-            return  # one welcome per connection: a later one is not the server's
+        if not self._state.opening:
+            return  # one welcome per connection (a later one is not the server's), none after close
         self._welcomed_at = time.monotonic()
         interval = payload.get("heartbeatInterval")
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
@@ -785,8 +817,7 @@ class Client:
             self._conn_last_id = last
             if self._resume_from is None:
                 self._resume_from = last
-        self._welcomed = True
-        self._status = "open"
+        self._state = _State.OPEN
 
     # ------------------------------------------------------------------ connecting
 
@@ -794,19 +825,20 @@ class Client:
         try:
             await self._open()
         except (AuthenticationError, PermissionDenied):
-            self._status = "auth_failed"
+            self._state = _State.AUTH_FAILED
             raise
         except BaseException:
-            self._status = "closed"
+            self._state = _State.CLOSED
             raise
-        logger.info("livepanel: connected to %s", self.url)
+        if self._state not in (_State.CLOSING, _State.CLOSED):  # close() came first
+            logger.info("livepanel: connected to %s", self.url)
 
     async def _reconnect(self) -> None:
         reason = self._lost_reason or "connection lost"
         if not self.reconnect:
-            self._status = "closed"
+            self._state = _State.CLOSED
             raise ConnectionFailed(f"{self.url}: {reason} (reconnect=False)")
-        self._status = "reconnecting"
+        self._state = _State.RECONNECTING
         welcomed_at, self._welcomed_at = self._welcomed_at, None
         if welcomed_at is not None and time.monotonic() - welcomed_at >= STABLE_AFTER:
             # only a connection that stayed up earns a fresh count: one that is welcomed and
@@ -814,7 +846,7 @@ class Client:
             self._attempt = 0
         while True:
             if self._attempt >= self.max_retries:
-                self._status = "closed"
+                self._state = _State.CLOSED
                 raise ConnectionFailed(
                     f"{self.url}: gave up after {self.max_retries} reconnection attempts; "
                     f"last error: {reason}"
@@ -836,17 +868,19 @@ class Client:
             try:
                 await self._open()
             except (AuthenticationError, PermissionDenied) as exc:
-                self._status = "auth_failed"
+                self._state = _State.AUTH_FAILED
                 logger.warning("livepanel: %s refused the reconnection: %s", self.url, exc)
                 raise
             except HandshakeRejected as exc:
                 if exc.status not in _RETRYABLE_STATUS:
-                    self._status = "closed"
+                    self._state = _State.CLOSED
                     raise
                 reason = f"HTTP {exc.status}"
             except ConnectionFailed as exc:
                 reason = str(exc)
             else:
+                if self._state in (_State.CLOSING, _State.CLOSED):
+                    return  # close() was called while reopening
                 self._reconnects += 1
                 after = f", resuming after {self._asked_since}" if self._asked_since else ""
                 logger.info("livepanel: reconnected to %s%s", self.url, after)
@@ -890,19 +924,19 @@ class Client:
         target = self._target()
         wire = self._wire = ClientWire(self._host_header, target, self._headers)
         self._lost_reason = None
-        self._ended = self._silent = self._welcomed = False
         self._conn_last_id = None
         await self._send_pending()
-        while not self._welcomed:
+        while self._state.opening:  # until welcome (or close() from another task)
             data = await reader.read(_READ_SIZE)
             for output in wire.receive_data(data or None):
                 if isinstance(output, Rejected):
                     raise await self._rejection(output, target)
                 self._handle(output)
             await self._send_pending()
-            if not self._welcomed and (self._ended or self._lost_reason is not None):
-                reason = self._lost_reason or f"closed with code {CLOSE_NORMAL}"
-                raise ConnectionError(f"the server ended the connection before welcome ({reason})")
+            if self._state.opening and self._lost_reason is not None:
+                raise ConnectionError(
+                    f"the server ended the connection before welcome ({self._lost_reason})"
+                )
 
     def _target(self) -> str:
         params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch")]
