@@ -176,9 +176,7 @@ class EventCapture:
                     return  # the broadcaster was closed
                 except SlowConsumer:
                     since = since or self._start_id  # resume where the last event left off
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
+        except Exception as exc:  # the backend cannot serve, or history ran out
             opened(exc)
             self.events._fail(exc)
 
@@ -219,7 +217,8 @@ class EventCapture:
                 pass  # the loop already ended: the broadcaster was closed
         if thread is not None:
             thread.join(10)
-        self._raise_failure()
+        if exc_info[0] is None:  # never hide the block's own exception
+            self._raise_failure()
 
     # ------------------------------------------------------------------ async
 
@@ -244,7 +243,8 @@ class EventCapture:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._raise_failure()
+        if exc_info[0] is None:  # never hide the block's own exception
+            self._raise_failure()
 
     def _settle_for(self) -> float:
         return 0.0 if self.broadcaster.last_event_id == self._start_id else self.settle

@@ -6,13 +6,20 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from livepanel import Broadcaster, LivePanelMiddleware, broadcast_event
+from livepanel import (
+    BackendUnavailable,
+    Broadcaster,
+    LivePanelMiddleware,
+    MemoryBackend,
+    broadcast_event,
+)
 from livepanel.events import CronExecuted, SessionCreated, SessionKilled
 from livepanel.testing import CapturedEvents, capture_events, receive_event, receive_frame
 
@@ -129,6 +136,27 @@ def test_capture_resumes_when_it_falls_behind() -> None:
         for i in range(300):
             broadcaster.publish(SessionKilled(session_key=f"s{i}", agent_id="a1"))
     assert [e.payload["sessionKey"] for e in events] == [f"s{i}" for i in range(300)]
+
+
+class _Unreachable(MemoryBackend):
+    """A backend that cannot start, like a Redis that is down."""
+
+    async def start(self, deliver: Any) -> str:
+        raise BackendUnavailable("no backend here")
+
+
+def test_capture_raises_when_the_broadcaster_cannot_start() -> None:
+    """A capture that cannot subscribe says why at once, in the with statement."""
+    with pytest.raises(BackendUnavailable, match="no backend here"):
+        with capture_events(Broadcaster(_Unreachable())):
+            pytest.fail("the block must not run")
+
+
+def test_capture_never_hides_the_block_s_exception() -> None:
+    """An assertion failing inside the block is what the test reports."""
+    with pytest.raises(ZeroDivisionError):
+        with capture_events():
+            1 / 0  # noqa: B018
 
 
 def test_wait_for_times_out_with_what_arrived() -> None:
