@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from livepanel import (
     BackendUnavailable,
@@ -239,6 +239,34 @@ def test_a_socket_that_never_receives_times_out_instead_of_hanging(client: TestC
         finally:
             stop.set()
             publisher.join(5)
+
+
+def test_a_silent_server_times_out_and_the_socket_still_closes() -> None:
+    """A route that accepts and never sends: the read times out, and leaving ``with`` does not
+    hang on the read left pending."""
+    app = FastAPI()
+
+    @app.websocket("/silent")
+    async def silent(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await asyncio.Event().wait()  # never sends, never reads
+
+    outcome: list[BaseException | None] = []
+
+    def scenario() -> None:
+        try:
+            with TestClient(app) as test_client, test_client.websocket_connect("/silent") as ws:
+                with pytest.raises(TimeoutError, match="no frame"):
+                    receive_frame(ws, timeout=0.2)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    runner = threading.Thread(target=scenario, daemon=True)
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive(), "leaving the WebSocket session hung on the pending read"
+    assert outcome == [None]
 
 
 def test_a_timed_out_read_loses_no_frame(client: TestClient) -> None:
