@@ -79,6 +79,8 @@ class CloseReason(enum.Enum):
     """A write failed for a reason other than a vanished client (1011)."""
     SLOW_CONSUMER = "slow_consumer"
     """The queue was full under ``slow_consumer="disconnect"`` (1013)."""
+    REVOKED = "revoked"
+    """``Broadcaster.disconnect()`` named it (its ``code``, 1008 by default)."""
 
     @property
     def flushes_first(self) -> bool:
@@ -138,6 +140,8 @@ class Connection:
         user: who holds it, for revocation and per-user numbers.
         max_bytes: how many bytes of live and control frames may wait; beyond,
             the connection is closed as a slow consumer (a replay is not counted).
+        audiences: the audience strings this connection belongs to; it receives an
+            event whose audience shares one of them, or has none. ``None``: every event.
         last_event_id: the newest event of the stream when it opened (``welcome``'s
             ``lastEventId``): every later event reaches it.
 
@@ -158,6 +162,7 @@ class Connection:
         "_sent",
         "_skip",
         "_waiter",
+        "audiences",
         "batch",
         "close_reason",
         "controls",
@@ -172,6 +177,7 @@ class Connection:
         "queue_size",
         "queued_bytes",
         "replayed",
+        "revoked_code",
         "user",
     )
 
@@ -187,6 +193,7 @@ class Connection:
         user: str | None = None,
         last_event_id: str = "",
         max_bytes: int = 16 * 2**20,
+        audiences: frozenset[str] | None = None,
     ) -> None:
         self._hub = hub
         self._counters = counters
@@ -209,6 +216,8 @@ class Connection:
         self.is_connection = is_connection
         self.user = user
         self.last_event_id = last_event_id  # the stream's newest event when it opened
+        self.audiences = audiences  # None: sees every event
+        self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = hub.loop.time()
 
@@ -303,6 +312,17 @@ class Connection:
             self.close_reason = reason
             self._hub.leave(self)
             self._wake()
+
+    def sees(self, event: Event) -> bool:
+        """Whether this connection may receive ``event`` (its audience allows it)."""
+        audience = event.audience
+        return audience is None or self.audiences is None or not audience.isdisjoint(self.audiences)
+
+    def revoke(self, code: int) -> None:
+        """Close it because access was revoked; the transport closes with ``code``."""
+        if self.close_reason is None:
+            self.revoked_code = code
+            self.close(CloseReason.REVOKED)
 
     @property
     def closed(self) -> bool:
@@ -412,7 +432,9 @@ class Connection:
             # events after since already handed to the transport are on their way: a
             # replay sends none of them again
             replayed = [e for e in replayed if e.id is None or parse_id(e.id)[1] > sent[1]]
-        frames = [Frame(e, text_of(e), live=False) for e in replayed if match(e.type)]
+        frames = [
+            Frame(e, text_of(e), live=False) for e in replayed if match(e.type) and self.sees(e)
+        ]
         self.queue.extend(frames)  # a replay is delivered whole, beyond queue_size
         self._replaying += len(frames)
         self.replayed += len(frames)

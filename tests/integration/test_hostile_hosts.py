@@ -98,9 +98,9 @@ def exchange(server: Any, broadcaster: Broadcaster, host: Tracing) -> list[Any]:
 class SlowStart(MemoryBackend):
     """A backend whose start awaits, as a Redis across a network does."""
 
-    async def start(self, deliver: Any) -> str:
+    async def start(self, deliver: Any, control: Any = None) -> str:
         await asyncio.sleep(0.3)
-        return await super().start(deliver)
+        return await super().start(deliver, control)
 
 
 @each_server

@@ -141,7 +141,7 @@ def test_capture_resumes_when_it_falls_behind() -> None:
 class _Unreachable(MemoryBackend):
     """A backend that cannot start, like a Redis that is down."""
 
-    async def start(self, deliver: Any) -> str:
+    async def start(self, deliver: Any, control: Any = None) -> str:
         raise BackendUnavailable("no backend here")
 
 

@@ -68,7 +68,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.base import Backend, Control, Deliver
 from livepanel.backends.redis_connect import (
     RedisClient,
     RedisTarget,
@@ -105,6 +105,7 @@ MAX_ENTRY_SIZE = 4 * 1024 * 1024
 payloads well below this."""
 
 FIELD = "event"
+CONTROL_FIELD = "control"  # an entry for the workers, never for clients (revocation)
 START = "0-0"
 _WRITE_BATCH = 200  # events per script call
 _READ_COUNT = 1000  # entries per XREAD
@@ -312,6 +313,7 @@ class RedisBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer_wake: asyncio.Future[None] | None = None
@@ -367,7 +369,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, deliver: Deliver) -> str:
+    async def start(self, deliver: Deliver, control: Control | None = None) -> str:
         """Connect, learn the stream's epoch and head, start the writer and the reader.
 
         Returns:
@@ -409,6 +411,7 @@ class RedisBackend(Backend):
             self._loop = loop
             self._loop_thread = threading.get_ident()
             self._deliver = deliver
+            self._control = control
             self.epoch = state.epoch
             self._move_to(state.newest or START)
             # held events go after the head, so the first subscribers see them live
@@ -443,6 +446,7 @@ class RedisBackend(Backend):
             self._loop = None
             self._loop_thread = None
             self._deliver = None
+            self._control = None
             leftover = list(self._outbox)
             self._outbox.clear()
         lost = 0
@@ -733,6 +737,14 @@ class RedisBackend(Backend):
         assert epoch is not None
         events: list[Event] = []
         for entry_id, fields in entries:
+            control = _control_of(fields)
+            if control is not None:  # a revocation, in stream order with the events
+                if events and self._deliver is not None:
+                    self._deliver(events)
+                events = []
+                if self._control is not None and control:
+                    self._control(control)
+                continue
             try:
                 event = decode_entry(fields)
             except RejectedEntry as exc:
@@ -812,6 +824,26 @@ class RedisBackend(Backend):
     def _move_to(self, entry_id: str) -> None:
         self._last_id = entry_id
         self._position = _position(entry_id)
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        """Append a control entry to the stream: every worker's reader acts on it, in order.
+
+        Raises:
+            BackendUnavailable: Redis did not take it.
+        """
+        publish_script, _ = self._get_scripts()
+        keys = [self.stream, self.epoch_key]
+        text = json.dumps(message, separators=(",", ":"))
+        try:
+            await asyncio.wait_for(
+                publish_script(keys=keys, args=[_new_epoch(), self.maxlen, CONTROL_FIELD, text]),
+                self.timeout,
+            )
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"livepanel: Redis at {self.location} did not take a control message "
+                f"({_describe(exc)})"
+            ) from None
 
     # ------------------------------------------------------------------ replay
 
@@ -1113,13 +1145,25 @@ def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
     return _entry_list(reply[0][1])
 
 
+def _control_of(fields: Any) -> dict[str, Any] | None:
+    """A control entry's message (``{}`` when unreadable), or ``None`` for any other entry."""
+    if not isinstance(fields, dict):
+        return None
+    raw = fields.get(CONTROL_FIELD.encode(), fields.get(CONTROL_FIELD))
+    if raw is None:
+        return None
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
 def _stored_json(event: Event) -> str:
-    """The entry's JSON: the wire form, plus the publisher's trace context when it has one."""
-    if not event.trace:
+    """The entry's JSON: the wire form, plus its audience and trace context when it has them."""
+    if not event.trace and event.audience is None:
         return event.to_json()
-    data = event.to_dict()
-    data["trace"] = dict(event.trace)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(event.stored_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 class RejectedEntry(ValueError):
@@ -1182,7 +1226,7 @@ def decode_entry(fields: Any) -> Event:
     except (ValueError, TypeError, RecursionError):
         # the message may quote the entry's values: name only the type, a registered name
         raise RejectedEntry(f"invalid payload for {event.type}") from None
-    return Event(event.type, payload, event.timestamp, trace=event.trace)
+    return Event(event.type, payload, event.timestamp, trace=event.trace, audience=event.audience)
 
 
 def _not_json(name: str) -> Any:
