@@ -122,7 +122,8 @@ class Tickets:
         broadcaster: whose backend remembers used nonces; the default
             broadcaster (looked up at each use) when ``None``. With a
             ``RedisBackend`` a ticket is accepted once across all workers;
-            with any other backend, once per process.
+            with any other backend, once per process. When your
+            ``LivePanelApp`` has a broadcaster of its own, pass that one.
 
     Raises:
         ConfigurationError: a short secret or a ``ttl`` that is not a

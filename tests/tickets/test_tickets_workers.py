@@ -7,12 +7,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import redis
 
 from livepanel import Broadcaster, TicketAuth, Tickets
 from livepanel.backends.redis import RedisBackend
 from tests.faults.helpers import server_processes
 from tests.integration.helpers import assert_refused, expect_welcome, open_ws, refusal
-from tests.redis.redis_helpers import free_port, run
+from tests.redis.redis_helpers import RedisServer, documented_acl, free_port, run, started
 from tests.servers import RunningServer
 
 SECRET = "w" * 40
@@ -61,3 +62,23 @@ def test_a_ticket_is_refused_while_redis_cannot_say_whether_it_was_used() -> Non
         "query_string": b"ticket=" + quote(tickets.issue("alice"), safe="").encode(),
     }
     assert run(auth(scope)) is None
+
+
+def test_the_documented_acl_user_may_consume_tickets(redis_server: RedisServer) -> None:
+    """docs/redis-production.md's ACL allows the SET that consumes a ticket: once, then refused."""
+    password = "acl-s3cret"
+    with redis.Redis(port=redis_server.port, socket_timeout=5) as admin:
+        admin.execute_command(*documented_acl(password)[0])
+    url = f"redis://livepanel:{password}@127.0.0.1:{redis_server.port}/0"
+    tickets = Tickets(SECRET, broadcaster=Broadcaster(url))
+
+    async def scenario() -> tuple[object, object]:
+        async with started(tickets.broadcaster):
+            text = tickets.issue("alice")
+            return await tickets.redeem(text), await tickets.redeem(text)
+
+    first, second = run(scenario())
+    assert first is not None
+    assert second is None
+    with redis.Redis(port=redis_server.port, socket_timeout=5) as admin:
+        assert [entry for entry in admin.acl_log() if entry.get("username") == "livepanel"] == []
