@@ -220,9 +220,10 @@ class Tickets:
         if audiences is not None:
             if isinstance(audiences, str):
                 raise ValueError('Tickets.issue: audiences is a list of strings, e.g. ["team:ops"]')
-            listed = sorted(set(audiences))
-            if not all(isinstance(a, str) for a in listed):
+            given = list(audiences)
+            if not all(isinstance(a, str) for a in given):
                 raise ValueError("Tickets.issue: every audience must be a string")
+            listed = sorted(set(given))
         body = {
             "u": user,
             "a": listed,

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import string
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from livepanel import AnyOf, Broadcaster, LivePanelApp, TicketAuth, Tickets
 from livepanel.errors import ConfigurationError
@@ -246,3 +250,60 @@ def test_a_ttl_must_be_a_positive_number_of_seconds(ttl: float) -> None:
     """A ttl of zero, below or not finite is refused."""
     with pytest.raises(ConfigurationError, match="ttl"):
         Tickets(SECRET, ttl=ttl)
+
+
+# ---------------------------------------------------------------------- the parser
+
+
+@given(st.text(max_size=200) | st.binary(max_size=200).map(lambda b: b.decode("latin-1")))
+def test_verify_refuses_any_text_it_did_not_sign(text: str) -> None:
+    """Arbitrary input never raises and never verifies."""
+    assert Tickets(SECRET).verify(text) is None
+
+
+ONE_HOUR = Tickets(SECRET, ttl=3600)
+ONE_HOUR_TICKET = ONE_HOUR.issue("alice", audiences=["team:ops"])
+
+
+@settings(max_examples=200)
+@given(st.data())
+def test_changing_any_character_of_a_ticket_breaks_it(data: st.DataObject) -> None:
+    """A ticket with one character replaced, added or removed is refused."""
+    tickets, text = ONE_HOUR, ONE_HOUR_TICKET  # the same ticket in every example
+    at = data.draw(st.integers(0, len(text) - 1))
+    alphabet = string.ascii_letters + string.digits + "-_."
+    how = data.draw(st.sampled_from(["replace", "insert", "delete"]))
+    if how == "replace":
+        new = data.draw(st.sampled_from(alphabet).filter(lambda c: c != text[at]))
+        changed = text[:at] + new + text[at + 1 :]
+    elif how == "insert":
+        changed = text[:at] + data.draw(st.sampled_from(alphabet)) + text[at:]
+    else:
+        changed = text[:at] + text[at + 1 :]
+    assume(changed != text)
+    ticket = tickets.verify(changed)
+    # base64url's last character may carry unused bits: the same bytes decode, and only then
+    assert ticket is None or base64.urlsafe_b64decode(
+        changed.partition(".")[2] + "=="
+    ) == base64.urlsafe_b64decode(text.partition(".")[2] + "==")
+
+
+def test_the_log_filter_redacts_tuple_and_mapping_arguments() -> None:
+    """uvicorn's positional arguments and hypercorn's access-log atoms lose their tickets."""
+    from livepanel.tickets import TicketRedactionFilter
+
+    positional = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        "",
+        0,
+        '%s - "WebSocket %s" %d',
+        ("a", "/ws?x=1&ticket=abc.def", 401),
+        None,
+    )
+    TicketRedactionFilter().filter(positional)
+    assert positional.getMessage() == 'a - "WebSocket /ws?x=1&ticket=[redacted]" 401'
+    mapping = logging.LogRecord("hypercorn.access", logging.INFO, "", 0, "%(r)s", None, None)
+    mapping.args = {"r": "GET /ws?ticket=abc.def HTTP/1.1"}
+    TicketRedactionFilter().filter(mapping)
+    assert mapping.getMessage() == "GET /ws?ticket=[redacted] HTTP/1.1"
