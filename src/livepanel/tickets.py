@@ -71,10 +71,17 @@ def _b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _b64decode(text: str) -> bytes:
-    if not text or len(text) % 4 == 1:
+    """Strict base64url: the alphabet only, and the one canonical spelling of the bytes."""
+    if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64encode(data) != text:  # unused low bits set: another spelling of the same bytes
+        raise ValueError("not canonical base64url")
+    return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,8 +266,8 @@ class Tickets:
             return None
         try:
             given = _b64decode(signature)
-            payload.encode("ascii")
-        except (ValueError, binascii.Error, UnicodeEncodeError):
+            _b64decode(payload)
+        except (ValueError, binascii.Error):
             return None
         if not hmac.compare_digest(given, self._sign(payload)):
             return None

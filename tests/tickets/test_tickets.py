@@ -271,7 +271,7 @@ def test_changing_any_character_of_a_ticket_breaks_it(data: st.DataObject) -> No
     """A ticket with one character replaced, added or removed is refused."""
     tickets, text = ONE_HOUR, ONE_HOUR_TICKET  # the same ticket in every example
     at = data.draw(st.integers(0, len(text) - 1))
-    alphabet = string.ascii_letters + string.digits + "-_."
+    alphabet = string.ascii_letters + string.digits + "-_.!=+/ "
     how = data.draw(st.sampled_from(["replace", "insert", "delete"]))
     if how == "replace":
         new = data.draw(st.sampled_from(alphabet).filter(lambda c: c != text[at]))
@@ -281,11 +281,7 @@ def test_changing_any_character_of_a_ticket_breaks_it(data: st.DataObject) -> No
     else:
         changed = text[:at] + text[at + 1 :]
     assume(changed != text)
-    ticket = tickets.verify(changed)
-    # base64url's last character may carry unused bits: the same bytes decode, and only then
-    assert ticket is None or base64.urlsafe_b64decode(
-        changed.partition(".")[2] + "=="
-    ) == base64.urlsafe_b64decode(text.partition(".")[2] + "==")
+    assert tickets.verify(changed) is None
 
 
 def test_the_log_filter_redacts_tuple_and_mapping_arguments() -> None:
