@@ -129,7 +129,8 @@ class Tickets:
         broadcaster: whose backend remembers used nonces; the default
             broadcaster (looked up at each use) when ``None``. With a
             ``RedisBackend`` a ticket is accepted once across all workers;
-            with any other backend, once per process. When your
+            with any other backend, once by this object (in one process:
+            create one ``Tickets`` and share it). When your
             ``LivePanelApp`` has a broadcaster of its own, pass that one.
 
     Raises:
