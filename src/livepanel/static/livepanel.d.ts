@@ -50,6 +50,12 @@ export interface ClientOptions extends BackoffOptions {
   batch?: boolean;
   types?: string[] | null;
   since?: string | null;
+  /**
+   * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
+   * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
+   * is an `error` (`code: "ticket_unavailable"`) and a retry with backoff.
+   */
+  ticket?: (() => Promise<string> | string) | null;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
@@ -72,6 +78,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   batch: boolean;
   types: null;
   since: null;
+  ticket: null;
 }>;
 export const STATUSES: readonly Status[];
 
@@ -84,10 +91,10 @@ export function isAuthFailure(httpStatus: number): boolean;
 export function splitFrames(data: unknown): string[];
 export function connectUrl(
   url: string,
-  query?: { since?: string | null; types?: string[] | null; batch?: boolean },
+  query?: { since?: string | null; types?: string[] | null; batch?: boolean; ticket?: string | null },
   base?: string,
 ): string;
-export function probeUrl(wsUrl: string): string;
+export function probeUrl(wsUrl: string, ticket?: string | null): string;
 
 export type Unsubscribe = () => void;
 
