@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from livepanel import BasicAuth, Broadcaster, Event, LivePanelApp
+from livepanel import BasicAuth, Broadcaster, Event, LivePanelApp, TicketAuth, Tickets
 from livepanel.events import SessionKilled
 from tests.integration.helpers import TIMEOUT, basic, expect_welcome, open_ws, recv_json
 from tests.redis.redis_helpers import RedisServer, run, started
@@ -220,3 +220,17 @@ def test_disconnect_refuses_codes_a_server_may_not_send_and_an_empty_order() -> 
     for kwargs in ({"user": "a", "code": 1006}, {"user": "a", "code": 1015}, {}):
         with pytest.raises(ValueError):
             run(broadcaster.disconnect(**kwargs))
+
+
+def test_attack_a_ticket_holder_sees_only_the_tickets_audiences() -> None:
+    """A dashboard on a ticket minted for alice's audiences gets alice's events and the
+    public ones, never bob's: the ticket's audiences are the connection's."""
+    broadcaster = Broadcaster()
+    tickets = Tickets("s" * 32, broadcaster=broadcaster)
+    app = LivePanelApp(broadcaster, auth=TicketAuth(tickets))
+    with run_server(app, "uvicorn-websockets-sansio") as server:
+        ticket = tickets.issue("alice", audiences={"user:alice"})
+        with open_ws(server, f"ticket={ticket}", path="/", headers={}) as alice:
+            expect_welcome(alice)
+            publish_mixed(broadcaster)
+            assert keys_until(alice, "public") == ALICE_SEES
