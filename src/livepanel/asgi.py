@@ -12,6 +12,7 @@ own task, so every ``send`` happens there and a broadcast never awaits a socket.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import json
 import logging
@@ -21,6 +22,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode
 
 from asgiref.typing import (
     ASGI3Application,
@@ -45,6 +47,7 @@ from livepanel.protocol import (
     Ack,
     ClientProtocol,
     Close,
+    ConnectOptions,
     Reply,
     Subscribe,
     error_frame,
@@ -52,6 +55,7 @@ from livepanel.protocol import (
     welcome_frame,
 )
 from livepanel.shutdown import SignalWatch
+from livepanel.sse import SSE_HEADERS, sse_chunk, wants_event_stream
 from livepanel.throttle import AuthThrottle, RefusalLog, client_address
 
 __all__ = ["Audiences", "Authorize", "LivePanelApp", "LivePanelMiddleware"]
@@ -280,9 +284,14 @@ class LivePanelApp:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":
-            await self._websocket(cast(WWWScope, scope), receive, send)
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await self._serve(cast(WWWScope, scope), receive, send, _Endpoint)
         elif scope["type"] == "http":
-            await self._http(cast(WWWScope, scope), receive, send)
+            if wants_event_stream(cast(WWWScope, scope)):
+                await self._serve(cast(WWWScope, scope), receive, send, _EventStream)
+            else:
+                await self._http(cast(WWWScope, scope), receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -438,8 +447,15 @@ class LivePanelApp:
                 "this is a WebSocket endpoint; connect with a WebSocket client",
                 ((b"upgrade", b"websocket"), (b"connection", b"Upgrade")),
             )
-        else:
-            self._log_denial(scope, denial)
+            body, headers = self._denial_body(denial)
+            await send({"type": "http.response.start", "status": 426, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await self._answer(scope, send, denial)
+
+    async def _answer(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
+        """Refuse a plain HTTP request (a probe, or an SSE request) with the denial's status."""
+        self._log_denial(scope, denial)
         body, headers = self._denial_body(denial)
         await send({"type": "http.response.start", "status": denial.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -543,14 +559,19 @@ class LivePanelApp:
 
     # ------------------------------------------------------------------ WebSocket
 
-    async def _websocket(self, scope: WWWScope, receive: ASGIReceiveCallable, send: Any) -> None:
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
+    async def _serve(
+        self,
+        scope: WWWScope,
+        receive: ASGIReceiveCallable,
+        send: Any,
+        transport: type[_Endpoint],
+    ) -> None:
+        """A WebSocket handshake or an SSE request: the checks, then the client's endpoint."""
+        deny = self._deny if transport is _Endpoint else self._answer
         denial, principal, user = await self._check(scope, reserve=True)
         if denial is not None:
             self._count_handshake(denial.status)
-            await self._deny(scope, send, denial)
+            await deny(scope, send, denial)
             return
         try:  # the slot is ours from here: every way out gives it back
             if self._draining:
@@ -571,17 +592,18 @@ class LivePanelApp:
                     denial = _Denial(403, "forbidden", "this user may not connect")
             self._count_handshake(101 if denial is None else denial.status)
             if denial is not None:
-                await self._deny(scope, send, denial)
+                await deny(scope, send, denial)
                 return
             self.broadcaster.count_user(user, +1)
             try:
                 scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-                await _Endpoint(self, scope, receive, send, user, self._live).run(audiences)
+                await transport(self, scope, receive, send, user, self._live).run(audiences)
             finally:
                 self.broadcaster.count_user(user, -1)
         except asyncio.CancelledError:
             # the server stops without a word (hypercorn after its graceful timeout): say so
-            await _say_going_away(send)
+            if transport is _Endpoint:
+                await _say_going_away(send)
             raise
         finally:
             self._release(user)
@@ -614,8 +636,8 @@ class _Endpoint:
 
     async def run(self, audiences: frozenset[str] | None = None) -> None:
         app = self.app
-        options = parse_connect_query(self.scope.get("query_string", b""))
-        await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+        options = self._options()
+        await self._accept()
         async with app.broadcaster.connection(
             batch=options.batch, user=self.user, audiences=audiences
         ) as conn:
@@ -627,12 +649,7 @@ class _Endpoint:
                 if options.subscribe is not None:
                     await conn.subscribe(options.subscribe.types, options.subscribe.since)
                     self.protocol.charge(conn.replayed)
-                send = self.send
-
-                def send_text(text: str) -> Awaitable[None]:
-                    return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
-
-                reason = await conn.write(send_text, app.heartbeat_interval)
+                reason = await self._write(conn)
                 if reason is CloseReason.REVOKED:
                     code = conn.revoked_code
                 else:
@@ -645,6 +662,20 @@ class _Endpoint:
                     await reader
                 except (asyncio.CancelledError, OSError):
                     pass
+
+    def _options(self) -> ConnectOptions:
+        return parse_connect_query(self.scope.get("query_string", b""))
+
+    async def _accept(self) -> None:
+        await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+
+    async def _write(self, conn: Connection) -> CloseReason:
+        send = self.send
+
+        def send_text(text: str) -> Awaitable[None]:
+            return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
+
+        return await conn.write(send_text, self.app.heartbeat_interval)
 
     async def _close(self, code: int) -> None:
         if code == CLOSE_TRY_AGAIN_LATER:
@@ -694,6 +725,48 @@ class _Endpoint:
                     self.protocol.charge(conn.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
+
+
+class _EventStream(_Endpoint):
+    """One Server-Sent Events stream: the same connection, frames as SSE messages."""
+
+    def _options(self) -> ConnectOptions:
+        options = parse_connect_query(self.scope.get("query_string", b""))
+        resume = _header(self.scope, b"last-event-id")  # the browser's reconnect, if any
+        if resume:
+            merged = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+            merged["since"] = resume.strip()
+            options = parse_connect_query(urlencode(merged))
+        return dataclasses.replace(options, batch=False)
+
+    async def _accept(self) -> None:
+        await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+
+    async def _write(self, conn: Connection) -> CloseReason:
+        send = self.send
+
+        def send_chunk(text: str) -> Awaitable[None]:
+            chunk = {"type": "http.response.body", "body": text.encode(), "more_body": True}
+            return send(chunk)  # type: ignore[no-any-return]
+
+        return await conn.write(send_chunk, self.app.heartbeat_interval, encode=sse_chunk)
+
+    async def _close(self, code: int) -> None:
+        """End the stream: the client reconnects with ``Last-Event-ID``."""
+        if code == CLOSE_TRY_AGAIN_LATER:
+            logger.info("livepanel: ended slow event stream %s", self.id)
+        end = {"type": "http.response.body", "body": b"", "more_body": False}
+        try:
+            await asyncio.wait_for(self.send(end), 1.0)
+        except (Exception, asyncio.TimeoutError):  # a stalled or vanished client
+            pass
+
+    async def _read_frames(self, conn: Connection) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                conn.close(CloseReason.CLIENT_LEFT)
+                return
 
 
 async def _say_going_away(send: Any) -> None:

@@ -479,7 +479,13 @@ class Connection:
         self._dequeued(frame)
         return frame
 
-    async def write(self, send: SendText, heartbeat_interval: float | None = None) -> CloseReason:
+    async def write(
+        self,
+        send: SendText,
+        heartbeat_interval: float | None = None,
+        *,
+        encode: Callable[[list[Frame]], str] | None = None,
+    ) -> CloseReason:
         """Drain the queue to ``send`` until the connection closes; return why it closed.
 
         Runs in the connection's own task: every ``send`` happens there. It
@@ -488,7 +494,9 @@ class Connection:
         ``batch``). After ``heartbeat_interval`` seconds without a frame it
         sends ``ping``. A write that fails with ``OSError`` means the client
         left; any other exception is logged and ends this connection alone
-        with :attr:`CloseReason.INTERNAL_ERROR`.
+        with :attr:`CloseReason.INTERNAL_ERROR`. With ``encode``, each wake
+        sends ``encode(frames)`` of everything queued, as one piece (an event
+        stream's chunk).
         """
         loop = self._hub.loop
         timer: asyncio.TimerHandle | None = None
@@ -518,7 +526,12 @@ class Connection:
                 reason = self.close_reason
                 if reason is not None and not (reason.flushes_first and self.queue):
                     return reason
-                if self.batch:
+                if encode is not None:
+                    frames = self.take()
+                    self._note_sent(frames)
+                    await send(encode(frames))
+                    counters.delivered += sum(1 for f in frames if f.event is not None)
+                elif self.batch:
                     frames = self.take()
                     self._note_sent(frames)
                     if len(frames) == 1:

@@ -621,7 +621,9 @@ def test_http_requests_are_well_formed(block: Block) -> None:
     options = parse_connect_query(query)
     assert options.error is None, f"{block.where}: {options.error}"
     headers = {name.decode(): value.decode() for name, value in request.headers}
-    assert headers.get("upgrade", "").lower() == "websocket"
+    # a WebSocket handshake, or a request for the Server-Sent Events stream
+    stream = "text/event-stream" in headers.get("accept", "")
+    assert stream or headers.get("upgrade", "").lower() == "websocket"
     from livepanel.auth import parse_basic_authorization
 
     if "authorization" in headers:

@@ -1,0 +1,65 @@
+"""Server-Sent Events: the endpoint's frames as an ``text/event-stream`` (SPEC section 9).
+
+The same connection as a WebSocket's, written differently: each server frame
+becomes one SSE message, ``event: <type>``, ``id: <event id>`` (events only) and
+``data: <the frame's JSON>``; a heartbeat is the comment ``: ping``. Nothing is
+parsed or encoded again per client: an event's type and id come with its frame,
+and its JSON is the one the broadcast made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from asgiref.typing import WWWScope
+
+from livepanel.connection import Frame
+
+__all__ = ["SSE_HEADERS", "sse_chunk", "wants_event_stream"]
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: pass each message on at once
+]
+"""The response headers of an event stream."""
+
+_TYPE_AT = len('{"type":"')
+
+
+def wants_event_stream(scope: WWWScope) -> bool:
+    """Whether a plain HTTP request asks for an event stream: ``GET`` with
+    ``Accept: text/event-stream``.
+
+    Example::
+
+        >>> wants_event_stream({"method": "GET", "headers": [(b"accept", b"text/event-stream")]})
+        True
+    """
+    if scope.get("method") != "GET":
+        return False
+    for key, value in scope["headers"]:
+        if key.lower() == b"accept" and b"text/event-stream" in value.lower():
+            return True
+    return False
+
+
+def sse_chunk(frames: Sequence[Frame]) -> str:
+    """The SSE messages of ``frames``, in order, as one chunk of the stream.
+
+    Example::
+
+        >>> from livepanel.protocol import control_frame
+        >>> sse_chunk([Frame(None, control_frame("ping", {}))])
+        ': ping\\n\\n'
+    """
+    parts: list[str] = []
+    for frame in frames:
+        event = frame.event
+        if event is not None:
+            parts.append(f"event: {event.type}\nid: {event.id}\ndata: {frame.text}\n\n")
+            continue
+        text = frame.text  # a control frame: '{"type":"<type>",...}' (protocol.control_frame)
+        kind = text[_TYPE_AT : text.index('"', _TYPE_AT)]
+        parts.append(": ping\n\n" if kind == "ping" else f"event: {kind}\ndata: {text}\n\n")
+    return "".join(parts)
