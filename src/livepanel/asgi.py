@@ -576,7 +576,8 @@ class _Endpoint:
             reader = asyncio.get_running_loop().create_task(self._read(conn))
             try:
                 if options.subscribe is not None:
-                    await conn.subscribe(options.subscribe.types, options.subscribe.since)
+                    wanted = options.subscribe
+                    await conn.subscribe(wanted.types, wanted.since, wanted.state)
                 send = self.send
 
                 def send_text(text: str) -> Awaitable[None]:
@@ -634,7 +635,7 @@ class _Endpoint:
                     conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
-                    await conn.subscribe(action.types, action.since)
+                    await conn.subscribe(action.types, action.since, action.state)
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
 
