@@ -238,6 +238,7 @@ def run_page(page: Path, subs: dict[str, str] | None = None, check: Check = no_c
     """Run the page's python and pycon blocks in a worker thread, never in the main thread."""
     code_blocks = [b for b in blocks(page) if b.lang in ("python", "pycon") and b.include is None]
     registry = dict(livepanel.events._REGISTRY)
+    rules = dict(livepanel.events._STATE_RULES)
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -252,6 +253,8 @@ def run_page(page: Path, subs: dict[str, str] | None = None, check: Check = no_c
     # event types registered by a page are that page's own: other tests register theirs
     livepanel.events._REGISTRY.clear()
     livepanel.events._REGISTRY.update(registry)
+    livepanel.events._STATE_RULES.clear()
+    livepanel.events._STATE_RULES.update(rules)
     assert not worker.is_alive(), f"{page_id(page)}: the snippets did not finish in 90 s"
     if failure:
         raise failure[0]
