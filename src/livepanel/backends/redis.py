@@ -369,7 +369,7 @@ class RedisBackend(Backend):
             )
         self.wait_replicas = wait_replicas
         self._checked = False
-        self._scripts: tuple[Any, Any] | None = None
+        self._scripts: tuple[Any, Any, Any] | None = None
         self._scripts_for: RedisClient | None = None
 
         self._lock = threading.Lock()
@@ -671,7 +671,7 @@ class RedisBackend(Backend):
             self._writer_wake = None
 
     async def _append(self, events: list[Event]) -> tuple[str, list[str]]:
-        publish_script, _ = self._get_scripts()
+        publish_script = self._get_scripts()[0]
         keys = [self.stream, self.epoch_key, self.state_key, self.state_order_key]
         args = [
             _new_epoch(),
@@ -976,8 +976,7 @@ class RedisBackend(Backend):
 
     async def _seed_read(self) -> tuple[str | None, dict[str, str]]:
         """The state kept in Redis and the epoch it belongs to, in one read."""
-        client = self._require_client()
-        result = await client.eval(_SEED_SCRIPT, 2, self.epoch_key, self.state_key)
+        result = await self._get_scripts()[2](keys=[self.epoch_key, self.state_key])
         epoch = None if result[0] is None else _text(result[0])
         flat = [_text(item) for item in result[1]]
         return epoch, dict(zip(flat[0::2], flat[1::2], strict=True))
@@ -1124,18 +1123,19 @@ class RedisBackend(Backend):
             raise BackendUnavailable("livepanel: the Redis backend is stopped")
         return self._client
 
-    def _get_scripts(self) -> tuple[Any, Any]:
+    def _get_scripts(self) -> tuple[Any, Any, Any]:
         client = self._require_client()
         if self._scripts is None or self._scripts_for is not client:
             self._scripts = (
                 client.register_script(_PUBLISH_SCRIPT),
                 client.register_script(_STATE_SCRIPT),
+                client.register_script(_SEED_SCRIPT),
             )
             self._scripts_for = client
         return self._scripts
 
     async def _state(self, retire: str = "") -> _StreamState:
-        _, state_script = self._get_scripts()
+        state_script = self._get_scripts()[1]
         result = await state_script(
             keys=[self.stream, self.epoch_key, self.state_key, self.state_order_key],
             args=[_new_epoch(), retire, self._last_id],
