@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -47,6 +48,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from livepanel.errors import LivePanelError
 from livepanel.events import Event
 from livepanel.protocol import parse_id, type_globs
+from livepanel.state import ClientState
 
 __all__ = [
     "STABLE_AFTER",
@@ -413,6 +415,7 @@ class Client:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         batch: bool = True,
+        state: bool = False,
     ) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -456,6 +459,9 @@ class Client:
         self.backoff_initial = float(backoff_initial)
         self.backoff_max = float(backoff_max)
         self.batch = batch
+        # state on connect (SPEC 7): ?state=1, the state frame loads it, live events update it
+        self.state: ClientState | None = ClientState() if state else None
+        """With ``state=True``: the collections (:class:`~livepanel.state.ClientState`)."""
 
         self._status: Status = "connecting"
         self._reader: asyncio.StreamReader | None = None
@@ -717,6 +723,14 @@ class Client:
         if kind == "welcome" and "id" not in data:
             self._on_welcome(payload)
             return
+        if kind == "state" and "id" not in data:
+            if self.state is not None:  # resume after it: it holds everything up to there
+                last = self.state.load(payload)
+                if last is not None:
+                    self._last_event_id = self._resume_from = self._conn_last_id = last
+                with contextlib.suppress(ValueError):
+                    self._ready.append(Event.from_dict(data))  # yielded: type "state", no id
+            return
         if kind in ("ping", "pong") and "id" not in data:
             return
         if kind == "error" and "id" not in data:
@@ -734,6 +748,8 @@ class Client:
             return
         if event.id is not None:
             self._last_event_id = self._resume_from = self._conn_last_id = event.id
+        if self.state is not None and self.state.loaded:
+            self.state.apply(event)
         self._ready.append(event)
 
     def _on_welcome(self, payload: dict[str, Any]) -> None:
@@ -870,13 +886,15 @@ class Client:
                 raise ConnectionError(f"the server ended the connection before welcome ({reason})")
 
     def _target(self) -> str:
-        params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch")]
+        params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch", "state")]
         if self._types is not None:
             params.append(("types", ",".join(self._types)))
         if self._resume_from is not None:
             params.append(("since", self._resume_from))
         if self.batch:
             params.append(("batch", "1"))
+        if self.state is not None:
+            params.append(("state", "1"))
         self._asked_since = self._resume_from
         query = urlencode(params, safe="*,:?")
         return f"{self._path}?{query}" if query else self._path
@@ -1053,6 +1071,7 @@ def connect(
     backoff_initial: float = 0.5,
     backoff_max: float = 30.0,
     batch: bool = True,
+    state: bool = False,
 ) -> Client:
     """Connect to a livepanel endpoint; use as ``async with`` and ``async for``.
 
@@ -1081,6 +1100,12 @@ def connect(
         backoff_initial: the first retry waits up to this many seconds.
         backoff_max: no retry waits longer than this.
         batch: let the server pack queued frames into one (``?batch=1``).
+        state: ask for the state on connect (``?state=1``) and keep it in
+            ``client.state`` (a :class:`~livepanel.state.ClientState`): loaded
+            from each ``state`` frame, updated by every event before it is
+            yielded. The iterator also yields each ``state`` frame, as an
+            :class:`Event` of type ``"state"`` without an id. A reconnect that
+            cannot resume gets a new state instead of :class:`ResumeUnavailable`.
 
     Returns:
         A :class:`Client`, not yet connected.
@@ -1118,4 +1143,5 @@ def connect(
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
         batch=batch,
+        state=state,
     )

@@ -24,6 +24,7 @@ from livepanel.protocol import TypeFilter
 
 __all__ = [
     "DEFAULT_STATE_LIMIT",
+    "ClientState",
     "StateFold",
     "StateSnapshot",
     "conflation_key",
@@ -292,3 +293,93 @@ def state_frame(
         f'{dumps(snapshot.last_event_id)},"collections":{{{",".join(parts)}}},'
         f'"types":{kinds}}}}}'
     )
+
+
+class ClientState:
+    """The state as a client keeps it: loaded from a ``state`` frame, then kept current by
+    the live events that follow, with the rules the frame carries (``types``).
+
+    ``collections`` maps each collection's name to a dict of its entries (by
+    key; keyless collections by event id), oldest update first. This is what
+    :attr:`livepanel.client.Client.state` holds; it needs no registered types.
+
+    Example::
+
+        >>> state = ClientState()
+        >>> state.load({"lastEventId": "e1:1", "collections": {"agents": {"key": "agentId",
+        ...     "keep": None, "entries": []}}, "types": {"agent.status": {"collection": "agents",
+        ...     "removes": False}}})
+        'e1:1'
+        >>> state.apply(Event("agent.status", {"agentId": "a1", "status": "idle",
+        ...                                    "activeSessionCount": 0}, id="e1:2"))
+        True
+        >>> list(state.collections["agents"]), state.last_event_id
+        (['a1'], 'e1:2')
+    """
+
+    def __init__(self) -> None:
+        self.collections: dict[str, dict[Any, Event]] = {}
+        self.last_event_id: str | None = None
+        self.loaded = False
+        self._layout: dict[str, tuple[str | None, int | None]] = {}
+        self._types: dict[str, tuple[str, bool]] = {}
+
+    def load(self, payload: Mapping[str, Any]) -> str | None:
+        """Replace everything with a ``state`` frame's payload; return its ``lastEventId``."""
+        collections: dict[str, dict[Any, Event]] = {}
+        layout: dict[str, tuple[str | None, int | None]] = {}
+        raw = payload.get("collections")
+        for name, collection in (raw if isinstance(raw, Mapping) else {}).items():
+            if not isinstance(collection, Mapping):
+                continue
+            key = collection.get("key") if isinstance(collection.get("key"), str) else None
+            keep = collection.get("keep") if isinstance(collection.get("keep"), int) else None
+            layout[name] = (key, keep)
+            entries: dict[Any, Event] = {}
+            for data in collection.get("entries") or ():
+                try:
+                    event = Event.from_dict(data)
+                except ValueError:
+                    continue
+                entries[self._key(event, key)] = event
+            collections[name] = entries
+        types: dict[str, tuple[str, bool]] = {}
+        raw_types = payload.get("types")
+        for kind, rule in (raw_types if isinstance(raw_types, Mapping) else {}).items():
+            if isinstance(rule, Mapping) and rule.get("collection") in layout:
+                types[kind] = (rule["collection"], rule.get("removes") is True)
+        self.collections, self._layout, self._types = collections, layout, types
+        last = payload.get("lastEventId")
+        self.last_event_id = last if isinstance(last, str) else None
+        self.loaded = True
+        return self.last_event_id
+
+    def apply(self, event: Event) -> bool:
+        """Apply one live event; return whether it changed a collection."""
+        if event.id is not None:
+            self.last_event_id = event.id
+        rule = self._types.get(event.type)
+        if rule is None:
+            return False
+        name, removes = rule
+        key_field, keep = self._layout[name]
+        entries = self.collections[name]
+        key = self._key(event, key_field)
+        if key is None:
+            return False
+        entries.pop(key, None)  # an update moves to the end, as on the server
+        if not removes:
+            entries[key] = event
+        if key_field is None:
+            while len(entries) > (keep or 1):
+                del entries[next(iter(entries))]
+        return True
+
+    @staticmethod
+    def _key(event: Event, key_field: str | None) -> Any:
+        if key_field is None:
+            return event.id
+        value = event.payload.get(key_field)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            value = json.dumps(value, sort_keys=True, separators=(",", ":"))
+        return value
