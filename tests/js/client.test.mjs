@@ -461,3 +461,9 @@ test("without {state: true} a state frame is ignored", async () => {
   latest().frame("state", STATE);
   assert.equal(c.state, null);
 });
+
+test("URLs: credentials in the page's URL are left out of the WebSocket and probe URLs", () => {
+  const url = connectUrl("/ws", { state: true }, "http://user:pa%3Ass@panel.test:8000/");
+  assert.equal(url, "ws://panel.test:8000/ws?batch=1&state=1");
+  assert.equal(probeUrl(url), "http://panel.test:8000/ws?batch=1&state=1");
+});

@@ -123,6 +123,10 @@ export function connectUrl(url, { since = null, types = null, batch = true, stat
     throw new TypeError(`livepanel: cannot connect to ${target.protocol} URLs; use ws(s):// or http(s)://`);
   }
   target.hash = "";
+  // a page opened as http://user:pass@host/ resolves to a URL with credentials, which
+  // fetch() (the probe) refuses; the browser sends the credentials it cached anyway
+  target.username = "";
+  target.password = "";
   if (batch) target.searchParams.set("batch", "1");
   if (types && types.length) target.searchParams.set("types", types.join(","));
   if (since) target.searchParams.set("since", since);
