@@ -227,8 +227,16 @@ class Event:
         return data
 
     def to_json(self) -> str:
-        """Serialize to the wire's compact JSON text (never contains a raw newline)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """Serialize to the wire's compact JSON text (never contains a raw newline).
+
+        Computed once per event: the live frame and every ``state`` frame holding
+        the event share the text.
+        """
+        text: str | None = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+            object.__setattr__(self, "_json", text)  # frozen: a cache, not a field
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:

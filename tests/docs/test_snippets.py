@@ -460,6 +460,16 @@ def check_frame(frame: Any, where: str) -> None:
         assert names == [kind.capitalize()], f"{where}: {frame} gives {actions}"
     elif kind in ("ping", "pong"):
         assert isinstance(payload, dict)
+    elif kind == "state":
+        assert set(payload) == {"lastEventId", "collections", "types"}, f"{where}: {payload}"
+        parse_id(payload["lastEventId"])
+        for name, collection in payload["collections"].items():
+            assert set(collection) == {"key", "keep", "entries"}, f"{where}: {name}"
+            for entry in collection["entries"]:
+                check_frame(entry, f"{where}: {name}")
+        for rule in payload["types"].values():
+            assert set(rule) == {"collection", "removes"}, f"{where}: {rule}"
+            assert rule["collection"] in payload["collections"], f"{where}: {rule}"
     else:
         raise AssertionError(f"{where}: unknown frame type {kind!r}")
 
