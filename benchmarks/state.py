@@ -67,7 +67,8 @@ def publish_rates(events: int, rounds: int) -> dict[str, float]:
     broadcaster = Broadcaster(history=1000)
     best = {"without_collection": 0.0, "with_collection": 0.0}
     for _ in range(rounds):
-        for label, kind in (("without_collection", "bench.plain"), ("with_collection", "bench.keyed")):
+        pairs = (("without_collection", "bench.plain"), ("with_collection", "bench.keyed"))
+        for label, kind in pairs:
             start = time.perf_counter()
             for n in range(events):
                 broadcaster.publish(kind, {"key": f"k{n % 1000}", "value": n})
@@ -110,7 +111,8 @@ async def big_state(entries: int) -> dict[str, Any]:
         start = time.perf_counter()
         async with broadcaster.connection() as conn:
             await conn.subscribe(["*"], None, state=True)
-            assert conn.queue and conn.queue[-1].text.startswith('{"type":"state"')
+            assert conn.queue
+            assert conn.queue[-1].text.startswith('{"type":"state"')
         connect_times.append(time.perf_counter() - start)
     await broadcaster.close()
     return {
