@@ -12,6 +12,8 @@ from livepanel import set_broadcaster
 from tests.certs import self_signed
 from tests.redis.redis_helpers import RedisServer
 
+pytest_plugins = ["livepanel.testing"]  # the livepanel_events fixture, as docs/testing.md says
+
 WATCHED_LOGGERS = ("livepanel", "uvicorn", "uvicorn.error", "hypercorn.error", "asyncio")
 
 

@@ -22,36 +22,22 @@ from livepanel.broadcaster import (
     get_broadcaster,
     set_broadcaster,
 )
-from livepanel.client import (
-    AuthenticationError,
-    ConnectionFailed,
-    HandshakeRejected,
-    OpenTimeout,
-    PermissionDenied,
-    ResumeUnavailable,
-)
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, event_type
 from livepanel.health import health_app
 
 __all__ = [
-    "AuthenticationError",
     "Authenticator",
     "Backend",
     "BackendUnavailable",
     "BasicAuth",
     "Broadcaster",
     "ConfigurationError",
-    "ConnectionFailed",
     "Event",
-    "HandshakeRejected",
     "LivePanelApp",
     "LivePanelError",
     "LivePanelMiddleware",
     "MemoryBackend",
-    "OpenTimeout",
-    "PermissionDenied",
-    "ResumeUnavailable",
     "SlowConsumer",
     "Subscription",
     "__version__",

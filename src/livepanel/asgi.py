@@ -54,7 +54,7 @@ from livepanel.protocol import (
 from livepanel.shutdown import SignalWatch
 from livepanel.throttle import AuthThrottle, RefusalLog, client_address
 
-__all__ = ["Authorize", "LivePanelApp", "LivePanelMiddleware"]
+__all__ = ["Audiences", "Authorize", "LivePanelApp", "LivePanelMiddleware"]
 
 logger = logging.getLogger("livepanel")
 
@@ -69,6 +69,17 @@ Example::
     LivePanelApp(auth=BasicAuth(verify), authorize=admins_only)
 """
 
+Audiences = Callable[[Any, WWWScope], Any]
+"""``audiences(principal, scope)``, sync or async: a connection's audience strings, or ``None``.
+
+Example::
+
+    def teams(principal, scope):
+        return {f"team:{t}" for t in principal.teams} | {f"user:{principal.username}"}
+
+    LivePanelApp(auth=BasicAuth(verify), audiences=teams)
+"""
+
 _HTTP_EXTENSION = "websocket.http.response"
 # how each way a connection ends is said on the wire (CLIENT_LEFT: nothing to say)
 _CLOSE_CODES = {
@@ -79,6 +90,7 @@ _CLOSE_CODES = {
     CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
 }
 _CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
+_ONE_REPLAY = "one replay at a time: read the last one before asking for another"
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,11 @@ class LivePanelApp:
         allowed_origins: ``None`` for same-origin, or a list of origins and
             patterns (see :class:`~livepanel.origin.OriginPolicy`).
         authorize: ``authorize(principal, scope)``, sync or async; false refuses with 403.
+        audiences: ``audiences(principal, scope)``, sync or async, run once at connect:
+            the audience strings of the connection (it receives the events whose
+            audience shares one of them, and those without one), or ``None`` to
+            see everything. Without it, a principal's ``audiences`` attribute is
+            used (a ticket's, see :class:`~livepanel.tickets.TicketAuth`), else ``None``.
         require_tls: refuse (403) unless the server reports ``wss``/``https``.
         heartbeat_interval: seconds of silence before the server sends ``ping``.
         max_message_size: client frames above this many bytes close with 1009.
@@ -181,6 +198,7 @@ class LivePanelApp:
         auth: Authenticator | None,
         allowed_origins: Sequence[str] | None = None,
         authorize: Authorize | None = None,
+        audiences: Audiences | None = None,
         require_tls: bool = False,
         heartbeat_interval: float = 25.0,
         max_message_size: int = 65536,
@@ -225,6 +243,7 @@ class LivePanelApp:
         self.auth = auth
         self.origin_policy = OriginPolicy(allowed_origins)
         self.authorize = authorize
+        self.audiences = audiences
         self.require_tls = require_tls
         self.heartbeat_interval = float(heartbeat_interval)
         self.max_message_size = max_message_size
@@ -251,6 +270,11 @@ class LivePanelApp:
     def connection_count(self) -> int:
         """Connections this app holds now."""
         return self._connections
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`shutdown` began: new handshakes are refused with 503."""
+        return self._draining
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -362,6 +386,20 @@ class LivePanelApp:
             self._connections += 1
             self._per_user[user] = self._per_user.get(user, 0) + 1
         return None, principal, user
+
+    async def _audiences_of(self, principal: Any, scope: WWWScope) -> frozenset[str] | None:
+        """The connection's audiences: from ``audiences()``, else the principal's own."""
+        if self.audiences is None:
+            value = getattr(principal, "audiences", None)
+        else:
+            value = self.audiences(principal, scope)
+            if inspect.isawaitable(value):
+                value = await value
+        if value is None:
+            return None
+        if isinstance(value, str):
+            return frozenset({value})
+        return frozenset(str(item) for item in value)
 
     def _count_handshake(self, status: int) -> None:
         """One WebSocket handshake answered with ``status`` (101: accepted), for metrics."""
@@ -524,6 +562,13 @@ class LivePanelApp:
                     await self.broadcaster.start()
                 except BackendUnavailable:
                     denial = _UNAVAILABLE
+            audiences: frozenset[str] | None = None
+            if denial is None:
+                try:
+                    audiences = await self._audiences_of(principal, scope)
+                except Exception as exc:  # the type only: its message may quote the request
+                    logger.error("livepanel: audiences() raised %s; refusing", type(exc).__name__)
+                    denial = _Denial(403, "forbidden", "this user may not connect")
             self._count_handshake(101 if denial is None else denial.status)
             if denial is not None:
                 await self._deny(scope, send, denial)
@@ -531,7 +576,7 @@ class LivePanelApp:
             self.broadcaster.count_user(user, +1)
             try:
                 scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-                await _Endpoint(self, scope, receive, send, user).run()
+                await _Endpoint(self, scope, receive, send, user, self._live).run(audiences)
             finally:
                 self.broadcaster.count_user(user, -1)
         except asyncio.CancelledError:
@@ -552,8 +597,10 @@ class _Endpoint:
         receive: ASGIReceiveCallable,
         send: Any,
         user: str,
+        live: set[Connection],
     ) -> None:
         self.app = app
+        self.live = live  # the app's open connections, which shutdown() closes
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -565,11 +612,13 @@ class _Endpoint:
         )
         self.id = secrets.token_urlsafe(9)
 
-    async def run(self) -> None:
+    async def run(self, audiences: frozenset[str] | None = None) -> None:
         app = self.app
         options = parse_connect_query(self.scope.get("query_string", b""))
         await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-        async with app.broadcaster.connection(batch=options.batch, user=self.user) as conn:
+        async with app.broadcaster.connection(
+            batch=options.batch, user=self.user, audiences=audiences
+        ) as conn:
             conn.push_control(welcome_frame(self.id, app.heartbeat_interval, conn.last_event_id))
             if options.error is not None:
                 conn.push_control(error_frame("invalid_message", options.error))
@@ -578,13 +627,17 @@ class _Endpoint:
                 if options.subscribe is not None:
                     wanted = options.subscribe
                     await conn.subscribe(wanted.types, wanted.since, wanted.state)
+                    self.protocol.charge(conn.replayed)
                 send = self.send
 
                 def send_text(text: str) -> Awaitable[None]:
                     return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
 
                 reason = await conn.write(send_text, app.heartbeat_interval)
-                code = _CLOSE_CODES.get(reason)
+                if reason is CloseReason.REVOKED:
+                    code = conn.revoked_code
+                else:
+                    code = _CLOSE_CODES.get(reason)
                 if code is not None:
                     await self._close(code)
             finally:
@@ -604,14 +657,13 @@ class _Endpoint:
 
     async def _read(self, conn: Connection) -> None:
         """Turn client frames into actions until the client disconnects."""
-        live = self.app._live
-        live.add(conn)
+        self.live.add(conn)
         try:
-            if self.app._draining:  # accepted just before shutdown() began
+            if self.app.draining:  # accepted just before shutdown() began
                 conn.close(CloseReason.GOING_AWAY)
             await self._read_frames(conn)
         finally:
-            live.discard(conn)
+            self.live.discard(conn)
 
     async def _read_frames(self, conn: Connection) -> None:
         protocol = self.protocol
@@ -635,7 +687,12 @@ class _Endpoint:
                     conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
+                    if (action.since is not None or action.state) and conn.replaying:
+                        conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
+                        continue
+                    replayed = conn.replayed
                     await conn.subscribe(action.types, action.since, action.state)
+                    self.protocol.charge(conn.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
 

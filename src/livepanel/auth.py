@@ -146,6 +146,21 @@ class BasicAuth:
                     f"BasicAuth.from_env: {var} is not set; set it or pass auth=None "
                     "to allow anonymous access"
                 )
+        return cls.for_user(username, password)
+
+    @classmethod
+    def for_user(cls, username: str, password: str, realm: str = "livepanel") -> BasicAuth:
+        """Accept one user with one password; the comparison takes the same time whatever the input.
+
+        Example::
+
+            auth = BasicAuth.for_user("admin", secrets.token_urlsafe(12), realm="livepanel demo")
+
+        Raises:
+            ConfigurationError: an empty username or password.
+        """
+        if not username or not password:
+            raise ConfigurationError("BasicAuth.for_user: the username and password must be set")
         expected_user = username.encode("utf-8")
         expected_password = password.encode("utf-8")
 
@@ -154,7 +169,7 @@ class BasicAuth:
             password_ok = hmac.compare_digest(given_password.encode("utf-8"), expected_password)
             return user_ok & password_ok
 
-        return cls(verify)
+        return cls(verify, realm=realm)
 
     def credentials_presented(self, scope: WWWScope) -> bool:
         """Whether the handshake carries an ``Authorization`` header (well-formed or not).

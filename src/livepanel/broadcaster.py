@@ -31,7 +31,7 @@ from livepanel.connection import (
     SlowConsumerPolicy,
 )
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
-from livepanel.events import Event, prepare_payload, registered_types
+from livepanel.events import Event, audience_of, prepare_payload, registered_types
 from livepanel.protocol import parse_id, type_globs
 from livepanel.state import DEFAULT_STATE_LIMIT, state_frame, state_payload
 
@@ -94,6 +94,7 @@ class _Hub:
         "_writers",
         "broadcaster",
         "connections",
+        "groups",
         "inbox",
         "last_id",
         "loop",
@@ -105,6 +106,8 @@ class _Hub:
         self.loop = loop
         self.thread = threading.get_ident()
         self.connections: list[Connection] = []
+        # the same connections by their audiences (None: sees everything)
+        self.groups: dict[frozenset[str] | None, list[Connection]] = {}
         self.inbox: deque[list[Frame]] = deque()
         self.last_id = last_id  # the newest event fanned out here: welcome's lastEventId
         self._scheduled = False
@@ -116,8 +119,16 @@ class _Hub:
     def join(self, conn: Connection) -> None:
         """Add ``conn`` to the fan-out of this loop."""
         self.connections.append(conn)
+        self.groups.setdefault(conn.audiences, []).append(conn)
         if conn.is_connection:
             self.broadcaster._count(1)
+
+    async def resubscribe(
+        self, conn: Connection, types: Iterable[str], since: str | None, state: bool = False
+    ) -> bool | None:
+        """``conn``'s new filter and, with ``since``, its replay; with ``state``, its
+        ``state`` frame (done by the broadcaster)."""
+        return await self.broadcaster._resubscribe(conn, types, since, state)
 
     def leave(self, conn: Connection) -> None:
         """Take ``conn`` out of the fan-out (it closed); safe in the middle of a drain."""
@@ -128,8 +139,16 @@ class _Hub:
                 self.connections.remove(conn)
             except ValueError:
                 return
+            self._ungroup(conn)
         if conn.is_connection:
             self.broadcaster._count(-1)
+
+    def _ungroup(self, conn: Connection) -> None:
+        group = self.groups.get(conn.audiences)
+        if group is not None and conn in group:
+            group.remove(conn)
+            if not group:
+                del self.groups[conn.audiences]
 
     def kick(self) -> bool:
         """Fan out what the inbox holds: now on our own thread, else soon on our loop.
@@ -155,16 +174,29 @@ class _Hub:
             while inbox:
                 frames = inbox.popleft()
                 for frame in frames:
-                    kind = frame.event.type  # type: ignore[union-attr]  # live frames carry events
-                    for conn in connections:
-                        if conn.filter.everything or conn.filter.matches(kind):
-                            conn.push(frame)
+                    event = frame.event
+                    assert event is not None  # live frames carry events
+                    kind = event.type
+                    if event.audience is None:
+                        for conn in connections:
+                            if conn.filter.everything or conn.filter.matches(kind):
+                                conn.push(frame)
+                        continue
+                    # one set intersection per group of connections with the same audiences
+                    for audiences, group in self.groups.items():
+                        if audiences is None or not event.audience.isdisjoint(audiences):
+                            for conn in group:
+                                if conn.filter.everything or conn.filter.matches(kind):
+                                    conn.push(frame)
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:
             self._draining = False
         if self._left:
             self._left = False
             self.connections = [c for c in connections if not c.closed]
+            for conn in connections:
+                if conn.closed:
+                    self._ungroup(conn)
 
     def wake_later(self, conn: Connection) -> None:
         """Wake ``conn``'s writer with the next round of this loop's writers."""
@@ -260,6 +292,8 @@ class Broadcaster:
             ``"redis://host:6379/0"`` URL, or a :class:`~livepanel.backends.Backend`.
         history: how many recent events are kept for ``since``.
         queue_size: how many live events may wait for one client.
+        queue_bytes: how many bytes of live and control frames may wait for one
+            client (pongs and errors included); beyond, it is closed with 1013.
         slow_consumer: ``"disconnect"`` closes a client whose queue is full with
             1013 (it resumes with ``since``); ``"drop"`` drops its oldest event;
             ``"conflate"`` replaces a queued event by a newer one of the same
@@ -287,12 +321,15 @@ class Broadcaster:
         history: int = 1000,
         queue_size: int = 1000,
         slow_consumer: SlowConsumerPolicy = "disconnect",
+        queue_bytes: int = 16 * 2**20,
         state_limit: int = DEFAULT_STATE_LIMIT,
     ) -> None:
         if not isinstance(history, int) or history < 0:
             raise ConfigurationError("Broadcaster: history must be an integer >= 0")
         if not isinstance(queue_size, int) or queue_size < 1:
             raise ConfigurationError("Broadcaster: queue_size must be an integer >= 1")
+        if not isinstance(queue_bytes, int) or queue_bytes < 1024:
+            raise ConfigurationError("Broadcaster: queue_bytes must be an integer >= 1024")
         if slow_consumer not in ("disconnect", "drop", "conflate"):
             raise ConfigurationError(
                 "Broadcaster: slow_consumer must be 'disconnect', 'drop' or 'conflate', "
@@ -310,7 +347,12 @@ class Broadcaster:
             )
         self.backend = backend
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.slow_consumer: SlowConsumerPolicy = slow_consumer
+        # the JSON of recent events, shared by every replay instead of encoded per connection
+        self._texts: dict[str, str] = {}
+        self._text_ids: deque[str] = deque()
+        self._texts_max = max(history, 1000)
         self._counters = _Counters()
         self._lock = threading.Lock()  # hubs, head id and the backend's home loop
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
@@ -330,24 +372,38 @@ class Broadcaster:
     # ------------------------------------------------------------------ publish
 
     @overload
-    def publish(self, event: Event, payload: None = None) -> Event: ...
+    def publish(
+        self, event: Event, payload: None = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event: ...
     @overload
-    def publish(self, event: str, payload: Mapping[str, Any] | object) -> Event: ...
+    def publish(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | object,
+        *,
+        audience: Iterable[str] | str | None = None,
+    ) -> Event: ...
     @overload
-    def publish(self, event: object, payload: None = None) -> Event: ...
+    def publish(
+        self, event: object, payload: None = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event: ...
 
-    def publish(self, event: object, payload: object = None) -> Event:
+    def publish(
+        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
         ``event`` is an :class:`Event`, a registered payload object such as
-        ``SessionCreated(...)``, or a type name with its ``payload``. Returns
+        ``SessionCreated(...)``, or a type name with its ``payload``.
+        ``audience`` (a string or a set of strings, e.g. ``{"team:ops"}``) limits
+        who receives it to the connections sharing one of them; ``None``, everyone. Returns
         the accepted event (with its ``id`` where the backend assigns it
         synchronously, as the memory backend does).
 
         Raises:
             ValueError: an unregistered type or a payload that does not fit it.
         """
-        prepared = _prepare(event, payload)
+        prepared = _prepare(event, payload, audience)
         for hook in self.publish_hooks:
             prepared = hook(prepared)
         accepted = self.backend.publish_nowait(prepared)
@@ -357,20 +413,32 @@ class Broadcaster:
         return accepted
 
     @overload
-    async def apublish(self, event: Event, payload: None = None) -> Event: ...
+    async def apublish(
+        self, event: Event, payload: None = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event: ...
     @overload
-    async def apublish(self, event: str, payload: Mapping[str, Any] | object) -> Event: ...
+    async def apublish(
+        self,
+        event: str,
+        payload: Mapping[str, Any] | object,
+        *,
+        audience: Iterable[str] | str | None = None,
+    ) -> Event: ...
     @overload
-    async def apublish(self, event: object, payload: None = None) -> Event: ...
+    async def apublish(
+        self, event: object, payload: None = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event: ...
 
-    async def apublish(self, event: object, payload: object = None) -> Event:
+    async def apublish(
+        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+    ) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event.
 
         Raises:
             ValueError: as :meth:`publish`.
             BackendUnavailable: the backend cannot take the event.
         """
-        prepared = _prepare(event, payload)
+        prepared = _prepare(event, payload, audience)
         for hook in self.publish_hooks:
             prepared = hook(prepared)
         await self.start()
@@ -411,7 +479,7 @@ class Broadcaster:
             ready.result()
             return
         try:
-            head = await self.backend.start(self._deliver)
+            head = await self.backend.start(self._deliver, self._on_control)
         except BaseException as exc:
             with self._lock:
                 if self._ready is ready:
@@ -496,6 +564,7 @@ class Broadcaster:
         frames = [Frame(event, event.to_json()) for event in events]  # serialized once
         with self._lock:
             self._head_id = events[-1].id or self._head_id
+            self._remember(frames)
             hubs = list(self._hubs.values())
             for hub in hubs:
                 hub.inbox.append(frames)
@@ -504,6 +573,22 @@ class Broadcaster:
                 self._forget(hub)
         for hook in self.fanout_hooks:
             hook(events)
+
+    def _remember(self, frames: list[Frame]) -> None:
+        """Keep the JSON of the newest events for replays (the lock is held)."""
+        texts, ids = self._texts, self._text_ids
+        for frame in frames:
+            event_id = frame.event.id  # type: ignore[union-attr]
+            if event_id is not None:
+                texts[event_id] = frame.text
+                ids.append(event_id)
+        while len(ids) > self._texts_max:
+            texts.pop(ids.popleft(), None)
+
+    def _text_of(self, event: Event) -> str:
+        """An event's JSON: the copy the live broadcast made, else encoded now."""
+        text = self._texts.get(event.id) if event.id is not None else None
+        return text if text is not None else event.to_json()
 
     def _hub(self) -> _Hub:
         """This loop's hub, created (at the stream's head) on first use."""
@@ -526,7 +611,12 @@ class Broadcaster:
 
     @asynccontextmanager
     async def connection(
-        self, *, batch: bool = False, is_connection: bool = True, user: str | None = None
+        self,
+        *,
+        batch: bool = False,
+        is_connection: bool = True,
+        user: str | None = None,
+        audiences: Iterable[str] | None = None,
     ) -> AsyncIterator[Connection]:
         """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
 
@@ -553,6 +643,8 @@ class Broadcaster:
             is_connection=is_connection,
             user=user,
             last_event_id=hub.last_id,
+            max_bytes=self.queue_bytes,
+            audiences=None if audiences is None else frozenset(audiences),
         )
         hub.join(conn)
         try:
@@ -562,6 +654,80 @@ class Broadcaster:
             with self._lock:
                 if not hub.connections and self._hubs.get(hub.loop) is hub:
                     del self._hubs[hub.loop]
+
+    async def disconnect(
+        self,
+        *,
+        user: str | None = None,
+        audience: Iterable[str] | str | None = None,
+        code: int = 1008,
+    ) -> int:
+        """Close the connections of ``user`` and/or of ``audience``, on every worker.
+
+        A connection matches when its user is ``user``, or when it belongs to one
+        of ``audience`` (a connection that sees everything belongs to none). The
+        other workers hear of it through the backend. Returns how many it closed
+        in this process.
+
+        Raises:
+            ValueError: neither ``user`` nor ``audience``, or a close code a server
+                may not send (use 1000, 1001, 1008, 1011, 1013 or 4000-4999).
+            BackendUnavailable: the other workers could not be told.
+
+        Example::
+
+            closed_here = await broadcaster.disconnect(user="alice")  # access revoked
+        """
+        who = audience_of(audience)
+        if user is None and who is None:
+            raise ValueError("disconnect() needs a user, an audience or both")
+        if code not in (1000, 1001, 1008, 1011, 1013) and not 4000 <= code <= 4999:
+            raise ValueError(f"close code {code} is not one a server may send")
+        message = {"disconnect": {"user": user, "audience": sorted(who or ()), "code": code}}
+        closed = self._revoke(message)
+        await self.start()
+        await self._at_home(lambda: self.backend.send_control(message))
+        return closed
+
+    def _on_control(self, message: dict[str, Any]) -> None:
+        self._revoke(message)
+
+    def _revoke(self, message: dict[str, Any]) -> int:
+        """The backend's control callback (any thread): close what a disconnect names here."""
+        order = message.get("disconnect")
+        if not isinstance(order, dict):
+            return 0
+        user, code = order.get("user"), order.get("code", 1008)
+        audience = order.get("audience") or ()
+        if not isinstance(code, int) or not (isinstance(user, str) or user is None):
+            return 0
+        try:
+            who = frozenset(a for a in audience if isinstance(a, str))
+        except TypeError:
+            return 0
+
+        def named(conn: Connection) -> bool:
+            if conn.closed or not conn.is_connection:
+                return False
+            if user is not None and conn.user == user:
+                return True
+            return bool(who) and conn.audiences is not None and not who.isdisjoint(conn.audiences)
+
+        closed = 0
+        with self._lock:
+            hubs = list(self._hubs.values())
+        for hub in hubs:
+            matching = [conn for conn in list(hub.connections) if named(conn)]
+            closed += len(matching)
+            for conn in matching:
+                if threading.get_ident() == hub.thread:
+                    conn.revoke(code)
+                else:
+                    try:
+                        hub.loop.call_soon_threadsafe(conn.revoke, code)
+                    except RuntimeError:
+                        pass  # its loop closed: so did the connection
+        return closed
 
     def _count(self, change: int) -> None:
         with self._lock:
@@ -592,7 +758,7 @@ class Broadcaster:
                 raise
             self.replays["granted" if events is not None else "unavailable"] += 1
             if events is not None or not state:
-                return conn.end_replay(since, events)
+                return conn.end_replay(since, events, self._text_of)
         await self._send_state(conn, since)
         return False if since is not None else None
 
@@ -616,8 +782,8 @@ class Broadcaster:
         except asyncio.CancelledError:
             conn.end_replay(since or conn.last_event_id, None if since else [])
             raise
-        conn.push_control(state_frame(snapshot, conn.filter))
-        conn.end_replay(snapshot.last_event_id, [])
+        conn.push_control(state_frame(snapshot, conn.filter, sees=conn.sees))
+        conn.end_replay(snapshot.last_event_id, [], self._text_of)
 
     async def state(self) -> dict[str, Any]:
         """The state kept for clients: the ``state`` frame's payload, every collection.
@@ -757,19 +923,21 @@ class Broadcaster:
         return f"Broadcaster({type(self.backend).__name__}, connections={self.connection_count})"
 
 
-def _prepare(event_or_type: Any, payload: Any) -> Event:
+def _prepare(event_or_type: Any, payload: Any, audience: Any = None) -> Event:
+    who = audience_of(audience)
     if isinstance(event_or_type, Event):
         if payload is not None:
             raise ValueError("pass either an Event or a type and a payload, not both")
         event = event_or_type
-        return Event(event.type, prepare_payload(event.type, event.payload), event.timestamp)
+        payload = prepare_payload(event.type, event.payload)
+        return Event(event.type, payload, event.timestamp, audience=who or event.audience)
     if isinstance(event_or_type, str):
-        return Event(event_or_type, prepare_payload(event_or_type, payload))
+        return Event(event_or_type, prepare_payload(event_or_type, payload), audience=who)
     kind = getattr(type(event_or_type), "type", None)
     if isinstance(kind, str) and registered_types().get(kind) is type(event_or_type):
         if payload is not None:
             raise ValueError("a payload object carries its own fields; pass no second argument")
-        return Event(kind, prepare_payload(kind, event_or_type))
+        return Event(kind, prepare_payload(kind, event_or_type), audience=who)
     raise ValueError(
         f"cannot publish a {type(event_or_type).__name__}; pass an Event, a registered "
         "payload object, or an event type name and its payload"
@@ -824,12 +992,15 @@ def set_broadcaster(broadcaster: Broadcaster | None) -> None:
         _default = broadcaster
 
 
-def broadcast_event(event_or_type: Any, payload: Any = None) -> Event:
+def broadcast_event(
+    event_or_type: Any, payload: Any = None, *, audience: Iterable[str] | str | None = None
+) -> Event:
     """Publish on the default broadcaster: the one call business code makes.
 
     Example::
 
         broadcast_event(SessionCreated(session_key=key, agent_id=agent, kind="direct"))
         broadcast_event("session.killed", {"sessionKey": key, "agentId": agent})
+        broadcast_event(CronExecuted(...), audience={"team:ops"})  # only ops see it
     """
-    return get_broadcaster().publish(event_or_type, payload)
+    return get_broadcaster().publish(event_or_type, payload, audience=audience)

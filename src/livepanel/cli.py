@@ -122,15 +122,19 @@ def _parser() -> argparse.ArgumentParser:
         help="run the demo dashboard (needs livepanel[demo])",
         description=(
             "Start a small ClawPanel-like dashboard fed by livepanel events, behind Basic "
-            "Auth (DASHBOARD_USERNAME / DASHBOARD_PASSWORD, else generated and printed)."
+            "Auth (DASHBOARD_USERNAME / DASHBOARD_PASSWORD, else generated and printed). "
+            "python -m livepanel.demo takes the same options."
         ),
     )
     demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
     demo.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
     demo.add_argument(
+        "--backend-url",
         "--redis",
+        dest="backend_url",
         metavar="URL",
-        help="use this Redis backend (redis://host:6379/0) instead of memory",
+        help="the broadcaster's backend, e.g. redis://localhost:6379/0 "
+        "(default: LIVEPANEL_BACKEND_URL, else memory)",
     )
     demo.add_argument(
         "--interval",
@@ -348,5 +352,5 @@ def _run_demo(args: argparse.Namespace) -> int:
             why = f"{exc}; install the demo extra: pip install 'livepanel[demo]'"
         print(f"livepanel demo: cannot start the demo: {why}", file=sys.stderr)
         return EXIT_FAILURE
-    serve(host=args.host, port=args.port, backend_url=args.redis, interval=args.interval)
+    serve(host=args.host, port=args.port, backend_url=args.backend_url, interval=args.interval)
     return EXIT_OK

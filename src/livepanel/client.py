@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import enum
 import json
 import logging
 import random
@@ -43,11 +44,12 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from livepanel.errors import LivePanelError
 from livepanel.events import Event
-from livepanel.protocol import parse_id, type_globs
+from livepanel.protocol import CLOSE_NORMAL, parse_id, type_globs
 from livepanel.state import ClientState
 
 __all__ = [
@@ -79,6 +81,44 @@ CLOSE_TIMEOUT = 2.0
 _READ_SIZE = 65536
 _MAX_REJECTION_BODY = 65536
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CLOSE_ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)  # 1006: never sent, a vanished peer
+
+
+class _State(enum.Enum):
+    """Where a :class:`Client` is; :attr:`status` is what users see (livepanel.js's names)."""
+
+    CONNECTING = "connecting"  # the first connection is opening, until its welcome
+    OPEN = "open"  # welcomed: events flow
+    RECONNECTING = "reconnecting"  # lost: backing off, or reopening until the next welcome
+    ENDED = "ended"  # the server closed the stream cleanly (1000): iteration ends
+    CLOSING = "closing"  # close() was called: the closing handshake runs
+    CLOSED = "closed"  # gave up, refused for good, or closed: nothing more happens
+    AUTH_FAILED = "auth_failed"  # credentials refused (401/403): final, never retried
+
+    @property
+    def status(self) -> Status:
+        return _STATUS[self]
+
+    @property
+    def opening(self) -> bool:
+        """A connection is being opened and has not been welcomed yet."""
+        return self in (_State.CONNECTING, _State.RECONNECTING)
+
+    @property
+    def done(self) -> bool:
+        """Iteration is over: the stream ended, or close() was called, or the client gave up."""
+        return self in (_State.ENDED, _State.CLOSING, _State.CLOSED, _State.AUTH_FAILED)
+
+
+_STATUS: dict[_State, Status] = {
+    _State.CONNECTING: "connecting",
+    _State.OPEN: "open",
+    _State.RECONNECTING: "reconnecting",
+    _State.ENDED: "closed",
+    _State.CLOSING: "closed",
+    _State.CLOSED: "closed",
+    _State.AUTH_FAILED: "auth_failed",
+}
 
 
 # --------------------------------------------------------------------------- errors
@@ -263,7 +303,6 @@ class ClientWire:
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         self._out = bytearray(self._ws.send(Request(host=host, target=target, extra_headers=extra)))
         self._text: list[str] = []
-        self._binary = False
         self._rejection: RejectConnection | None = None
         self._rejection_body = bytearray()
         self._done = False
@@ -284,7 +323,7 @@ class ClientWire:
         if self.is_open:
             self._out += self._ws.send(TextMessage(data=text))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Start the closing handshake (only while open)."""
         if self.is_open:
             self._out += self._ws.send(CloseConnection(code=code, reason=reason))
@@ -336,7 +375,8 @@ class ClientWire:
             if self._rejection is not None:
                 out.append(self._rejected())
             else:
-                out.append(Closed(1006, "the connection was closed without a closing handshake"))
+                vanished = "the connection was closed without a closing handshake"
+                out.append(Closed(_CLOSE_ABNORMAL, vanished))
         return out
 
     def _rejected(self) -> Rejected:
@@ -370,32 +410,71 @@ def _split_frames(text: str) -> list[WireEvent]:
 # --------------------------------------------------------------------------- asyncio glue
 
 
-class _Lost(Exception):
-    """The open connection ended for a reason that calls for a reconnect."""
-
-
 class Client:
     """A connection to a livepanel endpoint: an async context manager and async iterator.
 
-    Create it with :func:`connect`, which documents the arguments. Iterating
-    yields :class:`~livepanel.events.Event` objects (never ``welcome``,
-    ``ping``, ``pong`` or ``error`` frames) until the server closes the
-    connection cleanly (code 1000) or :meth:`close` is called. A lost
-    connection is reopened with ``since`` set to the last event id seen, so
-    nothing is missed and nothing is repeated; when the server cannot resume,
-    the iterator raises :class:`ResumeUnavailable` at the gap and goes on live
-    when iterated again.
+    ``connect(url, ...)`` is ``Client(url, ...)``: the client is not connected
+    until ``async with`` (or the first ``async for``). ``async with`` opens the
+    connection at once, so a wrong URL, a refused login or a silent server
+    fails there, without retries. Iterating yields
+    :class:`~livepanel.events.Event` objects (never ``welcome``, ``ping``,
+    ``pong`` or ``error`` frames) until the server closes the connection
+    cleanly (code 1000) or :meth:`close` is called. Once open, a lost
+    connection (a close code other than 1000, a reset, or no frame for two
+    heartbeat intervals) is reopened with exponential backoff and full
+    jitter, resuming with ``since`` = the last event id seen
+    (``welcome.lastEventId`` before the first event), so nothing is missed
+    and nothing is repeated; when the server cannot resume, the iterator
+    raises :class:`ResumeUnavailable` at the gap and goes on live when
+    iterated again. See ``docs/client.md``.
+
+    Args:
+        url: ``ws://host:port/path`` or ``wss://...``; ``user:password@`` in it
+            is used when ``username`` is not given.
+        username: Basic Auth user name (``None``: no ``Authorization`` header).
+        password: Basic Auth password.
+        headers: extra handshake headers (a mapping or ``(name, value)`` pairs).
+        origin: the ``Origin`` header to send (browsers always send one; by
+            default this client sends none, as a non-browser client).
+        types: type globs to receive (``["session.*"]``); ``None``: everything.
+        since: an event id: replay every retained event after it first.
+        ssl: the TLS context for ``wss://`` (default: the system's CAs, via
+            ``ssl.create_default_context()``).
+        reconnect: reopen a lost connection (``False``: raise instead).
+        max_retries: reconnection attempts in a row before giving up.
+        open_timeout: seconds for one attempt to connect, handshake and get ``welcome``.
+        backoff_initial: the first retry waits up to this many seconds.
+        backoff_max: no retry waits longer than this.
+        batch: let the server pack queued frames into one (``?batch=1``).
+        state: ask for the state on connect (``?state=1``) and keep it in
+            :attr:`state` (a :class:`~livepanel.state.ClientState`): loaded from
+            each ``state`` frame, updated by every event before it is yielded.
+            The iterator also yields each ``state`` frame, as an :class:`Event`
+            of type ``"state"`` without an id. A reconnect that cannot resume
+            gets a new state instead of :class:`ResumeUnavailable`.
+
+    Raises:
+        ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
+            ``since``, or ``ssl`` with ``ws://``.
+
+    The client itself raises :class:`AuthenticationError` (401) and
+    :class:`PermissionDenied` (403) at once, never retrying;
+    :class:`OpenTimeout` when a server does not answer within
+    ``open_timeout``; :class:`ConnectionFailed` when it cannot connect or
+    gives up; and :class:`ResumeUnavailable` from the iterator where events
+    were missed.
 
     Attributes:
         url: the endpoint's URL without credentials (safe to log).
-        reconnect: as given to :func:`connect`; so are ``max_retries``,
-            ``open_timeout``, ``backoff_initial``, ``backoff_max`` and ``batch``.
+        reconnect: as given; so are ``max_retries``, ``open_timeout``,
+            ``backoff_initial``, ``backoff_max`` and ``batch``.
 
     Example::
 
-        async with connect(url, username="admin", password=pw, types=["session.*"]) as client:
+        async with connect("ws://localhost:8000/ws", username="admin", password=pw) as client:
             async for event in client:
-                print(client.last_event_id, event.type)
+                print(client.last_event_id, event.type, event.payload)
+                await client.ack(event.id)
     """
 
     def __init__(
@@ -463,16 +542,12 @@ class Client:
         self.state: ClientState | None = ClientState() if state else None
         """With ``state=True``: the collections (:class:`~livepanel.state.ClientState`)."""
 
-        self._status: Status = "connecting"
+        self._state = _State.CONNECTING
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._wire: ClientWire | None = None
         self._ready: deque[Event | ResumeUnavailable] = deque()
         self._lost_reason: str | None = None
-        self._ended = False  # the server closed cleanly
-        self._closing = False  # close() was called
-        self._silent = False
-        self._welcomed = False
         self._welcomed_at: float | None = None  # time.monotonic() of this connection's welcome
         self._attempt = 0
         self._heartbeat = DEFAULT_HEARTBEAT
@@ -494,7 +569,7 @@ class Client:
     @property
     def status(self) -> Status:
         """``"connecting"``, ``"open"``, ``"reconnecting"``, ``"auth_failed"`` or ``"closed"``."""
-        return self._status
+        return self._state.status
 
     @property
     def last_event_id(self) -> str | None:
@@ -519,7 +594,7 @@ class Client:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Client:
-        if self._status == "connecting" and self._wire is None:
+        if self._state is _State.CONNECTING and self._wire is None:
             await self._open_first()
         return self
 
@@ -548,16 +623,16 @@ class Client:
 
         Safe to call more than once and from another task than the one iterating.
         """
-        if self._closing:
+        if self._state in (_State.CLOSING, _State.CLOSED, _State.AUTH_FAILED):
             if self._busy or self._writer is not None:
                 await self._wait_disconnected()
             return
-        self._closing = True
+        self._state = _State.CLOSING
         self._wakeup.set()
         wire, writer = self._wire, self._writer
         if wire is not None and wire.is_open:
             await self._flush_ack(force=True)
-            wire.close(1000)
+            wire.close(CLOSE_NORMAL)
             try:
                 await self._send_pending()
             except OSError:
@@ -567,8 +642,7 @@ class Client:
             else:
                 await self._drain_close()
         self._drop(abort=False)
-        if self._status != "auth_failed":
-            self._status = "closed"
+        self._state = _State.CLOSED
         if writer is not None:
             try:
                 await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT)
@@ -645,11 +719,11 @@ class Client:
                 if isinstance(item, ResumeUnavailable):
                     raise item
                 return item
-            if self._closing or self._ended or self._status in ("closed", "auth_failed"):
+            if self._state.done:
                 self._settle()  # close() may have run while this task was connecting
                 raise StopAsyncIteration
             if self._wire is None:
-                if self._status == "connecting":
+                if self._state is _State.CONNECTING:
                     await self._open_first()
                 else:
                     await self._reconnect()
@@ -669,15 +743,13 @@ class Client:
             data = await reader.read(_READ_SIZE)
         except OSError as exc:
             data = b""
-            self._lost_reason = f"{type(exc).__name__}: {exc}"
+            self._lost_reason = self._lost_reason or f"{type(exc).__name__}: {exc}"
         finally:
             timer.cancel()
-        if self._closing and self._wire is None:  # close() gave up waiting and dropped it
+        if self._state.done and self._wire is None:  # close() gave up waiting and dropped it
             return
         for output in wire.receive_data(data or None):
             self._handle(output)
-        if self._silent:
-            self._lost_reason = f"no frame for {2 * self._heartbeat:g}s (two heartbeat intervals)"
         try:
             await self._send_pending()
         except OSError as exc:
@@ -688,18 +760,17 @@ class Client:
         """Let go of a connection that has ended, and say what comes next."""
         if self._wire is None:
             return
-        if self._ended or self._closing:
+        if self._state.done:
             self._drop(abort=False)
-            if self._ended and not self._closing:
-                self._status = "closed"
+            if self._state is _State.ENDED:
                 logger.info("livepanel: %s closed the connection", self.url)
         elif self._lost_reason is not None:
             self._drop(abort=True)
             if self.reconnect:
-                self._status = "reconnecting"
+                self._state = _State.RECONNECTING
 
     def _on_silence(self) -> None:
-        self._silent = True
+        self._lost_reason = f"no frame for {2 * self._heartbeat:g}s (two heartbeat intervals)"
         if self._writer is not None:
             self._writer.transport.abort()  # wakes the pending read with end of stream
 
@@ -707,8 +778,10 @@ class Client:
         if isinstance(output, Frame):
             self._on_frame(output.data)
         elif isinstance(output, Closed):
-            if output.code == 1000 or self._closing:
-                self._ended = True
+            if self._state.done:
+                pass  # the answer to our close(), or after the end
+            elif output.code == CLOSE_NORMAL and self._state is _State.OPEN:
+                self._state = _State.ENDED
             elif self._lost_reason is None:
                 reason = f": {output.reason}" if output.reason else ""
                 self._lost_reason = f"closed with code {output.code}{reason}"
@@ -753,8 +826,8 @@ class Client:
         self._ready.append(event)
 
     def _on_welcome(self, payload: dict[str, Any]) -> None:
-        if self._welcomed:
-            return  # one welcome per connection: a later one is not the server's
+        if not self._state.opening:
+            return  # one welcome per connection (a later one is not the server's), none after close
         self._welcomed_at = time.monotonic()
         interval = payload.get("heartbeatInterval")
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
@@ -766,8 +839,7 @@ class Client:
             self._conn_last_id = last
             if self._resume_from is None:
                 self._resume_from = last
-        self._welcomed = True
-        self._status = "open"
+        self._state = _State.OPEN
 
     # ------------------------------------------------------------------ connecting
 
@@ -775,19 +847,20 @@ class Client:
         try:
             await self._open()
         except (AuthenticationError, PermissionDenied):
-            self._status = "auth_failed"
+            self._state = _State.AUTH_FAILED
             raise
         except BaseException:
-            self._status = "closed"
+            self._state = _State.CLOSED
             raise
-        logger.info("livepanel: connected to %s", self.url)
+        if self._state not in (_State.CLOSING, _State.CLOSED):  # close() came first
+            logger.info("livepanel: connected to %s", self.url)
 
     async def _reconnect(self) -> None:
         reason = self._lost_reason or "connection lost"
         if not self.reconnect:
-            self._status = "closed"
+            self._state = _State.CLOSED
             raise ConnectionFailed(f"{self.url}: {reason} (reconnect=False)")
-        self._status = "reconnecting"
+        self._state = _State.RECONNECTING
         welcomed_at, self._welcomed_at = self._welcomed_at, None
         if welcomed_at is not None and time.monotonic() - welcomed_at >= STABLE_AFTER:
             # only a connection that stayed up earns a fresh count: one that is welcomed and
@@ -795,7 +868,7 @@ class Client:
             self._attempt = 0
         while True:
             if self._attempt >= self.max_retries:
-                self._status = "closed"
+                self._state = _State.CLOSED
                 raise ConnectionFailed(
                     f"{self.url}: gave up after {self.max_retries} reconnection attempts; "
                     f"last error: {reason}"
@@ -817,17 +890,19 @@ class Client:
             try:
                 await self._open()
             except (AuthenticationError, PermissionDenied) as exc:
-                self._status = "auth_failed"
+                self._state = _State.AUTH_FAILED
                 logger.warning("livepanel: %s refused the reconnection: %s", self.url, exc)
                 raise
             except HandshakeRejected as exc:
                 if exc.status not in _RETRYABLE_STATUS:
-                    self._status = "closed"
+                    self._state = _State.CLOSED
                     raise
                 reason = f"HTTP {exc.status}"
             except ConnectionFailed as exc:
                 reason = str(exc)
             else:
+                if self._state in (_State.CLOSING, _State.CLOSED):
+                    return  # close() was called while reopening
                 self._reconnects += 1
                 after = f", resuming after {self._asked_since}" if self._asked_since else ""
                 logger.info("livepanel: reconnected to %s%s", self.url, after)
@@ -871,19 +946,19 @@ class Client:
         target = self._target()
         wire = self._wire = ClientWire(self._host_header, target, self._headers)
         self._lost_reason = None
-        self._ended = self._silent = self._welcomed = False
         self._conn_last_id = None
         await self._send_pending()
-        while not self._welcomed:
+        while self._state.opening:  # until welcome (or close() from another task)
             data = await reader.read(_READ_SIZE)
             for output in wire.receive_data(data or None):
                 if isinstance(output, Rejected):
                     raise await self._rejection(output, target)
                 self._handle(output)
             await self._send_pending()
-            if not self._welcomed and (self._ended or self._lost_reason is not None):
-                reason = self._lost_reason or "closed with code 1000"
-                raise ConnectionError(f"the server ended the connection before welcome ({reason})")
+            if self._state.opening and self._lost_reason is not None:
+                raise ConnectionError(
+                    f"the server ended the connection before welcome ({self._lost_reason})"
+                )
 
     def _target(self) -> str:
         params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch", "state")]
@@ -1055,93 +1130,14 @@ def _request_headers(
     return items
 
 
-def connect(
-    url: str,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-    origin: str | None = None,
-    types: Iterable[str] | None = None,
-    since: str | None = None,
-    ssl: ssl_module.SSLContext | None = None,
-    reconnect: bool = True,
-    max_retries: int = 10,
-    open_timeout: float = 10.0,
-    backoff_initial: float = 0.5,
-    backoff_max: float = 30.0,
-    batch: bool = True,
-    state: bool = False,
-) -> Client:
-    """Connect to a livepanel endpoint; use as ``async with`` and ``async for``.
+connect = Client
+"""Connect to a livepanel endpoint: ``connect(url, username=..., password=..., ...)`` is
+:class:`Client` ``(url, ...)``, which documents the arguments; use it as ``async with``
+and ``async for``.
 
-    ``async with`` opens the connection at once, so a wrong URL, a refused
-    login or a silent server fails there, without retries. Once open, a lost
-    connection (a close code other than 1000, a reset, or no frame for two
-    heartbeat intervals) is reopened with exponential backoff and full jitter,
-    resuming with ``since`` = the last event id seen (``welcome.lastEventId``
-    before the first event). See ``docs/client.md``.
+Example::
 
-    Args:
-        url: ``ws://host:port/path`` or ``wss://...``; ``user:password@`` in it
-            is used when ``username`` is not given.
-        username: Basic Auth user name (``None``: no ``Authorization`` header).
-        password: Basic Auth password.
-        headers: extra handshake headers (a mapping or ``(name, value)`` pairs).
-        origin: the ``Origin`` header to send (browsers always send one; by
-            default this client sends none, as a non-browser client).
-        types: type globs to receive (``["session.*"]``); ``None``: everything.
-        since: an event id: replay every retained event after it first.
-        ssl: the TLS context for ``wss://`` (default: the system's CAs, via
-            ``ssl.create_default_context()``).
-        reconnect: reopen a lost connection (``False``: raise instead).
-        max_retries: reconnection attempts in a row before giving up.
-        open_timeout: seconds for one attempt to connect, handshake and get ``welcome``.
-        backoff_initial: the first retry waits up to this many seconds.
-        backoff_max: no retry waits longer than this.
-        batch: let the server pack queued frames into one (``?batch=1``).
-        state: ask for the state on connect (``?state=1``) and keep it in
-            ``client.state`` (a :class:`~livepanel.state.ClientState`): loaded
-            from each ``state`` frame, updated by every event before it is
-            yielded. The iterator also yields each ``state`` frame, as an
-            :class:`Event` of type ``"state"`` without an id. A reconnect that
-            cannot resume gets a new state instead of :class:`ResumeUnavailable`.
-
-    Returns:
-        A :class:`Client`, not yet connected.
-
-    Raises:
-        ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
-            ``since``, or ``ssl`` with ``ws://``.
-
-    The client itself raises :class:`AuthenticationError` (401) and
-    :class:`PermissionDenied` (403) at once, never retrying;
-    :class:`OpenTimeout` when a server does not answer within
-    ``open_timeout``; :class:`ConnectionFailed` when it cannot connect or
-    gives up; and :class:`ResumeUnavailable` from the iterator where events
-    were missed.
-
-    Example::
-
-        async with connect("ws://localhost:8000/ws", username="admin", password=pw) as client:
-            async for event in client:
-                print(event.type, event.payload)
-                await client.ack(event.id)
-    """
-    return Client(
-        url,
-        username=username,
-        password=password,
-        headers=headers,
-        origin=origin,
-        types=types,
-        since=since,
-        ssl=ssl,
-        reconnect=reconnect,
-        max_retries=max_retries,
-        open_timeout=open_timeout,
-        backoff_initial=backoff_initial,
-        backoff_max=backoff_max,
-        batch=batch,
-        state=state,
-    )
+    async with connect("wss://panel.example.com/ws", username="admin", password=pw) as client:
+        async for event in client:
+            print(event.type, event.payload)
+"""

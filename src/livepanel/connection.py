@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_LINGER_MAX",
+    "MAX_CONTROL_FRAMES",
     "WAKE_AFTER_TURNS",
     "CloseReason",
     "Connection",
@@ -55,6 +56,8 @@ BATCH_LINGER_MAX = 0.010
 """Seconds a batching connection's events may wait for company in a frame, at most."""
 WAKE_AFTER_TURNS = 1
 """Event-loop turns a writer's first queued event waits for company before it is woken."""
+MAX_CONTROL_FRAMES = 256
+"""Control frames (pongs, errors) that may wait for one client; beyond, it is closed (1013)."""
 
 
 class CloseReason(enum.Enum):
@@ -78,6 +81,8 @@ class CloseReason(enum.Enum):
     """A write failed for a reason other than a vanished client (1011)."""
     SLOW_CONSUMER = "slow_consumer"
     """The queue was full under ``slow_consumer="disconnect"`` (1013)."""
+    REVOKED = "revoked"
+    """``Broadcaster.disconnect()`` named it (its ``code``, 1008 by default)."""
 
     @property
     def flushes_first(self) -> bool:
@@ -136,6 +141,10 @@ class Connection:
         is_connection: a dashboard (counted in ``connection_count``), not an
             in-process ``subscribe()`` consumer.
         user: who holds it, for revocation and per-user numbers.
+        max_bytes: how many bytes of live and control frames may wait; beyond,
+            the connection is closed as a slow consumer (a replay is not counted).
+        audiences: the audience strings this connection belongs to; it receives an
+            event whose audience shares one of them, or has none. ``None``: every event.
         last_event_id: the newest event of the stream when it opened (``welcome``'s
             ``lastEventId``): every later event reaches it.
 
@@ -152,19 +161,26 @@ class Connection:
         "_held",
         "_hub",
         "_marked",
+        "_replaying",
         "_sent",
         "_skip",
         "_waiter",
+        "audiences",
         "batch",
         "close_reason",
+        "controls",
         "filter",
         "is_connection",
         "last_event_id",
         "last_sent",
         "live_count",
+        "max_bytes",
         "policy",
         "queue",
         "queue_size",
+        "queued_bytes",
+        "replayed",
+        "revoked_code",
         "user",
     )
 
@@ -179,6 +195,8 @@ class Connection:
         is_connection: bool = True,
         user: str | None = None,
         last_event_id: str = "",
+        max_bytes: int = 16 * 2**20,
+        audiences: frozenset[str] | None = None,
     ) -> None:
         self._hub = hub
         self._counters = counters
@@ -189,6 +207,11 @@ class Connection:
         self._sent: Frame | None = None  # the newest event handed to the transport
         self.queue: deque[Frame] = deque()
         self.live_count = 0  # live events in the queue: what queue_size bounds
+        self.controls = 0  # control frames in the queue (pongs, errors): MAX_CONTROL_FRAMES
+        self.queued_bytes = 0  # text of live and control frames in the queue: max_bytes
+        self.max_bytes = max_bytes
+        self._replaying = 0  # replayed events still in the queue: one replay at a time
+        self.replayed = 0  # events replayed to this connection, in all
         self.filter = TypeFilter()
         self.queue_size = queue_size
         self.policy = policy
@@ -196,6 +219,8 @@ class Connection:
         self.is_connection = is_connection
         self.user = user
         self.last_event_id = last_event_id  # the stream's newest event when it opened
+        self.audiences = audiences  # None: sees every event
+        self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = hub.loop.time()
 
@@ -208,11 +233,13 @@ class Connection:
             or self._skip is not None
             or self.close_reason is not None
             or self.live_count >= self.queue_size
+            or self.queued_bytes >= self.max_bytes
         ):
             self._push_rare(frame)
             return
         self.queue.append(frame)
         self.live_count += 1
+        self.queued_bytes += len(frame.text)
         if self._waiter is not None and not self._marked:
             self._marked = True
             self._hub.wake_later(self)
@@ -226,25 +253,59 @@ class Connection:
             return
         if self._skip is not None and self._covered(frame):
             return
+        if self.queued_bytes >= self.max_bytes:
+            self._too_slow()  # whatever the policy: dropping events cannot shrink control frames
+            return
         if self.live_count >= self.queue_size:
             if self.policy == "conflate" and self._conflate(frame):
                 return
             if self.policy != "drop":
-                self._counters.slow_disconnects += 1
-                self.close(CloseReason.SLOW_CONSUMER)
+                self._too_slow()
                 return
             self._drop_oldest_live()
         self.queue.append(frame)
         self.live_count += 1
+        self.queued_bytes += len(frame.text)
         if self._waiter is not None and not self._marked:
             self._marked = True
             self._hub.wake_later(self)
 
     def push_control(self, text: str) -> None:
-        """Queue a frame that is not a broadcast event (welcome, pong, error)."""
-        if self.close_reason is None:
-            self.queue.append(Frame(None, text))
-            self._wake()
+        """Queue a frame that is not a broadcast event (welcome, pong, error).
+
+        A client that makes the server queue more than ``MAX_CONTROL_FRAMES``
+        of them, or more than ``max_bytes`` in all, without reading them is
+        closed as a slow consumer.
+        """
+        if self.close_reason is not None:
+            return
+        if self.controls >= MAX_CONTROL_FRAMES or self.queued_bytes >= self.max_bytes:
+            self._too_slow()
+            return
+        self.queue.append(Frame(None, text))
+        self.controls += 1
+        self.queued_bytes += len(text)
+        self._wake()
+
+    def _too_slow(self) -> None:
+        self._counters.slow_disconnects += 1
+        self.close(CloseReason.SLOW_CONSUMER)
+
+    @property
+    def replaying(self) -> bool:
+        """Whether events of the last replay are still waiting to be sent."""
+        return self._replaying > 0
+
+    def _dequeued(self, frame: Frame) -> None:
+        """Account for a frame leaving the queue."""
+        if frame.live:
+            self.live_count -= 1
+            self.queued_bytes -= len(frame.text)
+        elif frame.event is None:
+            self.controls -= 1
+            self.queued_bytes -= len(frame.text)
+        else:
+            self._replaying -= 1
 
     def close(self, reason: CloseReason) -> None:
         """Stop queueing; the writer returns ``reason`` (the first reason given wins).
@@ -257,6 +318,17 @@ class Connection:
             self._hub.leave(self)
             self._wake()
 
+    def sees(self, event: Event) -> bool:
+        """Whether this connection may receive ``event`` (its audience allows it)."""
+        audience = event.audience
+        return audience is None or self.audiences is None or not audience.isdisjoint(self.audiences)
+
+    def revoke(self, code: int) -> None:
+        """Close it because access was revoked; the transport closes with ``code``."""
+        if self.close_reason is None:
+            self.revoked_code = code
+            self.close(CloseReason.REVOKED)
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
@@ -268,7 +340,7 @@ class Connection:
         for index, queued in enumerate(queue):
             if queued.live:
                 del queue[index]
-                self.live_count -= 1
+                self._dequeued(queued)
                 self._counters.dropped += 1
                 return
 
@@ -282,6 +354,7 @@ class Connection:
             if queued.live and conflation_key(queued.event) == key:  # type: ignore[arg-type]
                 del queue[index]
                 queue.append(frame)
+                self.queued_bytes += len(frame.text) - len(queued.text)
                 self._counters.conflated += 1
                 return True
         return False
@@ -327,7 +400,7 @@ class Connection:
         With ``state`` and no resumable ``since``, a ``state`` frame is queued
         first and every later event follows (see :mod:`livepanel.state`).
         """
-        return await self._hub.broadcaster._resubscribe(self, types, since, state)
+        return await self._hub.resubscribe(self, types, since, state)
 
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""
@@ -347,17 +420,25 @@ class Connection:
             controls = [frame for frame in queue if frame.event is None]
             queue.clear()
             queue.extend(controls)
-            self.live_count = 0
+            self.live_count = self._replaying = 0
+            self.queued_bytes = sum(len(frame.text) for frame in controls)
         self._held = held
         self._skip = None
 
-    def end_replay(self, since: str, replayed: list[Event] | None) -> bool:
+    def end_replay(
+        self,
+        since: str,
+        replayed: list[Event] | None,
+        text_of: Callable[[Event], str] = Event.to_json,
+    ) -> bool:
         """Queue the replay, then the held events it does not cover.
 
         ``replayed`` is every retained event after ``since`` in stream order,
         or ``None`` when ``since`` is not retained. Live events that arrive
         later and are covered by the replay (a backend whose live feed trails
-        its storage) are dropped as they come. Returns whether it resumed.
+        its storage) are dropped as they come. ``text_of`` gives an event's
+        JSON (the broadcaster's shared copy, not a new one per connection).
+        Returns whether it resumed.
         """
         held, self._held = self._held or [], None
         match = self.filter.matches
@@ -375,8 +456,12 @@ class Connection:
             # events after since already handed to the transport are on their way: a
             # replay sends none of them again
             replayed = [e for e in replayed if e.id is None or parse_id(e.id)[1] > sent[1]]
-        frames = [Frame(e, e.to_json(), live=False) for e in replayed if match(e.type)]
+        frames = [
+            Frame(e, text_of(e), live=False) for e in replayed if match(e.type) and self.sees(e)
+        ]
         self.queue.extend(frames)  # a replay is delivered whole, beyond queue_size
+        self._replaying += len(frames)
+        self.replayed += len(frames)
         self._counters.replayed += len(frames)
         self._skip = end
         for frame in held:
@@ -391,6 +476,7 @@ class Connection:
             self.push(frame)
         else:
             self.queue.append(frame)
+            self._replaying += 1
 
     # ------------------------------------------------------------------ writer side
 
@@ -408,14 +494,13 @@ class Connection:
         """Remove and return every queued frame."""
         frames = list(self.queue)
         self.queue.clear()
-        self.live_count = 0
+        self.live_count = self.controls = self.queued_bytes = self._replaying = 0
         return frames
 
     def popleft(self) -> Frame:
         """Remove and return the oldest queued frame."""
         frame = self.queue.popleft()
-        if frame.live:
-            self.live_count -= 1
+        self._dequeued(frame)
         return frame
 
     async def write(self, send: SendText, heartbeat_interval: float | None = None) -> CloseReason:
@@ -471,8 +556,7 @@ class Connection:
                         if self.close_reason is not None and not self.close_reason.flushes_first:
                             break
                         frame = queue.popleft()
-                        if frame.live:
-                            self.live_count -= 1
+                        self._dequeued(frame)
                         if frame.event is not None:
                             self._sent = frame
                             sent += 1

@@ -33,6 +33,7 @@ __all__ = [
     "SessionKilled",
     "StateRule",
     "add_secret_pattern",
+    "audience_of",
     "event_type",
     "format_timestamp",
     "parse_timestamp",
@@ -203,6 +204,10 @@ class Event:
     trace: Mapping[str, str] | None = dataclasses.field(default=None, compare=False, repr=False)
     """The publisher's trace context (W3C ``traceparent``...), set by :mod:`livepanel.tracing`;
     kept with the event in the backend and never sent to clients."""
+    audience: frozenset[str] | None = dataclasses.field(default=None, compare=False, repr=False)
+    """Who may see the event (``publish(..., audience=...)``): a connection receives it when
+    it shares one of these strings, or sees everything; ``None`` is everyone. Kept with the
+    event in the backend, never sent to clients."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.type, str) or not self.type:
@@ -271,7 +276,62 @@ class Event:
         trace = data.get("trace")  # only in a backend's stored form, never on the wire
         if not (isinstance(trace, dict) and all(isinstance(v, str) for v in trace.values())):
             trace = None
-        return cls(type=kind, payload=payload, timestamp=timestamp, id=event_id, trace=trace)
+        return cls(
+            type=kind,
+            payload=payload,
+            timestamp=timestamp,
+            id=event_id,
+            trace=trace,
+            audience=_stored_audience(data),
+        )
+
+    def stored_dict(self) -> dict[str, Any]:
+        """The form a backend stores: the wire object plus what never goes on the wire
+        (``audience``, ``trace``)."""
+        data = self.to_dict()
+        if self.audience is not None:
+            data["audience"] = sorted(self.audience)
+        if self.trace:
+            data["trace"] = dict(self.trace)
+        return data
+
+
+def audience_of(value: Any) -> frozenset[str] | None:
+    """An audience as ``publish(..., audience=...)`` takes it: ``None`` (everyone), one
+    string, or an iterable of non-empty strings (at most 64 of 256 characters each).
+
+    Raises:
+        ValueError: anything else, e.g. an empty audience (nobody would see the event).
+
+    Example::
+
+        >>> sorted(audience_of({"team:ops", "user:alice"}))
+        ['team:ops', 'user:alice']
+        >>> audience_of("team:ops")
+        frozenset({'team:ops'})
+    """
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    try:
+        strings = frozenset(items)
+    except TypeError:
+        raise ValueError("audience must be a string or a set of strings") from None
+    if not strings:
+        raise ValueError("audience must name someone; pass None to reach every connection")
+    if len(strings) > 64 or not all(isinstance(s, str) and 0 < len(s) <= 256 for s in strings):
+        raise ValueError("audience holds at most 64 non-empty strings of at most 256 characters")
+    return strings
+
+
+def _stored_audience(data: Mapping[str, Any]) -> frozenset[str] | None:
+    raw = data.get("audience")  # only in a backend's stored form, never on the wire
+    if raw is None:
+        return None
+    try:
+        return audience_of(raw if isinstance(raw, list) else None)
+    except ValueError:
+        return frozenset({"\x00unreadable"})  # a broken audience reaches nobody, never everyone
 
 
 # --------------------------------------------------------------------------- registry

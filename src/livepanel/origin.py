@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -183,13 +183,3 @@ class OriginPolicy:
         # TLS often ends at a proxy, so a Host without a port takes the Origin scheme's default
         default = _DEFAULT_PORTS.get(origin.scheme)
         return host_name == origin.host and (host_port or default) == origin.port
-
-    def describe(self) -> str:
-        """The policy in words, for a log line: ``"same-origin"`` or the allowed origins."""
-        if self.same_origin:
-            return "same-origin"
-        entries: Iterable[str] = [
-            *(f"{o.scheme}://{o.host}:{o.port}" for o in self._exact),
-            *(f"{s}://*{x}:{p}" for s, x, p in self._suffixes),
-        ]
-        return ", ".join([*(["*"] if self.any else []), *(["null"] if self.null else []), *entries])

@@ -30,6 +30,8 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "MAX_GLOBS",
     "MAX_GLOB_LENGTH",
+    "MAX_PONG_SIZE",
+    "REPLAY_EVENTS_PER_TOKEN",
     "SERVER_NAME",
     "Ack",
     "Action",
@@ -67,6 +69,10 @@ MAX_GLOBS = 32
 """Most type globs one ``subscribe`` (or ``?types=``) may hold."""
 MAX_GLOB_LENGTH = 128
 """Most characters of one type glob."""
+MAX_PONG_SIZE = 4096
+"""Most bytes of a ``pong`` frame: a ping whose echo would be larger is ``invalid_message``."""
+REPLAY_EVENTS_PER_TOKEN = 100
+"""A replay costs the client one rate-limit token per this many events it replays."""
 
 _GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
 _ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
@@ -449,6 +455,12 @@ class ClientProtocol:
             return True
         return False
 
+    def charge(self, replayed: int) -> None:
+        """Charge a replay of ``replayed`` events to the rate bucket (it may go negative:
+        the client's next messages then wait, or are ``rate_limited``)."""
+        if self.client_rate is not None and replayed > 0:
+            self._tokens -= replayed / REPLAY_EVENTS_PER_TOKEN
+
     # -- input
 
     def receive_bytes(self, data: bytes) -> list[Action]:
@@ -500,9 +512,12 @@ class ClientProtocol:
             return [_invalid("'timestamp' must be an ISO 8601 string")]
         if kind == "ping":
             try:
-                return [Reply(control_frame("pong", payload))]
+                pong = control_frame("pong", payload)
             except RecursionError:  # parsed just below the depth limit, too deep to encode back
                 return [_invalid("'payload' is nested too deeply")]
+            if len(pong) > MAX_PONG_SIZE:  # echoes are ASCII-escaped: up to 6x what was sent
+                return [_invalid(f"a ping's payload is echoed up to {MAX_PONG_SIZE} bytes")]
+            return [Reply(pong)]
         if kind == "ack":
             event_id = payload.get("id")
             try:

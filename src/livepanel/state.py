@@ -15,7 +15,7 @@ import dataclasses
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -260,12 +260,17 @@ def state_payload(snapshot: StateSnapshot, types: TypeFilter | None = None) -> d
 
 
 def state_frame(
-    snapshot: StateSnapshot, types: TypeFilter | None = None, now: datetime | None = None
+    snapshot: StateSnapshot,
+    types: TypeFilter | None = None,
+    now: datetime | None = None,
+    *,
+    sees: Callable[[Event], bool] | None = None,
 ) -> str:
     """The wire's ``state`` frame for a connection with type filter ``types``.
 
-    Entries are whole events with their ids. Built by joining each entry's
-    JSON, the same text a live event has.
+    Entries are whole events with their ids; with ``sees``, only those it
+    accepts (the connection's audience, SPEC section 8). Built by joining
+    each entry's JSON, the same text a live event has.
 
     Example::
 
@@ -277,7 +282,8 @@ def state_frame(
     dumps = json.dumps
     parts = []
     for name, rule in collections.items():
-        entries = ",".join([e.to_json() for e in snapshot.collections.get(name, ())])
+        found = snapshot.collections.get(name, ())
+        entries = ",".join([e.to_json() for e in found if sees is None or sees(e)])
         head = dumps({"key": rule.key, "keep": rule.keep}, separators=(",", ":"))
         parts.append(f'{dumps(name)}:{head[:-1]},"entries":[{entries}]}}')
     kinds = dumps(

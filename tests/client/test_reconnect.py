@@ -11,6 +11,7 @@ import pytest
 from wsproto.events import Pong, TextMessage
 
 from livepanel.client import (
+    Client,
     ConnectionFailed,
     HandshakeRejected,
     OpenTimeout,
@@ -430,6 +431,69 @@ def test_close_from_another_task_ends_the_iteration() -> None:
             await asyncio.sleep(0)  # let it start waiting
             await asyncio.wait_for(client.close(), 3.0)
             await asyncio.wait_for(collector.task, 3.0)
+            assert client.status == "closed"
+
+    run(scenario())
+
+
+def test_close_while_waiting_for_welcome_ends_the_iteration_quietly() -> None:
+    """close() while the first connection still waits for welcome: the loop just ends."""
+    accepted = asyncio.Event()
+
+    async def silent(peer: Peer) -> None:
+        await peer.accept()
+        accepted.set()
+        await peer.hold()
+
+    async def scenario() -> None:
+        async with ScriptedServer(silent) as server:
+            client = connect(server.url, **FAST)
+            collector = Collector(client)  # connects lazily, then waits for welcome
+            await asyncio.wait_for(accepted.wait(), 3.0)
+            assert client.status == "connecting"
+            await asyncio.wait_for(client.close(), 5.0)
+            await asyncio.wait_for(collector.task, 5.0)  # no ConnectionFailed raised
+            assert collector.items == []
+            assert client.status == "closed"
+            assert len(server.peers) == 1  # and no reconnect
+
+    run(scenario())
+
+
+def test_status_goes_connecting_open_reconnecting_open_closed() -> None:
+    """The status the client reports at each step of its life."""
+    seen: list[str] = []
+    clients: list[Client] = []
+    checked = asyncio.Event()
+
+    async def first(peer: Peer) -> None:
+        await peer.accept()
+        await peer.send(welcome("e1:0"), event("e1:1"))
+        await checked.wait()
+        await peer.close(1011)
+
+    async def second(peer: Peer) -> None:
+        seen.append(clients[0].status)  # the client is reopening its lost connection
+        await peer.accept()
+        await peer.send(welcome("e1:1"), event("e1:2"))
+        await peer.messages()
+
+    async def scenario() -> None:
+        async with ScriptedServer(first, second) as server:
+            client = connect(server.url, **FAST)
+            clients.append(client)
+            assert client.status == "connecting"
+            await client.__aenter__()
+            assert client.status == "open"
+            checked.set()
+            collector = Collector(client)
+            await collector.wait_events(2)
+            assert seen == ["reconnecting"]
+            assert client.status == "open"
+            await asyncio.wait_for(client.close(), 5.0)
+            await asyncio.wait_for(collector.task, 5.0)
+            assert client.status == "closed"
+            await client.close()  # a second close() is a no-op
             assert client.status == "closed"
 
     run(scenario())

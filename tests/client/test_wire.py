@@ -195,3 +195,21 @@ def test_server_bytes_split_at_any_byte_decode_to_the_same_frames(
     answers = list(server.events())
     assert sum(isinstance(e, Pong) for e in answers) == pings
     assert isinstance(answers[-1], CloseConnection)
+
+
+def test_client_exceptions_live_in_livepanel_client_only() -> None:
+    """The client's exceptions are imported from livepanel.client; the package face has none."""
+    import livepanel
+    import livepanel.client
+
+    for name in (
+        "AuthenticationError",
+        "ConnectionFailed",
+        "HandshakeRejected",
+        "OpenTimeout",
+        "PermissionDenied",
+        "ResumeUnavailable",
+    ):
+        assert name in livepanel.client.__all__
+        assert name not in livepanel.__all__
+        assert not hasattr(livepanel, name), f"livepanel.{name} is still exported"

@@ -284,10 +284,31 @@ def test_python_m_livepanel_demo_parses_its_options(monkeypatch: pytest.MonkeyPa
     """python -m livepanel.demo --host --port --backend-url --interval reach serve()."""
     calls: list[tuple[Any, ...]] = []
     monkeypatch.setattr(
-        livepanel.demo.__main__, "serve", lambda *a, **kw: calls.append((*a, kw["interval"]))
+        livepanel.demo,
+        "serve",
+        lambda **kw: calls.append((kw["host"], kw["port"], kw["backend_url"], kw["interval"])),
     )
-    livepanel.demo.__main__.main(
-        ["--port", "9001", "--backend-url", "redis://x", "--interval", "0"]
+    assert (
+        livepanel.demo.__main__.main(
+            ["--port", "9001", "--backend-url", "redis://x", "--interval", "0"]
+        )
+        == 0
     )
-    livepanel.demo.__main__.main([])
+    assert livepanel.demo.__main__.main([]) == 0
     assert calls == [("127.0.0.1", 9001, "redis://x", 0.0), ("127.0.0.1", 8000, None, 1.5)]
+
+
+def test_python_m_livepanel_demo_takes_the_flags_of_livepanel_demo(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One parser: the help of python -m livepanel.demo is the help of livepanel demo."""
+    from livepanel.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["demo", "--help"])
+    expected = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        livepanel.demo.__main__.main(["--help"])
+    assert capsys.readouterr().out == expected
+    for flag in ("--host", "--port", "--backend-url", "--redis", "--interval"):
+        assert flag in expected

@@ -385,10 +385,29 @@ async def check_client_page(run: PageRun) -> None:
     assert run.namespace["sessions"] == {}
 
 
+async def check_testing_page(run: PageRun) -> None:
+    """The timeout example printed its message, and each ``test_*`` the page defines passes
+    when run as pytest would, with the ``livepanel_events`` fixture."""
+    from livepanel.testing import capture_events
+
+    assert "receive_event: no 'cron.*' event within 0.2 s; skipped: ['welcome']" in run.output
+    tests = [value for name, value in run.namespace.items() if name.startswith("test_")]
+    assert tests, "docs/testing.md defines no test function"
+
+    def with_fixture(test: Callable[..., None]) -> None:
+        assert list(inspect.signature(test).parameters) == ["livepanel_events"], test
+        with capture_events() as events:
+            test(events)
+
+    for test in tests:
+        await asyncio.to_thread(with_fixture, test)
+
+
 PAGE_SETUPS: dict[str, Callable[[], contextlib.AbstractContextManager[Any]]] = {
     "concepts.md": checked_by(check_concepts_page),
     "authentication.md": checked_by(check_authentication_page),
     "client.md": client_page_server,
+    "testing.md": checked_by(check_testing_page),
 }
 
 

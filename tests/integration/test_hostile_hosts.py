@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import urllib.request
 from typing import Any
 
 import pytest
@@ -20,13 +21,16 @@ from livepanel.events import SessionKilled
 from tests.conftest import LogCapture
 from tests.integration.helpers import (
     TIMEOUT,
-    Serve,
     admin_only,
     expect_welcome,
     open_ws,
     recv_json,
 )
 from tests.servers import run_server
+
+# every server the issue names: uvicorn's three WebSocket implementations, and hypercorn
+KINDS = ("uvicorn-websockets-sansio", "uvicorn-websockets", "uvicorn-wsproto", "hypercorn")
+each_server = pytest.mark.parametrize("kind", KINDS)
 
 # what a tracing middleware keeps per request: a span, a request user, a Sentry scope
 request_context: contextvars.ContextVar[str] = contextvars.ContextVar("request", default="-")
@@ -64,15 +68,22 @@ class Tracing:
         await self.app(scope, receive, traced)
 
 
-def test_send_runs_in_the_connections_own_task_and_context(serve: Serve) -> None:
+@each_server
+def test_send_runs_in_the_connections_own_task_and_context(kind: str) -> None:
     """A send wrapper under asyncio.timeout keeps working; each send sees its connection's
     own contextvars and task, never the publishing request's."""
     broadcaster = Broadcaster()
     host = Tracing(LivePanelApp(broadcaster, auth=admin_only()), broadcaster)
-    server = serve(host)
-    import urllib.request
+    with run_server(host, kind) as server:
+        sends = exchange(server, broadcaster, host)
+    assert len(sends) >= 8  # two welcomes and six events
+    assert all(seen == name for name, seen, _ in sends), sends
+    assert all(in_task for _, _, in_task in sends)
 
-    with open_ws(server, "user=a") as a, open_ws(server, "user=b") as b:
+
+def exchange(server: Any, broadcaster: Broadcaster, host: Tracing) -> list[Any]:
+    """Two dashboards; three POSTs that publish; what the wrapped sends saw."""
+    with open_ws(server, "user=a", path="/") as a, open_ws(server, "user=b", path="/") as b:
         expect_welcome(a)
         expect_welcome(b)
         for _ in range(3):
@@ -81,25 +92,29 @@ def test_send_runs_in_the_connections_own_task_and_context(serve: Serve) -> None
                 assert answer.status == 204
             assert recv_json(a)["type"] == "session.killed"
             assert recv_json(b)["type"] == "session.killed"
-    sends = [entry for entry in host.seen if entry[0] in ("user=a", "user=b")]
-    assert len(sends) >= 8  # two welcomes and six events
-    assert all(seen == name for name, seen, _ in sends), sends
-    assert all(in_task for _, _, in_task in sends)
+    return [entry for entry in host.seen if entry[0] in ("user=a", "user=b")]
 
 
 class SlowStart(MemoryBackend):
     """A backend whose start awaits, as a Redis across a network does."""
 
-    async def start(self, deliver: Any) -> str:
+    async def start(self, deliver: Any, control: Any = None) -> str:
         await asyncio.sleep(0.3)
-        return await super().start(deliver)
+        return await super().start(deliver, control)
 
 
-def test_max_connections_holds_when_handshakes_race_a_slow_backend_start(serve: Serve) -> None:
+@each_server
+def test_max_connections_holds_when_handshakes_race_a_slow_backend_start(kind: str) -> None:
     """Four handshakes at once on a cold, slow-starting broadcaster with max_connections=1:
     one is accepted, three get 429."""
     app = LivePanelApp(Broadcaster(SlowStart()), auth=admin_only(), max_connections=1)
-    server = serve(app)
+    with run_server(app, kind) as server:
+        outcomes = race(server)
+    assert sorted(outcomes, key=str) == [101, 429, 429, 429]
+
+
+def race(server: Any) -> list[object]:
+    """Four handshakes released at once; their outcomes (101 or the refusal's status)."""
     outcomes: list[object] = []
     opened: list[Any] = []
     barrier = threading.Barrier(4)
@@ -107,7 +122,7 @@ def test_max_connections_holds_when_handshakes_race_a_slow_backend_start(serve: 
     def attempt() -> None:
         barrier.wait(TIMEOUT)
         try:
-            ws = open_ws(server)
+            ws = open_ws(server, path="/")
         except InvalidStatus as exc:
             outcomes.append(exc.response.status_code)
         else:
@@ -119,11 +134,9 @@ def test_max_connections_holds_when_handshakes_race_a_slow_backend_start(serve: 
         thread.start()
     for thread in threads:
         thread.join(3 * TIMEOUT)
-    try:
-        assert sorted(outcomes, key=str) == [101, 429, 429, 429]
-    finally:
-        for ws in opened:
-            ws.close()
+    for ws in opened:
+        ws.close()
+    return outcomes
 
 
 def test_two_servers_on_two_event_loops_share_one_broadcaster() -> None:
@@ -191,14 +204,21 @@ class FailingSend:
         await self.app(scope, receive, breaking)
 
 
+@each_server
 def test_a_failing_send_ends_that_connection_with_1011_and_no_other(
-    serve: Serve, server_logs: LogCapture
+    kind: str, server_logs: LogCapture
 ) -> None:
     """A send that raises something other than OSError closes that connection with 1011 and a
     log line; the broadcast and the other connection go on."""
     broadcaster = Broadcaster()
-    server = serve(FailingSend(LivePanelApp(broadcaster, auth=admin_only())))
-    with open_ws(server, "break") as bad, open_ws(server) as good:
+    app = FailingSend(LivePanelApp(broadcaster, auth=admin_only()))
+    with run_server(app, kind) as server:
+        failing_send(server, broadcaster)
+    assert "writing to a connection failed (RuntimeError)" in server_logs.text()
+
+
+def failing_send(server: Any, broadcaster: Broadcaster) -> None:
+    with open_ws(server, "break", path="/") as bad, open_ws(server, path="/") as good:
         expect_welcome(bad)
         expect_welcome(good)
         first = broadcaster.publish(killed(1))
@@ -209,4 +229,3 @@ def test_a_failing_send_ends_that_connection_with_1011_and_no_other(
         second = broadcaster.publish(killed(2))
         assert recv_json(good)["id"] == first.id
         assert recv_json(good)["id"] == second.id
-    assert "writing to a connection failed (RuntimeError)" in server_logs.text()

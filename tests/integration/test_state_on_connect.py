@@ -225,3 +225,24 @@ def test_conflate_closes_with_1013_when_nothing_can_be_conflated(serve: Serve) -
                 break
     wait_until(lambda: broadcaster.stats()["slow_disconnects"] == 1, what="a 1013")
     assert broadcaster.stats()["conflated"] == 0
+
+
+def test_the_state_frame_holds_only_entries_the_connections_audience_may_see(
+    serve: Serve,
+) -> None:
+    """An entry published for team:ops is not in the state of a team:dev connection."""
+    broadcaster = Broadcaster()
+    app = LivePanelApp(broadcaster, auth=admin_only(), audiences=lambda principal, scope: {"dev"})
+    server = serve(app)
+    shared = {"sessionKey": "shared", "agentId": "a1", "kind": "direct"}
+    secret = {"sessionKey": "ops-only", "agentId": "a1", "kind": "direct"}
+    mine = {"sessionKey": "dev-only", "agentId": "a1", "kind": "direct"}
+    broadcaster.publish("session.created", shared)
+    broadcaster.publish("session.created", secret, audience={"ops"})
+    broadcaster.publish("session.created", mine, audience={"dev"})
+    with open_ws(server, "state=1") as ws:
+        expect_welcome(ws)
+        state = expect_frame(ws, "state")
+        entries = state["payload"]["collections"]["sessions"]["entries"]
+        assert [e["payload"]["sessionKey"] for e in entries] == ["shared", "dev-only"]
+        assert all("audience" not in e for e in entries)

@@ -118,6 +118,27 @@ def test_since_replays_exactly_the_missed_events_then_live(redis_url: str) -> No
     run(scenario())
 
 
+def test_a_replay_longer_than_a_page_is_read_in_pages_whole_and_in_order(
+    redis_url: str,
+) -> None:
+    """2,500 missed entries come back through XRANGE pages of 1,000: all, in order, once."""
+
+    async def scenario() -> None:
+        async with started(Broadcaster(redis_url, history=3000)) as b:
+            first = await b.apublish(Tick(n=0))
+            for n in range(1, 2501):
+                b.publish(Tick(n=n))
+            last = await b.apublish(Tick(n=2501))
+            assert last.id is not None
+            async with b.subscribe(since=first.id) as events:
+                assert events.resumed is True
+                got = await take(events, 2501)
+                assert numbers(got) == list(range(1, 2502))
+                assert got[-1].id == last.id
+
+    run(scenario())
+
+
 def test_a_since_from_another_process_resumes_once_this_reader_has_caught_up(
     redis_url: str,
 ) -> None:

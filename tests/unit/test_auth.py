@@ -245,6 +245,24 @@ def test_from_env_refuses_other_credentials(credentials: str) -> None:
     assert authenticate(BasicAuth.from_env(), basic(credentials)) is None
 
 
+@pytest.mark.parametrize(
+    ("credentials", "principal"),
+    [("ops:p:w", "ops"), ("ops:p", None), ("Ops:p:w", None), ("root:p:w", None)],
+)
+def test_for_user_accepts_that_user_only(credentials: str, principal: str | None) -> None:
+    """for_user(username, password, realm): one user, its exact password, the realm given."""
+    auth = BasicAuth.for_user("ops", "p:w", realm="livepanel demo")
+    assert authenticate(auth, basic(credentials)) == principal
+    assert auth.realm == "livepanel demo"
+
+
+@pytest.mark.parametrize(("username", "password"), [("", "x"), ("ops", "")])
+def test_for_user_refuses_empty_credentials(username: str, password: str) -> None:
+    """An empty username or password would let anyone in, or no one: a ConfigurationError."""
+    with pytest.raises(ConfigurationError, match="for_user"):
+        BasicAuth.for_user(username, password)
+
+
 @pytest.mark.parametrize("missing", ["DASHBOARD_USERNAME", "DASHBOARD_PASSWORD"])
 @pytest.mark.parametrize("how", ["unset", "empty"])
 def test_from_env_fails_closed_without_a_variable(

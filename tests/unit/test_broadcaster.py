@@ -705,10 +705,10 @@ class SlowStart(MemoryBackend):
         super().__init__()
         self.starts = 0
 
-    async def start(self, deliver: Any) -> str:
+    async def start(self, deliver: Any, control: Any = None) -> str:
         self.starts += 1
         await asyncio.sleep(0)
-        return await super().start(deliver)
+        return await super().start(deliver, control)
 
 
 def test_concurrent_first_uses_start_the_backend_once() -> None:
@@ -754,11 +754,11 @@ class FailingStart(MemoryBackend):
         super().__init__()
         self.failures = 1
 
-    async def start(self, deliver: Any) -> str:
+    async def start(self, deliver: Any, control: Any = None) -> str:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("backend not reachable")
-        return await super().start(deliver)
+        return await super().start(deliver, control)
 
 
 def test_a_failed_start_raises_and_the_next_use_retries() -> None:

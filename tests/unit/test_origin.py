@@ -283,12 +283,3 @@ def test_configuration_error_is_a_value_error() -> None:
     """ConfigurationError is a ValueError, so generic handlers catch it."""
     with pytest.raises(ValueError, match="allowed_origins"):
         OriginPolicy(["nope"])
-
-
-def test_policy_describes_itself() -> None:
-    """describe() summarises the policy for logs."""
-    assert OriginPolicy().describe() == "same-origin"
-    described = OriginPolicy(
-        ["*", "null", "https://panel.example.com", "https://*.x.io"]
-    ).describe()
-    assert described == "*, null, https://panel.example.com:443, https://*.x.io:443"

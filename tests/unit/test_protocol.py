@@ -18,6 +18,7 @@ from livepanel.protocol import (
     CLOSE_POLICY_VIOLATION,
     MAX_GLOB_LENGTH,
     MAX_GLOBS,
+    MAX_PONG_SIZE,
     Ack,
     ClientProtocol,
     Close,
@@ -277,19 +278,35 @@ def test_frame_at_the_limit_is_accepted() -> None:
 
 @pytest.mark.parametrize("char", ["é", "€", "😀"])
 def test_multibyte_frame_is_measured_in_utf8_bytes(char: str) -> None:
-    """The limit counts UTF-8 bytes, not characters: one byte over closes, at the limit passes."""
+    """The limit counts UTF-8 bytes, not characters: one byte over closes, at the limit the
+    frame is answered (its echo is over MAX_PONG_SIZE once escaped: invalid_message)."""
     head, tail = '{"type": "ping", "payload": {"pad": "', '"}}'
     limit = 4096
     room = limit - len(head) - len(tail)
     width = len(char.encode("utf-8"))
     fits = head + char * (room // width) + "x" * (room % width) + tail
     assert len(fits.encode("utf-8")) == limit
-    assert frame(ClientProtocol(max_message_size=limit).receive_text(fits)[0])["type"] == "pong"
+    [reply] = ClientProtocol(max_message_size=limit).receive_text(fits)
+    assert isinstance(reply, Reply)
+    assert frame(reply)["payload"]["code"] == "invalid_message"
     over = head + char * (room // width) + "x" * (room % width + 1) + tail
     assert len(over) <= limit < len(over.encode("utf-8"))
     assert ClientProtocol(max_message_size=limit).receive_text(over) == [
         Close(CLOSE_MESSAGE_TOO_BIG, "message too big")
     ]
+
+
+def test_a_ping_whose_echo_would_exceed_max_pong_size_is_invalid() -> None:
+    """A pong is at most MAX_PONG_SIZE bytes: a larger echo (pongs are ASCII-escaped, up to
+    six bytes a character) is refused as invalid_message, never queued."""
+    small = json.dumps({"type": "ping", "payload": {"pad": "x" * 100}})
+    [reply] = ClientProtocol().receive_text(small)
+    assert frame(reply)["type"] == "pong"
+    big = json.dumps({"type": "ping", "payload": {"pad": "\u00e9" * 1000}})
+    [reply] = ClientProtocol().receive_text(big)
+    answer = frame(reply)
+    assert (answer["type"], answer["payload"]["code"]) == ("error", "invalid_message")
+    assert str(MAX_PONG_SIZE) in answer["payload"]["message"]
 
 
 # --------------------------------------------------------------------------- rate limit

@@ -30,10 +30,12 @@ from typing import Any
 from livepanel.events import Event
 from livepanel.state import StateSnapshot
 
-__all__ = ["Backend", "Deliver"]
+__all__ = ["Backend", "Control", "Deliver"]
 
 Deliver = Callable[[Sequence[Event]], None]
 """Called with newly stored events, in stream order, one call at a time, from any thread."""
+Control = Callable[[dict[str, Any]], None]
+"""Called with each control message (a revocation) sent through the stream, on any thread."""
 
 
 class Backend(abc.ABC):
@@ -53,12 +55,14 @@ class Backend(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, deliver: Deliver) -> str:
+    async def start(self, deliver: Deliver, control: Control | None = None) -> str:
         """Begin delivering new events to ``deliver``, from the running event loop.
 
         Returns the id of the newest event, or the epoch's start id while the
         stream is empty; ``deliver`` gets exactly the events after it. Called
-        again, on another loop, when the loop it ran on has closed.
+        again, on another loop, when the loop it ran on has closed. ``control``
+        gets every message of :meth:`send_control`, from this process or any
+        other sharing the stream.
         """
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
@@ -78,6 +82,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def replay(self, since: str) -> list[Event] | None:
         """Every retained event after ``since``, or ``None`` when ``since`` is not retained."""
+
+    @abc.abstractmethod
+    async def send_control(self, message: dict[str, Any]) -> None:
+        """Hand ``message`` to the ``control`` callback of every process sharing the stream
+        (this one included); raise ``BackendUnavailable`` when it cannot."""
 
     async def state(self) -> StateSnapshot:
         """The state folded from the stream, with the id of the newest event it covers.

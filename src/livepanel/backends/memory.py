@@ -6,8 +6,9 @@ import dataclasses
 import secrets
 import threading
 from collections import deque
+from typing import Any
 
-from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.base import Backend, Control, Deliver
 from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
 from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot
@@ -36,20 +37,27 @@ class MemoryBackend(Backend):
         self._seq = 0
         self._lock = threading.Lock()  # ids, history and delivery go in one order
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
 
     @property
     def start_id(self) -> str:
         """The id that marks the start of this epoch: ``"<epoch>:0"``."""
         return make_id(self.epoch, "0")
 
-    async def start(self, deliver: Deliver) -> str:
+    async def start(self, deliver: Deliver, control: Control | None = None) -> str:
         with self._lock:
             self._deliver = deliver
+            self._control = control
             return make_id(self.epoch, str(self._seq))
 
     async def stop(self) -> None:
         with self._lock:
-            self._deliver = None
+            self._deliver = self._control = None
+
+    async def send_control(self, message: dict[str, Any]) -> None:
+        control = self._control  # one process: straight back
+        if control is not None:
+            control(message)
 
     def publish_nowait(self, event: Event) -> Event:
         with self._lock:

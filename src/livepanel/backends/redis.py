@@ -68,7 +68,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.base import Backend, Control, Deliver
 from livepanel.backends.redis_connect import (
     RedisClient,
     RedisTarget,
@@ -112,9 +112,11 @@ MAX_ENTRY_SIZE = 4 * 1024 * 1024
 payloads well below this."""
 
 FIELD = "event"
+CONTROL_FIELD = "control"  # an entry for the workers, never for clients (revocation)
 START = "0-0"
 _WRITE_BATCH = 200  # events per script call
 _READ_COUNT = 1000  # entries per XREAD
+_REPLAY_PAGE = 1000  # entries per XRANGE of a replay
 _DECODE_SLICE = 100  # entries checked between two turns of the event loop
 _Position = tuple[int, ...]
 _MAX_ID_PART = 2**64 - 1  # a stream entry id is two unsigned 64-bit numbers
@@ -379,6 +381,7 @@ class RedisBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._deliver: Deliver | None = None
+        self._control: Control | None = None
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._writer_wake: asyncio.Future[None] | None = None
@@ -436,7 +439,7 @@ class RedisBackend(Backend):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, deliver: Deliver) -> str:
+    async def start(self, deliver: Deliver, control: Control | None = None) -> str:
         """Connect, learn the stream's epoch and head, start the writer and the reader.
 
         Returns:
@@ -479,6 +482,7 @@ class RedisBackend(Backend):
             self._loop = loop
             self._loop_thread = threading.get_ident()
             self._deliver = deliver
+            self._control = control
             self.epoch = state.epoch
             self._move_to(self._seed(state, seed))
             # held events go after the head, so the first subscribers see them live
@@ -513,6 +517,7 @@ class RedisBackend(Backend):
             self._loop = None
             self._loop_thread = None
             self._deliver = None
+            self._control = None
             leftover = list(self._outbox)
             self._outbox.clear()
         lost = 0
@@ -813,6 +818,15 @@ class RedisBackend(Backend):
         assert epoch is not None
         events: list[Event] = []
         for entry_id, fields in entries:
+            control = _control_of(fields)
+            if control is not None:  # a revocation, in stream order with the events
+                self._fold.apply_all(events)
+                if events and self._deliver is not None:
+                    self._deliver(events)
+                events = []
+                if self._control is not None and control:
+                    self._control(control)
+                continue
             try:
                 event = decode_entry(fields)
             except RejectedEntry as exc:
@@ -897,6 +911,24 @@ class RedisBackend(Backend):
         self._last_id = entry_id
         self._position = _position(entry_id)
 
+    async def send_control(self, message: dict[str, Any]) -> None:
+        """Append a control entry to the stream: every worker's reader acts on it, in order.
+
+        Raises:
+            BackendUnavailable: Redis did not take it.
+        """
+        publish_script = self._get_scripts()[0]
+        keys = [self.stream, self.epoch_key, self.state_key, self.state_order_key]
+        text = json.dumps(message, separators=(",", ":"))
+        args = [_new_epoch(), self.maxlen, CONTROL_FIELD, self.state_limit, 1, text, ""]
+        try:
+            await asyncio.wait_for(publish_script(keys=keys, args=args), self.timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            raise BackendUnavailable(
+                f"livepanel: Redis at {self.location} did not take a control message "
+                f"({_describe(exc)})"
+            ) from None
+
     # ------------------------------------------------------------------ replay
 
     async def replay(self, since: str) -> list[Event] | None:
@@ -916,8 +948,13 @@ class RedisBackend(Backend):
             pipe = client.pipeline(transaction=True)  # one consistent view
             pipe.hmget(self.epoch_key, ["epoch", "first"])
             pipe.xrange(self.stream, entry, entry)
-            pipe.xrange(self.stream, "-" if entry == START else f"({entry}", "+")
+            pipe.xrange(
+                self.stream, "-" if entry == START else f"({entry}", "+", count=_REPLAY_PAGE
+            )
             (current, first), anchor, after = await pipe.execute()
+            entries = _entry_list(after)
+            if current is not None and _text(current) == epoch:
+                entries += await self._rest_of_range(client, epoch, entries)
         except Exception as exc:
             if not self._replay_down:
                 self._replay_down = True
@@ -931,7 +968,8 @@ class RedisBackend(Backend):
         self._replay_down = False
         if current is None or _text(current) != epoch:
             return None
-        entries = _entry_list(after)
+        if entries and entries[-1] is None:
+            return None  # the epoch changed while the range was read: cannot vouch for it
         if entry == START:
             if first is None:
                 if entries:
@@ -951,6 +989,24 @@ class RedisBackend(Backend):
                 continue  # logged and counted when the reader met it
             events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
         return events
+
+    async def _rest_of_range(
+        self, client: Any, epoch: str, first_page: list[tuple[str, Any]]
+    ) -> list[Any]:
+        """The entries after a full first page, a page at a time (one reply never holds a
+        whole long history); ends with ``None`` when the epoch changed meanwhile."""
+        rest: list[Any] = []
+        page = first_page
+        while len(page) == _REPLAY_PAGE:
+            pipe = client.pipeline(transaction=True)
+            pipe.hget(self.epoch_key, "epoch")
+            pipe.xrange(self.stream, f"({page[-1][0]}", "+", count=_REPLAY_PAGE)
+            current, after = await pipe.execute()
+            if current is None or _text(current) != epoch:
+                return [None]
+            page = _entry_list(after)
+            rest.extend(page)
+        return rest
 
     # ------------------------------------------------------------------ state
 
@@ -1235,6 +1291,20 @@ def _stream_entries(reply: Any) -> list[tuple[str, Any]]:
     return _entry_list(reply[0][1])
 
 
+def _control_of(fields: Any) -> dict[str, Any] | None:
+    """A control entry's message (``{}`` when unreadable), or ``None`` for any other entry."""
+    if not isinstance(fields, dict):
+        return None
+    raw = fields.get(CONTROL_FIELD.encode(), fields.get(CONTROL_FIELD))
+    if raw is None:
+        return None
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return message if isinstance(message, dict) else {}
+
+
 def _state_spec(event: Event) -> str:
     """How the publish script folds ``event`` into the state kept in Redis ("" for none)."""
     rule = state_rules().get(event.type)
@@ -1250,12 +1320,10 @@ def _state_spec(event: Event) -> str:
 
 
 def _stored_json(event: Event) -> str:
-    """The entry's JSON: the wire form, plus the publisher's trace context when it has one."""
-    if not event.trace:
+    """The entry's JSON: the wire form, plus its audience and trace context when it has them."""
+    if not event.trace and event.audience is None:
         return event.to_json()
-    data = event.to_dict()
-    data["trace"] = dict(event.trace)
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(event.stored_dict(), separators=(",", ":"), ensure_ascii=False)
 
 
 class RejectedEntry(ValueError):
@@ -1318,7 +1386,7 @@ def decode_entry(fields: Any) -> Event:
     except (ValueError, TypeError, RecursionError):
         # the message may quote the entry's values: name only the type, a registered name
         raise RejectedEntry(f"invalid payload for {event.type}") from None
-    return Event(event.type, payload, event.timestamp, trace=event.trace)
+    return Event(event.type, payload, event.timestamp, trace=event.trace, audience=event.audience)
 
 
 def _not_json(name: str) -> Any:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from livepanel.broadcaster import Broadcaster
 from livepanel.demo.gateway import AGENTS, KINDS, SimulatedGateway
 from livepanel.origin import OriginPolicy
 from livepanel.presence import track
+from livepanel.protocol import CLOSE_POLICY_VIOLATION
 from livepanel.throttle import client_address
 
 __all__ = ["DemoApp"]
@@ -86,14 +86,7 @@ class DemoApp:
         heartbeat_interval: float = 25.0,
     ) -> None:
         self.broadcaster = broadcaster if broadcaster is not None else Broadcaster()
-        expected = (username.encode(), password.encode())
-
-        def verify(given_user: str, given_password: str) -> bool:
-            user_ok = hmac.compare_digest(given_user.encode(), expected[0])
-            password_ok = hmac.compare_digest(given_password.encode(), expected[1])
-            return user_ok & password_ok
-
-        self.auth = BasicAuth(verify, realm="livepanel demo")
+        self.auth = BasicAuth.for_user(username, password, realm="livepanel demo")
         self.endpoint = LivePanelApp(
             self.broadcaster, auth=self.auth, heartbeat_interval=heartbeat_interval
         )
@@ -159,7 +152,7 @@ class DemoApp:
         elif kind == "http":
             await self._http(cast(HTTPScope, scope), receive, send)
         else:
-            await send({"type": "websocket.close", "code": 1008, "reason": ""})
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": ""})
 
     async def _lifespan(self, receive: ASGIReceiveCallable, send: Any) -> None:
         while True:
