@@ -166,3 +166,23 @@ def test_the_seeded_fold_equals_a_fold_of_the_whole_stream(redis_url: str) -> No
             assert ids_of(state, name) == [e.id for e in entries], name
 
     run(go())
+
+
+def test_control_entries_between_events_keep_the_state_in_step(redis_url: str) -> None:
+    """A revocation (a control entry in the stream) between events: every event is folded."""
+
+    async def go() -> None:
+        async with started(Broadcaster(redis_url)) as a, started(Broadcaster(redis_url)) as b:
+            async with b.subscribe() as events:
+                await publish_sessions(a, ["s1"])
+                await a.disconnect(user="nobody")
+                last = await publish_sessions(a, ["s2"])
+                await take(events, 2)
+            for broadcaster in (a, b):
+                state = await broadcaster.state()
+                assert sessions(state) == ["s1", "s2"]
+            assert (await b.state())["lastEventId"] == last.id
+        async with started(Broadcaster(redis_url)) as c:
+            assert sessions(await c.state()) == ["s1", "s2"]
+
+    run(go())
