@@ -11,6 +11,7 @@ keeps of itself.
 
     python benchmarks/state.py                          # 20,000 events a round, best of 5
     python benchmarks/state.py --src /work/main/src     # also the plain rate of another tree
+    python benchmarks/state.py --redis redis://127.0.0.1:6390/0   # also through Redis
 
 Prints one JSON object (``--json FILE`` writes it too). See docs/state.md.
 """
@@ -76,6 +77,60 @@ def publish_rates(events: int, rounds: int) -> dict[str, float]:
     return best
 
 
+async def redis_rates(url: str, events: int, rounds: int) -> dict[str, float]:
+    """Events per second through Redis (written by the publish script, read back by this
+    process's reader), best of ``rounds``, per type; the stream is emptied first."""
+    import redis.asyncio as redis_asyncio
+
+    from livepanel import Broadcaster
+
+    client = redis_asyncio.Redis.from_url(url)
+    await client.delete("bench:events", "bench:events:epoch", "bench:events:state")
+    await client.delete("bench:events:state:order")
+    await client.aclose()
+    broadcaster = Broadcaster(f"{url}?stream=bench:events", history=1000)
+    await broadcaster.start()
+    best = {"without_collection": 0.0, "with_collection": 0.0}
+    try:
+        for _ in range(rounds):
+            for label, kind in (
+                ("without_collection", "bench.plain"),
+                ("with_collection", "bench.keyed"),
+            ):
+                start = time.perf_counter()
+                for n in range(events):
+                    broadcaster.publish(kind, {"key": f"k{n % 1000}", "value": n})
+                last = await broadcaster.apublish(kind, {"key": "k", "value": -1})
+                for _ in range(100_000):  # until this process's reader delivered it
+                    if broadcaster.last_event_id == last.id:
+                        break
+                    await asyncio.sleep(0.001)
+                best[label] = max(best[label], (events + 1) / (time.perf_counter() - start))
+    finally:
+        await broadcaster.close()
+    return best
+
+
+def fold_cost(events: int, rounds: int) -> float:
+    """Microseconds ``StateFold.apply`` takes per keyed event (1,000 keys), best of ``rounds``:
+    the part of a publish that state on connect adds, without the noise of a whole publish."""
+    from livepanel import Event
+    from livepanel.state import StateFold
+
+    batch = [
+        Event("bench.keyed", {"key": f"k{n % 1000}", "value": n}, id=f"e1:{n + 1}")
+        for n in range(events)
+    ]
+    best = float("inf")
+    for _ in range(rounds):
+        fold = StateFold("e1")
+        start = time.perf_counter()
+        for event in batch:
+            fold.apply(event)
+        best = min(best, (time.perf_counter() - start) / events)
+    return best * 1e6
+
+
 def other_tree_rate(src: str, events: int, rounds: int) -> float:
     """The plain publish rate of another livepanel source tree, in a fresh interpreter."""
     code = PLAIN_RATE.format(src=src, events=events, rounds=rounds)
@@ -131,15 +186,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds; the best counts")
     parser.add_argument("--entries", type=int, default=10_000, help="entries of the big state")
     parser.add_argument("--src", help="another livepanel src/ tree: its plain publish rate too")
+    parser.add_argument("--redis", metavar="URL", help="also publish through this Redis")
     parser.add_argument("--json", metavar="FILE", help="also write the results here")
     args = parser.parse_args()
     rates = publish_rates(args.events, args.rounds)
+    fold_us = fold_cost(args.events, args.rounds)
     results: dict[str, Any] = {
         "publish_per_second": {k: round(v) for k, v in rates.items()},
         "with_collection_vs_without": round(
             rates["with_collection"] / rates["without_collection"], 3
         ),
+        "fold_us_per_event": round(fold_us, 3),
+        "fold_share_of_a_publish": round(fold_us * rates["without_collection"] / 1e6, 4),
     }
+    if args.redis:
+        through = asyncio.run(redis_rates(args.redis, args.events // 4, args.rounds))
+        results["redis_per_second"] = {k: round(v) for k, v in through.items()}
+        results["redis_with_collection_vs_without"] = round(
+            through["with_collection"] / through["without_collection"], 3
+        )
     if args.src:
         other = other_tree_rate(args.src, args.events, args.rounds)
         results["other_tree"] = {"src": args.src, "publish_per_second": round(other)}

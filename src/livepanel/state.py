@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from livepanel.events import Event, StateRule, format_timestamp, state_rules
+from livepanel.events import _STATE_RULES, Event, StateRule, format_timestamp, state_rules
 from livepanel.protocol import TypeFilter
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
 
 logger = logging.getLogger("livepanel")
 _RULES = state_rules()  # a live view: types registered later count too
+_RULE_OF = _STATE_RULES.get  # the hot path: the registry's own dict, read only
 
 DEFAULT_STATE_LIMIT = 10_000
 """Most entries one keyed collection holds; beyond it the entry updated longest ago goes."""
@@ -138,6 +139,7 @@ class StateFold:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError("StateFold: limit must be an integer >= 1")
         self.epoch = epoch
+        self._prefix = f"{epoch}:"
         self.limit = limit
         self.last_event_id = start_id if start_id is not None else f"{epoch}:0"
         self.evicted = 0
@@ -148,6 +150,7 @@ class StateFold:
     def reset(self, epoch: str, start_id: str | None = None) -> None:
         """Start over empty in ``epoch`` (the stream lost its history)."""
         self.epoch = epoch
+        self._prefix = f"{epoch}:"
         self.last_event_id = start_id if start_id is not None else f"{epoch}:0"
         self._keyed.clear()
         self._kept.clear()
@@ -155,34 +158,35 @@ class StateFold:
     def apply(self, event: Event) -> None:
         """Fold one event (with its id) into the state; events of no collection only move
         the position."""
-        if event.id is not None:
-            epoch = event.id.partition(":")[0]
-            if epoch != self.epoch:
-                self.reset(epoch)
-            self.last_event_id = event.id
-        rule = _RULES.get(event.type)
+        event_id = event.id
+        if event_id is not None:
+            if not event_id.startswith(self._prefix):
+                self.reset(event_id.partition(":")[0])
+            self.last_event_id = event_id
+        rule = _RULE_OF(event.type)
         if rule is None:
             return
+        name = rule.collection
         if rule.key is None:
-            kept = self._kept.get(rule.collection)
+            kept = self._kept.get(name)
             keep = rule.keep or 1
             if kept is None or kept.maxlen != keep:
-                kept = self._kept[rule.collection] = deque(kept or (), maxlen=keep)
+                kept = self._kept[name] = deque(kept or (), maxlen=keep)
             kept.append(event)
             return
-        where = entry_key(event, rule)
-        if where is None:
-            return
-        entries = self._keyed.get(rule.collection)
+        key = event.payload.get(rule.key)
+        if key is None:
+            return  # an optional key left out: the event changes no entry
+        if not isinstance(key, (str, int, float, bool)):
+            key = json.dumps(key, sort_keys=True, separators=(",", ":"))
+        entries = self._keyed.get(name)
         if entries is None:
-            entries = self._keyed[rule.collection] = OrderedDict()
-        key = where[1]
+            entries = self._keyed[name] = OrderedDict()
         if rule.removes:
             entries.pop(key, None)
             return
-        if key in entries:
-            entries.move_to_end(key)
         entries[key] = event
+        entries.move_to_end(key)
         if len(entries) > self.limit:
             entries.popitem(last=False)
             self.evicted += 1
@@ -191,7 +195,7 @@ class StateFold:
                 logger.warning(
                     "livepanel: state collection %r holds more than %d entries; evicting "
                     "the ones updated longest ago (raise state_limit to keep more)",
-                    rule.collection,
+                    name,
                     self.limit,
                 )
 
