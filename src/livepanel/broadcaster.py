@@ -772,7 +772,8 @@ class Broadcaster:
         """
         try:
             snapshot = await self._at_home(self.backend.state)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, NotImplementedError) as exc:
+            # the client goes on as if it had not asked: live events (or resume_unavailable)
             logger.warning("livepanel: cannot read the state now (%s)", exc)
             if since is not None:
                 conn.end_replay(since, None)

@@ -246,3 +246,26 @@ def test_broadcaster_refuses_an_unknown_slow_consumer_policy():
         Broadcaster(slow_consumer="merge")  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="state_limit"):
         Broadcaster(state_limit=0)
+
+
+def test_a_backend_without_state_answers_as_if_no_state_was_asked(caplog):
+    """A Backend that keeps no state: no state frame, a warning, live events still flow."""
+    from livepanel import Broadcaster, MemoryBackend
+    from livepanel.state import StateSnapshot
+
+    class Stateless(MemoryBackend):
+        async def state(self) -> StateSnapshot:
+            raise NotImplementedError("Stateless keeps no state")
+
+    async def go() -> list[str]:
+        broadcaster = Broadcaster(Stateless())
+        async with broadcaster.connection() as conn:
+            await conn.subscribe(["*"], None, state=True)
+            broadcaster.publish("session.killed", {"sessionKey": "s1", "agentId": "a1"})
+            kinds = [json.loads(frame.text)["type"] for frame in conn.take()]
+        await broadcaster.close()
+        return kinds
+
+    with caplog.at_level(logging.WARNING, logger="livepanel"):
+        assert asyncio.run(go()) == ["session.killed"]
+    assert any("cannot read the state" in r.getMessage() for r in caplog.records)
