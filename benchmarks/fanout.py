@@ -74,6 +74,7 @@ class Spec:
     extra: bool = False  # only with --targets: what each ASGI server costs by itself
     events_scale: float = 1.0  # the slowest peers broadcast fewer events, to bound the run
     src: Path | None = None  # another livepanel source tree (--compare), else --src
+    env: tuple[tuple[str, str], ...] = ()  # more environment for the target
 
     def missing(self) -> list[str]:
         absent = [m for m in self.needs if m != "redis-server" and not _importable(m)]
@@ -108,6 +109,17 @@ SPECS: dict[str, Spec] = {
             "uvicorn",
             ready_frames=1,
             needs=_LP,
+        ),
+        Spec(
+            "livepanel-audiences",
+            "livepanel, 10 audience groups, uvicorn",
+            "livepanel_app.py",
+            "/",
+            "uvicorn",
+            ready_frames=1,
+            needs=_LP,
+            extra=True,  # run it with --targets, beside "livepanel"
+            env=(("BENCH_AUDIENCE_GROUPS", "10"),),
         ),
         Spec(
             "livepanel-wsproto",
@@ -619,6 +631,7 @@ def _run_target_once(
         PYTHONUNBUFFERED="1",
         PYTHONPATH=os.pathsep.join([str(spec.src or options.src), env.get("PYTHONPATH", "")]),
     )
+    env.update(spec.env)
     if spec.redis:
         env["BENCH_BACKEND"] = f"{options.redis_url}?stream=bench:{uuid.uuid4().hex[:8]}"
     command = [*pinned(options.server_cpu), sys.executable, str(TARGETS_DIR / spec.script)]

@@ -31,11 +31,22 @@ if EVENT_TYPE not in registered_types():
 logging.getLogger("livepanel").setLevel(logging.ERROR)  # auth=None warns once per app
 backend = os.environ.get("BENCH_BACKEND", "memory")
 broadcaster = Broadcaster(None if backend == "memory" else backend)
-endpoint = LivePanelApp(broadcaster, auth=None, client_rate=None)
+# BENCH_AUDIENCE_GROUPS=10: each connection joins one of 10 audiences, round robin, and
+# each event names all ten: every client still gets every event, through the audience path
+GROUPS = [f"group:{n}" for n in range(int(os.environ.get("BENCH_AUDIENCE_GROUPS", "0")))]
+joined = iter(range(10**9))
+
+
+def audiences(principal: object, scope: object) -> set[str] | None:
+    return {GROUPS[next(joined) % len(GROUPS)]} if GROUPS else None
+
+
+endpoint = LivePanelApp(broadcaster, auth=None, client_rate=None, audiences=audiences)
+AUDIENCE = set(GROUPS) or None
 
 
 def broadcast_one(seq: int) -> None:
-    broadcaster.publish(EVENT_TYPE, payload(seq))
+    broadcaster.publish(EVENT_TYPE, payload(seq), audience=AUDIENCE)
 
 
 target = Target(lambda: broadcaster.connection_count, broadcast_one)

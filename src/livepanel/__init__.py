@@ -12,7 +12,7 @@ Example::
 from livepanel.__about__ import __version__
 from livepanel.asgi import LivePanelApp, LivePanelMiddleware
 from livepanel.assets import static_path
-from livepanel.auth import Authenticator, BasicAuth
+from livepanel.auth import AnyOf, Authenticator, BasicAuth
 from livepanel.backends import Backend, MemoryBackend
 from livepanel.broadcaster import (
     Broadcaster,
@@ -25,8 +25,10 @@ from livepanel.broadcaster import (
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, event_type
 from livepanel.health import health_app
+from livepanel.tickets import TicketAuth, Tickets
 
 __all__ = [
+    "AnyOf",
     "Authenticator",
     "Backend",
     "BackendUnavailable",
@@ -40,6 +42,8 @@ __all__ = [
     "MemoryBackend",
     "SlowConsumer",
     "Subscription",
+    "TicketAuth",
+    "Tickets",
     "__version__",
     "broadcast_event",
     "event_type",

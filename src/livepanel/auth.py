@@ -1,4 +1,4 @@
-"""Authentication of WebSocket handshakes: HTTP Basic and the ``Authenticator`` protocol.
+"""Authentication of WebSocket handshakes: HTTP Basic, the ``Authenticator`` protocol and ``AnyOf``.
 
 An authenticator takes the ASGI scope of the handshake and returns a principal
 (anything truthy that identifies the user) or ``None`` to refuse it with 401.
@@ -18,7 +18,13 @@ from asgiref.typing import WWWScope
 
 from livepanel.errors import ConfigurationError
 
-__all__ = ["Authenticator", "BasicAuth", "credentials_presented", "parse_basic_authorization"]
+__all__ = [
+    "AnyOf",
+    "Authenticator",
+    "BasicAuth",
+    "credentials_presented",
+    "parse_basic_authorization",
+]
 
 Verifier = Callable[[str, str], Any | Awaitable[Any]]
 
@@ -203,3 +209,68 @@ class BasicAuth:
 
     def __repr__(self) -> str:
         return f"BasicAuth(realm={self.realm!r})"
+
+
+class AnyOf:
+    """Accepts what the first of several authenticators whose credentials it sees accepts.
+
+    One endpoint then serves a dashboard that connects with a ticket and a
+    script that sends Basic credentials. The authenticators are asked in
+    order, each only when the handshake carries its kind of credentials
+    (:func:`credentials_presented`): the first such one decides, and a
+    refusal is final (the next is not tried). A handshake with credentials
+    for none of them is refused. The 401's ``WWW-Authenticate`` is the first
+    member's challenge (``Basic`` for :class:`BasicAuth`).
+
+    Args:
+        *authenticators: :class:`Authenticator` objects, in order.
+
+    Raises:
+        ConfigurationError: no authenticator, or one that is not callable.
+
+    Example::
+
+        from livepanel.tickets import TicketAuth, Tickets
+
+        auth = AnyOf(BasicAuth.from_env(), TicketAuth(Tickets.from_env()))
+        app.mount("/ws", LivePanelApp(auth=auth))
+    """
+
+    def __init__(self, *authenticators: Authenticator) -> None:
+        if not authenticators:
+            raise ConfigurationError("AnyOf: give at least one authenticator")
+        for auth in authenticators:
+            if not callable(auth):
+                raise ConfigurationError(
+                    f"AnyOf: {auth!r} is not an Authenticator (an async callable of the scope)"
+                )
+        self.authenticators = tuple(authenticators)
+
+    def credentials_presented(self, scope: WWWScope) -> bool:
+        """Whether the handshake carries credentials for any of the authenticators.
+
+        Example::
+
+            >>> basic = BasicAuth(lambda u, p: True)
+            >>> AnyOf(basic).credentials_presented({"headers": [(b"authorization", b"x")]})
+            True
+        """
+        return any(credentials_presented(auth, scope) for auth in self.authenticators)
+
+    @property
+    def challenge(self) -> str | None:
+        """The ``WWW-Authenticate`` value of the first authenticator that has one."""
+        for auth in self.authenticators:
+            challenge = getattr(auth, "challenge", None)
+            if isinstance(challenge, str):
+                return challenge
+        return None
+
+    async def __call__(self, scope: WWWScope) -> Any:
+        for auth in self.authenticators:
+            if credentials_presented(auth, scope):
+                return await auth(scope)
+        return None
+
+    def __repr__(self) -> str:
+        return f"AnyOf({', '.join(repr(a) for a in self.authenticators)})"

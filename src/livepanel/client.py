@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, Union
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -53,6 +53,7 @@ from livepanel.protocol import CLOSE_NORMAL, parse_id, type_globs
 from livepanel.state import ClientState
 
 __all__ = [
+    "MAX_REDIRECTS",
     "STABLE_AFTER",
     "AuthenticationError",
     "Client",
@@ -66,6 +67,20 @@ __all__ = [
 ]
 
 logger = logging.getLogger("livepanel")
+
+MAX_REDIRECTS = 3
+"""Handshake redirects a client follows at most, within one origin."""
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class _Redirected(Exception):
+    """The handshake was redirected within the origin: try again at ``path``."""
+
+    def __init__(self, path: str, query: list[tuple[str, str]]) -> None:
+        super().__init__(path)
+        self.path = path
+        self.query = query
+
 
 Status = Literal["connecting", "open", "reconnecting", "auth_failed", "closed"]
 """A client's state, :attr:`Client.status`: the same states as ``livepanel.js``'s."""
@@ -917,9 +932,25 @@ class Client:
         return True
 
     async def _open(self) -> None:
-        """One attempt: TCP, TLS, the handshake and ``welcome``, within ``open_timeout``."""
+        """One attempt: TCP, TLS, the handshake and ``welcome``, within ``open_timeout``.
+
+        A redirect to another path of the same origin (``Mount("/ws")`` answers
+        ``/ws`` with 307 to ``/ws/``) is followed, at most ``MAX_REDIRECTS`` times.
+        """
         try:
-            await asyncio.wait_for(self._handshake(), self.open_timeout)
+            for _ in range(MAX_REDIRECTS + 1):
+                try:
+                    await asyncio.wait_for(self._handshake(), self.open_timeout)
+                except _Redirected as moved:
+                    self._drop(abort=True)
+                    logger.info("livepanel: %s redirects to %s; following", self.url, moved.path)
+                    self._path, self._query = moved.path, moved.query
+                    continue
+                break
+            else:
+                raise HandshakeRejected(
+                    307, f"{self.url}: more than {MAX_REDIRECTS} redirects; not followed"
+                )
             self._settle()  # welcome and a close may come in one read
         except asyncio.TimeoutError:
             self._drop(abort=True)
@@ -952,6 +983,8 @@ class Client:
             data = await reader.read(_READ_SIZE)
             for output in wire.receive_data(data or None):
                 if isinstance(output, Rejected):
+                    if output.status in _REDIRECTS:
+                        raise self._redirect(output, target)
                     raise await self._rejection(output, target)
                 self._handle(output)
             await self._send_pending()
@@ -974,6 +1007,29 @@ class Client:
         query = urlencode(params, safe="*,:?")
         return f"{self._path}?{query}" if query else self._path
 
+    def _redirect(self, rejected: Rejected, target: str) -> Exception:
+        """A redirect to follow (same origin: the credentials go along), or the refusal."""
+        location = next(
+            (v.decode("latin-1") for k, v in rejected.headers if k.lower() == b"location"), ""
+        )
+        scheme = "wss" if self._ssl is not None else "ws"
+        here = f"{scheme}://{self._host_header}{target}"
+        there = urlsplit(urljoin(here, location.strip()))
+        moved_scheme = {"http": "ws", "https": "wss"}.get(there.scheme, there.scheme)
+        try:
+            port = there.port or (443 if moved_scheme == "wss" else 80)
+        except ValueError:
+            port = -1
+        if (moved_scheme, there.hostname, port) != (scheme, self._host, self._port):
+            shown = _redact(location)[:200]
+            return HandshakeRejected(
+                rejected.status,
+                f"{self.url}: the server redirects to {shown!r}, another origin; not followed "
+                "(connect to that URL if you trust it)",
+            )
+        query = [(k, v) for k, v in parse_qsl(there.query, keep_blank_values=True)]
+        return _Redirected(there.path or "/", query)
+
     async def _rejection(self, rejected: Rejected, target: str) -> HandshakeRejected:
         status, code, message = rejected.status, None, ""
         try:
@@ -986,7 +1042,11 @@ class Client:
         if status == 403 and code is None:
             # a server without the ASGI denial-response extension turns every denial
             # into 403; a plain GET to the endpoint answers with the real status
-            status = await self._probe(target) or status
+            probed, location = await self._probe(target)
+            if probed in _REDIRECTS and location:
+                moved = Rejected(probed, ((b"location", location),), b"")
+                raise self._redirect(moved, target)
+            status = probed or status
         if status == 401:
             return AuthenticationError(
                 status,
@@ -999,8 +1059,10 @@ class Client:
         why = f": {message}" if message else ""
         return HandshakeRejected(status, f"{self.url}: the server answered {status}{why}", code)
 
-    async def _probe(self, target: str) -> int | None:
-        """The status of a plain HTTP GET to the endpoint (livepanel runs the same checks)."""
+    async def _probe(self, target: str) -> tuple[int | None, bytes]:
+        """The status (and ``Location``) of a plain HTTP GET to the endpoint: livepanel runs
+        the same checks, and a router that only closes a WebSocket it cannot route (a
+        Starlette ``Mount`` at ``/ws``) tells a plain GET where the endpoint is."""
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_connection(
@@ -1015,9 +1077,18 @@ class Client:
             writer.write("\r\n".join(lines).encode("latin-1"))
             status_line = await reader.readline()
             parts = status_line.split()
-            return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+            status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+            location = b""
+            for _ in range(100):  # the headers, bounded
+                line = await reader.readline()
+                if line in (b"\r\n", b"\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"location":
+                    location = value.strip()[:2048]
+            return status, location
         except (OSError, ValueError):
-            return None
+            return None, b""
         finally:
             if writer is not None:
                 writer.transport.abort()

@@ -467,3 +467,109 @@ test("URLs: credentials in the page's URL are left out of the WebSocket and prob
   assert.equal(url, "ws://panel.test:8000/ws?batch=1&state=1");
   assert.equal(probeUrl(url), "http://panel.test:8000/ws?batch=1&state=1");
 });
+
+// ---------------------------------------------------------------------------- tickets
+
+function numberedTickets() {
+  let issued = 0;
+  const ticket = async () => `t${++issued}`;
+  return { ticket, count: () => issued };
+}
+
+const ticketOf = (url) => new URL(url).searchParams.get("ticket");
+
+test("tickets: a fresh ticket is fetched before every connection and sent as ?ticket=", async () => {
+  const { ticket } = numberedTickets();
+  client({ ticket });
+  await flush();
+  assert.equal(ticketOf(latest().url), "t1");
+  latest().welcome();
+  latest().drop();
+  mock.timers.tick(250);
+  await flush();
+  assert.equal(FakeSocket.instances.length, 2);
+  assert.equal(ticketOf(latest().url), "t2", "never the spent one");
+});
+
+test("tickets: the probe of a refused handshake carries a fresh ticket, not the spent one", async () => {
+  const { ticket } = numberedTickets();
+  const probes = [];
+  const fetch = async (url) => {
+    probes.push(url);
+    return { status: 426, json: async () => ({}) };
+  };
+  const { statuses } = client({ ticket, fetch });
+  await flush();
+  latest().drop(); // refused: the server answered 401 to the handshake, say, after a restart
+  await flush();
+  assert.deepEqual(probes, ["http://panel.test/ws?batch=1&ticket=t2"]);
+  assert.equal(statuses.at(-1), "reconnecting");
+  mock.timers.tick(250);
+  await flush();
+  assert.equal(ticketOf(latest().url), "t3");
+});
+
+test("tickets: a probe refused with a fresh ticket ends in auth_failed", async () => {
+  const { ticket } = numberedTickets();
+  const fetch = async () => ({ status: 401, json: async () => ({ error: "unauthorized" }) });
+  const { statuses } = client({ ticket, fetch });
+  await flush();
+  latest().drop();
+  await flush();
+  assert.equal(statuses.at(-1), "auth_failed");
+});
+
+test("tickets: a ticket function that fails is reported and retried with backoff", async () => {
+  let calls = 0;
+  const ticket = async () => {
+    calls += 1;
+    if (calls === 1) throw new Error("503 from /api/livepanel-ticket");
+    return calls === 2 ? "" : "t3";
+  };
+  const { c, statuses } = client({ ticket });
+  const errors = [];
+  c.on("error", (error) => errors.push(error));
+  await flush();
+  assert.equal(FakeSocket.instances.length, 0);
+  assert.deepEqual(errors, [{ code: "ticket_unavailable", message: "503 from /api/livepanel-ticket" }]);
+  assert.equal(statuses.at(-1), "reconnecting");
+  mock.timers.tick(250);
+  await flush();
+  assert.equal(errors.length, 2, "an empty ticket is a failure too");
+  assert.equal(FakeSocket.instances.length, 0);
+  mock.timers.tick(1000);
+  await flush();
+  assert.equal(ticketOf(latest().url), "t3");
+});
+
+test("tickets: close() while a ticket is on its way opens no socket", async () => {
+  let release;
+  const ticket = () => new Promise((resolve) => (release = resolve));
+  const { c } = client({ ticket });
+  await flush();
+  c.close();
+  release("t1");
+  await flush();
+  assert.equal(FakeSocket.instances.length, 0);
+});
+
+test("tickets: a ticket that never comes counts against connectTimeout", async () => {
+  let calls = 0;
+  const ticket = () => {
+    calls += 1;
+    return calls === 1 ? new Promise(() => {}) : Promise.resolve("t2");
+  };
+  const { statuses } = client({ ticket });
+  await flush();
+  mock.timers.tick(10_000);
+  assert.equal(statuses.at(-1), "reconnecting");
+  mock.timers.tick(1000);
+  await flush();
+  assert.equal(ticketOf(latest().url), "t2");
+});
+
+test("tickets: connectUrl adds the ticket, probeUrl swaps it for a fresh one or drops it", () => {
+  assert.equal(connectUrl("/ws", { ticket: "a.b" }, "https://panel.test/"), "wss://panel.test/ws?batch=1&ticket=a.b");
+  assert.equal(probeUrl("wss://panel.test/ws?batch=1&ticket=old"), "https://panel.test/ws?batch=1");
+  assert.equal(probeUrl("wss://panel.test/ws?ticket=old", "new"), "https://panel.test/ws?ticket=new");
+});

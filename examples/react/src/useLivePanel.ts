@@ -29,7 +29,14 @@ export interface LivePanelState {
  *   });
  *
  * The connection is made again only when `url`, `types` or `enabled` change;
- * the callbacks may change on every render.
+ * the callbacks, `ticket` among them, may change on every render: the latest is used.
+ *
+ * A single-page app that logs in on its own passes `ticket`, called before every
+ * (re)connection for a fresh ticket from its REST endpoint:
+ *
+ *   useLivePanel("wss://panel.example/ws", {
+ *     ticket: async () => (await (await fetch("/api/livepanel-ticket", { method: "POST" })).json()).ticket,
+ *   });
  */
 export function useLivePanel(url: string, options: UseLivePanelOptions = {}): LivePanelState {
   const { enabled = true } = options;
@@ -45,9 +52,18 @@ export function useLivePanel(url: string, options: UseLivePanelOptions = {}): Li
       setStatus("closed");
       return undefined;
     }
-    const { onEvent: _onEvent, onResumeUnavailable: _onResume, enabled: _enabled, ...clientOptions } =
-      latest.current;
-    const current = new LivePanelClient(url, clientOptions);
+    const {
+      onEvent: _onEvent,
+      onResumeUnavailable: _onResume,
+      enabled: _enabled,
+      ticket,
+      ...clientOptions
+    } = latest.current;
+    const current = new LivePanelClient(url, {
+      ...clientOptions,
+      // whether there is one is fixed per connection; which function, the latest render's
+      ticket: ticket ? () => (latest.current.ticket ?? ticket)() : null,
+    });
     client.current = current;
     setStatus(current.status);
     const unsubscribe = [

@@ -150,6 +150,25 @@ describe("useLivePanel", () => {
     expect(latest().url).toBe("ws://panel.test/other?batch=1");
   });
 
+  it("fetches a fresh ticket before every connection, with the latest ticket function", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    const ticketOf = (url: string) => new URL(url).searchParams.get("ticket");
+    const { rerender } = renderHook(({ ticket }) => useLivePanel("/ws", fake({ random: () => 0, ticket })), {
+      initialProps: { ticket: async () => "first" },
+    });
+    await settle();
+    expect(ticketOf(latest().url)).toBe("first");
+    rerender({ ticket: async () => "second" });
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(1); // a new function is no reason to reconnect
+    act(() => latest().welcome());
+    await act(async () => latest().drop());
+    await act(async () => vi.advanceTimersByTime(1));
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(2);
+    expect(ticketOf(latest().url)).toBe("second");
+  });
+
   it("stays closed while disabled", async () => {
     const { result } = renderHook(() => useLivePanel("/ws", { ...fake(), enabled: false }));
     await settle();

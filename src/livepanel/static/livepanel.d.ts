@@ -52,6 +52,12 @@ export interface ClientOptions extends BackoffOptions {
   since?: string | null;
   /** Ask for the state on connect (`?state=1`) and keep `client.state` up to date. */
   state?: boolean;
+  /**
+   * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
+   * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
+   * is an `error` (`code: "ticket_unavailable"`) and a retry with backoff.
+   */
+  ticket?: (() => Promise<string> | string) | null;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
@@ -75,6 +81,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   types: null;
   since: null;
   state: boolean;
+  ticket: null;
 }>;
 export const STATUSES: readonly Status[];
 
@@ -87,10 +94,16 @@ export function isAuthFailure(httpStatus: number): boolean;
 export function splitFrames(data: unknown): string[];
 export function connectUrl(
   url: string,
-  query?: { since?: string | null; types?: string[] | null; batch?: boolean; state?: boolean },
+  query?: {
+    since?: string | null;
+    types?: string[] | null;
+    batch?: boolean;
+    state?: boolean;
+    ticket?: string | null;
+  },
   base?: string,
 ): string;
-export function probeUrl(wsUrl: string): string;
+export function probeUrl(wsUrl: string, ticket?: string | null): string;
 
 /** The collections kept for a client: `{name: Map(key -> event)}`, oldest update first. */
 export type StateCollections = Record<string, Map<unknown, LivePanelEvent>>;

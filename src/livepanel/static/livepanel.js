@@ -19,6 +19,13 @@
  *   const client = connect("/ws", { state: true });
  *   client.on("state", ({ state }) => render(state.sessions)); // Maps by key
  *
+ * A page that cannot send Basic credentials connects with a ticket fetched
+ * from its own REST endpoint before every (re)connection (`?ticket=`):
+ *
+ *   connect("wss://panel.example/ws", {
+ *     ticket: async () => (await (await fetch("/api/livepanel-ticket", { method: "POST" })).json()).ticket,
+ *   });
+ *
  * The backoff schedule, its jitter and the give-up rule are pure functions
  * exported below, so they can be tested without a browser.
  */
@@ -45,6 +52,11 @@ export const DEFAULT_OPTIONS = Object.freeze({
   since: null,
   /** Ask for the state on connect (`?state=1`) and keep `client.state` up to date. */
   state: false,
+  /**
+   * `async () => string`: a fresh connect ticket, fetched before every connection attempt
+   * (and before the probe of a refused one) and sent as `?ticket=`; `null` for none.
+   */
+  ticket: null,
 });
 
 /** Every status the client reports, in the order a connection usually goes through them. */
@@ -113,9 +125,13 @@ export function splitFrames(data) {
 
 /**
  * The URL to connect to: `url` resolved against `base` (the page), its scheme
- * made `ws:`/`wss:`, with `batch`, `types`, `since` and `state` in the query.
+ * made `ws:`/`wss:`, with `batch`, `types`, `since`, `state` and `ticket` in the query.
  */
-export function connectUrl(url, { since = null, types = null, batch = true, state = false } = {}, base) {
+export function connectUrl(
+  url,
+  { since = null, types = null, batch = true, state = false, ticket = null } = {},
+  base,
+) {
   const target = new URL(url, base ?? globalThis.location?.href);
   if (target.protocol === "http:") target.protocol = "ws:";
   else if (target.protocol === "https:") target.protocol = "wss:";
@@ -132,6 +148,7 @@ export function connectUrl(url, { since = null, types = null, batch = true, stat
   if (since) target.searchParams.set("since", since);
   else target.searchParams.delete("since");
   if (state) target.searchParams.set("state", "1");
+  if (ticket) target.searchParams.set("ticket", ticket);
   return target.href;
 }
 
@@ -190,11 +207,16 @@ export function applyToState(collections, rules, event) {
   return { ...collections, [rule.collection]: entries };
 }
 
-/** The same URL over HTTP: what the client fetches to learn why a handshake was refused. */
-export function probeUrl(wsUrl) {
+/**
+ * The same URL over HTTP: what the client fetches to learn why a handshake was refused.
+ * Without `since`; and without the ticket, which was spent: pass a fresh one as `ticket`.
+ */
+export function probeUrl(wsUrl, ticket = null) {
   const target = new URL(wsUrl);
   target.protocol = target.protocol === "wss:" ? "https:" : "http:";
   target.searchParams.delete("since");
+  target.searchParams.delete("ticket");
+  if (ticket) target.searchParams.set("ticket", ticket);
   return target.href;
 }
 
@@ -251,7 +273,7 @@ export class LivePanelClient {
     this._watchPage(true);
     // start after the caller's synchronous on(...) calls, so they see every status
     queueMicrotask(() => {
-      if (this._stopped || this._socket !== null || this._timer !== null) return;
+      if (this._stopped || this._socket !== null || this._timer !== null || this._generation !== 0) return;
       this._emit("status", { status: this.status, previous: null });
       this._open();
     });
@@ -326,6 +348,39 @@ export class LivePanelClient {
   _open() {
     this._clearTimer();
     const generation = ++this._generation;
+    if (typeof this.options.ticket !== "function") {
+      this._openSocket(generation, null);
+      this._armWatchdog(this.options.connectTimeout);
+      return;
+    }
+    this._armWatchdog(this.options.connectTimeout); // the ticket's fetch counts in the time
+    this._fetchTicket().then(
+      (ticket) => {
+        if (generation === this._generation && !this._stopped) this._openSocket(generation, ticket);
+      },
+      (error) => {
+        if (generation === this._generation && !this._stopped) this._ticketFailed(error);
+      },
+    );
+  }
+
+  /** A fresh ticket from `options.ticket`; rejects unless it is a non-empty string. */
+  async _fetchTicket() {
+    const ticket = await this.options.ticket();
+    if (typeof ticket !== "string" || ticket === "") {
+      throw new TypeError("livepanel: options.ticket() must resolve to a non-empty string");
+    }
+    return ticket;
+  }
+
+  _ticketFailed(error) {
+    // the ticket endpoint is down or refuses: a failed attempt, retried with backoff
+    this._clearWatchdog();
+    this._emit("error", { code: "ticket_unavailable", message: String(error?.message ?? error) });
+    this._scheduleReconnect();
+  }
+
+  _openSocket(generation, ticket) {
     const url = connectUrl(
       this.url,
       {
@@ -333,6 +388,7 @@ export class LivePanelClient {
         types: this.options.types,
         batch: this.options.batch,
         state: this.options.state,
+        ticket,
       },
       this.options.base,
     );
@@ -347,7 +403,6 @@ export class LivePanelClient {
       if (generation === this._generation) this._lost(url);
     };
     socket.onerror = () => {}; // a close event follows
-    this._armWatchdog(this.options.connectTimeout);
   }
 
   _receive(data) {
@@ -439,9 +494,20 @@ export class LivePanelClient {
   async _probe(url) {
     const generation = this._generation;
     let response = null;
+    let ticket = null;
+    if (typeof this.options.ticket === "function") {
+      // the handshake spent its ticket: a probe with the same one would be refused as reused
+      try {
+        ticket = await this._fetchTicket();
+      } catch (error) {
+        if (generation === this._generation && !this._stopped) this._ticketFailed(error);
+        return;
+      }
+      if (generation !== this._generation || this._stopped) return;
+    }
     try {
       response = this._fetch
-        ? await this._fetch(probeUrl(url), {
+        ? await this._fetch(probeUrl(url, ticket), {
             credentials: "same-origin",
             cache: "no-store",
             headers: { Accept: "application/json" },
