@@ -647,7 +647,8 @@ class _Endpoint:
             reader = asyncio.get_running_loop().create_task(self._read(conn))
             try:
                 if options.subscribe is not None:
-                    await conn.subscribe(options.subscribe.types, options.subscribe.since)
+                    wanted = options.subscribe
+                    await conn.subscribe(wanted.types, wanted.since, wanted.state)
                     self.protocol.charge(conn.replayed)
                 reason = await self._write(conn)
                 if reason is CloseReason.REVOKED:
@@ -717,11 +718,11 @@ class _Endpoint:
                     conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
-                    if action.since is not None and conn.replaying:
+                    if (action.since is not None or action.state) and conn.replaying:
                         conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
                         continue
                     replayed = conn.replayed
-                    await conn.subscribe(action.types, action.since)
+                    await conn.subscribe(action.types, action.since, action.state)
                     self.protocol.charge(conn.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)

@@ -33,6 +33,7 @@ from livepanel.connection import (
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, audience_of, prepare_payload, registered_types
 from livepanel.protocol import parse_id, type_globs
+from livepanel.state import DEFAULT_STATE_LIMIT, state_frame, state_payload
 
 __all__ = [
     "Broadcaster",
@@ -63,9 +64,10 @@ class SlowConsumer(LivePanelError):
 
 
 class _Counters:
-    __slots__ = ("delivered", "dropped", "published", "replayed", "slow_disconnects")
+    __slots__ = ("conflated", "delivered", "dropped", "published", "replayed", "slow_disconnects")
 
     def __init__(self) -> None:
+        self.conflated = 0
         self.published = 0
         self.delivered = 0
         self.dropped = 0
@@ -122,10 +124,11 @@ class _Hub:
             self.broadcaster._count(1)
 
     async def resubscribe(
-        self, conn: Connection, types: Iterable[str], since: str | None
+        self, conn: Connection, types: Iterable[str], since: str | None, state: bool = False
     ) -> bool | None:
-        """``conn``'s new filter and, with ``since``, its replay (done by the broadcaster)."""
-        return await self.broadcaster._resubscribe(conn, types, since)
+        """``conn``'s new filter and, with ``since``, its replay; with ``state``, its
+        ``state`` frame (done by the broadcaster)."""
+        return await self.broadcaster._resubscribe(conn, types, since, state)
 
     def leave(self, conn: Connection) -> None:
         """Take ``conn`` out of the fan-out (it closed); safe in the middle of a drain."""
@@ -292,7 +295,12 @@ class Broadcaster:
         queue_bytes: how many bytes of live and control frames may wait for one
             client (pongs and errors included); beyond, it is closed with 1013.
         slow_consumer: ``"disconnect"`` closes a client whose queue is full with
-            1013 (it resumes with ``since``); ``"drop"`` drops its oldest event.
+            1013 (it resumes with ``since``); ``"drop"`` drops its oldest event;
+            ``"conflate"`` replaces a queued event by a newer one of the same
+            state entry (collection and key), and closes with 1013 when none is.
+        state_limit: most entries one keyed state collection holds (the entry
+            updated longest ago is evicted); for a backend given as a URL or
+            ``None``.
 
     The broadcaster starts itself inside the running event loop on first use,
     so it needs no lifespan wiring. One broadcaster serves connections on any
@@ -314,6 +322,7 @@ class Broadcaster:
         queue_size: int = 1000,
         slow_consumer: SlowConsumerPolicy = "disconnect",
         queue_bytes: int = 16 * 2**20,
+        state_limit: int = DEFAULT_STATE_LIMIT,
     ) -> None:
         if not isinstance(history, int) or history < 0:
             raise ConfigurationError("Broadcaster: history must be an integer >= 0")
@@ -321,14 +330,17 @@ class Broadcaster:
             raise ConfigurationError("Broadcaster: queue_size must be an integer >= 1")
         if not isinstance(queue_bytes, int) or queue_bytes < 1024:
             raise ConfigurationError("Broadcaster: queue_bytes must be an integer >= 1024")
-        if slow_consumer not in ("disconnect", "drop"):
+        if slow_consumer not in ("disconnect", "drop", "conflate"):
             raise ConfigurationError(
-                f"Broadcaster: slow_consumer must be 'disconnect' or 'drop', not {slow_consumer!r}"
+                "Broadcaster: slow_consumer must be 'disconnect', 'drop' or 'conflate', "
+                f"not {slow_consumer!r}"
             )
+        if not isinstance(state_limit, int) or isinstance(state_limit, bool) or state_limit < 1:
+            raise ConfigurationError("Broadcaster: state_limit must be an integer >= 1")
         if backend is None:
-            backend = MemoryBackend(history=history)
+            backend = MemoryBackend(history=history, state_limit=state_limit)
         elif isinstance(backend, str):
-            backend = backend_from_url(backend, history=history)
+            backend = backend_from_url(backend, history=history, state_limit=state_limit)
         elif not isinstance(backend, Backend):
             raise ConfigurationError(
                 "Broadcaster: backend must be None, a URL string or a Backend instance"
@@ -722,26 +734,77 @@ class Broadcaster:
             self._connections += change
 
     async def _resubscribe(
-        self, conn: Connection, types: Iterable[str], since: str | None
+        self, conn: Connection, types: Iterable[str], since: str | None, state: bool = False
     ) -> bool | None:
-        """Replace ``conn``'s filter; with ``since``, replay with no gap and no duplicate."""
+        """Replace ``conn``'s filter; with ``since``, replay with no gap and no duplicate;
+        with ``state`` (and no resumable ``since``), queue a ``state`` frame first."""
         globs = tuple(types)  # checked already: by the protocol, or by subscribe()
-        if since is None:
+        if since is None and not state:
             conn.set_types(globs)
             return None
-        parse_id(since)
+        if since is not None:
+            parse_id(since)
         conn.begin_replay(globs)
-        events: list[Event] | None = None
+        if since is not None:
+            events: list[Event] | None = None
+            try:
+                events = await self._at_home(lambda: self.backend.replay(since))
+            except BackendUnavailable as exc:
+                logger.warning(
+                    "livepanel: cannot replay now (%s); answering resume_unavailable", exc
+                )
+            except asyncio.CancelledError:
+                conn.end_replay(since, None)
+                raise
+            self.replays["granted" if events is not None else "unavailable"] += 1
+            if events is not None or not state:
+                return conn.end_replay(since, events, self._text_of)
+        await self._send_state(conn, since)
+        return False if since is not None else None
+
+    async def _send_state(self, conn: Connection, since: str | None) -> None:
+        """Queue the state at a stream position P, then the held events after P.
+
+        The live events already queued are held (``begin_replay``); the state
+        covers every event up to P, so those up to P, held or still on their
+        way, are dropped (the replay hand-over with an empty replay ending at
+        P), and every later one follows.
+        """
         try:
-            events = await self._at_home(lambda: self.backend.replay(since))
-        except BackendUnavailable as exc:
-            logger.warning("livepanel: cannot replay now (%s); answering resume_unavailable", exc)
+            snapshot = await self._at_home(self.backend.state)
+        except (BackendUnavailable, NotImplementedError) as exc:
+            # the client goes on as if it had not asked: live events (or resume_unavailable)
+            logger.warning("livepanel: cannot read the state now (%s)", exc)
+            if since is not None:
+                conn.end_replay(since, None)
+            else:
+                conn.end_replay(conn.last_event_id, [])  # a release: nothing is covered
+            return
         except asyncio.CancelledError:
-            conn.end_replay(since, None)
+            conn.end_replay(since or conn.last_event_id, None if since else [])
             raise
-        resumed = conn.end_replay(since, events, self._text_of)
-        self.replays["granted" if resumed else "unavailable"] += 1
-        return resumed
+        conn.push_control(state_frame(snapshot, conn.filter, sees=conn.sees))
+        conn.end_replay(snapshot.last_event_id, [], self._text_of)
+
+    async def state(self) -> dict[str, Any]:
+        """The state kept for clients: the ``state`` frame's payload, every collection.
+
+        ``{"lastEventId", "collections": {name: {"key", "keep", "entries"}},
+        "types": {type: {"collection", "removes"}}}``, entries as wire objects;
+        the fold of the stream up to and including ``lastEventId``.
+
+        Example::
+
+            state = await broadcaster.state()
+            sessions = {e["payload"]["sessionKey"]: e for e in
+                        state["collections"]["sessions"]["entries"]}
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached.
+        """
+        await self.start()
+        snapshot = await self._at_home(self.backend.state)
+        return state_payload(snapshot)
 
     @asynccontextmanager
     async def subscribe(
@@ -793,8 +856,9 @@ class Broadcaster:
         """Counters for dashboards and tests.
 
         Keys: ``connections``, ``published``, ``delivered``, ``dropped``,
-        ``slow_disconnects``, ``replayed``, ``publish_failures``, ``subscribers``,
-        plus what the backend adds.
+        ``slow_disconnects``, ``replayed``, ``conflated``, ``publish_failures``,
+        ``subscribers``, plus what the backend adds (``state_evicted``: state entries
+        evicted by ``state_limit``).
         """
         c = self._counters
         with self._lock:
@@ -807,6 +871,7 @@ class Broadcaster:
             "dropped": c.dropped,
             "slow_disconnects": c.slow_disconnects,
             "replayed": c.replayed,
+            "conflated": c.conflated,
             "publish_failures": 0,
         }
         data.update(self.backend.stats())

@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print each event as its wire JSON object, one per line (for jq)",
     )
+    tail.add_argument(
+        "--state",
+        action="store_true",
+        help="print the dashboard's state first (?state=1), then the events",
+    )
     tail.add_argument("--origin", metavar="ORIGIN", help="send this Origin header")
     tail.add_argument(
         "--insecure",
@@ -201,6 +206,7 @@ def _run_tail(args: argparse.Namespace) -> int:
             types=types,
             since=args.since,
             ssl=context,
+            state=args.state,
         )
     except ValueError as exc:
         return fail(str(exc))
@@ -228,6 +234,11 @@ async def _tail(client: Any, *, as_json: bool, out: TextIO) -> int:
             while True:
                 try:
                     async for event in client:
+                        if event.type == "state" and event.id is None:  # tail --state
+                            lines = [event.to_json()] if as_json else _state_lines(event)
+                            out.write("".join(printable(line) + "\n" for line in lines))
+                            out.flush()
+                            continue
                         text = event.to_json() if as_json else _line(event)
                         out.write(printable(text) + "\n")
                         out.flush()
@@ -256,6 +267,20 @@ def _stderr_logging() -> logging.Handler:
     if log.level == logging.NOTSET or log.level > logging.INFO:
         log.setLevel(logging.INFO)
     return handler
+
+
+def _state_lines(frame: Event) -> list[str]:
+    """A ``state`` frame for people: a header per collection, then one line per entry."""
+    lines = [f"state at {frame.payload.get('lastEventId')}"]
+    for name, collection in (frame.payload.get("collections") or {}).items():
+        entries = collection.get("entries") or []
+        lines.append(f"  {name} ({len(entries)})")
+        for data in entries:
+            try:
+                lines.append("    " + _line(Event.from_dict(data)))
+            except ValueError:
+                continue
+    return lines
 
 
 def _line(event: Event) -> str:

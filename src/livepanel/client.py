@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import enum
 import json
@@ -49,6 +50,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from livepanel.errors import LivePanelError
 from livepanel.events import Event
 from livepanel.protocol import CLOSE_NORMAL, parse_id, type_globs
+from livepanel.state import ClientState
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -459,6 +461,12 @@ class Client:
         backoff_initial: the first retry waits up to this many seconds.
         backoff_max: no retry waits longer than this.
         batch: let the server pack queued frames into one (``?batch=1``).
+        state: ask for the state on connect (``?state=1``) and keep it in
+            :attr:`state` (a :class:`~livepanel.state.ClientState`): loaded from
+            each ``state`` frame, updated by every event before it is yielded.
+            The iterator also yields each ``state`` frame, as an :class:`Event`
+            of type ``"state"`` without an id. A reconnect that cannot resume
+            gets a new state instead of :class:`ResumeUnavailable`.
 
     Raises:
         ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
@@ -501,6 +509,7 @@ class Client:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         batch: bool = True,
+        state: bool = False,
     ) -> None:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
@@ -544,6 +553,9 @@ class Client:
         self.backoff_initial = float(backoff_initial)
         self.backoff_max = float(backoff_max)
         self.batch = batch
+        # state on connect (SPEC 7): ?state=1, the state frame loads it, live events update it
+        self.state: ClientState | None = ClientState() if state else None
+        """With ``state=True``: the collections (:class:`~livepanel.state.ClientState`)."""
 
         self._state = _State.CONNECTING
         self._reader: asyncio.StreamReader | None = None
@@ -799,6 +811,14 @@ class Client:
         if kind == "welcome" and "id" not in data:
             self._on_welcome(payload)
             return
+        if kind == "state" and "id" not in data:
+            if self.state is not None:  # resume after it: it holds everything up to there
+                last = self.state.load(payload)
+                if last is not None:
+                    self._last_event_id = self._resume_from = self._conn_last_id = last
+                with contextlib.suppress(ValueError):
+                    self._ready.append(Event.from_dict(data))  # yielded: type "state", no id
+            return
         if kind in ("ping", "pong") and "id" not in data:
             return
         if kind == "error" and "id" not in data:
@@ -816,6 +836,8 @@ class Client:
             return
         if event.id is not None:
             self._last_event_id = self._resume_from = self._conn_last_id = event.id
+        if self.state is not None and self.state.loaded:
+            self.state.apply(event)
         self._ready.append(event)
 
     def _on_welcome(self, payload: dict[str, Any]) -> None:
@@ -972,13 +994,15 @@ class Client:
                 )
 
     def _target(self) -> str:
-        params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch")]
+        params = [(k, v) for k, v in self._query if k not in ("types", "since", "batch", "state")]
         if self._types is not None:
             params.append(("types", ",".join(self._types)))
         if self._resume_from is not None:
             params.append(("since", self._resume_from))
         if self.batch:
             params.append(("batch", "1"))
+        if self.state is not None:
+            params.append(("state", "1"))
         self._asked_since = self._resume_from
         query = urlencode(params, safe="*,:?")
         return f"{self._path}?{query}" if query else self._path

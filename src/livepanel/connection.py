@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Literal
 
 from livepanel.events import Event
 from livepanel.protocol import TypeFilter, control_frame, error_frame, parse_id
+from livepanel.state import conflation_key
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import _Counters, _Hub
@@ -45,8 +46,9 @@ __all__ = [
 
 logger = logging.getLogger("livepanel")
 
-SlowConsumerPolicy = Literal["disconnect", "drop"]
-"""What a full queue does: ``"disconnect"`` (close with 1013) or ``"drop"`` (lose the oldest)."""
+SlowConsumerPolicy = Literal["disconnect", "drop", "conflate"]
+"""What a full queue does: ``"disconnect"`` (close with 1013), ``"drop"`` (lose the oldest)
+or ``"conflate"`` (replace a queued event of the same state entry, else close with 1013)."""
 SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
 
@@ -132,8 +134,9 @@ class Connection:
     Args:
         counters: the broadcaster's counters (delivered, dropped, slow disconnects).
         queue_size: how many live events may wait; what happens beyond is ``policy``.
-        policy: ``"disconnect"`` (close with :attr:`CloseReason.SLOW_CONSUMER`)
-            or ``"drop"`` (lose the oldest live event).
+        policy: ``"disconnect"`` (close with :attr:`CloseReason.SLOW_CONSUMER`),
+            ``"drop"`` (lose the oldest live event) or ``"conflate"`` (replace a
+            queued event of the same state entry, else as ``"disconnect"``).
         batch: pack every queued frame into one, newline-delimited (``?batch=1``).
         is_connection: a dashboard (counted in ``connection_count``), not an
             in-process ``subscribe()`` consumer.
@@ -254,7 +257,9 @@ class Connection:
             self._too_slow()  # whatever the policy: dropping events cannot shrink control frames
             return
         if self.live_count >= self.queue_size:
-            if self.policy == "disconnect":
+            if self.policy == "conflate" and self._conflate(frame):
+                return
+            if self.policy != "drop":
                 self._too_slow()
                 return
             self._drop_oldest_live()
@@ -339,6 +344,21 @@ class Connection:
                 self._counters.dropped += 1
                 return
 
+    def _conflate(self, frame: Frame) -> bool:
+        """``slow_consumer="conflate"``: replace a queued live event of the same state entry."""
+        key = conflation_key(frame.event) if frame.event is not None else None
+        if key is None:
+            return False
+        queue = self.queue
+        for index, queued in enumerate(queue):
+            if queued.live and conflation_key(queued.event) == key:  # type: ignore[arg-type]
+                del queue[index]
+                queue.append(frame)
+                self.queued_bytes += len(frame.text) - len(queued.text)
+                self._counters.conflated += 1
+                return True
+        return False
+
     def _covered(self, frame: Frame) -> bool:
         """Whether a live event is one the last replay already delivered."""
         skip = self._skip
@@ -369,14 +389,18 @@ class Connection:
 
     # ------------------------------------------------------------------ subscription
 
-    async def subscribe(self, types: Iterable[str], since: str | None = None) -> bool | None:
+    async def subscribe(
+        self, types: Iterable[str], since: str | None = None, state: bool = False
+    ) -> bool | None:
         """Replace the type filter; with ``since``, replay what the client missed.
 
         Returns ``True`` when resumed, ``False`` when ``since`` is not retained
-        (an ``error`` frame ``resume_unavailable`` is queued for dashboards),
-        ``None`` without ``since``.
+        (an ``error`` frame ``resume_unavailable`` is queued for dashboards,
+        or, with ``state``, a ``state`` frame), ``None`` without ``since``.
+        With ``state`` and no resumable ``since``, a ``state`` frame is queued
+        first and every later event follows (see :mod:`livepanel.state`).
         """
-        return await self._hub.resubscribe(self, types, since)
+        return await self._hub.resubscribe(self, types, since, state)
 
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""

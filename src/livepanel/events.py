@@ -31,6 +31,7 @@ __all__ = [
     "NonNegative",
     "SessionCreated",
     "SessionKilled",
+    "StateRule",
     "add_secret_pattern",
     "audience_of",
     "event_type",
@@ -38,6 +39,7 @@ __all__ = [
     "parse_timestamp",
     "prepare_payload",
     "registered_types",
+    "state_rules",
 ]
 
 REDACTED = "[redacted]"
@@ -230,8 +232,16 @@ class Event:
         return data
 
     def to_json(self) -> str:
-        """Serialize to the wire's compact JSON text (never contains a raw newline)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """Serialize to the wire's compact JSON text (never contains a raw newline).
+
+        Computed once per event: the live frame and every ``state`` frame holding
+        the event share the text.
+        """
+        text: str | None = self.__dict__.get("_json")
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+            object.__setattr__(self, "_json", text)  # frozen: a cache, not a field
+        return text
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Event:
@@ -343,16 +353,111 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def event_type(name: str) -> Callable[[type[T]], type[T]]:
+@dataclasses.dataclass(frozen=True)
+class StateRule:
+    """How events of one type change the state kept for clients (SPEC section 7).
+
+    ``key`` is the wire name of the payload field that identifies an entry
+    (``None``: the collection keeps its newest ``keep`` events); ``removes``
+    deletes the entry with the event's key.
+
+    Example::
+
+        >>> state_rules()["session.killed"]
+        StateRule(collection='sessions', key='sessionKey', keep=None, removes=True)
+    """
+
+    collection: str
+    key: str | None = None
+    keep: int | None = None
+    removes: bool = False
+
+
+_STATE_RULES: dict[str, StateRule] = {}
+_COLLECTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
+def state_rules() -> Mapping[str, StateRule]:
+    """A read-only view of the event types that change the state, by type name.
+
+    Example::
+
+        >>> state_rules()["gateway.status"]
+        StateRule(collection='gateway', key=None, keep=1, removes=False)
+    """
+    return types.MappingProxyType(_STATE_RULES)
+
+
+def _state_rule(
+    name: str,
+    cls: type[Any],
+    collection: str | None,
+    key: str | None,
+    removes: bool,
+    keep: int | None,
+) -> StateRule | None:
+    """Check ``event_type``'s state arguments against the class and the other types."""
+    where = f"event_type({name!r})"
+    if collection is None:
+        if key is not None or removes or keep is not None:
+            raise ValueError(f"{where}: key, removes and keep need collection='<name>'")
+        return None
+    if not isinstance(collection, str) or not _COLLECTION_NAME.fullmatch(collection):
+        raise ValueError(f"{where}: collection must be a wire name like 'sessions'")
+    wire_key = None
+    if key is not None:
+        names = {f.name: _camel(f.name) for f in dataclasses.fields(cls)}
+        if key not in names:
+            raise ValueError(
+                f"{where}: key={key!r} is not a field of {cls.__name__}; "
+                f"expected one of {', '.join(sorted(names))}"
+            )
+        wire_key = names[key]
+        if keep is not None:
+            raise ValueError(f"{where}: a keyed collection keeps one entry per key; drop keep=")
+    else:
+        if removes:
+            raise ValueError(f"{where}: removes=True needs key= (which entry to remove)")
+        if keep is None:
+            raise ValueError(f"{where}: give key='<field>' or keep=<n> for {collection!r}")
+    if keep is not None and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise ValueError(f"{where}: keep must be an integer >= 1")
+    rule = StateRule(collection, wire_key, keep, bool(removes))
+    for other, known in _STATE_RULES.items():
+        same = other != name and known.collection == collection
+        if same and (known.key, known.keep) != (rule.key, rule.keep):
+            raise ValueError(
+                f"{where}: collection {collection!r} is declared by {other!r} with "
+                f"key={known.key!r}, keep={known.keep!r}; every type of a collection "
+                "must agree"
+            )
+    return rule
+
+
+def event_type(
+    name: str,
+    *,
+    collection: str | None = None,
+    key: str | None = None,
+    removes: bool = False,
+    keep: int | None = None,
+) -> Callable[[type[T]], type[T]]:
     """Register a dataclass as the payload of event type ``name``.
 
     A plain class is turned into a frozen dataclass first. The class gets a
     ``type`` class attribute holding ``name``; its snake_case fields travel as
     camelCase keys.
 
+    With ``collection``, events of the type update that collection of the
+    state every client can ask for on connect (``?state=1``): ``key`` names the
+    payload field (its Python name) whose value identifies an entry, and an
+    entry is the newest event for its key; ``removes=True`` deletes the entry
+    with the event's key; a collection without a key keeps its newest ``keep``
+    events (``keep=1``: a singleton). See ``docs/state.md``.
+
     Example::
 
-        @event_type("deploy.finished")
+        @event_type("deploy.finished", collection="deploys", key="service")
         class DeployFinished:
             service: str
             duration_ms: int
@@ -362,7 +467,9 @@ def event_type(name: str) -> Callable[[type[T]], type[T]]:
     Raises:
         ValueError: ``name`` is not dotted words, is one of the protocol's own
             frame types (``welcome``, ``ping``, ``pong``, ``error``, ``state``), or is
-            already registered to another class.
+            already registered to another class; or the state arguments do not
+            fit (``key`` not a field, ``removes`` without ``key``, a collection
+            declared differently by another type).
     """
     if not isinstance(name, str) or not _TYPE_NAME.fullmatch(name) or len(name) > 128:
         raise ValueError(f"event type names are dotted words like 'deploy.finished', not {name!r}")
@@ -379,10 +486,15 @@ def event_type(name: str) -> Callable[[type[T]], type[T]]:
             cls.__qualname__,
         ):
             raise ValueError(f"event type {name!r} is already registered to {existing.__name__}")
+        rule = _state_rule(name, cls, collection, key, removes, keep)
         _FIELDS.pop(cls, None)
         _install_validation(cls)
         cls.type = name  # type: ignore[attr-defined]
         _REGISTRY[name] = cls
+        if rule is None:
+            _STATE_RULES.pop(name, None)
+        else:
+            _STATE_RULES[name] = rule
         return cls
 
     return register
@@ -731,7 +843,7 @@ NonNegativeInt = Annotated[int, NonNegative()]
 NonNegativeFloat = Annotated[float, NonNegative()]
 
 
-@event_type("session.created")
+@event_type("session.created", collection="sessions", key="session_key")
 @dataclasses.dataclass(frozen=True)
 class SessionCreated:
     """A session was spawned: event type ``session.created``.
@@ -748,7 +860,7 @@ class SessionCreated:
     label: str | None = None
 
 
-@event_type("session.killed")
+@event_type("session.killed", collection="sessions", key="session_key", removes=True)
 @dataclasses.dataclass(frozen=True)
 class SessionKilled:
     """A session ended: event type ``session.killed``.
@@ -763,7 +875,7 @@ class SessionKilled:
     agent_id: str
 
 
-@event_type("agent.status")
+@event_type("agent.status", collection="agents", key="agent_id")
 @dataclasses.dataclass(frozen=True)
 class AgentStatus:
     """An agent's state: event type ``agent.status``.
@@ -784,7 +896,7 @@ class AgentStatus:
     last_activity: datetime | None = None
 
 
-@event_type("cron.executed")
+@event_type("cron.executed", collection="cronRuns", keep=20)
 @dataclasses.dataclass(frozen=True)
 class CronExecuted:
     """A cron job ran: event type ``cron.executed``.
@@ -805,7 +917,7 @@ class CronExecuted:
     stderr: str | None = None
 
 
-@event_type("gateway.status")
+@event_type("gateway.status", collection="gateway", keep=1)
 @dataclasses.dataclass(frozen=True)
 class GatewayStatus:
     """The agent gateway's state: event type ``gateway.status``.

@@ -332,11 +332,15 @@ class Subscribe:
     Example::
 
         >>> ClientProtocol().receive_text('{"type": "subscribe", "payload": {"types": ["cron.*"]}}')
-        [Subscribe(types=('cron.*',), since=None)]
+        [Subscribe(types=('cron.*',), since=None, state=False)]
+
+    ``state`` asks for a ``state`` frame (``"state": true``), unless ``since``
+    resumes.
     """
 
     types: tuple[str, ...]
     since: str | None = None
+    state: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,7 +368,7 @@ class ConnectOptions:
 
         >>> options = parse_connect_query(b"types=session.*&batch=1")
         >>> options.subscribe, options.batch
-        (Subscribe(types=('session.*',), since=None), True)
+        (Subscribe(types=('session.*',), since=None, state=False), True)
     """
 
     subscribe: Subscribe | None = None
@@ -373,7 +377,7 @@ class ConnectOptions:
 
 
 def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
-    """Read ``?types=a,b&since=<id>&batch=1`` from the connect URL.
+    """Read ``?types=a,b&since=<id>&state=1&batch=1`` from the connect URL.
 
     A malformed value does not refuse the connection: it comes back as
     ``error`` (an ``invalid_message`` frame to send after ``welcome``).
@@ -387,7 +391,8 @@ def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
         query_string = query_string.decode("latin-1")
     params = dict(parse_qsl(query_string, keep_blank_values=True))
     batch = params.get("batch", "").lower() in ("1", "true", "yes")
-    if "types" not in params and "since" not in params:
+    state = params.get("state", "").lower() in ("1", "true", "yes")
+    if "types" not in params and "since" not in params and not state:
         return ConnectOptions(batch=batch)
     raw_types = params.get("types")
     globs = [g.strip() for g in raw_types.split(",") if g.strip()] if raw_types else ["*"]
@@ -396,7 +401,7 @@ def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
         since = _check_since(params.get("since") or None)
     except ValueError as exc:
         return ConnectOptions(batch=batch, error=f"connect URL: {exc}")
-    return ConnectOptions(subscribe=Subscribe(types, since), batch=batch)
+    return ConnectOptions(subscribe=Subscribe(types, since, state), batch=batch)
 
 
 # --------------------------------------------------------------------------- the machine
@@ -525,9 +530,12 @@ class ClientProtocol:
             try:
                 types = _check_globs(payload.get("types", ["*"]))
                 since = _check_since(payload.get("since"))
+                state = payload.get("state", False)
+                if not isinstance(state, bool):
+                    raise ValueError("payload.state must be true or false")
             except ValueError as exc:
                 return [_invalid(str(exc))]
-            return [Subscribe(types, since)]
+            return [Subscribe(types, since, state)]
         shown = kind if len(kind) <= 64 else kind[:64] + "..."
         return [
             Reply(

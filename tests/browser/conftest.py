@@ -8,7 +8,9 @@ Playwright's own browser downloads are not used.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.servers import free_port
 
@@ -132,7 +135,7 @@ class DemoServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the demo server exited on start-up:\n{self.logs()}")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/api/snapshot", auth=self.auth, timeout=1).is_success:
+                if httpx.get(f"{self.url}/api/stats", auth=self.auth, timeout=1).is_success:
                     return
             time.sleep(0.05)
         raise TimeoutError(f"the demo server did not answer on {self.url}:\n{self.logs()}")
@@ -153,6 +156,18 @@ class DemoServer:
         response = httpx.get(f"{self.url}{path}", auth=self.auth, timeout=5)
         response.raise_for_status()
         return response.json()
+
+    def state(self) -> dict[str, Any]:
+        """The server's state, as a client connecting now gets it (``?state=1``)."""
+        token = base64.b64encode(f"{USER}:{self.password}".encode()).decode()
+        url = f"ws://127.0.0.1:{self.port}/ws?state=1"
+        with connect(url, additional_headers={"Authorization": f"Basic {token}"}) as ws:
+            for _ in range(10):  # welcome, then the state frame
+                frame = json.loads(str(ws.recv(timeout=5)))
+                if frame["type"] == "state":
+                    payload: dict[str, Any] = frame["payload"]
+                    return payload
+        raise AssertionError("no state frame after welcome")
 
     def logs(self) -> str:
         return "\n".join(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -56,23 +57,27 @@ def post(server: DemoServer, path: str, body: dict[str, Any] | None = None) -> A
 
 
 def assert_page_matches_server(page: Any, server: DemoServer, timeout: float = 15.0) -> None:
-    """Wait until the page has applied exactly the server's snapshot, then compare everything."""
+    """Wait until the page shows exactly the server's state, then compare everything."""
     deadline = time.monotonic() + timeout
     while True:
-        snapshot = server.get("/api/snapshot")
+        truth = server.state()
+        entries = {name: c["entries"] for name, c in truth["collections"].items()}
+        expected = {
+            "lastEventId": truth["lastEventId"],
+            "collections": {name: [e["id"] for e in found] for name, found in entries.items()},
+        }
         seen = page.evaluate(READ_PAGE)
-        state = seen["state"]
-        if state["lastEventId"] == snapshot["lastEventId"] and seen["sessions"] == sorted(
-            state["sessions"], key=lambda k: state["sessions"][k]["startedAt"], reverse=True
-        ):
+        if seen["state"] == expected and len(seen["sessions"]) == len(entries["sessions"]):
             break
-        assert time.monotonic() < deadline, f"page {state} never caught up with {snapshot}"
+        assert time.monotonic() < deadline, f"page {seen} never caught up with {expected}"
         page.wait_for_timeout(50)
-    assert state == snapshot
-    assert set(seen["sessions"]) == set(snapshot["sessions"])
-    assert seen["agents"] == {a: v["status"] for a, v in snapshot["agents"].items()}
-    assert seen["cron"] == [run["id"] for run in snapshot["cronRuns"]]
-    assert seen["gateway"] == snapshot["gateway"]["status"]
+    newest_first = sorted(entries["sessions"], key=lambda e: e["timestamp"], reverse=True)
+    assert seen["sessions"] == [e["payload"]["sessionKey"] for e in newest_first]
+    assert seen["agents"] == {
+        e["payload"]["agentId"]: e["payload"]["status"] for e in entries["agents"]
+    }
+    assert seen["cron"] == [e["id"] for e in entries["cronRuns"]][::-1]
+    assert seen["gateway"] == entries["gateway"][-1]["payload"]["status"]
 
 
 def test_two_tabs_show_a_session_spawned_in_one_and_killed_in_the_other(
@@ -107,16 +112,16 @@ def test_the_indicator_text_and_colour_follow_the_status(
     assert (status, colour) == ("reconnecting", AMBER)
     assert text.startswith("Reconnecting")
     demo.start()
-    # the new server cannot resume the page: it refetches, reconnects, and is Live again
-    wait_until(page, "() => window.livepanelDemo.counters.resyncs >= 1", timeout=20)
+    # the new server cannot resume the page: it sends the new state, and the page is Live again
+    wait_until(page, "() => window.livepanelDemo.counters.states >= 2", timeout=20)
     wait_for_status(page, "open")
     assert indicator(page) == ("open", "Live", GREEN)
 
 
-def test_after_a_restart_the_page_refetches_and_ends_identical_to_the_server(
+def test_after_a_restart_the_page_gets_the_new_state_and_ends_identical_to_the_server(
     demo: DemoServer, open_dashboard: Any
 ) -> None:
-    """Memory backend: the restarted server cannot resume the page, which refetches the snapshot."""
+    """Memory backend: the restarted server cannot resume the page: it sends the new state."""
     page = open_dashboard(demo)
     gone = post(demo, "/api/sessions/spawn", {"agentId": "vega", "label": "before the crash"})
     expect(page.locator(f'#sessions tbody tr[data-key="{gone["sessionKey"]}"]')).to_have_count(1)
@@ -124,9 +129,8 @@ def test_after_a_restart_the_page_refetches_and_ends_identical_to_the_server(
 
     demo.kill()
     demo.start()
-    wait_until(page, "() => window.livepanelDemo.counters.resyncs >= 1", timeout=20)
+    wait_until(page, "() => window.livepanelDemo.counters.states >= 2", timeout=20)
     wait_for_status(page, "open")
-    assert page.evaluate("window.livepanelDemo.counters.resumeUnavailable") >= 1
     expect(page.locator(f'#sessions tbody tr[data-key="{gone["sessionKey"]}"]')).to_have_count(0)
     kept = post(demo, "/api/sessions/spawn", {"agentId": "atlas", "label": "after the crash"})
     expect(page.locator(f'#sessions tbody tr[data-key="{kept["sessionKey"]}"]')).to_have_count(1)
@@ -165,3 +169,44 @@ def test_the_top_bar_shows_who_is_watching(demo: DemoServer, open_dashboard: Any
     expect(first.locator("#watching")).to_have_text("1 watching")
     expect(first.locator("#watching")).to_have_attribute("title", USER)
     assert first.page_errors == []
+
+
+def test_a_page_opened_mid_stream_shows_exactly_the_servers_state(
+    demo: DemoServer, open_dashboard: Any
+) -> None:
+    """Sessions spawned before the page opens are in its first state; later ones follow."""
+    before = [post(demo, "/api/sessions/spawn", {"agentId": "vega"}) for _ in range(3)]
+    post(demo, f"/api/sessions/{before[0]['sessionKey']}/kill")
+    page = open_dashboard(demo)
+    assert_page_matches_server(page, demo)
+    assert page.evaluate("window.livepanelDemo.counters.states") == 1
+    post(demo, "/api/sessions/spawn", {"agentId": "orion"})
+    assert_page_matches_server(page, demo)
+    assert page.page_errors == []
+
+
+def test_a_page_opened_with_credentials_in_its_url_works_or_says_why(
+    demo: DemoServer, browser: Any
+) -> None:
+    """http://user:pass@host/: the page goes Live, or shows an error; never stays Connecting."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        user, password = quote(USER, safe=""), quote(demo.password, safe="")
+        page.goto(f"http://{user}:{password}@127.0.0.1:{demo.port}/")
+        outcome = wait_until(
+            page,
+            """() => {
+              const notice = document.getElementById("notice");
+              if (window.livepanelDemo?.client?.status === "open") return "open";
+              if (notice && !notice.hidden && notice.textContent.trim()) return notice.textContent;
+              return null;
+            }""",
+            timeout=20,
+        )
+        if outcome == "open":
+            assert_page_matches_server(page, demo)
+        else:
+            assert "server" in outcome or "credentials" in outcome, outcome
+    finally:
+        context.close()

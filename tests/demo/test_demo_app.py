@@ -1,4 +1,5 @@
-"""The demo dashboard's server: Basic Auth everywhere, REST that broadcasts, a faithful snapshot."""
+"""The demo dashboard's server: Basic Auth everywhere, REST that broadcasts, the state in the
+stream."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import livepanel.demo.__main__
 from livepanel import Broadcaster, Event
 from livepanel.demo import DemoApp, credentials
 from livepanel.demo.gateway import AGENTS, SimulatedGateway
-from livepanel.demo.state import MAX_CRON_RUNS, DashboardState
+from livepanel.state import ClientState
 from tests.servers import RunningServer, run_server
 
 AUTH = ("admin", "pa:ss")
@@ -56,9 +57,20 @@ def frames(ws: ClientConnection, until: str, timeout: float = 5.0) -> list[dict[
                 return seen
 
 
+def state_of(server: RunningServer) -> dict[str, Any]:
+    """The demo's state as a page connecting now gets it (``?state=1``)."""
+    with connect(f"{server.ws_url}/ws?state=1", additional_headers=HEADERS) as ws:
+        payload: dict[str, Any] = frames(ws, "state")[-1]["payload"]
+        return payload
+
+
+def keys(state: dict[str, Any], collection: str, key: str) -> list[str]:
+    return [e["payload"][key] for e in state["collections"][collection]["entries"]]
+
+
 def test_every_route_needs_the_credentials(http: httpx.Client) -> None:
     """Without (or with wrong) Basic credentials every page and API answers 401 with a challenge."""
-    for path in ("/", "/api/snapshot", "/livepanel.js", "/static/dashboard.js", "/api/stats"):
+    for path in ("/", "/livepanel.js", "/static/dashboard.js", "/api/stats"):
         for auth in (None, ("admin", "wrong")):
             response = httpx.get(f"{http.base_url}{path}", auth=auth)
             assert response.status_code == 401, path
@@ -81,21 +93,26 @@ def test_serves_the_page_the_client_and_the_assets(http: httpx.Client) -> None:
     assert http.get("/nope").status_code == 404
 
 
-def test_snapshot_starts_from_the_gateway_announcement(http: httpx.Client) -> None:
-    """At start the gateway publishes its status and every agent's: the snapshot has them."""
-    snapshot = http.get("/api/snapshot").json()
-    assert snapshot["gateway"]["status"] == "running"
-    assert sorted(snapshot["agents"]) == sorted(AGENTS)
-    assert snapshot["sessions"] == {}
-    assert snapshot["lastEventId"]
-
-
-def test_spawn_and_kill_broadcast_and_the_snapshot_follows(
+def test_the_state_starts_from_the_gateway_announcement(
     demo: tuple[DemoApp, RunningServer], http: httpx.Client
 ) -> None:
-    """POST spawn/kill reach a connected client as events, and the snapshot agrees."""
+    """At start the gateway publishes its status and every agent's: the state has them."""
+    state = state_of(demo[1])
+    assert [e["payload"]["status"] for e in state["collections"]["gateway"]["entries"]] == [
+        "running"
+    ]
+    assert sorted(keys(state, "agents", "agentId")) == sorted(AGENTS)
+    assert keys(state, "sessions", "sessionKey") == []
+    assert state["lastEventId"]
+    assert http.get("/api/snapshot").status_code == 404  # no snapshot route of the demo's own
+
+
+def test_spawn_and_kill_broadcast_and_the_state_follows(
+    demo: tuple[DemoApp, RunningServer], http: httpx.Client
+) -> None:
+    """POST spawn/kill reach a connected client as events, and the state agrees."""
     _, server = demo
-    since = http.get("/api/snapshot").json()["lastEventId"]
+    since = state_of(server)["lastEventId"]
     url = f"{server.ws_url}/ws?since={since}"
     with connect(url, additional_headers=HEADERS) as ws:
         frames(ws, "welcome")
@@ -119,13 +136,13 @@ def test_spawn_and_kill_broadcast_and_the_snapshot_follows(
             "running",
             1,
         )
-        assert key in http.get("/api/snapshot").json()["sessions"]
+        assert key in keys(state_of(server), "sessions", "sessionKey")
 
         killed = http.post(f"/api/sessions/{key}/kill", headers=origin(http))
         assert killed.json() == {"sessionKey": key}
         assert frames(ws, "session.killed")[-1]["payload"]["sessionKey"] == key
         frames(ws, "agent.status")
-        assert key not in http.get("/api/snapshot").json()["sessions"]
+        assert key not in keys(state_of(server), "sessions", "sessionKey")
 
 
 def test_bad_session_requests_say_what_is_wrong(http: httpx.Client) -> None:
@@ -142,7 +159,7 @@ def test_bad_session_requests_say_what_is_wrong(http: httpx.Client) -> None:
     assert post("/api/sessions/atlas:direct:0/kill", headers=headers).status_code == 404
     assert post("/api/sessions/whatever", headers=headers).status_code == 404
     assert http.get("/api/sessions/spawn").status_code == 405
-    assert http.post("/api/snapshot", headers=headers).status_code == 405
+    assert http.post("/api/stats", headers=headers).status_code == 405
     default = post("/api/sessions/spawn", headers=headers)
     assert default.status_code == 201
     assert default.json()["sessionKey"].startswith(f"{AGENTS[0]}:direct:")
@@ -171,28 +188,26 @@ def test_stats_count_websocket_handshakes_and_http_probes(
     assert stats["published"] >= 1 + len(AGENTS)
 
 
-def test_snapshot_plus_the_events_after_it_equals_the_later_snapshot() -> None:
-    """Folding the events after a snapshot's lastEventId into it gives the server's later state."""
+def test_a_state_plus_the_events_after_it_equals_a_later_state() -> None:
+    """Folding the live events after a state frame into it gives the server's later state."""
     app = DemoApp(username=AUTH[0], password=AUTH[1], interval=0.01)
-    with (
-        run_server(app, "uvicorn-wsproto", lifespan=True) as server,
-        httpx.Client(base_url=server.http_url, auth=AUTH) as http,
-    ):
-        first = http.get("/api/snapshot").json()
-        state = DashboardState.from_snapshot(first)
-        with connect(
-            f"{server.ws_url}/ws?since={first['lastEventId']}", additional_headers=HEADERS
-        ) as ws:
+    with run_server(app, "uvicorn-wsproto", lifespan=True) as server:
+        state = ClientState()
+        with connect(f"{server.ws_url}/ws?state=1", additional_headers=HEADERS) as ws:
+            first = state.load(frames(ws, "state")[-1]["payload"])
             time.sleep(0.5)
-            later = http.get("/api/snapshot").json()
-            assert later["lastEventId"] != first["lastEventId"]
+            later = state_of(server)
+            assert later["lastEventId"] != first
             while state.last_event_id != later["lastEventId"]:
                 for line in str(ws.recv(timeout=5)).split("\n"):
                     frame = json.loads(line)
                     if "id" in frame:
                         state.apply(Event.from_dict(frame))
-        assert json.loads(json.dumps(state.snapshot())) == later
-        assert len(later["cronRuns"]) <= MAX_CRON_RUNS
+        for name, collection in later["collections"].items():
+            assert [e.id for e in state.collections[name].values()] == [
+                e["id"] for e in collection["entries"]
+            ], name
+        assert len(later["collections"]["cronRuns"]["entries"]) <= 20
 
 
 class _Recorder:

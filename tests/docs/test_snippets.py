@@ -239,6 +239,7 @@ def run_page(page: Path, subs: dict[str, str] | None = None, check: Check = no_c
     """Run the page's python and pycon blocks in a worker thread, never in the main thread."""
     code_blocks = [b for b in blocks(page) if b.lang in ("python", "pycon") and b.include is None]
     registry = dict(livepanel.events._REGISTRY)
+    rules = dict(livepanel.events._STATE_RULES)
     failure: list[BaseException] = []
 
     def target() -> None:
@@ -253,6 +254,8 @@ def run_page(page: Path, subs: dict[str, str] | None = None, check: Check = no_c
     # event types registered by a page are that page's own: other tests register theirs
     livepanel.events._REGISTRY.clear()
     livepanel.events._REGISTRY.update(registry)
+    livepanel.events._STATE_RULES.clear()
+    livepanel.events._STATE_RULES.update(rules)
     assert not worker.is_alive(), f"{page_id(page)}: the snippets did not finish in 90 s"
     if failure:
         raise failure[0]
@@ -477,6 +480,16 @@ def check_frame(frame: Any, where: str) -> None:
         assert names == [kind.capitalize()], f"{where}: {frame} gives {actions}"
     elif kind in ("ping", "pong"):
         assert isinstance(payload, dict)
+    elif kind == "state":
+        assert set(payload) == {"lastEventId", "collections", "types"}, f"{where}: {payload}"
+        parse_id(payload["lastEventId"])
+        for name, collection in payload["collections"].items():
+            assert set(collection) == {"key", "keep", "entries"}, f"{where}: {name}"
+            for entry in collection["entries"]:
+                check_frame(entry, f"{where}: {name}")
+        for rule in payload["types"].values():
+            assert set(rule) == {"collection", "removes"}, f"{where}: {rule}"
+            assert rule["collection"] in payload["collections"], f"{where}: {rule}"
     else:
         raise AssertionError(f"{where}: unknown frame type {kind!r}")
 

@@ -375,6 +375,99 @@ test("a client that gave up wakes up with the page, unless closed", async () => 
   }
 });
 
+// ---------------------------------------------------------------------------- state on connect
+
+const STATE = {
+  lastEventId: "e1:5",
+  collections: {
+    sessions: {
+      key: "sessionKey",
+      keep: null,
+      entries: [
+        { type: "session.created", id: "e1:1", timestamp: "t", payload: { sessionKey: "s1" } },
+        { type: "session.created", id: "e1:4", timestamp: "t", payload: { sessionKey: "s2" } },
+      ],
+    },
+    gateway: { key: null, keep: 1, entries: [] },
+  },
+  types: {
+    "session.created": { collection: "sessions", removes: false },
+    "session.killed": { collection: "sessions", removes: true },
+    "gateway.status": { collection: "gateway", removes: false },
+  },
+};
+
+test("with {state: true} it asks for ?state=1 and keeps client.state from the state frame", async () => {
+  const { c } = client({ state: true });
+  const changes = [];
+  c.on("state", (change) => changes.push(change));
+  await flush();
+  assert.equal(new URL(latest().url).searchParams.get("state"), "1");
+  latest().welcome("e1:5");
+  latest().frame("state", STATE);
+  assert.deepEqual([...c.state.sessions.keys()], ["s1", "s2"]);
+  assert.equal(c.lastEventId, "e1:5");
+  assert.equal(changes.length, 1);
+  assert.equal(changes[0].reset, true);
+});
+
+test("live events update client.state by the types rules, one changed Map each", async () => {
+  const { c } = client({ state: true });
+  const changes = [];
+  c.on("state", (change) => changes.push(change));
+  await flush();
+  latest().welcome("e1:5");
+  latest().frame("state", STATE);
+  const gateway = c.state.gateway;
+  latest().frame("session.killed", { sessionKey: "s1", agentId: "a" }, "e1:6");
+  latest().frame("session.created", { sessionKey: "s3" }, "e1:7");
+  latest().frame("session.created", { sessionKey: "s2" }, "e1:8");
+  assert.deepEqual([...c.state.sessions.keys()], ["s3", "s2"]);
+  assert.equal(c.state.sessions.get("s2").id, "e1:8");
+  assert.equal(c.state.gateway, gateway); // untouched collections keep their identity
+  latest().frame("gateway.status", { status: "running" }, "e1:9");
+  latest().frame("gateway.status", { status: "stopped" }, "e1:10");
+  assert.deepEqual([...c.state.gateway.values()].map((e) => e.id), ["e1:10"]);
+  latest().frame("agent.status", { agentId: "a1" }, "e1:11"); // no collection it knows
+  assert.deepEqual(
+    changes.map((change) => change.collection),
+    [null, "sessions", "sessions", "sessions", "gateway", "gateway"],
+  );
+});
+
+test("a reconnect resumes with since and state; a new state frame replaces the old", async () => {
+  const { c } = client({ state: true });
+  await flush();
+  latest().welcome("e1:5");
+  latest().frame("state", STATE);
+  latest().frame("session.created", { sessionKey: "s3" }, "e1:6");
+  latest().drop();
+  mock.timers.tick(30000);
+  await flush();
+  assert.equal(latest().since, "e1:6");
+  assert.equal(new URL(latest().url).searchParams.get("state"), "1");
+  latest().welcome("e2:0");
+  latest().frame("state", { ...STATE, lastEventId: "e2:0", collections: { sessions: { key: "sessionKey", keep: null, entries: [] } } });
+  assert.deepEqual([...c.state.sessions.keys()], []);
+  assert.equal(c.state.gateway, undefined);
+  assert.equal(c.lastEventId, "e2:0");
+});
+
+test("without {state: true} a state frame is ignored", async () => {
+  const { c } = client();
+  await flush();
+  assert.equal(new URL(latest().url).searchParams.get("state"), null);
+  latest().welcome();
+  latest().frame("state", STATE);
+  assert.equal(c.state, null);
+});
+
+test("URLs: credentials in the page's URL are left out of the WebSocket and probe URLs", () => {
+  const url = connectUrl("/ws", { state: true }, "http://user:pa%3Ass@panel.test:8000/");
+  assert.equal(url, "ws://panel.test:8000/ws?batch=1&state=1");
+  assert.equal(probeUrl(url), "http://panel.test:8000/ws?batch=1&state=1");
+});
+
 // ---------------------------------------------------------------------------- tickets
 
 function numberedTickets() {

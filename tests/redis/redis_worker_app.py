@@ -4,7 +4,8 @@
 ``LIVEPANEL_BACKEND_URL=redis://...``: the default broadcaster on Redis, the
 livepanel endpoint at ``/ws/``, its health checks at ``/healthz`` and ``/livez``, and
 ``POST /publish?start=N&count=M`` that publishes ``Tick(N) .. Tick(N+M-1)`` from this
-process and answers their ids.
+process and answers their ids (``&kind=session.created`` or ``session.killed``: the
+sessions ``s<N>`` .. instead).
 """
 
 from __future__ import annotations
@@ -29,6 +30,18 @@ def create_app() -> Starlette:
     async def publish(request: Request) -> JSONResponse:
         start = int(request.query_params.get("start", "0"))
         count = int(request.query_params.get("count", "1"))
+        kind = request.query_params.get("kind")
+        if kind in ("session.created", "session.killed"):
+            extra = {"kind": "direct"} if kind == "session.created" else {}
+            ids = [
+                (
+                    await broadcaster.apublish(
+                        kind, {"sessionKey": f"s{n}", "agentId": "a", **extra}
+                    )
+                ).id
+                for n in range(start, start + count)
+            ]
+            return JSONResponse({"ids": ids})
         ids = [(await broadcaster.apublish(Tick(n=n))).id for n in range(start, start + count)]
         return JSONResponse({"ids": ids})
 

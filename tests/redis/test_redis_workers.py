@@ -37,9 +37,9 @@ class Worker:
     def ws(self, query: str = "") -> ClientConnection:
         return connect(f"ws://127.0.0.1:{self.port}/ws/{query}", proxy=None, open_timeout=5)
 
-    def publish(self, start: int, count: int) -> list[str]:
+    def publish(self, start: int, count: int, kind: str = "") -> list[str]:
         request = urllib.request.Request(
-            self.url(f"/publish?start={start}&count={count}"), method="POST"
+            self.url(f"/publish?start={start}&count={count}&kind={kind}"), method="POST"
         )
         with OPENER.open(request, timeout=10) as response:
             ids: list[str] = json.load(response)["ids"]

@@ -8,11 +8,14 @@ import re
 from livepanel.backends.base import Backend, Deliver
 from livepanel.backends.memory import MemoryBackend
 from livepanel.errors import ConfigurationError
+from livepanel.state import DEFAULT_STATE_LIMIT
 
 __all__ = ["Backend", "Deliver", "MemoryBackend", "backend_from_url"]
 
 
-def backend_from_url(url: str, *, history: int = 1000) -> Backend:
+def backend_from_url(
+    url: str, *, history: int = 1000, state_limit: int = DEFAULT_STATE_LIMIT
+) -> Backend:
     """Build a backend from a URL: ``memory://``, ``redis://host:6379/0``, ``rediss://...``,
     ``redis+sentinel://host:26379/mymaster/0`` or ``redis+cluster://host:7000``.
 
@@ -27,7 +30,7 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
     scheme, separator, _ = url.partition("://")
     scheme = scheme.lower() if separator else ""
     if scheme == "memory":
-        return MemoryBackend(history=history)
+        return MemoryBackend(history=history, state_limit=state_limit)
     if scheme in ("redis", "rediss", "unix") or scheme.partition("+")[2] in ("sentinel", "cluster"):
         try:
             module = importlib.import_module("livepanel.backends.redis")
@@ -35,7 +38,9 @@ def backend_from_url(url: str, *, history: int = 1000) -> Backend:
             raise ConfigurationError(
                 f"the Redis backend needs redis-py: pip install 'livepanel[redis]' ({exc})"
             ) from None
-        backend: Backend = module.RedisBackend.from_url(url, history=history)
+        backend: Backend = module.RedisBackend.from_url(
+            url, history=history, state_limit=state_limit
+        )
         return backend
     shown = re.sub(r"//[^/@]*@", "//***@", url)  # never show credentials
     raise ConfigurationError(

@@ -10,7 +10,10 @@ A backend does three things, and nothing else:
   retained in the current epoch;
 * **deliver in order**: once started, it calls ``deliver`` with every new
   event of the stream exactly once, in stream order, one call at a time (from
-  any thread).
+  any thread);
+* **keep the state**: :meth:`Backend.state` returns the fold of the stream's
+  events (:class:`livepanel.state.StateFold`) up to and including one event
+  id, read in one step with that id, so that it matches a stream position.
 
 What a backend need not do is line its live feed up with a replay: the
 broadcaster holds live events back while a replay runs and drops the ones
@@ -25,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from livepanel.events import Event
+from livepanel.state import StateSnapshot
 
 __all__ = ["Backend", "Control", "Deliver"]
 
@@ -45,6 +49,7 @@ class Backend(abc.ABC):
             def publish_nowait(self, event): ...
             async def publish(self, event): ...
             async def replay(self, since): ...
+            async def state(self): ...
 
         broadcaster = Broadcaster(PostgresBackend(dsn))
     """
@@ -82,6 +87,16 @@ class Backend(abc.ABC):
     async def send_control(self, message: dict[str, Any]) -> None:
         """Hand ``message`` to the ``control`` callback of every process sharing the stream
         (this one included); raise ``BackendUnavailable`` when it cannot."""
+
+    async def state(self) -> StateSnapshot:
+        """The state folded from the stream, with the id of the newest event it covers.
+
+        Raises:
+            BackendUnavailable: the state cannot be read now.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} keeps no state; implement Backend.state() to serve ?state=1"
+        )
 
     def stats(self) -> dict[str, Any]:
         """Backend counters merged into ``Broadcaster.stats()``."""

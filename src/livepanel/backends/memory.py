@@ -11,12 +11,13 @@ from typing import Any
 from livepanel.backends.base import Backend, Control, Deliver
 from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
+from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot
 
 __all__ = ["MemoryBackend"]
 
 
 class MemoryBackend(Backend):
-    """Keeps the last ``history`` events in memory.
+    """Keeps the last ``history`` events in memory, and the state folded from all of them.
 
     Ids are ``"<epoch>:<n>"`` with a fresh random epoch per instance, so a
     ``since`` from before a restart is recognised as another epoch. Events are
@@ -25,12 +26,13 @@ class MemoryBackend(Backend):
 
     Example::
 
-        Broadcaster(MemoryBackend(history=5000))
+        Broadcaster(MemoryBackend(history=5000, state_limit=50_000))
     """
 
-    def __init__(self, *, history: int = 1000) -> None:
+    def __init__(self, *, history: int = 1000, state_limit: int = DEFAULT_STATE_LIMIT) -> None:
         self.history_size = history
         self.epoch = secrets.token_hex(4)
+        self._fold = StateFold(self.epoch, limit=state_limit)
         self._history: deque[Event] = deque(maxlen=history)
         self._seq = 0
         self._lock = threading.Lock()  # ids, history and delivery go in one order
@@ -62,6 +64,7 @@ class MemoryBackend(Backend):
             self._seq += 1
             event = dataclasses.replace(event, id=make_id(self.epoch, str(self._seq)))
             self._history.append(event)
+            self._fold.apply(event)
             if self._deliver is not None:
                 self._deliver((event,))
         return event
@@ -82,3 +85,10 @@ class MemoryBackend(Backend):
             if seq > last or seq < first - 1 or (seq == first - 1 and seq != 0):
                 return None  # unknown, or trimmed (the epoch's start only while nothing is)
             return list(self._history)[seq - first + 1 :]
+
+    async def state(self) -> StateSnapshot:
+        with self._lock:
+            return self._fold.snapshot()
+
+    def stats(self) -> dict[str, int]:
+        return {"state_evicted": self._fold.evicted}

@@ -79,8 +79,15 @@ from livepanel.backends.redis_connect import (
     redact_url,
 )
 from livepanel.errors import BackendUnavailable, ConfigurationError
-from livepanel.events import RESERVED_TYPES, Event, prepare_payload, registered_types
+from livepanel.events import (
+    RESERVED_TYPES,
+    Event,
+    prepare_payload,
+    registered_types,
+    state_rules,
+)
 from livepanel.protocol import make_id, parse_id
+from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot, entry_key
 
 __all__ = [
     "DEFAULT_STREAM",
@@ -114,39 +121,88 @@ _DECODE_SLICE = 100  # entries checked between two turns of the event loop
 _Position = tuple[int, ...]
 _MAX_ID_PART = 2**64 - 1  # a stream entry id is two unsigned 64-bit numbers
 
-# Both scripts start here: make sure the record names the stream's current incarnation.
+# Both scripts start here: make sure the record names the stream's current incarnation
+# (a new one starts with an empty state).
 _ENSURE_EPOCH = """
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists then
   if not epoch or redis.call('HEXISTS', KEYS[2], 'first') == 1 then
     epoch = ARGV[1]
-    redis.call('DEL', KEYS[2])
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
     redis.call('HSET', KEYS[2], 'epoch', epoch)
   end
 elseif not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[2], 'epoch', epoch)
   local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if newest[1] then redis.call('HSET', KEYS[2], 'base', newest[1][1]) end
 end
 """
 
-# KEYS: stream, record. ARGV: fresh epoch, MAXLEN, field, event JSON...
+# The state, updated with each entry in the same script: KEYS[3] is a hash of entries,
+# field "<collection>\0<key>" -> "<seq, 20 digits><entry id>\n<event JSON>", plus "!last"
+# (the newest entry folded), "!epoch", "!seq" and "#<collection>" (its size); KEYS[4] is
+# a zset of "<collection>\0<seq>\0<key>" in lexical order: a collection's oldest update
+# first, for eviction. Keyless collections use the seq as the key.
+_FOLD = r"""
+local S, O = KEYS[3], KEYS[4]
+local function fold(entry_id, spec, json)
+  local mode, coll, keep, key = string.match(spec, '^(%a)\n([^\n]*)\n([^\n]*)\n(.*)$')
+  if not mode then return end
+  local pad = string.format('%020d', redis.call('HINCRBY', S, '!seq', 1))
+  local cap = tonumber(ARGV[4])
+  if mode == 'k' then key = pad; cap = tonumber(keep) end
+  local field = coll .. '\0' .. key
+  local old = redis.call('HGET', S, field)
+  if old then redis.call('ZREM', O, coll .. '\0' .. string.sub(old, 1, 20) .. '\0' .. key) end
+  if mode == 'r' then
+    if old then
+      redis.call('HDEL', S, field)
+      redis.call('HINCRBY', S, '#' .. coll, -1)
+    end
+    return
+  end
+  redis.call('HSET', S, field, pad .. entry_id .. '\n' .. json)
+  redis.call('ZADD', O, 0, coll .. '\0' .. pad .. '\0' .. key)
+  if old or redis.call('HINCRBY', S, '#' .. coll, 1) <= cap then return end
+  local oldest = redis.call('ZRANGEBYLEX', O, '[' .. coll .. '\0', '[' .. coll .. '\1',
+                            'LIMIT', 0, 1)[1]
+  redis.call('ZREM', O, oldest)
+  redis.call('HDEL', S, coll .. '\0' .. string.sub(oldest, #coll + 23))
+  redis.call('HINCRBY', S, '#' .. coll, -1)
+end
+"""
+
+# KEYS: stream, record, state, state order. ARGV: fresh epoch, MAXLEN, field, state limit,
+# n, n event JSONs, n state specs ("" or "<u|r|k>\n<collection>\n<keep>\n<key JSON>").
 _PUBLISH_SCRIPT = (
     "local epoch = redis.call('HGET', KEYS[2], 'epoch')\n"
     + _ENSURE_EPOCH
+    + _FOLD
     + """
+local n = tonumber(ARGV[5])
 local ids = {}
-for i = 4, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[i])
+for i = 1, n do
+  local entry_id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[5 + i])
+  ids[i] = entry_id
+  if ARGV[5 + n + i] ~= '' then fold(entry_id, ARGV[5 + n + i], ARGV[5 + i]) end
 end
-if ids[1] then redis.call('HSETNX', KEYS[2], 'first', ids[1]) end
+if ids[1] then
+  redis.call('HSETNX', KEYS[2], 'first', ids[1])
+  redis.call('HSET', S, '!last', ids[n], '!epoch', epoch)
+end
 return {epoch, ids}
 """
 )
 
-# KEYS: stream, record. ARGV: fresh epoch, epoch to retire or '', the caller's last entry id.
+# KEYS: record, state. One consistent read of the state and the epoch it belongs to.
+_SEED_SCRIPT = """
+return {redis.call('HGET', KEYS[1], 'epoch') or false, redis.call('HGETALL', KEYS[2])}
+"""
+
+# KEYS: stream, record, state, state order. ARGV: fresh epoch, epoch to retire or '', the
+# caller's last entry id.
 _STATE_SCRIPT = (
     """
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
@@ -216,6 +272,9 @@ class RedisBackend(Backend):
             replicas do not confirm within ``wait_timeout`` is reported as
             failed (it is in the primary's stream and may still be delivered).
         wait_timeout: seconds ``WAIT`` may take.
+        state_limit: most entries one keyed state collection holds; kept in Redis
+            at ``<stream>:state`` and ``<stream>:state:order``, updated by the
+            same script that appends the entry.
         **redis_options: redis-py connection options, e.g. ``username``,
             ``password``, ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``,
             ``ssl_cert_reqs``, ``client_name``; and ``sentinel_username``,
@@ -245,6 +304,7 @@ class RedisBackend(Backend):
         service: str | None = None,
         wait_replicas: int | None = None,
         wait_timeout: float = 1.0,
+        state_limit: int = DEFAULT_STATE_LIMIT,
         **redis_options: Any,
     ) -> None:
         if not isinstance(stream, str) or not stream:
@@ -262,6 +322,9 @@ class RedisBackend(Backend):
             raise ConfigurationError("RedisBackend: wait_replicas must be an integer >= 0")
         if wait_timeout <= 0:
             raise ConfigurationError("RedisBackend: wait_timeout must be > 0")
+        if not isinstance(state_limit, int) or isinstance(state_limit, bool) or state_limit < 1:
+            raise ConfigurationError("RedisBackend: state_limit must be an integer >= 1")
+        self.state_limit = state_limit
         self.stream = stream
         self.history_size = history
         self.maxlen = max(history, MIN_STREAM_LENGTH)
@@ -295,6 +358,11 @@ class RedisBackend(Backend):
         self.cluster = self.topology == "cluster"
         """True on Redis Cluster: both keys are named to share one hash slot."""
         self.epoch_key = companion_key(stream, "epoch", cluster=self.cluster)
+        self.state_key = companion_key(stream, "state", cluster=self.cluster)
+        self.state_order_key = companion_key(stream, "state:order", cluster=self.cluster)
+        # the state at this process's reader position: seeded from Redis at start, then
+        # folded with each entry read, so a snapshot matches a position of the stream
+        self._fold = StateFold("", limit=state_limit)
         if wait_replicas is None:
             wait_replicas = 1 if self.topology == "sentinel" else 0
         if wait_replicas and self.cluster:
@@ -303,7 +371,7 @@ class RedisBackend(Backend):
             )
         self.wait_replicas = wait_replicas
         self._checked = False
-        self._scripts: tuple[Any, Any] | None = None
+        self._scripts: tuple[Any, Any, Any] | None = None
         self._scripts_for: RedisClient | None = None
 
         self._lock = threading.Lock()
@@ -321,6 +389,8 @@ class RedisBackend(Backend):
         self._writer_busy = False
         self._writer_down = False
         self._idle_waiters: list[asyncio.Future[None]] = []
+        self._read_waiters: list[asyncio.Future[None]] = []  # state(): the reader moved on
+        self._written: tuple[str, _Position] | None = None  # the newest entry we wrote
         self._replay_down = False
         self._stopping = False
         self._last_id = START
@@ -400,6 +470,7 @@ class RedisBackend(Backend):
                 )
                 self._checked = True
             state = await self._state()
+            seed = await self._seed_read()
         except ConfigurationError:
             raise
         except Exception as exc:
@@ -413,7 +484,7 @@ class RedisBackend(Backend):
             self._deliver = deliver
             self._control = control
             self.epoch = state.epoch
-            self._move_to(state.newest or START)
+            self._move_to(self._seed(state, seed))
             # held events go after the head, so the first subscribers see them live
             self._outbox.extend((event, None) for event in self._pending)
             self._pending.clear()
@@ -590,6 +661,8 @@ class RedisBackend(Backend):
                     self.location,
                     self._outage_failures,
                 )
+            if ids:
+                self._written = (epoch, _position(ids[-1]))
             for (event, future), entry_id in zip(batch, ids, strict=False):
                 if future is not None and not future.done():
                     future.set_result(dataclasses.replace(event, id=make_id(epoch, entry_id)))
@@ -603,9 +676,17 @@ class RedisBackend(Backend):
             self._writer_wake = None
 
     async def _append(self, events: list[Event]) -> tuple[str, list[str]]:
-        publish_script, _ = self._get_scripts()
-        keys = [self.stream, self.epoch_key]
-        args = [_new_epoch(), self.maxlen, FIELD, *(_stored_json(event) for event in events)]
+        publish_script = self._get_scripts()[0]
+        keys = [self.stream, self.epoch_key, self.state_key, self.state_order_key]
+        args = [
+            _new_epoch(),
+            self.maxlen,
+            FIELD,
+            self.state_limit,
+            len(events),
+            *(_stored_json(event) for event in events),
+            *(_state_spec(event) for event in events),
+        ]
         if not self.wait_replicas:
             result = await publish_script(keys=keys, args=args)
             return _text(result[0]), [_text(entry_id) for entry_id in result[1]]
@@ -739,6 +820,7 @@ class RedisBackend(Backend):
         for entry_id, fields in entries:
             control = _control_of(fields)
             if control is not None:  # a revocation, in stream order with the events
+                self._fold.apply_all(events)
                 if events and self._deliver is not None:
                     self._deliver(events)
                 events = []
@@ -760,6 +842,8 @@ class RedisBackend(Backend):
                 continue
             events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
         self._move_to(entries[-1][0])
+        self._fold.apply_all(events)
+        self._notify(self._read_waiters)
         deliver = self._deliver
         if events and deliver is not None:
             try:
@@ -804,6 +888,7 @@ class RedisBackend(Backend):
         """Deliver in ``state.epoch`` from now on."""
         old = self.epoch
         self.epoch = state.epoch
+        self._fold.reset(state.epoch)  # a new epoch starts with an empty state
         if position is not None:
             self._move_to(position)
         elif state.floor is not None and not state.last_retained:
@@ -813,6 +898,7 @@ class RedisBackend(Backend):
         elif not state.last_retained:
             # a new incarnation: read it from its start, or from where this epoch took over
             self._move_to(state.base or START)
+        self._fold.last_event_id = make_id(state.epoch, self._last_id)
         logger.warning(
             "livepanel: Redis stream %s is in a new epoch %s (was %s): its history was "
             "lost or replaced, so clients resuming from before will refetch their state",
@@ -831,14 +917,12 @@ class RedisBackend(Backend):
         Raises:
             BackendUnavailable: Redis did not take it.
         """
-        publish_script, _ = self._get_scripts()
-        keys = [self.stream, self.epoch_key]
+        publish_script = self._get_scripts()[0]
+        keys = [self.stream, self.epoch_key, self.state_key, self.state_order_key]
         text = json.dumps(message, separators=(",", ":"))
+        args = [_new_epoch(), self.maxlen, CONTROL_FIELD, self.state_limit, 1, text, ""]
         try:
-            await asyncio.wait_for(
-                publish_script(keys=keys, args=[_new_epoch(), self.maxlen, CONTROL_FIELD, text]),
-                self.timeout,
-            )
+            await asyncio.wait_for(publish_script(keys=keys, args=args), self.timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             raise BackendUnavailable(
                 f"livepanel: Redis at {self.location} did not take a control message "
@@ -924,6 +1008,65 @@ class RedisBackend(Backend):
             rest.extend(page)
         return rest
 
+    # ------------------------------------------------------------------ state
+
+    async def state(self) -> StateSnapshot:
+        """The state at this process's reader position (seeded from Redis at start).
+
+        Raises:
+            BackendUnavailable: the backend is not started.
+        """
+        if self.epoch is None or self._loop is None:
+            raise BackendUnavailable("livepanel: the Redis backend is not started")
+        # read your writes: what this process wrote is in the state it answers
+        loop = self._loop
+        deadline = loop.time() + self.timeout
+        while (written := self._written) is not None and written[0] == self.epoch:
+            remaining = deadline - loop.time()
+            if self._position >= written[1] or remaining <= 0:
+                break
+            waiter = loop.create_future()
+            self._read_waiters.append(waiter)
+            await asyncio.wait({waiter}, timeout=remaining)
+        return self._fold.snapshot()
+
+    async def _seed_read(self) -> tuple[str | None, dict[str, str]]:
+        """The state kept in Redis and the epoch it belongs to, in one read."""
+        result = await self._get_scripts()[2](keys=[self.epoch_key, self.state_key])
+        epoch = None if result[0] is None else _text(result[0])
+        flat = [_text(item) for item in result[1]]
+        return epoch, dict(zip(flat[0::2], flat[1::2], strict=True))
+
+    def _seed(self, state: _StreamState, seed: tuple[str | None, dict[str, str]]) -> str:
+        """Load the fold from Redis; return the entry the reader starts after.
+
+        The state names the newest entry it folded (``!last``): the reader
+        delivers what follows, so the fold and the stream stay at one position.
+        """
+        epoch, fields = seed
+        last = fields.get("!last")
+        if epoch != state.epoch or fields.get("!epoch") != state.epoch or last is None:
+            start = state.newest or START  # no state kept in this epoch yet
+            self._fold.reset(state.epoch, make_id(state.epoch, start))
+            return start
+        entries: list[tuple[str, Event]] = []
+        for field, value in fields.items():
+            if field[:1] in ("!", "#"):
+                continue
+            head, _, text = value.partition("\n")
+            try:
+                event = decode_entry({FIELD: text})
+            except RejectedEntry:
+                continue  # not something livepanel wrote: leave it out of the state
+            entries.append(
+                (head[:20], dataclasses.replace(event, id=make_id(state.epoch, head[20:])))
+            )
+        entries.sort(key=lambda item: item[0])
+        self._fold.reset(state.epoch)
+        self._fold.apply_all(event for _, event in entries)
+        self._fold.last_event_id = make_id(state.epoch, last)
+        return last
+
     # ------------------------------------------------------------------ numbers
 
     def stats(self) -> dict[str, Any]:
@@ -935,6 +1078,7 @@ class RedisBackend(Backend):
             "publish_pending": len(self._outbox) + len(self._pending),
             "reader_reconnects": self._reader_reconnects,
             "rejected_entries": self._rejected_entries,
+            "state_evicted": self._fold.evicted,
         }
 
     async def reader_status(self, timeout: float = 2.0) -> dict[str, Any]:
@@ -1035,20 +1179,22 @@ class RedisBackend(Backend):
             raise BackendUnavailable("livepanel: the Redis backend is stopped")
         return self._client
 
-    def _get_scripts(self) -> tuple[Any, Any]:
+    def _get_scripts(self) -> tuple[Any, Any, Any]:
         client = self._require_client()
         if self._scripts is None or self._scripts_for is not client:
             self._scripts = (
                 client.register_script(_PUBLISH_SCRIPT),
                 client.register_script(_STATE_SCRIPT),
+                client.register_script(_SEED_SCRIPT),
             )
             self._scripts_for = client
         return self._scripts
 
     async def _state(self, retire: str = "") -> _StreamState:
-        _, state_script = self._get_scripts()
+        state_script = self._get_scripts()[1]
         result = await state_script(
-            keys=[self.stream, self.epoch_key], args=[_new_epoch(), retire, self._last_id]
+            keys=[self.stream, self.epoch_key, self.state_key, self.state_order_key],
+            args=[_new_epoch(), retire, self._last_id],
         )
         epoch, newest, oldest, base, retained, floor = result
         return _StreamState(
@@ -1157,6 +1303,20 @@ def _control_of(fields: Any) -> dict[str, Any] | None:
     except (ValueError, RecursionError):
         return {}
     return message if isinstance(message, dict) else {}
+
+
+def _state_spec(event: Event) -> str:
+    """How the publish script folds ``event`` into the state kept in Redis ("" for none)."""
+    rule = state_rules().get(event.type)
+    if rule is None:
+        return ""
+    where = entry_key(event, rule)
+    if where is None:
+        return ""
+    if rule.key is None:
+        return f"k\n{rule.collection}\n{rule.keep or 1}\n"
+    key = json.dumps(where[1], ensure_ascii=False)
+    return f"{'r' if rule.removes else 'u'}\n{rule.collection}\n\n{key}"
 
 
 def _stored_json(event: Event) -> str:

@@ -4,13 +4,13 @@ Plain ASGI, so the demo needs nothing beyond an ASGI server. Every route sits
 behind the same Basic Auth as the WebSocket endpoint, and every guess counts
 against the endpoint's failed-authentication throttle; the browser sends the
 credentials it cached for the page with the WebSocket handshake too (see
-docs/browser.md).
+docs/browser.md). The page gets its state inside the stream (``?state=1``,
+docs/state.md): there is no snapshot route and no reducer of the demo's own.
 
 | route | what |
 |---|---|
 | ``GET /`` | the dashboard |
 | ``GET /livepanel.js``, ``/static/*`` | the client and the page's assets |
-| ``GET /api/snapshot`` | the state the events describe, with the id of the last one |
 | ``POST /api/sessions/spawn`` | ``{"agentId", "kind"?, "label"?}``: start a session (broadcasts) |
 | ``POST /api/sessions/{key}/kill`` | end a session (broadcasts) |
 | ``GET /api/stats`` | the broadcaster's counters, and WebSocket handshakes and probes seen |
@@ -34,7 +34,6 @@ from livepanel.assets import Asset, ScriptApp
 from livepanel.auth import BasicAuth, parse_basic_authorization
 from livepanel.broadcaster import Broadcaster
 from livepanel.demo.gateway import AGENTS, KINDS, SimulatedGateway
-from livepanel.demo.state import Projection
 from livepanel.origin import OriginPolicy
 from livepanel.presence import track
 from livepanel.protocol import CLOSE_POLICY_VIOLATION
@@ -92,7 +91,6 @@ class DemoApp:
             self.broadcaster, auth=self.auth, heartbeat_interval=heartbeat_interval
         )
         self.gateway = SimulatedGateway(self.broadcaster, interval=interval)
-        self.projection = Projection(self.broadcaster)
         track(self.broadcaster, announce=True)  # "who else is watching", in the top bar
         self.same_origin = OriginPolicy(None)
         self.handshakes = 0
@@ -110,21 +108,12 @@ class DemoApp:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the broadcaster, the state projection and the simulated gateway (once)."""
+        """Start the broadcaster and the simulated gateway (once)."""
         if self._started is None:
             loop = asyncio.get_running_loop()
             started = self._started = loop.create_future()
             try:
                 await self.broadcaster.start()
-                projection = loop.create_task(self.projection.run())
-                self._tasks.append(projection)
-                # the snapshot must see the gateway's first events: subscribe before it runs
-                ready = loop.create_task(self.projection.ready.wait())
-                await asyncio.wait((ready, projection), return_when=asyncio.FIRST_COMPLETED)
-                ready.cancel()
-                if projection.done():
-                    projection.result()  # raises what stopped it
-                    raise RuntimeError("the state projection stopped at start")
                 self._tasks.append(loop.create_task(self.gateway.run()))
             except BaseException as exc:
                 started.set_exception(exc)
@@ -134,7 +123,7 @@ class DemoApp:
         await self._started
 
     async def stop(self) -> None:
-        """Stop the gateway and the projection, and close every connection."""
+        """Stop the gateway and close every connection."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -191,10 +180,8 @@ class DemoApp:
         asset = self._files.get(path)
         if asset is not None:
             await asset(scope, receive, send)
-        elif path in ("/api/snapshot", "/api/stats") and method != "GET":
+        elif path == "/api/stats" and method != "GET":
             await _json(send, 405, _error("method_not_allowed", "use GET"), [(b"allow", b"GET")])
-        elif path == "/api/snapshot":
-            await _json(send, 200, self.projection.state.snapshot())
         elif path == "/api/stats":
             stats = {**self.broadcaster.stats(), "handshakes": self.handshakes}
             await _json(send, 200, {**stats, "probes": self.probes})

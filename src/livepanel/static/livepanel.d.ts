@@ -50,6 +50,8 @@ export interface ClientOptions extends BackoffOptions {
   batch?: boolean;
   types?: string[] | null;
   since?: string | null;
+  /** Ask for the state on connect (`?state=1`) and keep `client.state` up to date. */
+  state?: boolean;
   /**
    * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
    * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
@@ -78,6 +80,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   batch: boolean;
   types: null;
   since: null;
+  state: boolean;
   ticket: null;
 }>;
 export const STATUSES: readonly Status[];
@@ -91,10 +94,42 @@ export function isAuthFailure(httpStatus: number): boolean;
 export function splitFrames(data: unknown): string[];
 export function connectUrl(
   url: string,
-  query?: { since?: string | null; types?: string[] | null; batch?: boolean; ticket?: string | null },
+  query?: {
+    since?: string | null;
+    types?: string[] | null;
+    batch?: boolean;
+    state?: boolean;
+    ticket?: string | null;
+  },
   base?: string,
 ): string;
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
+
+/** The collections kept for a client: `{name: Map(key -> event)}`, oldest update first. */
+export type StateCollections = Record<string, Map<unknown, LivePanelEvent>>;
+
+export interface StateRule {
+  collection: string;
+  key: string | null;
+  keep: number | null;
+  removes: boolean;
+}
+
+export interface StateChange {
+  state: StateCollections;
+  /** `true` for a state frame (everything may have changed). */
+  reset: boolean;
+  /** The collection a live event changed (`null` on reset). */
+  collection: string | null;
+  event: LivePanelEvent | null;
+}
+
+export function stateFromFrame(payload: unknown): { collections: StateCollections; rules: Record<string, StateRule> };
+export function applyToState(
+  collections: StateCollections,
+  rules: Record<string, StateRule>,
+  event: LivePanelEvent,
+): StateCollections | null;
 
 export type Unsubscribe = () => void;
 
@@ -106,8 +141,11 @@ export class LivePanelClient {
   readonly lastEventId: string | null;
   readonly lastEvent: LivePanelEvent | null;
   readonly heartbeatInterval: number | null;
+  /** With `{state: true}`: the collections, `null` until the first state frame. */
+  readonly state: StateCollections | null;
   on(name: "status", listener: (change: StatusChange) => void): Unsubscribe;
   on(name: "welcome", listener: (welcome: Welcome) => void): Unsubscribe;
+  on(name: "state", listener: (change: StateChange) => void): Unsubscribe;
   on(name: "resume_unavailable" | "error", listener: (error: ServerError) => void): Unsubscribe;
   on<P = Record<string, unknown>>(name: string, listener: (event: LivePanelEvent<P>) => void): Unsubscribe;
   off(name: string, listener: (...args: never[]) => void): void;

@@ -13,6 +13,12 @@
  *   client.on("status", ({ status }) => showStatus(status));
  *   client.on("resume_unavailable", () => refetchState());
  *
+ * With `{state: true}` the server sends the dashboard's state first (and again
+ * whenever a resume is not possible), and the client keeps it up to date:
+ *
+ *   const client = connect("/ws", { state: true });
+ *   client.on("state", ({ state }) => render(state.sessions)); // Maps by key
+ *
  * A page that cannot send Basic credentials connects with a ticket fetched
  * from its own REST endpoint before every (re)connection (`?ticket=`):
  *
@@ -44,6 +50,8 @@ export const DEFAULT_OPTIONS = Object.freeze({
   types: null,
   /** Resume after this event id on the first connection (an id from your own snapshot). */
   since: null,
+  /** Ask for the state on connect (`?state=1`) and keep `client.state` up to date. */
+  state: false,
   /**
    * `async () => string`: a fresh connect ticket, fetched before every connection attempt
    * (and before the probe of a refused one) and sent as `?ticket=`; `null` for none.
@@ -55,7 +63,7 @@ export const DEFAULT_OPTIONS = Object.freeze({
 export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
 
 /** Names the client emits itself; server event types never use them. */
-const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable"]);
+const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable", "state"]);
 
 // ---------------------------------------------------------------------------- pure functions
 
@@ -117,9 +125,13 @@ export function splitFrames(data) {
 
 /**
  * The URL to connect to: `url` resolved against `base` (the page), its scheme
- * made `ws:`/`wss:`, with `batch`, `types`, `since` and `ticket` in the query.
+ * made `ws:`/`wss:`, with `batch`, `types`, `since`, `state` and `ticket` in the query.
  */
-export function connectUrl(url, { since = null, types = null, batch = true, ticket = null } = {}, base) {
+export function connectUrl(
+  url,
+  { since = null, types = null, batch = true, state = false, ticket = null } = {},
+  base,
+) {
   const target = new URL(url, base ?? globalThis.location?.href);
   if (target.protocol === "http:") target.protocol = "ws:";
   else if (target.protocol === "https:") target.protocol = "wss:";
@@ -127,12 +139,72 @@ export function connectUrl(url, { since = null, types = null, batch = true, tick
     throw new TypeError(`livepanel: cannot connect to ${target.protocol} URLs; use ws(s):// or http(s)://`);
   }
   target.hash = "";
+  // a page opened as http://user:pass@host/ resolves to a URL with credentials, which
+  // fetch() (the probe) refuses; the browser sends the credentials it cached anyway
+  target.username = "";
+  target.password = "";
   if (batch) target.searchParams.set("batch", "1");
   if (types && types.length) target.searchParams.set("types", types.join(","));
   if (since) target.searchParams.set("since", since);
   else target.searchParams.delete("since");
+  if (state) target.searchParams.set("state", "1");
   if (ticket) target.searchParams.set("ticket", ticket);
   return target.href;
+}
+
+/** The key an event's payload gives its entry: a scalar as is, anything else as JSON. */
+function entryKey(value) {
+  return value !== null && typeof value === "object" ? JSON.stringify(value) : value;
+}
+
+/**
+ * The collections of a `state` frame's payload: `{name: Map}`, keyed by the
+ * collection's key (keyless collections by event id), oldest update first;
+ * and the rules to apply live events with.
+ */
+export function stateFromFrame(payload) {
+  const collections = {};
+  const layout = {};
+  for (const [name, collection] of Object.entries(payload?.collections ?? {})) {
+    const key = collection.key ?? null;
+    const entries = new Map();
+    for (const event of collection.entries ?? []) {
+      entries.set(key === null ? event.id : entryKey(event.payload?.[key]), event);
+    }
+    collections[name] = entries;
+    layout[name] = { key, keep: collection.keep ?? null };
+  }
+  const rules = {};
+  for (const [type, rule] of Object.entries(payload?.types ?? {})) {
+    if (layout[rule.collection]) rules[type] = { ...layout[rule.collection], ...rule };
+  }
+  return { collections, rules };
+}
+
+/**
+ * Apply one live event to the collections (`stateFromFrame`'s): returns the
+ * new collections, where only the changed collection is a new `Map` (so a
+ * React component of another collection does not re-render), or `null` when
+ * the event changes no collection.
+ */
+export function applyToState(collections, rules, event) {
+  const rule = rules[event.type];
+  if (!rule || !collections[rule.collection]) return null;
+  const entries = new Map(collections[rule.collection]);
+  if (rule.key === null) {
+    entries.set(event.id, event);
+    const keep = rule.keep ?? 1;
+    for (const oldest of entries.keys()) {
+      if (entries.size <= keep) break;
+      entries.delete(oldest);
+    }
+  } else {
+    const key = entryKey(event.payload?.[rule.key]);
+    if (key === undefined || key === null) return null;
+    entries.delete(key); // an update moves to the end: newest last, as on the server
+    if (!rule.removes) entries.set(key, event);
+  }
+  return { ...collections, [rule.collection]: entries };
 }
 
 /**
@@ -156,8 +228,9 @@ export function probeUrl(wsUrl, ticket = null) {
  * Listen with `on(name, fn)`: an event type (`"session.created"`), `"*"` for
  * every event, or one of the client's own notifications: `"status"`
  * (`{status, previous, ...detail}`), `"welcome"`, `"resume_unavailable"`
- * (the events since the last one seen are gone: refetch your state) and
- * `"error"` (other server error frames).
+ * (the events since the last one seen are gone: refetch your state),
+ * `"error"` (other server error frames) and, with `{state: true}`, `"state"`
+ * (`{state, reset, collection, event}` on every change of `client.state`).
  */
 export class LivePanelClient {
   constructor(url, options = {}) {
@@ -169,6 +242,9 @@ export class LivePanelClient {
     this.lastEventId = this.options.since ?? null;
     /** The newest event received, or `null`. */
     this.lastEvent = null;
+    /** With `{state: true}`: the collections, `{name: Map(key -> event)}`; `null` until the first state frame. */
+    this.state = null;
+    this._stateRules = {};
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
@@ -307,7 +383,13 @@ export class LivePanelClient {
   _openSocket(generation, ticket) {
     const url = connectUrl(
       this.url,
-      { since: this.lastEventId, types: this.options.types, batch: this.options.batch, ticket },
+      {
+        since: this.lastEventId,
+        types: this.options.types,
+        batch: this.options.batch,
+        state: this.options.state,
+        ticket,
+      },
       this.options.base,
     );
     const socket = new this._WebSocket(url);
@@ -359,6 +441,15 @@ export class LivePanelClient {
       case "ping":
       case "pong":
         return; // liveness only
+      case "state": {
+        if (!this.options.state) return;
+        const { collections, rules } = stateFromFrame(payload);
+        this.state = collections;
+        this._stateRules = rules;
+        if (payload.lastEventId) this.lastEventId = payload.lastEventId;
+        this._emit("state", { state: this.state, reset: true, collection: null, event: null });
+        return;
+      }
       case "error": {
         if (payload.code === "resume_unavailable") {
           // the server goes on live from the welcome: resume from there next time
@@ -374,6 +465,14 @@ export class LivePanelClient {
         if (frame.id != null) this.lastEventId = frame.id;
         this._eventsOnSocket += 1;
         this.lastEvent = frame;
+        if (this.state !== null) {
+          const changed = applyToState(this.state, this._stateRules, frame);
+          if (changed !== null) {
+            this.state = changed;
+            const collection = this._stateRules[frame.type].collection;
+            this._emit("state", { state: this.state, reset: false, collection, event: frame });
+          }
+        }
         this._emit(frame.type, frame);
       }
     }

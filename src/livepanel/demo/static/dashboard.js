@@ -1,13 +1,13 @@
-// The ClawPanel demo page: a snapshot, then events only.
+// The ClawPanel demo page: the state inside the stream, then events only.
 //
-// The page fetches /api/snapshot once, connects with `since` set to the
-// snapshot's lastEventId, and from then on applies events. When the server
-// says `resume_unavailable` (it restarted and lost its history), the page
-// refetches the snapshot and reconnects from it, so it ends identical to the
-// server's state.
+// The page connects with `{state: true}`: the server sends the state first
+// (sessions, agents, cron runs, gateway: the collections the event types
+// declare), then every later event, and livepanel.js keeps `client.state` up
+// to date. When the server cannot resume the page (it restarted and lost its
+// history), it sends the state again. The page folds nothing by hand and
+// fetches no snapshot: it renders `client.state`.
 import { connect } from "/livepanel.js";
 
-const MAX_CRON_RUNS = 20; // as livepanel/demo/state.py
 const MAX_FEED = 60;
 
 const STATUS_TEXT = {
@@ -27,47 +27,21 @@ const TONES = {
   subagent: "teal",
 };
 
-let state = emptyState();
 let client = null;
-let resyncing = false;
 const feed = [];
-const counters = { resumeUnavailable: 0, resyncs: 0, events: 0 };
+const counters = { states: 0, events: 0 };
 
-function emptyState() {
-  return { lastEventId: null, sessions: {}, agents: {}, cronRuns: [], gateway: null };
-}
-
-// The reducer: the same as DashboardState.apply in livepanel/demo/state.py.
-function apply(s, event) {
-  const p = event.payload;
-  const at = event.timestamp;
-  switch (event.type) {
-    case "session.created":
-      s.sessions[p.sessionKey] = { ...p, startedAt: at };
-      break;
-    case "session.killed":
-      delete s.sessions[p.sessionKey];
-      break;
-    case "agent.status":
-      s.agents[p.agentId] = { ...p, updatedAt: at };
-      break;
-    case "cron.executed":
-      s.cronRuns.unshift({ ...p, id: event.id, at });
-      s.cronRuns.length = Math.min(s.cronRuns.length, MAX_CRON_RUNS);
-      break;
-    case "gateway.status":
-      s.gateway = { ...p, at };
-      break;
-    default:
-      break;
-  }
-  if (event.id != null) s.lastEventId = event.id;
+/** A collection of `client.state` as an array of events, oldest update first. */
+function entries(name) {
+  return [...(client?.state?.[name]?.values() ?? [])];
 }
 
 // ---------------------------------------------------------------------------- helpers
 
 const $ = (id) => document.getElementById(id);
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+// relative to the origin, never to the page's URL: a page opened as
+// http://user:pass@host/ has credentials in its URL, and fetch() refuses those
+const api = (path) => new URL(path, location.origin).href;
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -129,7 +103,7 @@ function notice(text, { tone = "blue", hideAfter = 0 } = {}) {
 }
 
 async function post(path, body) {
-  const response = await fetch(path, {
+  const response = await fetch(api(path), {
     method: "POST",
     credentials: "same-origin",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
@@ -138,22 +112,6 @@ async function post(path, body) {
   const data = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(data.message || `HTTP ${response.status}`);
   return data;
-}
-
-async function fetchSnapshot() {
-  for (let delay = 500; ; delay = Math.min(delay * 2, 8000)) {
-    try {
-      const response = await fetch("/api/snapshot", {
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "application/json" },
-      });
-      if (response.ok) return await response.json();
-    } catch {
-      // the server is away: try again
-    }
-    await sleep(delay);
-  }
 }
 
 // ---------------------------------------------------------------------------- activity feed
@@ -211,7 +169,9 @@ function renderFeed() {
 const seen = new Set(); // session keys already drawn, to highlight new rows
 
 function renderSessions() {
-  const rows = Object.values(state.sessions).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+  const rows = entries("sessions")
+    .map((event) => ({ ...event.payload, startedAt: event.timestamp }))
+    .sort((a, b) => b.startedAt.localeCompare(a.startedAt));
   $("sessions").tBodies[0].replaceChildren(
     ...rows.map((s) => {
       const row = h(
@@ -243,7 +203,9 @@ function renderSessions() {
 }
 
 function renderAgents() {
-  const agents = Object.values(state.agents).sort((a, b) => a.agentId.localeCompare(b.agentId));
+  const agents = entries("agents")
+    .map((event) => ({ ...event.payload, updatedAt: event.timestamp }))
+    .sort((a, b) => a.agentId.localeCompare(b.agentId));
   $("agents").tBodies[0].replaceChildren(
     ...agents.map((a) =>
       h(
@@ -272,7 +234,9 @@ function renderAgents() {
 }
 
 function renderCron() {
-  const runs = state.cronRuns;
+  const runs = entries("cronRuns")
+    .map((event) => ({ ...event.payload, id: event.id, at: event.timestamp }))
+    .reverse(); // newest first
   $("cron").tBodies[0].replaceChildren(
     ...runs.map((r) =>
       h(
@@ -295,7 +259,8 @@ function renderCron() {
 }
 
 function renderGateway() {
-  const g = state.gateway;
+  const newest = entries("gateway").at(-1);
+  const g = newest ? { ...newest.payload, at: newest.timestamp } : null;
   const status = $("gateway-status");
   status.textContent = g ? g.status : "unknown";
   status.dataset.tone = g ? (TONES[g.status] ?? "muted") : "muted";
@@ -311,7 +276,7 @@ function render() {
   renderCron();
   renderGateway();
   renderFeed();
-  $("last-event-id").textContent = state.lastEventId ?? "–";
+  $("last-event-id").textContent = client?.lastEventId ?? "–";
 }
 
 let frame = 0;
@@ -327,14 +292,27 @@ function tick() {
   renderGateway();
 }
 
-function renderStatus({ status, attempt }) {
+function renderStatus({ status, attempt, delay, reason, message }) {
   const box = $("connection");
   box.dataset.status = status;
   $("connection-text").textContent =
     status === "reconnecting" && attempt > 1 ? `Reconnecting… (try ${attempt})` : STATUS_TEXT[status];
   $("reconnect").hidden = !(status === "closed" || status === "auth_failed");
+  // every failure is said on the page, with its reason: never an endless "Connecting…"
   if (status === "auth_failed") {
-    notice("The server refused our credentials. Reload the page to log in again.", { tone: "red" });
+    const why = message ? ` (${message})` : "";
+    notice(`The server refused our credentials${why}. Reload the page to log in again.`, { tone: "red" });
+  } else if (status === "reconnecting") {
+    const wait = delay ? `; trying again in ${Math.max(1, Math.round(delay / 1000))} s` : "";
+    notice(`Cannot reach the server${wait} (try ${attempt ?? 1} of ${client?.options.retries ?? 10}).`, {
+      tone: "amber",
+    });
+  } else if (status === "closed" && reason === "gave_up") {
+    notice("Gave up connecting to the server: it is down or unreachable. Press Reconnect to try again.", {
+      tone: "red",
+    });
+  } else if (status === "open") {
+    $("notice").hidden = true;
   }
 }
 
@@ -368,19 +346,13 @@ async function spawn(event) {
   }
 }
 
-async function resync() {
-  counters.resumeUnavailable += 1;
-  if (resyncing) return;
-  resyncing = true; // events are ignored until the snapshot is in: the reconnect replays them
-  notice("Some events were missed while disconnected: reloading the current state…");
-  const snapshot = await fetchSnapshot();
-  state = snapshot;
-  resyncing = false;
-  counters.resyncs += 1;
-  pushFeed({ marker: "state reloaded from the server" });
-  render();
-  client.reconnect({ since: snapshot.lastEventId });
-  notice("State reloaded: the dashboard is up to date.", { hideAfter: 4000 });
+function onState({ reset, event }) {
+  if (reset) {
+    counters.states += 1;
+    if (counters.states > 1) pushFeed({ marker: "state received from the server" });
+  }
+  scheduleRender();
+  return event;
 }
 
 // "3 watching": presence.changed, sent by the server at most once a second
@@ -391,18 +363,21 @@ function renderPresence({ users, connections }) {
   box.hidden = false;
 }
 
-async function main() {
+function main() {
   $("spawn-form").addEventListener("submit", spawn);
   $("reconnect").addEventListener("click", () => client.reconnect());
-  state = await fetchSnapshot();
-  render();
-  client = connect("/ws", { since: state.lastEventId });
+  try {
+    client = connect("/ws", { state: true });
+  } catch (error) {
+    notice(`Cannot connect: ${error.message}`, { tone: "red" });
+    renderStatus({ status: "closed" });
+    return;
+  }
   client.on("status", renderStatus);
-  client.on("resume_unavailable", resync);
+  client.on("state", onState);
+  client.on("error", ({ code, message }) => notice(`The server said ${code}: ${message}`, { tone: "red", hideAfter: 8000 }));
   client.on("*", (event) => {
-    if (resyncing) return;
     counters.events += 1;
-    apply(state, event);
     if (event.type === "presence.changed") {
       renderPresence(event.payload); // the top bar, not the activity feed
       return;
@@ -413,12 +388,17 @@ async function main() {
   setInterval(tick, 1000);
 }
 
-// for tests and the curious: window.livepanelDemo.state()
+// for tests and the curious: window.livepanelDemo.state() is {lastEventId, collections: {name: [id]}}
 window.livepanelDemo = {
   get client() {
     return client;
   },
-  state: () => structuredClone(state),
+  state: () => ({
+    lastEventId: client?.lastEventId ?? null,
+    collections: Object.fromEntries(
+      Object.entries(client?.state ?? {}).map(([name, map]) => [name, [...map.values()].map((e) => e.id)]),
+    ),
+  }),
   feedIds: () => feed.filter((entry) => entry.id).map((entry) => entry.id),
   counters,
 };
