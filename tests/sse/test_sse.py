@@ -222,3 +222,31 @@ def test_attack_a_stream_that_is_never_read_is_ended_not_buffered(kind: str) -> 
                 assert sent < 400
         finally:
             sock.close()
+
+
+def test_sse_state_frame_on_state_1(server: RunningServer, broadcaster: Broadcaster) -> None:
+    """?state=1 works as on WebSocket: a `state` message after welcome, then live events."""
+    broadcaster.publish(killed(0))  # session.killed of an unknown key: sessions stays empty
+    broadcaster.publish("session.created", {"sessionKey": "s1", "agentId": "a1", "kind": "direct"})
+    client, request = stream(f"{server.http_url}/?state=1")
+    with client, request as response:
+        messages = Messages(response)
+        assert messages.next()["event"] == "welcome"
+        state = messages.next()
+        assert state["event"] == "state"
+        entries = state["data"]["payload"]["collections"]["sessions"]["entries"]
+        assert [e["payload"]["sessionKey"] for e in entries] == ["s1"]
+
+
+def test_attack_sse_keeps_audiences(kind: str) -> None:
+    """Over SSE too, a connection never receives an event addressed to another audience."""
+    broadcaster = Broadcaster()
+    app = LivePanelApp(broadcaster, auth=admin_only(), audiences=lambda p, s: {"team:a"})
+    with run_server(app, kind) as server:
+        client, request = stream(f"{server.http_url}/")
+        with client, request as response:
+            messages = Messages(response)
+            assert messages.next()["event"] == "welcome"
+            broadcaster.publish(killed(1), audience={"team:b"})
+            mine = broadcaster.publish(killed(2), audience={"team:a"})
+            assert messages.next_event()["id"] == mine.id
