@@ -41,12 +41,14 @@ def audiences(principal: object, scope: object) -> set[str] | None:
     return {GROUPS[next(joined) % len(GROUPS)]} if GROUPS else None
 
 
-endpoint = LivePanelApp(broadcaster, auth=None, client_rate=None, audiences=audiences)
-AUDIENCE = set(GROUPS) or None
+# only with groups: the same target then still runs an older livepanel (fanout.py --compare)
+options = {"audiences": audiences} if GROUPS else {}
+endpoint = LivePanelApp(broadcaster, auth=None, client_rate=None, **options)
+publish_options = {"audience": set(GROUPS)} if GROUPS else {}
 
 
 def broadcast_one(seq: int) -> None:
-    broadcaster.publish(EVENT_TYPE, payload(seq), audience=AUDIENCE)
+    broadcaster.publish(EVENT_TYPE, payload(seq), **publish_options)
 
 
 target = Target(lambda: broadcaster.connection_count, broadcast_one)

@@ -207,9 +207,9 @@ class _Waker:
     """Wakes a loop's writers in rounds, so that each writer writes what queued meanwhile.
 
     A round starts ``turns`` event-loop turns after the first event queued for
-    it, and, with ``linger``, no sooner than the previous round took to write
-    (at most ``linger`` seconds). Under no load that is at once; under load
-    each writer sends the events published meanwhile in one go (in one frame
+    it, and, with a ``cap``, no sooner than the previous round took to write
+    (``cap`` seconds once a round takes a tenth of that). Under no load that is
+    at once; under load each writer sends the events published meanwhile in one go (in one frame
     with ``?batch=1``), paying for one wake instead of one per event, while a
     publisher that publishes every turn is never more than a few events ahead.
     """
@@ -247,7 +247,10 @@ class _Waker:
             self.loop.call_soon(self._measure, self.loop.time())
 
     def _measure(self, began: float) -> None:
-        self._linger = min(self.cap, self.loop.time() - began)
+        took = self.loop.time() - began
+        # a round that took a tenth of the cap means load: the next ones gather a full cap's
+        # worth of events, so that each writer's wake (a task switch) carries many of them
+        self._linger = self.cap if took > self.cap / 10 else took
 
 
 class Subscription:

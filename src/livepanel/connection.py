@@ -56,6 +56,8 @@ BATCH_LINGER_MAX = 0.010
 """Seconds a batching connection's events may wait for company in a frame, at most."""
 WAKE_AFTER_TURNS = 1
 """Event-loop turns a writer's first queued event waits for company before it is woken."""
+SENT_MEMORY = 1024
+"""How many of the events last sent a connection remembers, so a replay never repeats them."""
 MAX_CONTROL_FRAMES = 256
 """Control frames (pongs, errors) that may wait for one client; beyond, it is closed (1013)."""
 
@@ -204,7 +206,8 @@ class Connection:
         self._marked = False  # waiting in the hub's list of writers to wake this turn
         self._held: list[Frame] | None = None  # live events held back while a replay runs
         self._skip: tuple[str, tuple[int, ...]] | None = None  # live events a replay covered
-        self._sent: Frame | None = None  # the newest event handed to the transport
+        # the events last handed to the transport: a replay never sends one of them again
+        self._sent: deque[Frame] = deque(maxlen=SENT_MEMORY)
         self.queue: deque[Frame] = deque()
         self.live_count = 0  # live events in the queue: what queue_size bounds
         self.controls = 0  # control frames in the queue (pongs, errors): MAX_CONTROL_FRAMES
@@ -451,11 +454,11 @@ class Connection:
             return False
         start = parse_id(since)
         end = parse_id(replayed[-1].id) if replayed and replayed[-1].id else start
-        sent = self._sent.position if self._sent is not None else None
-        if sent is not None and sent[0] == start[0] and sent[1] > start[1]:
-            # events after since already handed to the transport are on their way: a
-            # replay sends none of them again
-            replayed = [e for e in replayed if e.id is None or parse_id(e.id)[1] > sent[1]]
+        if self._sent:
+            # events after since already handed to the transport are on their way (a
+            # subscribe while frames are in flight): the replay sends the others only
+            sent = {frame.event.id for frame in self._sent}  # type: ignore[union-attr]
+            replayed = [e for e in replayed if e.id not in sent]
         frames = [
             Frame(e, text_of(e), live=False) for e in replayed if match(e.type) and self.sees(e)
         ]
@@ -571,7 +574,7 @@ class Connection:
                         frame = queue.popleft()
                         self._dequeued(frame)
                         if frame.event is not None:
-                            self._sent = frame
+                            self._sent.append(frame)
                             sent += 1
                         await send(frame.text)
                     counters.delivered += sent
@@ -591,10 +594,7 @@ class Connection:
                 timer.cancel()
 
     def _note_sent(self, frames: list[Frame]) -> None:
-        for frame in reversed(frames):
-            if frame.event is not None:
-                self._sent = frame
-                return
+        self._sent.extend(frame for frame in frames if frame.event is not None)
 
     async def next_event(self) -> Event | None:
         """The next event for an in-process consumer; ``None`` once closed."""

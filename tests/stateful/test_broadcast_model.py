@@ -203,11 +203,12 @@ class BroadcastModel(RuleBasedStateMachine):
 
     @staticmethod
     def _inflight(dash: Dashboard) -> list[Expected]:
-        """What ``dash`` expects of the write waiting in its socket (sent, not yet read)."""
+        """The events of the write waiting in ``dash``'s socket (sent, not yet read)."""
         if dash.inflight is None:
             return []
-        count = sum(1 for line in dash.inflight.split("\n") if '"id":' in line)
-        return [e for e in dash.expected if e.kind == "event"][:count]
+        ids = [json.loads(line)["id"] for line in dash.inflight.split("\n") if '"id":' in line]
+        known = {e.value: e for e in dash.expected if e.kind == "event"}
+        return [known.get(i, Expected("event", i)) for i in ids]
 
     def _start_writer(self, dash: Dashboard, conn: Connection) -> None:
         """Run the connection's own writer into a socket that takes ``credits`` writes."""
@@ -355,17 +356,20 @@ class BroadcastModel(RuleBasedStateMachine):
         assert isinstance(action, Subscribe)
         assert action.since == since
         pending = list(dash.expected)
-        # a write already handed to the socket arrives first, and is not replayed again
-        inflight = self._inflight(dash)
         dash.globs = list(globs)
         self.loop.run_until_complete(dash.sub.subscribe(action.types, since))
         event("subscribe with since")
+        # a write already handed to the socket arrives first, and is not replayed again
+        inflight = self._inflight(dash)
         if self._retained_after(since, self.published):
             start = parse_id(since)[1][0]
             if inflight:
                 event("subscribe with since while a write is in flight")
-                start = max(start, *(parse_id(e.value)[1][0] for e in inflight))
-            dash.expected = deque([*inflight, *self._events_after(dash, start, live=False)])
+            on_the_way = {e.value for e in inflight}
+            rest = [
+                e for e in self._events_after(dash, start, live=False) if e.value not in on_the_way
+            ]
+            dash.expected = deque([*inflight, *rest])
         else:  # what was queued stays queued, behind the error
             dash.expected = deque([*inflight, RESUME_UNAVAILABLE, *pending[len(inflight) :]])
         self._settle_closes()
