@@ -1,5 +1,7 @@
 // Type declarations for livepanel.js, the browser client of a livepanel endpoint.
 
+export type Transport = "websocket" | "sse";
+
 export type Status = "connecting" | "open" | "reconnecting" | "auth_failed" | "closed";
 
 /** A server frame carrying a broadcast event. */
@@ -25,6 +27,8 @@ export interface ServerError {
 export interface StatusChange {
   status: Status;
   previous: Status | null;
+  /** `open`: the transport the connection uses. */
+  transport?: Transport;
   /** `reconnecting`: the attempt about to be made (1 for the first). */
   attempt?: number;
   /** `reconnecting`: milliseconds until that attempt. */
@@ -58,11 +62,24 @@ export interface ClientOptions extends BackoffOptions {
    * is an `error` (`code: "ticket_unavailable"`) and a retry with backoff.
    */
   ticket?: (() => Promise<string> | string) | null;
+  /**
+   * `"auto"` (default): WebSocket, falling back to Server-Sent Events when handshakes fail
+   * although the endpoint answers HTTP without refusing (426: a proxy drops the upgrade),
+   * and trying WebSocket again after `websocketRetryAfter` or on `reconnect()`.
+   */
+  transport?: "auto" | Transport;
+  /** In `auto`: handshakes lost that way before falling back to SSE (default 2). */
+  fallbackAfter?: number;
+  /** In `auto`: milliseconds on SSE before the next (re)connection tries WebSocket again (default 300000). */
+  websocketRetryAfter?: number;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
   WebSocket?: new (url: string) => WebSocketLike;
-  fetch?: (url: string, init?: RequestInit) => Promise<{ status: number; json(): Promise<unknown> }>;
+  fetch?: (
+    url: string,
+    init?: RequestInit,
+  ) => Promise<{ status: number; ok?: boolean; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
   random?: () => number;
 }
 
@@ -82,8 +99,12 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   since: null;
   state: boolean;
   ticket: null;
+  transport: "auto";
+  fallbackAfter: number;
+  websocketRetryAfter: number;
 }>;
 export const STATUSES: readonly Status[];
+export const TRANSPORTS: readonly ("auto" | Transport)[];
 
 export function backoffCeiling(attempt: number, options?: BackoffOptions): number;
 export function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
@@ -103,6 +124,20 @@ export function connectUrl(
   },
   base?: string,
 ): string;
+export function streamUrl(
+  url: string,
+  query?: { since?: string | null; types?: string[] | null; state?: boolean; ticket?: string | null },
+  base?: string,
+): string;
+/** True when a probe's status means the endpoint answers without refusing (426, 2xx): worth trying SSE. */
+export function shouldFallBack(httpStatus: number): boolean;
+export interface SseMessage {
+  event: string;
+  id: string | null;
+  data: string;
+}
+/** An incremental `text/event-stream` parser. */
+export function sseParser(): { push(text: string): SseMessage[] };
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
 
 /** The collections kept for a client: `{name: Map(key -> event)}`, oldest update first. */
@@ -137,6 +172,8 @@ export class LivePanelClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly status: Status;
+  /** The transport in use or being tried. */
+  readonly transport: Transport;
   readonly isConnected: boolean;
   readonly lastEventId: string | null;
   readonly lastEvent: LivePanelEvent | null;

@@ -1,5 +1,5 @@
 /**
- * livepanel.js: the browser client of a livepanel WebSocket endpoint.
+ * livepanel.js: the browser client of a livepanel endpoint (WebSocket, or Server-Sent Events).
  *
  * An ES module without dependencies. It connects, dispatches events by type,
  * reconnects with exponential backoff and full jitter, resumes with `since`
@@ -25,6 +25,10 @@
  *   connect("wss://panel.example/ws", {
  *     ticket: async () => (await (await fetch("/api/livepanel-ticket", { method: "POST" })).json()).ticket,
  *   });
+ *
+ * Where a proxy drops WebSocket upgrades, `transport: "auto"` (the default) falls
+ * back to Server-Sent Events on the same URL, with the same frames, statuses and
+ * resume; `transport: "sse"` uses them from the start.
  *
  * The backoff schedule, its jitter and the give-up rule are pure functions
  * exported below, so they can be tested without a browser.
@@ -57,7 +61,20 @@ export const DEFAULT_OPTIONS = Object.freeze({
    * (and before the probe of a refused one) and sent as `?ticket=`; `null` for none.
    */
   ticket: null,
+  /**
+   * `"websocket"`, `"sse"` (Server-Sent Events, read with `fetch`) or `"auto"`: WebSocket,
+   * falling back to SSE when handshakes fail although the endpoint answers HTTP without
+   * refusing (a proxy that drops the upgrade), and trying WebSocket again later.
+   */
+  transport: "auto",
+  /** In `auto`: WebSocket handshakes failed that way before the client falls back to SSE. */
+  fallbackAfter: 2,
+  /** In `auto`: after this long on SSE, the next (re)connection tries WebSocket again. */
+  websocketRetryAfter: 300000,
 });
+
+/** The transports the `transport` option names. */
+export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 
 /** Every status the client reports, in the order a connection usually goes through them. */
 export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
@@ -116,6 +133,56 @@ export function isAuthFailure(httpStatus) {
   return httpStatus === 401 || httpStatus === 403;
 }
 
+/**
+ * True when a refused WebSocket handshake's probe shows an endpoint that answers HTTP
+ * and does not refuse: `426 Upgrade Required` (the upgrade was lost on the way, as
+ * behind a proxy that strips it) or a success. Worth trying SSE; 401/403/429/503 are not.
+ */
+export function shouldFallBack(httpStatus) {
+  return httpStatus === 426 || (httpStatus >= 200 && httpStatus < 300);
+}
+
+/**
+ * An incremental `text/event-stream` parser: `push(text)` returns the messages
+ * completed by that chunk, each `{event, id, data}` (`event` defaults to
+ * `"message"`, `id` is `null` without an `id:` line). Comments (`: ping`) give
+ * no message. Chunks may split lines and messages anywhere.
+ */
+export function sseParser() {
+  let buffer = "";
+  let event = "";
+  let id = null;
+  let data = [];
+  return {
+    push(text) {
+      buffer += text;
+      const messages = [];
+      // a trailing "\r" waits for the next chunk: it may be the first half of "\r\n"
+      const held = buffer.endsWith("\r") ? 1 : 0;
+      const lines = buffer.slice(0, buffer.length - held).split(/\r\n|\r|\n/);
+      buffer = lines.pop() + (held ? "\r" : ""); // the line not finished yet
+      for (const line of lines) {
+        if (line === "") {
+          if (data.length) messages.push({ event: event || "message", id, data: data.join("\n") });
+          event = "";
+          id = null;
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let value = colon === -1 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+        else if (field === "id" && !value.includes("\0")) id = value;
+      }
+      return messages;
+    },
+  };
+}
+
 /** The server frames in one WebSocket message: one, or several newline-delimited (`?batch=1`). */
 export function splitFrames(data) {
   return String(data)
@@ -149,6 +216,16 @@ export function connectUrl(
   else target.searchParams.delete("since");
   if (state) target.searchParams.set("state", "1");
   if (ticket) target.searchParams.set("ticket", ticket);
+  return target.href;
+}
+
+/**
+ * The URL of the Server-Sent Events stream: `connectUrl`'s, over `http:`/`https:`,
+ * without `batch` (one frame per message).
+ */
+export function streamUrl(url, query = {}, base) {
+  const target = new URL(connectUrl(url, { ...query, batch: false }, base));
+  target.protocol = target.protocol === "wss:" ? "https:" : "http:";
   return target.href;
 }
 
@@ -247,6 +324,14 @@ export class LivePanelClient {
     this._stateRules = {};
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
+    if (!TRANSPORTS.includes(this.options.transport)) {
+      throw new TypeError(`livepanel: transport must be "auto", "websocket" or "sse", not ${this.options.transport}`);
+    }
+    /** The transport in use or being tried: `"websocket"` or `"sse"`. */
+    this.transport = this.options.transport === "sse" ? "sse" : "websocket";
+    this._fallbacks = 0; // WebSocket handshakes lost although the endpoint answered HTTP
+    this._sseSince = null; // when `auto` fell back to SSE
+    this._stream = null; // the AbortController of the SSE request
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
     this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._random = this.options.random ?? Math.random;
@@ -262,8 +347,11 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._watching = false;
-    if (typeof this._WebSocket !== "function") {
+    if (this.transport === "websocket" && typeof this._WebSocket !== "function") {
       throw new TypeError("livepanel: no WebSocket here; pass options.WebSocket");
+    }
+    if (this.options.transport !== "websocket" && typeof this._fetch !== "function") {
+      throw new TypeError("livepanel: Server-Sent Events need fetch; pass options.fetch");
     }
     connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
     this._onOnline = () => this._wakeUp();
@@ -273,7 +361,8 @@ export class LivePanelClient {
     this._watchPage(true);
     // start after the caller's synchronous on(...) calls, so they see every status
     queueMicrotask(() => {
-      if (this._stopped || this._socket !== null || this._timer !== null || this._generation !== 0) return;
+      if (this._stopped || this._socket !== null || this._stream !== null || this._timer !== null) return;
+      if (this._generation !== 0) return;
       this._emit("status", { status: this.status, previous: null });
       this._open();
     });
@@ -305,6 +394,7 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._attempts = 0;
+    if (this.options.transport === "auto") this._useWebSocket(); // a full reconnect tries WebSocket again
     this._drop(4000, "reconnect");
     this._watchPage(true);
     this._setStatus("connecting");
@@ -348,15 +438,22 @@ export class LivePanelClient {
   _open() {
     this._clearTimer();
     const generation = ++this._generation;
+    if (
+      this.options.transport === "auto" &&
+      this.transport === "sse" &&
+      Date.now() - this._sseSince >= this.options.websocketRetryAfter
+    ) {
+      this._useWebSocket(); // maybe the network lets WebSocket through by now
+    }
     if (typeof this.options.ticket !== "function") {
-      this._openSocket(generation, null);
+      this._openTransport(generation, null);
       this._armWatchdog(this.options.connectTimeout);
       return;
     }
     this._armWatchdog(this.options.connectTimeout); // the ticket's fetch counts in the time
     this._fetchTicket().then(
       (ticket) => {
-        if (generation === this._generation && !this._stopped) this._openSocket(generation, ticket);
+        if (generation === this._generation && !this._stopped) this._openTransport(generation, ticket);
       },
       (error) => {
         if (generation === this._generation && !this._stopped) this._ticketFailed(error);
@@ -380,18 +477,92 @@ export class LivePanelClient {
     this._scheduleReconnect();
   }
 
+  _useWebSocket() {
+    this.transport = "websocket";
+    this._fallbacks = 0;
+    this._sseSince = null;
+  }
+
+  _openTransport(generation, ticket) {
+    if (this.transport === "sse") this._openStream(generation, ticket);
+    else this._openSocket(generation, ticket);
+  }
+
+  _query(ticket) {
+    return {
+      since: this.lastEventId,
+      types: this.options.types,
+      batch: this.options.batch,
+      state: this.options.state,
+      ticket,
+    };
+  }
+
+  _openStream(generation, ticket) {
+    // fetch, not EventSource: the server names each message by its event type, and an
+    // EventSource only hands over the names it was given listeners for (no "*")
+    const url = streamUrl(this.url, this._query(ticket), this.options.base);
+    const controller = new AbortController();
+    this._stream = controller;
+    this._welcome = null;
+    this._eventsOnSocket = 0;
+    const current = () => generation === this._generation && !this._stopped;
+    const read = async () => {
+      const response = await this._fetch(url, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+      if (!current()) return;
+      if (isAuthFailure(response.status)) {
+        let body = {};
+        try {
+          body = await response.json();
+        } catch {
+          body = {};
+        }
+        if (current()) {
+          this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
+        }
+        return;
+      }
+      if (!response.ok || !response.body) return; // 429, 503, a proxy's error page: retry
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      const parser = sseParser();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done || !current()) return;
+          // any bytes, a `: ping` comment among them, show the stream is alive
+          if (this._welcome !== null) this._armWatchdog(2 * this.heartbeatInterval * 1000);
+          for (const message of parser.push(decoder.decode(value, { stream: true }))) {
+            if (!current()) return;
+            this._receive(message.data);
+          }
+        }
+      } finally {
+        reader.cancel().catch(() => {});
+      }
+    };
+    read()
+      .catch(() => {}) // unreachable, aborted or cut off: the same as an end
+      .then(() => {
+        if (generation === this._generation && this._stream === controller) this._streamEnded();
+      });
+  }
+
+  _streamEnded() {
+    // the response said why, so no probe: an ended stream is retried with backoff
+    this._stream = null;
+    this._clearWatchdog();
+    this._clearStable();
+    if (!this._stopped) this._scheduleReconnect();
+  }
+
   _openSocket(generation, ticket) {
-    const url = connectUrl(
-      this.url,
-      {
-        since: this.lastEventId,
-        types: this.options.types,
-        batch: this.options.batch,
-        state: this.options.state,
-        ticket,
-      },
-      this.options.base,
-    );
+    const url = connectUrl(this.url, this._query(ticket), this.options.base);
     const socket = new this._WebSocket(url);
     this._socket = socket;
     this._welcome = null;
@@ -434,7 +605,8 @@ export class LivePanelClient {
           this._attempts = 0;
         }, this.options.stableAfter);
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
-        this._setStatus("open");
+        if (this.transport === "websocket") this._fallbacks = 0;
+        this._setStatus("open", { transport: this.transport });
         this._emit("welcome", payload);
         return;
       }
@@ -528,6 +700,19 @@ export class LivePanelClient {
       this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
       return;
     }
+    if (
+      this.options.transport === "auto" &&
+      this.transport === "websocket" &&
+      response &&
+      shouldFallBack(response.status)
+    ) {
+      // the endpoint is there and would let us in, but the upgrade does not get through
+      this._fallbacks += 1;
+      if (this._fallbacks >= this.options.fallbackAfter) {
+        this.transport = "sse";
+        this._sseSince = Date.now();
+      }
+    }
     this._scheduleReconnect();
   }
 
@@ -552,7 +737,7 @@ export class LivePanelClient {
       this._open();
     } else if (this.status === "closed" && this._gaveUp) {
       this.reconnect();
-    } else if (this.status === "open") {
+    } else if (this.status === "open" && this.transport === "websocket") {
       this._send({ type: "ping", payload: {} }); // a dead socket shows itself sooner
     }
   }
@@ -597,6 +782,9 @@ export class LivePanelClient {
     this._clearStable();
     const socket = this._socket;
     this._socket = null;
+    const stream = this._stream;
+    this._stream = null;
+    stream?.abort();
     if (socket) {
       try {
         socket.close(code, reason);
