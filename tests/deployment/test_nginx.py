@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -64,7 +65,7 @@ def nginx_in_front(
     tmp_path: Path, tls_certificate: tuple[str, str]
 ) -> Iterator[tuple[int, Broadcaster, int]]:
     """uvicorn (trusting nginx's forwarded headers) behind nginx on a TLS port."""
-    binary = nginx_binary()
+    nginx_binary()  # skip early without nginx
     cert, key = (Path(f) for f in tls_certificate)
     broadcaster = Broadcaster()
     app = LivePanelApp(
@@ -78,11 +79,19 @@ def nginx_in_front(
         app, "uvicorn-websockets", proxy_headers=True, forwarded_allow_ips="127.0.0.1"
     ) as upstream:
         server_block = adapt(recipe(), listen=listen, upstream=upstream.port, cert=cert, key=key)
-        for sub in ("logs", "tmp"):
-            (tmp_path / sub).mkdir()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            f"""
+        with run_nginx(tmp_path, server_block, listen):
+            yield listen, broadcaster, upstream.port
+
+
+@contextlib.contextmanager
+def run_nginx(tmp_path: Path, server_block: str, listen: int) -> Iterator[None]:
+    """Debian's nginx with ``server_block`` (in ``http {}``), until the block ends."""
+    binary = nginx_binary()
+    for sub in ("logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""
 user root;
 worker_processes 1;
 pid {tmp_path}/nginx.pid;
@@ -98,25 +107,25 @@ http {{
 {server_block}
 }}
 """
-        )
-        process = subprocess.Popen(
-            [binary, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                try:
-                    with socket_to(listen):
-                        break
-                except OSError:
-                    time.sleep(0.05)
-            yield listen, broadcaster, upstream.port
-        finally:
-            process.terminate()
-            process.wait(10)
+    )
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                with socket_to(listen):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def socket_to(port: int) -> Any:
