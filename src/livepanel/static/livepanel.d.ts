@@ -72,6 +72,13 @@ export interface ClientOptions extends BackoffOptions {
   fallbackAfter?: number;
   /** In `auto`: milliseconds on SSE before the next (re)connection tries WebSocket again (default 300000). */
   websocketRetryAfter?: number;
+  /**
+   * One connection for all tabs of this browser on the same endpoint, `types` and `state`:
+   * a Web Lock elects the tab holding it, a BroadcastChannel shares its frames and status,
+   * and another tab takes over (resuming with `since`) when it closes. Without Web Locks
+   * or BroadcastChannel the client connects on its own.
+   */
+  shared?: boolean;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
@@ -81,6 +88,12 @@ export interface ClientOptions extends BackoffOptions {
     init?: RequestInit,
   ) => Promise<{ status: number; ok?: boolean; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
   random?: () => number;
+  locks?: { request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown> | unknown): Promise<unknown> } | null;
+  BroadcastChannel?: new (name: string) => {
+    onmessage: ((event: { data: any }) => void) | null;
+    postMessage(message: unknown): void;
+    close(): void;
+  };
 }
 
 export interface WebSocketLike {
@@ -102,6 +115,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   transport: "auto";
   fallbackAfter: number;
   websocketRetryAfter: number;
+  shared: boolean;
 }>;
 export const STATUSES: readonly Status[];
 export const TRANSPORTS: readonly ("auto" | Transport)[];
@@ -129,6 +143,8 @@ export function streamUrl(
   query?: { since?: string | null; types?: string[] | null; state?: boolean; ticket?: string | null },
   base?: string,
 ): string;
+/** The Web Lock and BroadcastChannel name of `shared: true` tabs. */
+export function sharedName(url: string, query?: { types?: string[] | null; state?: boolean }, base?: string): string;
 /** True when a probe's status means the endpoint answers without refusing (426, 2xx): worth trying SSE. */
 export function shouldFallBack(httpStatus: number): boolean;
 export interface SseMessage {
@@ -172,6 +188,8 @@ export class LivePanelClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly status: Status;
+  /** With `shared: true`: whether this tab holds the connection (`null` before the lock answers or unshared). */
+  readonly role: "leader" | "follower" | null;
   /** The transport in use or being tried. */
   readonly transport: Transport;
   readonly isConnected: boolean;

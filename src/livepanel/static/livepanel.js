@@ -71,6 +71,13 @@ export const DEFAULT_OPTIONS = Object.freeze({
   fallbackAfter: 2,
   /** In `auto`: after this long on SSE, the next (re)connection tries WebSocket again. */
   websocketRetryAfter: 300000,
+  /**
+   * One connection for all the tabs of this browser on the same endpoint (and the same
+   * `types` and `state`): a Web Lock elects the tab that holds it, a BroadcastChannel
+   * hands its frames and status to the others, and another tab takes over, resuming
+   * with `since`, when that one closes.
+   */
+  shared: false,
 });
 
 /** The transports the `transport` option names. */
@@ -229,6 +236,17 @@ export function streamUrl(url, query = {}, base) {
   return target.href;
 }
 
+/**
+ * The name of the Web Lock and BroadcastChannel of `shared: true` tabs: tabs share a
+ * connection only when it would be the same (endpoint, `types`, `state`).
+ */
+export function sharedName(url, { types = null, state = false } = {}, base) {
+  return `livepanel:${streamUrl(url, { types, state }, base)}`;
+}
+
+/** How many event ids a shared tab remembers to drop a frame it got twice (takeover). */
+const SEEN_IDS = 4096;
+
 /** The key an event's payload gives its entry: a scalar as is, anything else as JSON. */
 function entryKey(value) {
   return value !== null && typeof value === "object" ? JSON.stringify(value) : value;
@@ -335,6 +353,8 @@ export class LivePanelClient {
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
     this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._random = this.options.random ?? Math.random;
+    this._locks = this.options.locks ?? globalThis.navigator?.locks;
+    this._BroadcastChannel = this.options.BroadcastChannel ?? globalThis.BroadcastChannel;
     this._listeners = new Map();
     this._socket = null;
     this._welcome = null;
@@ -354,6 +374,13 @@ export class LivePanelClient {
       throw new TypeError("livepanel: Server-Sent Events need fetch; pass options.fetch");
     }
     connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
+    /** With `shared: true`: `"leader"` (holds the connection), `"follower"`, or `null` before the lock answers. */
+    this.role = null;
+    this._seen = new Set(); // shared: recent event ids, so a takeover shows none twice
+    this._term = 0; // shared: the newest leadership heard of; an older leader's status is stale
+    this._channel = null;
+    this._unlock = null; // a leader's: releases the Web Lock
+    this._lockAbort = null; // a follower's: withdraws its request for the lock
     this._onOnline = () => this._wakeUp();
     this._onVisible = () => {
       if (globalThis.document?.visibilityState === "visible") this._wakeUp();
@@ -362,9 +389,10 @@ export class LivePanelClient {
     // start after the caller's synchronous on(...) calls, so they see every status
     queueMicrotask(() => {
       if (this._stopped || this._socket !== null || this._stream !== null || this._timer !== null) return;
-      if (this._generation !== 0) return;
+      if (this._generation !== 0 || this.role !== null) return;
       this._emit("status", { status: this.status, previous: null });
-      this._open();
+      if (this.options.shared && this._canShare()) this._joinShared();
+      else this._open();
     });
   }
 
@@ -391,6 +419,10 @@ export class LivePanelClient {
    */
   reconnect({ since } = {}) {
     if (since !== undefined) this.lastEventId = since;
+    if (this.role === "follower") {
+      this._post({ kind: "reconnect", since }); // the leader's connection is everyone's
+      return;
+    }
     this._stopped = false;
     this._gaveUp = false;
     this._attempts = 0;
@@ -404,6 +436,7 @@ export class LivePanelClient {
   /** Close for good: no reconnection until `reconnect()`. */
   close() {
     this._gaveUp = false; // a closed client no longer wakes up with the page
+    this._leaveShared();
     if (this._stopped && this.status === "closed") {
       this._watchPage(false);
       return;
@@ -432,7 +465,107 @@ export class LivePanelClient {
     if (status === this.status && status !== "reconnecting") return;
     const previous = this.status;
     this.status = status;
+    if (this.role === "leader" && !(status === "closed" && detail.reason === "client")) {
+      this._post({ kind: "status", status, detail });
+    }
     this._emit("status", { status, previous, ...detail });
+  }
+
+  // ------------------------------------------------------------------------ shared tabs
+
+  _canShare() {
+    return typeof this._locks?.request === "function" && typeof this._BroadcastChannel === "function";
+  }
+
+  _joinShared() {
+    const name = sharedName(this.url, this.options, this.options.base);
+    this._channel = new this._BroadcastChannel(name);
+    this._channel.onmessage = (message) => this._onShared(message.data);
+    this.role = "follower";
+    this._post({ kind: "hello" }); // the leader, if any, answers with where it is
+    this._lockAbort = new AbortController();
+    this._locks
+      .request(name, { signal: this._lockAbort.signal }, () => {
+        if (this._channel === null) return undefined; // closed while waiting
+        this._lockAbort = null;
+        this.role = "leader";
+        this._term += 1;
+        this._attempts = 0;
+        // hold the lock until close() or the tab goes away
+        const held = new Promise((resolve) => {
+          this._unlock = resolve;
+        });
+        this._open(); // resumes after the last id this tab saw, as a follower or alone
+        return held;
+      })
+      .catch(() => {}); // the request was withdrawn by close()
+  }
+
+  _leaveShared() {
+    if (this._channel === null) return;
+    // no goodbye: the next tab's status comes from its own connection (a "leaving" could
+    // arrive after the new leader's "open", from another tab, and undo it)
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    this._unlock?.();
+    this._unlock = null;
+    this._channel.close();
+    this._channel = null;
+    this.role = null;
+  }
+
+  _post(message) {
+    try {
+      this._channel?.postMessage({ ...message, term: this._term });
+    } catch {
+      // a frame that cannot be cloned: nothing another tab could use
+    }
+  }
+
+  _onShared(message) {
+    if (this.role === "leader") {
+      if (message.kind === "frame" && message.frame?.id != null) {
+        // the old leader's last events, still on their way when this tab took over
+        this._dispatch(message.frame, true);
+        return;
+      }
+      if (message.kind === "hello") {
+        this._post({
+          kind: "sync",
+          status: this.status,
+          welcome: this._welcome,
+          lastEventId: this.lastEventId,
+          state: this.options.state ? this.state : null,
+          rules: this._stateRules,
+        });
+      } else if (message.kind === "reconnect") {
+        this.reconnect(message.since === undefined ? {} : { since: message.since });
+      }
+      return;
+    }
+    if (this.role !== "follower") return;
+    if (message.term < this._term && !(message.kind === "frame" && message.frame?.id != null)) {
+      return; // from a leader that has since gone: its events still count, nothing else
+    }
+    this._term = Math.max(this._term, message.term ?? 0);
+    switch (message.kind) {
+      case "frame":
+        this._dispatch(message.frame, true);
+        return;
+      case "status":
+        this._stopped = false;
+        this._setStatus(message.status, message.detail);
+        return;
+      case "sync":
+        if (this._welcome === null && message.welcome) this._dispatch({ type: "welcome", payload: message.welcome }, true);
+        if (message.lastEventId) this.lastEventId = message.lastEventId; // the leader is never behind this tab
+        if (this.options.state && message.state && this.state === null) {
+          this.state = message.state;
+          this._stateRules = message.rules;
+          this._emit("state", { state: this.state, reset: true, collection: null, event: null });
+        }
+        this._setStatus(message.status);
+    }
   }
 
   _open() {
@@ -591,10 +724,22 @@ export class LivePanelClient {
     }
   }
 
-  _dispatch(frame) {
+  _dispatch(frame, fromChannel = false) {
     const payload = frame.payload ?? {};
+    if (this.role === "leader" && !fromChannel && frame.type !== "ping" && frame.type !== "pong") {
+      this._post({ kind: "frame", frame });
+    }
     switch (frame.type) {
       case "welcome": {
+        if (this.role === "follower") {
+          // the leader's new connection: no timers here, the leader keeps it alive
+          this._welcome = payload;
+          this._eventsOnSocket = 0;
+          this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
+          if (this.lastEventId === null) this.lastEventId = payload.lastEventId ?? null;
+          this._emit("welcome", payload);
+          return;
+        }
         if (this._welcome !== null) return; // one welcome per connection: a later one is forged
         this._welcome = payload;
         this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
@@ -634,6 +779,12 @@ export class LivePanelClient {
       }
       default: {
         if (typeof frame.type !== "string" || CLIENT_EVENTS.has(frame.type)) return;
+        if (this.options.shared && frame.id != null) {
+          // after a takeover the new leader's replay may repeat what the old one passed on
+          if (this._seen.has(frame.id)) return;
+          this._seen.add(frame.id);
+          if (this._seen.size > SEEN_IDS) this._seen.delete(this._seen.values().next().value);
+        }
         if (frame.id != null) this.lastEventId = frame.id;
         this._eventsOnSocket += 1;
         this.lastEvent = frame;
