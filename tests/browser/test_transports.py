@@ -3,6 +3,7 @@ that drops WebSocket upgrades, and tabs sharing one connection (``shared: true``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,59 @@ def test_behind_a_proxy_that_drops_upgrades_the_page_falls_back_to_sse_and_stays
         "reconnecting",
         "open",
     ]
+
+
+@pytest.fixture
+def direct() -> Iterator[tuple[str, Broadcaster]]:
+    """The same site straight on uvicorn (http://127.0.0.1 is a secure context: Web Locks work)."""
+    broadcaster = Broadcaster()
+    with run_server(site(broadcaster), "uvicorn-websockets") as server:
+        yield f"http://127.0.0.1:{server.port}/", broadcaster
+
+
+def test_three_shared_tabs_hold_one_connection_and_survive_the_leader_closing(
+    direct: tuple[str, Broadcaster], new_page: Callable[[str], Any]
+) -> None:
+    """Three tabs, one server connection; the leader closes, the others see every event once."""
+    url, broadcaster = direct
+    options = {"shared": True, "initialDelay": 50, "maxDelay": 200}
+    tabs = []
+    for _ in range(3):
+        page = new_page(url)
+        page.evaluate(CONNECT, options)
+        wait_until(page, "() => window.client.status === 'open' && window.client.role !== null")
+        tabs.append(page)
+    roles = [page.evaluate("() => window.client.role") for page in tabs]
+    assert sorted(roles) == ["follower", "follower", "leader"]
+    assert broadcaster.connection_count == 1
+    publish(broadcaster, "s0")
+    publish(broadcaster, "s1")
+    for page in tabs:
+        wait_until(page, "() => window.seen.length >= 2")
+    leader = tabs[roles.index("leader")]
+    others = [page for page in tabs if page is not leader]
+    publish(broadcaster, "s2")  # possibly on its way through the channel as the leader goes
+    leader.close()
+    for n in range(3, 8):  # published while the lock passes on: resumed with since
+        publish(broadcaster, f"s{n}")
+    for page in others:
+        wait_until(page, "() => window.seen.length >= 8", timeout=15)
+    eventually(lambda: broadcaster.connection_count == 1)
+    for n in range(8, 12):
+        publish(broadcaster, f"s{n}")
+    publish(broadcaster, "end")  # behind any duplicate a replay could have sent
+    for page in others:
+        wait_until(page, "() => window.seen.includes('end')", timeout=15)
+        assert page.evaluate("() => window.seen") == [f"s{n}" for n in range(12)] + ["end"]
+        assert page.evaluate("() => window.client.status") == "open"
+    roles = [page.evaluate("() => window.client.role") for page in others]
+    assert sorted(roles) == ["follower", "leader"]
+    assert broadcaster.connection_count == 1
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, polling; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s"
+        time.sleep(0.02)
