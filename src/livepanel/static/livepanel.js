@@ -343,7 +343,8 @@ export class LivePanelClient {
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
     if (!TRANSPORTS.includes(this.options.transport)) {
-      throw new TypeError(`livepanel: transport must be "auto", "websocket" or "sse", not ${this.options.transport}`);
+      const given = this.options.transport;
+      throw new TypeError(`livepanel: transport must be "auto", "websocket" or "sse", not ${given}`);
     }
     /** The transport in use or being tried: `"websocket"` or `"sse"`. */
     this.transport = this.options.transport === "sse" ? "sse" : "websocket";
@@ -374,7 +375,7 @@ export class LivePanelClient {
       throw new TypeError("livepanel: Server-Sent Events need fetch; pass options.fetch");
     }
     connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
-    /** With `shared: true`: `"leader"` (holds the connection), `"follower"`, or `null` before the lock answers. */
+    /** With `shared: true`: `"leader"` (holds the connection) or `"follower"`; else `null`. */
     this.role = null;
     this._seen = new Set(); // shared: recent event ids, so a takeover shows none twice
     this._term = 0; // shared: the newest leadership heard of; an older leader's status is stale
@@ -557,8 +558,10 @@ export class LivePanelClient {
         this._setStatus(message.status, message.detail);
         return;
       case "sync":
-        if (this._welcome === null && message.welcome) this._dispatch({ type: "welcome", payload: message.welcome }, true);
-        if (message.lastEventId) this.lastEventId = message.lastEventId; // the leader is never behind this tab
+        if (this._welcome === null && message.welcome) {
+          this._dispatch({ type: "welcome", payload: message.welcome }, true);
+        }
+        if (message.lastEventId) this.lastEventId = message.lastEventId; // the leader is never behind
         if (this.options.state && message.state && this.state === null) {
           this.state = message.state;
           this._stateRules = message.rules;
