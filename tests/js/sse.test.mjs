@@ -312,3 +312,20 @@ test("auto: after websocketRetryAfter on SSE, and on reconnect(), WebSocket is t
 test("transport must be one of auto, websocket, sse", () => {
   assert.throws(() => new LivePanelClient("ws://panel.test/ws", { transport: "polling" }), /transport must be/);
 });
+
+test("auto without fetch connects over WebSocket and never falls back; sse without fetch is an error", async () => {
+  const original = globalThis.fetch;
+  globalThis.fetch = undefined; // a runtime without fetch
+  try {
+    const c = new LivePanelClient("ws://panel.test/ws", { WebSocket: FailingSocket });
+    await flush();
+    FailingSocket.instances.at(-1).refuse();
+    await flush();
+    assert.equal(c.transport, "websocket");
+    assert.equal(c.status, "reconnecting");
+    c.close();
+    assert.throws(() => new LivePanelClient("ws://panel.test/ws", { transport: "sse" }), /need fetch/);
+  } finally {
+    globalThis.fetch = original;
+  }
+});

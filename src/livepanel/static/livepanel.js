@@ -371,7 +371,7 @@ export class LivePanelClient {
     if (this.transport === "websocket" && typeof this._WebSocket !== "function") {
       throw new TypeError("livepanel: no WebSocket here; pass options.WebSocket");
     }
-    if (this.options.transport !== "websocket" && typeof this._fetch !== "function") {
+    if (this.options.transport === "sse" && typeof this._fetch !== "function") {
       throw new TypeError("livepanel: Server-Sent Events need fetch; pass options.fetch");
     }
     connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
@@ -858,7 +858,7 @@ export class LivePanelClient {
       this.options.transport === "auto" &&
       this.transport === "websocket" &&
       response &&
-      shouldFallBack(response.status)
+      shouldFallBack(response.status) // without fetch there is no probe, and no fallback
     ) {
       // the endpoint is there and would let us in, but the upgrade does not get through
       this._fallbacks += 1;
