@@ -79,10 +79,17 @@ class FailingSocket {
 
   send() {}
 
-  close() {}
-
   refuse() {
     this.onclose({ code: 1006 });
+  }
+
+  close(code) {
+    this.closed = code;
+  }
+
+  welcome(lastEventId = "e1:0") {
+    const payload = { connectionId: "c", heartbeatInterval: 25, lastEventId, server: "livepanel/test" };
+    this.onmessage({ data: JSON.stringify({ type: "welcome", timestamp: "t", payload }) });
   }
 }
 
@@ -328,4 +335,69 @@ test("auto without fetch connects over WebSocket and never falls back; sse witho
   } finally {
     globalThis.fetch = original;
   }
+});
+
+/** Let `ms` pass on an open stream, the server sending `: ping` every 20 s as it would. */
+async function idle(server, ms) {
+  for (let left = ms; left > 0; left -= 20000) {
+    mock.timers.tick(Math.min(20000, left));
+    if (!server.latest.aborted) server.write(": ping\n\n");
+    await flush();
+  }
+}
+
+test("auto on SSE tries a WebSocket beside the stream after websocketRetryAfter; a refused try stays", async () => {
+  const server = new FakeServer({ probeStatus: 426 });
+  const { c, statuses } = client(server, { fallbackAfter: 1, websocketRetryAfter: 60000 });
+  await flush();
+  FailingSocket.instances.at(-1).refuse();
+  await flush();
+  mock.timers.tick(250);
+  await flush();
+  server.welcome("e1:0");
+  server.frame("session.created", {}, "e1:1");
+  await flush();
+  assert.equal(c.transport, "sse");
+  await idle(server, 60000);
+  assert.equal(FailingSocket.instances.length, 2, "one try at WebSocket");
+  const attempt = FailingSocket.instances.at(-1);
+  assert.equal(new URL(attempt.url).searchParams.get("since"), null, "a try does not replay");
+  attempt.refuse();
+  await flush();
+  assert.equal(c.transport, "sse");
+  assert.equal(server.latest.aborted, false);
+  assert.equal(c.status, "open");
+  await idle(server, 60000);
+  assert.equal(FailingSocket.instances.length, 3, "and another one later");
+  assert.deepEqual(statuses, ["connecting", "reconnecting", "open"]);
+});
+
+test("auto on SSE: a welcomed try switches to WebSocket, resuming with since, without a status flicker", async () => {
+  const server = new FakeServer({ probeStatus: 426 });
+  const { c, statuses } = client(server, { fallbackAfter: 1, websocketRetryAfter: 60000 });
+  const seen = [];
+  c.on("*", (event) => seen.push(event.id));
+  await flush();
+  FailingSocket.instances.at(-1).refuse();
+  await flush();
+  mock.timers.tick(250);
+  await flush();
+  server.welcome("e1:0");
+  server.frame("session.created", {}, "e1:1");
+  await flush();
+  await idle(server, 60000);
+  const attempt = FailingSocket.instances.at(-1);
+  attempt.welcome("e1:1");
+  await flush();
+  assert.equal(attempt.closed, 1000, "the try is closed");
+  assert.equal(server.latest.aborted, true, "the stream is closed");
+  assert.equal(c.transport, "websocket");
+  const socket = FailingSocket.instances.at(-1);
+  assert.notEqual(socket, attempt);
+  assert.equal(new URL(socket.url).searchParams.get("since"), "e1:1");
+  socket.welcome("e1:1");
+  assert.equal(c.status, "open");
+  assert.deepEqual(statuses, ["connecting", "reconnecting", "open"]);
+  assert.deepEqual(seen, ["e1:1"]);
+  c.close();
 });

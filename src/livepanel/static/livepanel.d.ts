@@ -70,7 +70,11 @@ export interface ClientOptions extends BackoffOptions {
   transport?: "auto" | Transport;
   /** In `auto`: handshakes lost that way before falling back to SSE (default 2). */
   fallbackAfter?: number;
-  /** In `auto`: milliseconds on SSE before the next (re)connection tries WebSocket again (default 300000). */
+  /**
+   * In `auto`: milliseconds on SSE before WebSocket is tried again (default 300000): beside an
+   * open stream (switching once it is welcomed, resuming with `since`), or first on the next
+   * reconnection.
+   */
   websocketRetryAfter?: number;
   /**
    * One connection for all tabs of this browser on the same endpoint, `types` and `state`:

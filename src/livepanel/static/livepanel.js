@@ -69,7 +69,11 @@ export const DEFAULT_OPTIONS = Object.freeze({
   transport: "auto",
   /** In `auto`: WebSocket handshakes failed that way before the client falls back to SSE. */
   fallbackAfter: 2,
-  /** In `auto`: after this long on SSE, the next (re)connection tries WebSocket again. */
+  /**
+   * In `auto`: after this long on an open SSE stream, a WebSocket is tried beside it
+   * (and the client switches when it is welcomed); a lost stream tries WebSocket first
+   * again once this long has passed since the fallback.
+   */
   websocketRetryAfter: 300000,
   /**
    * One connection for all the tabs of this browser on the same endpoint (and the same
@@ -351,6 +355,7 @@ export class LivePanelClient {
     this._fallbacks = 0; // WebSocket handshakes lost although the endpoint answered HTTP
     this._sseSince = null; // when `auto` fell back to SSE
     this._stream = null; // the AbortController of the SSE request
+    this._trial = null; // auto on SSE: the timer, then the WebSocket, of a try at WebSocket
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
     this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._random = this.options.random ?? Math.random;
@@ -754,6 +759,7 @@ export class LivePanelClient {
         }, this.options.stableAfter);
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
         if (this.transport === "websocket") this._fallbacks = 0;
+        else if (this.options.transport === "auto") this._planTrial(); // WebSocket may come back
         this._setStatus("open", { transport: this.transport });
         this._emit("welcome", payload);
         return;
@@ -919,6 +925,88 @@ export class LivePanelClient {
     this._watchdog = null;
   }
 
+  _planTrial() {
+    this._clearTrial();
+    const generation = this._generation;
+    const planned = { socket: null, timer: null };
+    planned.timer = setTimeout(() => {
+      if (this._trial === planned) this._tryWebSocket(generation);
+    }, this.options.websocketRetryAfter);
+    this._trial = planned;
+  }
+
+  /**
+   * On SSE in `auto`: open a WebSocket beside the stream, without resuming; when it is
+   * welcomed, WebSocket gets through again: switch, resuming with `since`. Else stay.
+   */
+  async _tryWebSocket(generation) {
+    const current = () => generation === this._generation && !this._stopped;
+    let ticket = null;
+    if (typeof this.options.ticket === "function") {
+      try {
+        ticket = await this._fetchTicket();
+      } catch {
+        ticket = null;
+      }
+      if (!current()) return;
+      if (ticket === null) return this._planTrial();
+    }
+    const query = { types: this.options.types, batch: this.options.batch, ticket };
+    let socket;
+    try {
+      socket = new this._WebSocket(connectUrl(this.url, query, this.options.base));
+    } catch {
+      return this._planTrial();
+    }
+    const trial = { socket, timer: null };
+    this._trial = trial;
+    const end = (welcomed) => {
+      if (this._trial !== trial) return;
+      this._trial = null;
+      clearTimeout(trial.timer);
+      socket.onmessage = socket.onclose = null;
+      try {
+        socket.close(1000, "trial");
+      } catch {
+        // already closed
+      }
+      if (!current()) return;
+      if (!welcomed) {
+        this._planTrial();
+        return;
+      }
+      this._useWebSocket();
+      this._drop(4000, "back to websocket");
+      this._open();
+    };
+    trial.timer = setTimeout(() => end(false), this.options.connectTimeout);
+    socket.onmessage = (message) => {
+      for (const line of splitFrames(message.data)) {
+        try {
+          if (JSON.parse(line).type === "welcome") end(true);
+        } catch {
+          // not JSON: not a welcome
+        }
+      }
+    };
+    socket.onclose = () => end(false);
+    socket.onerror = () => {};
+  }
+
+  _clearTrial() {
+    const trial = this._trial;
+    this._trial = null;
+    if (trial === null) return;
+    clearTimeout(trial.timer);
+    if (trial.socket === null) return;
+    trial.socket.onmessage = trial.socket.onclose = null;
+    try {
+      trial.socket.close(1000, "trial");
+    } catch {
+      // already closed
+    }
+  }
+
   _clearStable() {
     if (this._stableTimer !== null) clearTimeout(this._stableTimer);
     this._stableTimer = null;
@@ -932,6 +1020,7 @@ export class LivePanelClient {
   _drop(code, reason) {
     this._generation += 1; // the old socket's events are ignored from now on
     this._clearTimer();
+    this._clearTrial();
     this._clearWatchdog();
     this._clearStable();
     const socket = this._socket;
