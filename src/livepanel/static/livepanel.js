@@ -559,7 +559,6 @@ export class LivePanelClient {
         this._dispatch(message.frame, true);
         return;
       case "status":
-        this._stopped = false;
         this._setStatus(message.status, message.detail);
         return;
       case "sync":
