@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from livepanel import Broadcaster, LivePanelApp
+from livepanel import BasicAuth, Broadcaster, LivePanelApp
 from livepanel.assets import ScriptApp
 from livepanel.events import SessionCreated
 from tests.browser.conftest import wait_until
@@ -37,9 +37,9 @@ class SseCounter:
             self.open -= stream
 
 
-def site(broadcaster: Broadcaster) -> SseCounter:
-    """A blank page, /livepanel.js and the endpoint at /ws (no auth: the proxy is the point)."""
-    endpoint = LivePanelApp(broadcaster, auth=None, heartbeat_interval=1.0)
+def site(broadcaster: Broadcaster, auth: Any = None) -> SseCounter:
+    """A blank page, /livepanel.js and the endpoint at /ws (by default anonymous)."""
+    endpoint = LivePanelApp(broadcaster, auth=auth, heartbeat_interval=1.0)
     script = ScriptApp()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -202,3 +202,28 @@ def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out after {timeout} s"
         time.sleep(0.02)
+
+
+def test_over_sse_a_refused_stream_ends_in_auth_failed_and_is_not_retried(
+    browser: Any,
+) -> None:
+    """transport "sse" with wrong credentials: 401, status auth_failed, and no retry."""
+    broadcaster = Broadcaster()
+    app = site(broadcaster, auth=BasicAuth(lambda u, p: (u, p) == ("admin", "secret")))
+    requests: list[str] = []
+    with run_server(app, "uvicorn-websockets") as server:
+        context = browser.new_context(http_credentials={"username": "admin", "password": "wrong"})
+        try:
+            page = context.new_page()
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(f"http://127.0.0.1:{server.port}/")
+            page.evaluate(CONNECT, {"transport": "sse", "initialDelay": 50, "maxDelay": 200})
+            wait_until(page, "() => window.client.status === 'auth_failed'")
+            refused = [url for url in requests if "/ws" in url]
+            assert 1 <= len(refused) <= 2  # Chromium may answer the challenge once itself
+            page.wait_for_timeout(1000)  # longer than the next backoff delays: nothing may happen
+            assert [url for url in requests if "/ws" in url] == refused
+            assert page.evaluate("() => window.statuses") == ["connecting", "auth_failed"]
+            assert page.evaluate("() => window.client.transport") == "sse"
+        finally:
+            context.close()
