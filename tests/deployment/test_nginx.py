@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -64,7 +65,7 @@ def nginx_in_front(
     tmp_path: Path, tls_certificate: tuple[str, str]
 ) -> Iterator[tuple[int, Broadcaster, int]]:
     """uvicorn (trusting nginx's forwarded headers) behind nginx on a TLS port."""
-    binary = nginx_binary()
+    nginx_binary()  # skip early without nginx
     cert, key = (Path(f) for f in tls_certificate)
     broadcaster = Broadcaster()
     app = LivePanelApp(
@@ -78,11 +79,19 @@ def nginx_in_front(
         app, "uvicorn-websockets", proxy_headers=True, forwarded_allow_ips="127.0.0.1"
     ) as upstream:
         server_block = adapt(recipe(), listen=listen, upstream=upstream.port, cert=cert, key=key)
-        for sub in ("logs", "tmp"):
-            (tmp_path / sub).mkdir()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            f"""
+        with run_nginx(tmp_path, server_block, listen):
+            yield listen, broadcaster, upstream.port
+
+
+@contextlib.contextmanager
+def run_nginx(tmp_path: Path, server_block: str, listen: int) -> Iterator[None]:
+    """Debian's nginx with ``server_block`` (in ``http {}``), until the block ends."""
+    binary = nginx_binary()
+    for sub in ("logs", "tmp"):
+        (tmp_path / sub).mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"""
 user root;
 worker_processes 1;
 pid {tmp_path}/nginx.pid;
@@ -98,25 +107,25 @@ http {{
 {server_block}
 }}
 """
-        )
-        process = subprocess.Popen(
-            [binary, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
-                try:
-                    with socket_to(listen):
-                        break
-                except OSError:
-                    time.sleep(0.05)
-            yield listen, broadcaster, upstream.port
-        finally:
-            process.terminate()
-            process.wait(10)
+    )
+    process = subprocess.Popen(
+        [binary, "-p", str(tmp_path), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read().decode()  # type: ignore[union-attr]
+            try:
+                with socket_to(listen):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def socket_to(port: int) -> Any:
@@ -183,3 +192,81 @@ def test_tls_is_required_straight_to_uvicorn_but_forwarded_through_nginx(
         connect(f"ws://127.0.0.1:{upstream}/ws", additional_headers=AUTH, open_timeout=5)
     assert refused.value.response.status_code == 403
     assert json.loads(refused.value.response.body)["error"] == "tls_required"
+
+
+class EventStream:
+    """A Server-Sent Events client of its own (httpx streaming, no livepanel code)."""
+
+    def __init__(self, response: Any) -> None:
+        self.lines = response.iter_lines()
+
+    def next_message(self) -> dict[str, str]:
+        """The next message's fields (a comment alone comes back as ``{"comment": ...}``)."""
+        fields: dict[str, str] = {}
+        for line in self.lines:
+            if line == "":
+                if fields:
+                    return fields
+                continue
+            name, _, value = line.partition(":")
+            fields[name or "comment"] = value.removeprefix(" ")
+        raise AssertionError("the stream ended")
+
+    def next_event(self, kind: str) -> dict[str, str]:
+        while True:
+            message = self.next_message()
+            if message.get("event") == kind:
+                return message
+
+
+def sse(port: int, **headers: str) -> Any:
+    import httpx
+
+    return httpx.stream(
+        "GET",
+        f"https://127.0.0.1:{port}/ws",
+        headers={**AUTH, "Accept": "text/event-stream", **headers},
+        verify=False,  # the test's own self-signed certificate
+        timeout=httpx.Timeout(5.0, read=2 * HEARTBEAT + 1),
+    )
+
+
+def test_server_sent_events_arrive_through_nginx_each_at_once(
+    nginx_in_front: tuple[int, Broadcaster, int],
+) -> None:
+    """An SSE stream through the recipe gets welcome, then each event as it is published."""
+    port, broadcaster, _ = nginx_in_front
+    with sse(port) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        stream = EventStream(response)
+        assert stream.next_message()["event"] == "welcome"
+        for n in range(3):  # one at a time: a buffering proxy would hold them back
+            broadcaster.publish(SessionCreated(session_key=f"s{n}", agent_id="a1", kind="direct"))
+            message = stream.next_event("session.created")
+            assert json.loads(message["data"])["payload"]["sessionKey"] == f"s{n}"
+            assert message["id"]
+
+
+def test_an_idle_event_stream_outlives_the_proxy_read_timeout_and_resumes(
+    nginx_in_front: tuple[int, Broadcaster, int],
+) -> None:
+    """Idle for three read timeouts, `: ping` comments keep the stream; Last-Event-ID resumes."""
+    port, broadcaster, _ = nginx_in_front
+    with sse(port) as response:
+        stream = EventStream(response)
+        stream.next_event("welcome")
+        broadcaster.publish(SessionCreated(session_key="first", agent_id="a1", kind="cron"))
+        last_id = stream.next_event("session.created")["id"]
+        pings = 0
+        idle_until = time.monotonic() + 3 * READ_TIMEOUT
+        while time.monotonic() < idle_until:
+            assert stream.next_message() == {"comment": "ping"}
+            pings += 1
+        assert pings >= int(3 * READ_TIMEOUT / HEARTBEAT) - 2
+    broadcaster.publish(SessionCreated(session_key="missed", agent_id="a1", kind="cron"))
+    with sse(port, **{"Last-Event-ID": last_id}) as response:
+        stream = EventStream(response)
+        stream.next_event("welcome")
+        message = stream.next_event("session.created")
+        assert json.loads(message["data"])["payload"]["sessionKey"] == "missed"

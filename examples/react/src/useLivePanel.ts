@@ -28,8 +28,13 @@ export interface LivePanelState {
  *     onResumeUnavailable: () => refetch(),
  *   });
  *
- * The connection is made again only when `url`, `types` or `enabled` change;
+ * The connection is made again only when `url`, `types`, `transport`, `shared` or
+ * `enabled` change;
  * the callbacks, `ticket` among them, may change on every render: the latest is used.
+ *
+ * `shared: true` keeps one connection for all the tabs open on the dashboard:
+ *
+ *   useLivePanel("/ws", { shared: true, onEvent: (event) => dispatch(event) });
  *
  * A single-page app that logs in on its own passes `ticket`, called before every
  * (re)connection for a fresh ticket from its REST endpoint:
@@ -79,7 +84,7 @@ export function useLivePanel(url: string, options: UseLivePanelOptions = {}): Li
       current.close();
       if (client.current === current) client.current = null;
     };
-  }, [url, types, enabled]);
+  }, [url, types, options.transport, options.shared, enabled]);
 
   const reconnect = useCallback(() => client.current?.reconnect(), []);
   return { status, isConnected: status === "open", lastEvent, reconnect };

@@ -62,7 +62,7 @@ export function useLivePanelState(url: string, options: UseLivePanelStateOptions
       current.close();
       if (client.current === current) client.current = null;
     };
-  }, [url, types, enabled]);
+  }, [url, types, options.transport, options.shared, enabled]);
 
   const reconnect = useCallback(() => client.current?.reconnect(), []);
   return {

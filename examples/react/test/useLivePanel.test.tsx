@@ -229,3 +229,47 @@ describe("the hook and the component together", () => {
     expect(screen.getByTestId("last").textContent).toBe("cron.executed");
   });
 });
+
+describe("shared: true", () => {
+  /** Web Locks, exclusive only: the first request holds the lock, the others wait. */
+  function fakeLocks(): NonNullable<ClientOptions["locks"]> {
+    const waiting: Array<() => void> = [];
+    let held = false;
+    return {
+      request(_name, _options, callback) {
+        return new Promise((resolve) => {
+          const run = () => {
+            held = true;
+            Promise.resolve(callback()).then(resolve, resolve).finally(() => {
+              held = false;
+              waiting.shift()?.();
+            });
+          };
+          if (held) waiting.push(run);
+          else run();
+        });
+      },
+    };
+  }
+
+  it("passes shared through: two hooks, one connection, both get the events", async () => {
+    const { BroadcastChannel } = await import("node:worker_threads");
+    const locks = fakeLocks();
+    const options = () =>
+      fake({ shared: true, locks, BroadcastChannel: BroadcastChannel as unknown as ClientOptions["BroadcastChannel"] });
+    const first = renderHook(() => useLivePanel("/ws", options()));
+    await settle();
+    const second = renderHook(() => useLivePanel("/ws", options()));
+    await settle();
+    expect(FakeSocket.instances).toHaveLength(1);
+    act(() => {
+      latest().welcome();
+      latest().frame("session.created", { sessionKey: "s1" }, "e1:1");
+    });
+    await vi.waitFor(() => expect(second.result.current.lastEvent?.id).toBe("e1:1"));
+    expect(first.result.current.lastEvent?.id).toBe("e1:1");
+    expect(second.result.current.status).toBe("open");
+    first.unmount();
+    second.unmount();
+  });
+});

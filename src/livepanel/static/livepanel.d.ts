@@ -1,5 +1,7 @@
 // Type declarations for livepanel.js, the browser client of a livepanel endpoint.
 
+export type Transport = "websocket" | "sse";
+
 export type Status = "connecting" | "open" | "reconnecting" | "auth_failed" | "closed";
 
 /** A server frame carrying a broadcast event. */
@@ -25,6 +27,8 @@ export interface ServerError {
 export interface StatusChange {
   status: Status;
   previous: Status | null;
+  /** `open`: the transport the connection uses. */
+  transport?: Transport;
   /** `reconnecting`: the attempt about to be made (1 for the first). */
   attempt?: number;
   /** `reconnecting`: milliseconds until that attempt. */
@@ -58,12 +62,42 @@ export interface ClientOptions extends BackoffOptions {
    * is an `error` (`code: "ticket_unavailable"`) and a retry with backoff.
    */
   ticket?: (() => Promise<string> | string) | null;
+  /**
+   * `"auto"` (default): WebSocket, falling back to Server-Sent Events when handshakes fail
+   * although the endpoint answers HTTP without refusing (426: a proxy drops the upgrade),
+   * and trying WebSocket again after `websocketRetryAfter` or on `reconnect()`.
+   */
+  transport?: "auto" | Transport;
+  /** In `auto`: handshakes lost that way before falling back to SSE (default 2). */
+  fallbackAfter?: number;
+  /**
+   * In `auto`: milliseconds on SSE before WebSocket is tried again (default 300000): beside an
+   * open stream (switching once it is welcomed, resuming with `since`), or first on the next
+   * reconnection.
+   */
+  websocketRetryAfter?: number;
+  /**
+   * One connection for all tabs of this browser on the same endpoint, `types` and `state`:
+   * a Web Lock elects the tab holding it, a BroadcastChannel shares its frames and status,
+   * and another tab takes over (resuming with `since`) when it closes. Without Web Locks
+   * or BroadcastChannel the client connects on its own.
+   */
+  shared?: boolean;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
   WebSocket?: new (url: string) => WebSocketLike;
-  fetch?: (url: string, init?: RequestInit) => Promise<{ status: number; json(): Promise<unknown> }>;
+  fetch?: (
+    url: string,
+    init?: RequestInit,
+  ) => Promise<{ status: number; ok?: boolean; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
   random?: () => number;
+  locks?: { request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown> | unknown): Promise<unknown> } | null;
+  BroadcastChannel?: new (name: string) => {
+    onmessage: ((event: { data: any }) => void) | null;
+    postMessage(message: unknown): void;
+    close(): void;
+  };
 }
 
 export interface WebSocketLike {
@@ -82,8 +116,13 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   since: null;
   state: boolean;
   ticket: null;
+  transport: "auto";
+  fallbackAfter: number;
+  websocketRetryAfter: number;
+  shared: boolean;
 }>;
 export const STATUSES: readonly Status[];
+export const TRANSPORTS: readonly ("auto" | Transport)[];
 
 export function backoffCeiling(attempt: number, options?: BackoffOptions): number;
 export function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
@@ -103,6 +142,22 @@ export function connectUrl(
   },
   base?: string,
 ): string;
+export function streamUrl(
+  url: string,
+  query?: { since?: string | null; types?: string[] | null; state?: boolean; ticket?: string | null },
+  base?: string,
+): string;
+/** The Web Lock and BroadcastChannel name of `shared: true` tabs. */
+export function sharedName(url: string, query?: { types?: string[] | null; state?: boolean }, base?: string): string;
+/** True when a probe's status means the endpoint answers without refusing (426, 2xx): worth trying SSE. */
+export function shouldFallBack(httpStatus: number): boolean;
+export interface SseMessage {
+  event: string;
+  id: string | null;
+  data: string;
+}
+/** An incremental `text/event-stream` parser. */
+export function sseParser(): { push(text: string): SseMessage[] };
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
 
 /** The collections kept for a client: `{name: Map(key -> event)}`, oldest update first. */
@@ -137,6 +192,10 @@ export class LivePanelClient {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly status: Status;
+  /** With `shared: true`: whether this tab holds the connection (`null` before the lock answers or unshared). */
+  readonly role: "leader" | "follower" | null;
+  /** The transport in use or being tried. */
+  readonly transport: Transport;
   readonly isConnected: boolean;
   readonly lastEventId: string | null;
   readonly lastEvent: LivePanelEvent | null;

@@ -1,5 +1,5 @@
 /**
- * livepanel.js: the browser client of a livepanel WebSocket endpoint.
+ * livepanel.js: the browser client of a livepanel endpoint (WebSocket, or Server-Sent Events).
  *
  * An ES module without dependencies. It connects, dispatches events by type,
  * reconnects with exponential backoff and full jitter, resumes with `since`
@@ -25,6 +25,10 @@
  *   connect("wss://panel.example/ws", {
  *     ticket: async () => (await (await fetch("/api/livepanel-ticket", { method: "POST" })).json()).ticket,
  *   });
+ *
+ * Where a proxy drops WebSocket upgrades, `transport: "auto"` (the default) falls
+ * back to Server-Sent Events on the same URL, with the same frames, statuses and
+ * resume; `transport: "sse"` uses them from the start.
  *
  * The backoff schedule, its jitter and the give-up rule are pure functions
  * exported below, so they can be tested without a browser.
@@ -57,7 +61,31 @@ export const DEFAULT_OPTIONS = Object.freeze({
    * (and before the probe of a refused one) and sent as `?ticket=`; `null` for none.
    */
   ticket: null,
+  /**
+   * `"websocket"`, `"sse"` (Server-Sent Events, read with `fetch`) or `"auto"`: WebSocket,
+   * falling back to SSE when handshakes fail although the endpoint answers HTTP without
+   * refusing (a proxy that drops the upgrade), and trying WebSocket again later.
+   */
+  transport: "auto",
+  /** In `auto`: WebSocket handshakes failed that way before the client falls back to SSE. */
+  fallbackAfter: 2,
+  /**
+   * In `auto`: after this long on an open SSE stream, a WebSocket is tried beside it
+   * (and the client switches when it is welcomed); a lost stream tries WebSocket first
+   * again once this long has passed since the fallback.
+   */
+  websocketRetryAfter: 300000,
+  /**
+   * One connection for all the tabs of this browser on the same endpoint (and the same
+   * `types` and `state`): a Web Lock elects the tab that holds it, a BroadcastChannel
+   * hands its frames and status to the others, and another tab takes over, resuming
+   * with `since`, when that one closes.
+   */
+  shared: false,
 });
+
+/** The transports the `transport` option names. */
+export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 
 /** Every status the client reports, in the order a connection usually goes through them. */
 export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
@@ -116,6 +144,56 @@ export function isAuthFailure(httpStatus) {
   return httpStatus === 401 || httpStatus === 403;
 }
 
+/**
+ * True when a refused WebSocket handshake's probe shows an endpoint that answers HTTP
+ * and does not refuse: `426 Upgrade Required` (the upgrade was lost on the way, as
+ * behind a proxy that strips it) or a success. Worth trying SSE; 401/403/429/503 are not.
+ */
+export function shouldFallBack(httpStatus) {
+  return httpStatus === 426 || (httpStatus >= 200 && httpStatus < 300);
+}
+
+/**
+ * An incremental `text/event-stream` parser: `push(text)` returns the messages
+ * completed by that chunk, each `{event, id, data}` (`event` defaults to
+ * `"message"`, `id` is `null` without an `id:` line). Comments (`: ping`) give
+ * no message. Chunks may split lines and messages anywhere.
+ */
+export function sseParser() {
+  let buffer = "";
+  let event = "";
+  let id = null;
+  let data = [];
+  return {
+    push(text) {
+      buffer += text;
+      const messages = [];
+      // a trailing "\r" waits for the next chunk: it may be the first half of "\r\n"
+      const held = buffer.endsWith("\r") ? 1 : 0;
+      const lines = buffer.slice(0, buffer.length - held).split(/\r\n|\r|\n/);
+      buffer = lines.pop() + (held ? "\r" : ""); // the line not finished yet
+      for (const line of lines) {
+        if (line === "") {
+          if (data.length) messages.push({ event: event || "message", id, data: data.join("\n") });
+          event = "";
+          id = null;
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon === -1 ? line : line.slice(0, colon);
+        let value = colon === -1 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+        else if (field === "id" && !value.includes("\0")) id = value;
+      }
+      return messages;
+    },
+  };
+}
+
 /** The server frames in one WebSocket message: one, or several newline-delimited (`?batch=1`). */
 export function splitFrames(data) {
   return String(data)
@@ -151,6 +229,27 @@ export function connectUrl(
   if (ticket) target.searchParams.set("ticket", ticket);
   return target.href;
 }
+
+/**
+ * The URL of the Server-Sent Events stream: `connectUrl`'s, over `http:`/`https:`,
+ * without `batch` (one frame per message).
+ */
+export function streamUrl(url, query = {}, base) {
+  const target = new URL(connectUrl(url, { ...query, batch: false }, base));
+  target.protocol = target.protocol === "wss:" ? "https:" : "http:";
+  return target.href;
+}
+
+/**
+ * The name of the Web Lock and BroadcastChannel of `shared: true` tabs: tabs share a
+ * connection only when it would be the same (endpoint, `types`, `state`).
+ */
+export function sharedName(url, { types = null, state = false } = {}, base) {
+  return `livepanel:${streamUrl(url, { types, state }, base)}`;
+}
+
+/** How many event ids a shared tab remembers to drop a frame it got twice (takeover). */
+const SEEN_IDS = 4096;
 
 /** The key an event's payload gives its entry: a scalar as is, anything else as JSON. */
 function entryKey(value) {
@@ -247,9 +346,21 @@ export class LivePanelClient {
     this._stateRules = {};
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
+    if (!TRANSPORTS.includes(this.options.transport)) {
+      const given = this.options.transport;
+      throw new TypeError(`livepanel: transport must be "auto", "websocket" or "sse", not ${given}`);
+    }
+    /** The transport in use or being tried: `"websocket"` or `"sse"`. */
+    this.transport = this.options.transport === "sse" ? "sse" : "websocket";
+    this._fallbacks = 0; // WebSocket handshakes lost although the endpoint answered HTTP
+    this._sseSince = null; // when `auto` fell back to SSE
+    this._stream = null; // the AbortController of the SSE request
+    this._trial = null; // auto on SSE: the timer, then the WebSocket, of a try at WebSocket
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
     this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._random = this.options.random ?? Math.random;
+    this._locks = this.options.locks ?? globalThis.navigator?.locks;
+    this._BroadcastChannel = this.options.BroadcastChannel ?? globalThis.BroadcastChannel;
     this._listeners = new Map();
     this._socket = null;
     this._welcome = null;
@@ -262,10 +373,20 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._watching = false;
-    if (typeof this._WebSocket !== "function") {
+    if (this.transport === "websocket" && typeof this._WebSocket !== "function") {
       throw new TypeError("livepanel: no WebSocket here; pass options.WebSocket");
     }
+    if (this.options.transport === "sse" && typeof this._fetch !== "function") {
+      throw new TypeError("livepanel: Server-Sent Events need fetch; pass options.fetch");
+    }
     connectUrl(url, {}, this.options.base); // fail now on a URL that can never work
+    /** With `shared: true`: `"leader"` (holds the connection) or `"follower"`; else `null`. */
+    this.role = null;
+    this._seen = new Set(); // shared: recent event ids, so a takeover shows none twice
+    this._term = 0; // shared: the newest leadership heard of; an older leader's status is stale
+    this._channel = null;
+    this._unlock = null; // a leader's: releases the Web Lock
+    this._lockAbort = null; // a follower's: withdraws its request for the lock
     this._onOnline = () => this._wakeUp();
     this._onVisible = () => {
       if (globalThis.document?.visibilityState === "visible") this._wakeUp();
@@ -273,9 +394,11 @@ export class LivePanelClient {
     this._watchPage(true);
     // start after the caller's synchronous on(...) calls, so they see every status
     queueMicrotask(() => {
-      if (this._stopped || this._socket !== null || this._timer !== null || this._generation !== 0) return;
+      if (this._stopped || this._socket !== null || this._stream !== null || this._timer !== null) return;
+      if (this._generation !== 0 || this.role !== null) return;
       this._emit("status", { status: this.status, previous: null });
-      this._open();
+      if (this.options.shared && this._canShare()) this._joinShared();
+      else this._open();
     });
   }
 
@@ -302,9 +425,14 @@ export class LivePanelClient {
    */
   reconnect({ since } = {}) {
     if (since !== undefined) this.lastEventId = since;
+    if (this.role === "follower") {
+      this._post({ kind: "reconnect", since }); // the leader's connection is everyone's
+      return;
+    }
     this._stopped = false;
     this._gaveUp = false;
     this._attempts = 0;
+    if (this.options.transport === "auto") this._useWebSocket(); // a full reconnect tries WebSocket again
     this._drop(4000, "reconnect");
     this._watchPage(true);
     this._setStatus("connecting");
@@ -314,6 +442,7 @@ export class LivePanelClient {
   /** Close for good: no reconnection until `reconnect()`. */
   close() {
     this._gaveUp = false; // a closed client no longer wakes up with the page
+    this._leaveShared();
     if (this._stopped && this.status === "closed") {
       this._watchPage(false);
       return;
@@ -342,21 +471,129 @@ export class LivePanelClient {
     if (status === this.status && status !== "reconnecting") return;
     const previous = this.status;
     this.status = status;
+    if (this.role === "leader" && !(status === "closed" && detail.reason === "client")) {
+      this._post({ kind: "status", status, detail });
+    }
     this._emit("status", { status, previous, ...detail });
+  }
+
+  // ------------------------------------------------------------------------ shared tabs
+
+  _canShare() {
+    return typeof this._locks?.request === "function" && typeof this._BroadcastChannel === "function";
+  }
+
+  _joinShared() {
+    const name = sharedName(this.url, this.options, this.options.base);
+    this._channel = new this._BroadcastChannel(name);
+    this._channel.onmessage = (message) => this._onShared(message.data);
+    this.role = "follower";
+    this._post({ kind: "hello" }); // the leader, if any, answers with where it is
+    this._lockAbort = new AbortController();
+    this._locks
+      .request(name, { signal: this._lockAbort.signal }, () => {
+        if (this._channel === null) return undefined; // closed while waiting
+        this._lockAbort = null;
+        this.role = "leader";
+        this._term += 1;
+        this._attempts = 0;
+        // hold the lock until close() or the tab goes away
+        const held = new Promise((resolve) => {
+          this._unlock = resolve;
+        });
+        this._open(); // resumes after the last id this tab saw, as a follower or alone
+        return held;
+      })
+      .catch(() => {}); // the request was withdrawn by close()
+  }
+
+  _leaveShared() {
+    if (this._channel === null) return;
+    // no goodbye: the next tab's status comes from its own connection (a "leaving" could
+    // arrive after the new leader's "open", from another tab, and undo it)
+    this._lockAbort?.abort();
+    this._lockAbort = null;
+    this._unlock?.();
+    this._unlock = null;
+    this._channel.close();
+    this._channel = null;
+    this.role = null;
+  }
+
+  _post(message) {
+    try {
+      this._channel?.postMessage({ ...message, term: this._term });
+    } catch {
+      // a frame that cannot be cloned: nothing another tab could use
+    }
+  }
+
+  _onShared(message) {
+    if (this.role === "leader") {
+      if (message.kind === "frame" && message.frame?.id != null) {
+        // the old leader's last events, still on their way when this tab took over
+        this._dispatch(message.frame, true);
+        return;
+      }
+      if (message.kind === "hello") {
+        this._post({
+          kind: "sync",
+          status: this.status,
+          welcome: this._welcome,
+          lastEventId: this.lastEventId,
+          state: this.options.state ? this.state : null,
+          rules: this._stateRules,
+        });
+      } else if (message.kind === "reconnect") {
+        this.reconnect(message.since === undefined ? {} : { since: message.since });
+      }
+      return;
+    }
+    if (this.role !== "follower") return;
+    if (message.term < this._term && !(message.kind === "frame" && message.frame?.id != null)) {
+      return; // from a leader that has since gone: its events still count, nothing else
+    }
+    this._term = Math.max(this._term, message.term ?? 0);
+    switch (message.kind) {
+      case "frame":
+        this._dispatch(message.frame, true);
+        return;
+      case "status":
+        this._setStatus(message.status, message.detail);
+        return;
+      case "sync":
+        if (this._welcome === null && message.welcome) {
+          this._dispatch({ type: "welcome", payload: message.welcome }, true);
+        }
+        if (message.lastEventId) this.lastEventId = message.lastEventId; // the leader is never behind
+        if (this.options.state && message.state && this.state === null) {
+          this.state = message.state;
+          this._stateRules = message.rules;
+          this._emit("state", { state: this.state, reset: true, collection: null, event: null });
+        }
+        this._setStatus(message.status);
+    }
   }
 
   _open() {
     this._clearTimer();
     const generation = ++this._generation;
+    if (
+      this.options.transport === "auto" &&
+      this.transport === "sse" &&
+      Date.now() - this._sseSince >= this.options.websocketRetryAfter
+    ) {
+      this._useWebSocket(); // maybe the network lets WebSocket through by now
+    }
     if (typeof this.options.ticket !== "function") {
-      this._openSocket(generation, null);
+      this._openTransport(generation, null);
       this._armWatchdog(this.options.connectTimeout);
       return;
     }
     this._armWatchdog(this.options.connectTimeout); // the ticket's fetch counts in the time
     this._fetchTicket().then(
       (ticket) => {
-        if (generation === this._generation && !this._stopped) this._openSocket(generation, ticket);
+        if (generation === this._generation && !this._stopped) this._openTransport(generation, ticket);
       },
       (error) => {
         if (generation === this._generation && !this._stopped) this._ticketFailed(error);
@@ -380,18 +617,92 @@ export class LivePanelClient {
     this._scheduleReconnect();
   }
 
+  _useWebSocket() {
+    this.transport = "websocket";
+    this._fallbacks = 0;
+    this._sseSince = null;
+  }
+
+  _openTransport(generation, ticket) {
+    if (this.transport === "sse") this._openStream(generation, ticket);
+    else this._openSocket(generation, ticket);
+  }
+
+  _query(ticket) {
+    return {
+      since: this.lastEventId,
+      types: this.options.types,
+      batch: this.options.batch,
+      state: this.options.state,
+      ticket,
+    };
+  }
+
+  _openStream(generation, ticket) {
+    // fetch, not EventSource: the server names each message by its event type, and an
+    // EventSource only hands over the names it was given listeners for (no "*")
+    const url = streamUrl(this.url, this._query(ticket), this.options.base);
+    const controller = new AbortController();
+    this._stream = controller;
+    this._welcome = null;
+    this._eventsOnSocket = 0;
+    const current = () => generation === this._generation && !this._stopped;
+    const read = async () => {
+      const response = await this._fetch(url, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+      if (!current()) return;
+      if (isAuthFailure(response.status)) {
+        let body = {};
+        try {
+          body = await response.json();
+        } catch {
+          body = {};
+        }
+        if (current()) {
+          this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
+        }
+        return;
+      }
+      if (!response.ok || !response.body) return; // 429, 503, a proxy's error page: retry
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      const parser = sseParser();
+      try {
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done || !current()) return;
+          // any bytes, a `: ping` comment among them, show the stream is alive
+          if (this._welcome !== null) this._armWatchdog(2 * this.heartbeatInterval * 1000);
+          for (const message of parser.push(decoder.decode(value, { stream: true }))) {
+            if (!current()) return;
+            this._receive(message.data);
+          }
+        }
+      } finally {
+        reader.cancel().catch(() => {});
+      }
+    };
+    read()
+      .catch(() => {}) // unreachable, aborted or cut off: the same as an end
+      .then(() => {
+        if (generation === this._generation && this._stream === controller) this._streamEnded();
+      });
+  }
+
+  _streamEnded() {
+    // the response said why, so no probe: an ended stream is retried with backoff
+    this._stream = null;
+    this._clearWatchdog();
+    this._clearStable();
+    if (!this._stopped) this._scheduleReconnect();
+  }
+
   _openSocket(generation, ticket) {
-    const url = connectUrl(
-      this.url,
-      {
-        since: this.lastEventId,
-        types: this.options.types,
-        batch: this.options.batch,
-        state: this.options.state,
-        ticket,
-      },
-      this.options.base,
-    );
+    const url = connectUrl(this.url, this._query(ticket), this.options.base);
     const socket = new this._WebSocket(url);
     this._socket = socket;
     this._welcome = null;
@@ -420,10 +731,22 @@ export class LivePanelClient {
     }
   }
 
-  _dispatch(frame) {
+  _dispatch(frame, fromChannel = false) {
     const payload = frame.payload ?? {};
+    if (this.role === "leader" && !fromChannel && frame.type !== "ping" && frame.type !== "pong") {
+      this._post({ kind: "frame", frame });
+    }
     switch (frame.type) {
       case "welcome": {
+        if (this.role === "follower") {
+          // the leader's new connection: no timers here, the leader keeps it alive
+          this._welcome = payload;
+          this._eventsOnSocket = 0;
+          this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
+          if (this.lastEventId === null) this.lastEventId = payload.lastEventId ?? null;
+          this._emit("welcome", payload);
+          return;
+        }
         if (this._welcome !== null) return; // one welcome per connection: a later one is forged
         this._welcome = payload;
         this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
@@ -434,7 +757,9 @@ export class LivePanelClient {
           this._attempts = 0;
         }, this.options.stableAfter);
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
-        this._setStatus("open");
+        if (this.transport === "websocket") this._fallbacks = 0;
+        else if (this.options.transport === "auto") this._planTrial(); // WebSocket may come back
+        this._setStatus("open", { transport: this.transport });
         this._emit("welcome", payload);
         return;
       }
@@ -462,6 +787,12 @@ export class LivePanelClient {
       }
       default: {
         if (typeof frame.type !== "string" || CLIENT_EVENTS.has(frame.type)) return;
+        if (this.options.shared && frame.id != null) {
+          // after a takeover the new leader's replay may repeat what the old one passed on
+          if (this._seen.has(frame.id)) return;
+          this._seen.add(frame.id);
+          if (this._seen.size > SEEN_IDS) this._seen.delete(this._seen.values().next().value);
+        }
         if (frame.id != null) this.lastEventId = frame.id;
         this._eventsOnSocket += 1;
         this.lastEvent = frame;
@@ -528,6 +859,19 @@ export class LivePanelClient {
       this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
       return;
     }
+    if (
+      this.options.transport === "auto" &&
+      this.transport === "websocket" &&
+      response &&
+      shouldFallBack(response.status) // without fetch there is no probe, and no fallback
+    ) {
+      // the endpoint is there and would let us in, but the upgrade does not get through
+      this._fallbacks += 1;
+      if (this._fallbacks >= this.options.fallbackAfter) {
+        this.transport = "sse";
+        this._sseSince = Date.now();
+      }
+    }
     this._scheduleReconnect();
   }
 
@@ -552,7 +896,7 @@ export class LivePanelClient {
       this._open();
     } else if (this.status === "closed" && this._gaveUp) {
       this.reconnect();
-    } else if (this.status === "open") {
+    } else if (this.status === "open" && this.transport === "websocket") {
       this._send({ type: "ping", payload: {} }); // a dead socket shows itself sooner
     }
   }
@@ -580,6 +924,88 @@ export class LivePanelClient {
     this._watchdog = null;
   }
 
+  _planTrial() {
+    this._clearTrial();
+    const generation = this._generation;
+    const planned = { socket: null, timer: null };
+    planned.timer = setTimeout(() => {
+      if (this._trial === planned) this._tryWebSocket(generation);
+    }, this.options.websocketRetryAfter);
+    this._trial = planned;
+  }
+
+  /**
+   * On SSE in `auto`: open a WebSocket beside the stream, without resuming; when it is
+   * welcomed, WebSocket gets through again: switch, resuming with `since`. Else stay.
+   */
+  async _tryWebSocket(generation) {
+    const current = () => generation === this._generation && !this._stopped;
+    let ticket = null;
+    if (typeof this.options.ticket === "function") {
+      try {
+        ticket = await this._fetchTicket();
+      } catch {
+        ticket = null;
+      }
+      if (!current()) return;
+      if (ticket === null) return this._planTrial();
+    }
+    const query = { types: this.options.types, batch: this.options.batch, ticket };
+    let socket;
+    try {
+      socket = new this._WebSocket(connectUrl(this.url, query, this.options.base));
+    } catch {
+      return this._planTrial();
+    }
+    const trial = { socket, timer: null };
+    this._trial = trial;
+    const end = (welcomed) => {
+      if (this._trial !== trial) return;
+      this._trial = null;
+      clearTimeout(trial.timer);
+      socket.onmessage = socket.onclose = null;
+      try {
+        socket.close(1000, "trial");
+      } catch {
+        // already closed
+      }
+      if (!current()) return;
+      if (!welcomed) {
+        this._planTrial();
+        return;
+      }
+      this._useWebSocket();
+      this._drop(4000, "back to websocket");
+      this._open();
+    };
+    trial.timer = setTimeout(() => end(false), this.options.connectTimeout);
+    socket.onmessage = (message) => {
+      for (const line of splitFrames(message.data)) {
+        try {
+          if (JSON.parse(line).type === "welcome") end(true);
+        } catch {
+          // not JSON: not a welcome
+        }
+      }
+    };
+    socket.onclose = () => end(false);
+    socket.onerror = () => {};
+  }
+
+  _clearTrial() {
+    const trial = this._trial;
+    this._trial = null;
+    if (trial === null) return;
+    clearTimeout(trial.timer);
+    if (trial.socket === null) return;
+    trial.socket.onmessage = trial.socket.onclose = null;
+    try {
+      trial.socket.close(1000, "trial");
+    } catch {
+      // already closed
+    }
+  }
+
   _clearStable() {
     if (this._stableTimer !== null) clearTimeout(this._stableTimer);
     this._stableTimer = null;
@@ -593,10 +1019,14 @@ export class LivePanelClient {
   _drop(code, reason) {
     this._generation += 1; // the old socket's events are ignored from now on
     this._clearTimer();
+    this._clearTrial();
     this._clearWatchdog();
     this._clearStable();
     const socket = this._socket;
     this._socket = null;
+    const stream = this._stream;
+    this._stream = null;
+    stream?.abort();
     if (socket) {
       try {
         socket.close(code, reason);
