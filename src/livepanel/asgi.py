@@ -309,9 +309,10 @@ class LivePanelApp:
         if self.require_tls and scope.get("scheme") not in ("wss", "https"):
             return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
         if _header(scope, b"sec-fetch-site") == "cross-site" and (
-            _header(scope, b"sec-fetch-mode") != "websocket"
+            _header(scope, b"sec-fetch-mode") not in ("websocket", "cors")
         ):
             # a no-cors fetch from any page carries no Origin: refuse it before the throttle
+            # (a WebSocket or a CORS fetch of the event stream carries one: the origin decides)
             return _CROSS_SITE, None, ""
         origin, one_origin = _single_header(scope, b"origin")
         host, one_host = _single_header(scope, b"host")
@@ -453,10 +454,34 @@ class LivePanelApp:
             return
         await self._answer(scope, send, denial)
 
-    async def _answer(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
+    async def _answer_stream(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
+        """Refuse an event stream; a page of an allowed origin may read why (CORS)."""
+        await self._answer(scope, send, denial, self.cors_headers(scope))
+
+    def cors_headers(self, scope: WWWScope) -> list[tuple[bytes, bytes]]:
+        """CORS headers for an event stream requested by a page of an allowed origin, so that
+        its ``fetch`` may read it (a WebSocket needs none); none for any other request."""
+        origin, single = _single_header(scope, b"origin")
+        host, _ = _single_header(scope, b"host")
+        if not origin or not single or not self.origin_policy.allows(origin, host):
+            return []
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"origin"),
+        ]
+
+    async def _answer(
+        self,
+        scope: WWWScope,
+        send: Any,
+        denial: _Denial,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         """Refuse a plain HTTP request (a probe, or an SSE request) with the denial's status."""
         self._log_denial(scope, denial)
         body, headers = self._denial_body(denial)
+        headers += extra or []
         await send({"type": "http.response.start", "status": denial.status, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -567,7 +592,7 @@ class LivePanelApp:
         transport: type[_Endpoint],
     ) -> None:
         """A WebSocket handshake or an SSE request: the checks, then the client's endpoint."""
-        deny = self._deny if transport is _Endpoint else self._answer
+        deny = self._deny if transport is _Endpoint else self._answer_stream
         denial, principal, user = await self._check(scope, reserve=True)
         if denial is not None:
             self._count_handshake(denial.status)
@@ -612,6 +637,8 @@ class LivePanelApp:
 class _Endpoint:
     """One accepted WebSocket: its :class:`Connection` written from this task, a reader beside."""
 
+    transport = "websocket"
+
     def __init__(
         self,
         app: LivePanelApp,
@@ -639,7 +666,7 @@ class _Endpoint:
         options = self._options()
         await self._accept()
         async with app.broadcaster.connection(
-            batch=options.batch, user=self.user, audiences=audiences
+            batch=options.batch, user=self.user, audiences=audiences, transport=self.transport
         ) as conn:
             conn.push_control(welcome_frame(self.id, app.heartbeat_interval, conn.last_event_id))
             if options.error is not None:
@@ -731,6 +758,8 @@ class _Endpoint:
 class _EventStream(_Endpoint):
     """One Server-Sent Events stream: the same connection, frames as SSE messages."""
 
+    transport = "sse"
+
     def _options(self) -> ConnectOptions:
         options = parse_connect_query(self.scope.get("query_string", b""))
         resume = _header(self.scope, b"last-event-id")  # the browser's reconnect, if any
@@ -741,7 +770,8 @@ class _EventStream(_Endpoint):
         return dataclasses.replace(options, batch=False)
 
     async def _accept(self) -> None:
-        await self.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        headers = [*SSE_HEADERS, *self.app.cors_headers(self.scope)]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
     async def _write(self, conn: Connection) -> CloseReason:
         send = self.send

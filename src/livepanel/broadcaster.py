@@ -121,7 +121,7 @@ class _Hub:
         self.connections.append(conn)
         self.groups.setdefault(conn.audiences, []).append(conn)
         if conn.is_connection:
-            self.broadcaster._count(1)
+            self.broadcaster._count(1, conn.transport)
 
     async def resubscribe(
         self, conn: Connection, types: Iterable[str], since: str | None, state: bool = False
@@ -141,7 +141,7 @@ class _Hub:
                 return
             self._ungroup(conn)
         if conn.is_connection:
-            self.broadcaster._count(-1)
+            self.broadcaster._count(-1, conn.transport)
 
     def _ungroup(self, conn: Connection) -> None:
         group = self.groups.get(conn.audiences)
@@ -360,6 +360,7 @@ class Broadcaster:
         self._lock = threading.Lock()  # hubs, head id and the backend's home loop
         self._hubs: dict[asyncio.AbstractEventLoop, _Hub] = {}
         self._connections = 0
+        self._by_transport: dict[str, int] = {}  # dashboards by transport (metrics)
         self._head_id = ""
         self._home: asyncio.AbstractEventLoop | None = None  # where the backend runs
         self._ready: concurrent.futures.Future[None] | None = None  # the backend's start
@@ -609,7 +610,10 @@ class Broadcaster:
         with self._lock:
             if self._hubs.get(hub.loop) is hub:
                 del self._hubs[hub.loop]
-                self._connections -= sum(1 for c in hub.connections if c.is_connection)
+                for conn in hub.connections:
+                    if conn.is_connection:
+                        self._connections -= 1
+                        self._by_transport[conn.transport] -= 1
                 hub.connections = []
 
     @asynccontextmanager
@@ -620,6 +624,7 @@ class Broadcaster:
         is_connection: bool = True,
         user: str | None = None,
         audiences: Iterable[str] | None = None,
+        transport: str = "websocket",
     ) -> AsyncIterator[Connection]:
         """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
 
@@ -648,6 +653,7 @@ class Broadcaster:
             last_event_id=hub.last_id,
             max_bytes=self.queue_bytes,
             audiences=None if audiences is None else frozenset(audiences),
+            transport=transport,
         )
         hub.join(conn)
         try:
@@ -732,9 +738,10 @@ class Broadcaster:
                         pass  # its loop closed: so did the connection
         return closed
 
-    def _count(self, change: int) -> None:
+    def _count(self, change: int, transport: str) -> None:
         with self._lock:
             self._connections += change
+            self._by_transport[transport] = self._by_transport.get(transport, 0) + change
 
     async def _resubscribe(
         self, conn: Connection, types: Iterable[str], since: str | None, state: bool = False
@@ -868,6 +875,7 @@ class Broadcaster:
             subscribers = sum(len(hub.connections) for hub in self._hubs.values())
         data: dict[str, Any] = {
             "connections": self._connections,
+            "connections_by_transport": dict(self._by_transport),
             "subscribers": subscribers,
             "published": c.published,
             "delivered": c.delivered,

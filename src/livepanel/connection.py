@@ -183,6 +183,7 @@ class Connection:
         "queued_bytes",
         "replayed",
         "revoked_code",
+        "transport",
         "user",
     )
 
@@ -199,6 +200,7 @@ class Connection:
         last_event_id: str = "",
         max_bytes: int = 16 * 2**20,
         audiences: frozenset[str] | None = None,
+        transport: str = "websocket",
     ) -> None:
         self._hub = hub
         self._counters = counters
@@ -223,6 +225,7 @@ class Connection:
         self.user = user
         self.last_event_id = last_event_id  # the stream's newest event when it opened
         self.audiences = audiences  # None: sees every event
+        self.transport = transport  # "websocket" or "sse", for the numbers
         self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = hub.loop.time()

@@ -112,7 +112,9 @@ class LivePanelCollector(Collector):
         counters = [CounterMetricFamily(f"livepanel_{n}", h) for n, _, h in _COUNTERS]
         backend_lag = GaugeMetricFamily("livepanel_backend_lag_seconds", _HELP_LAG)
         if samples:
-            connections.add_metric(["websocket"], stats.get("connections", 0))
+            by_transport = stats.get("connections_by_transport") or {}
+            for transport in ("websocket", "sse"):
+                connections.add_metric([transport], by_transport.get(transport, 0))
             for status, count in sorted(handshakes.items()):
                 shakes.add_metric([str(status)], count)
             for outcome in ("granted", "unavailable"):

@@ -250,3 +250,54 @@ def test_attack_sse_keeps_audiences(kind: str) -> None:
             broadcaster.publish(killed(1), audience={"team:b"})
             mine = broadcaster.publish(killed(2), audience={"team:a"})
             assert messages.next_event()["id"] == mine.id
+
+
+def test_a_page_of_an_allowed_origin_may_read_the_stream_and_its_refusal() -> None:
+    """Cross-origin, from an allowed origin: the stream and a 401 carry
+    Access-Control-Allow-Origin for that origin (a page's fetch can read them); a same-origin
+    request or a refused origin gets no CORS header."""
+    page = "https://panel.example.com"
+    app = LivePanelApp(Broadcaster(), auth=admin_only(), allowed_origins=[page])
+    with run_server(app, "uvicorn-websockets-sansio") as server:
+        client, request = stream(f"{server.http_url}/", {"Origin": page})
+        with client, request as response:
+            assert response.status_code == 200
+            assert response.headers["access-control-allow-origin"] == page
+            assert "origin" in response.headers["vary"].lower()
+        wrong = {"Origin": page, "Authorization": basic("admin", "nope")}
+        client, request = stream(f"{server.http_url}/", wrong)
+        with client, request as refused:
+            assert refused.status_code == 401
+            assert refused.headers["access-control-allow-origin"] == page
+        client, request = stream(f"{server.http_url}/", {"Origin": "https://evil.example"})
+        with client, request as foreign:
+            assert foreign.status_code == 403
+            assert "access-control-allow-origin" not in foreign.headers
+
+
+def test_metrics_count_event_streams_as_their_own_transport(kind: str) -> None:
+    """stats()['connections_by_transport'] (livepanel_connections{transport}) tells SSE
+    streams and WebSockets apart."""
+    broadcaster = Broadcaster()
+    with run_server(LivePanelApp(broadcaster, auth=admin_only()), kind) as server:
+        client, request = stream(f"{server.http_url}/")
+        with client, request as response:
+            messages = Messages(response)
+            assert messages.next()["event"] == "welcome"
+            assert broadcaster.stats()["connections_by_transport"] == {"sse": 1}
+
+
+def test_a_cors_fetch_of_the_stream_from_an_allowed_page_passes_a_no_cors_one_does_not() -> None:
+    """Sec-Fetch-Site: cross-site is refused before the throttle unless the request is a
+    WebSocket or a CORS fetch, which carry an Origin for the origin policy to judge."""
+    page = "https://panel.example.com"
+    app = LivePanelApp(Broadcaster(), auth=admin_only(), allowed_origins=[page])
+    with run_server(app, "uvicorn-wsproto") as server:
+        cors = {"Origin": page, "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
+        client, request = stream(f"{server.http_url}/", cors)
+        with client, request as response:
+            assert response.status_code == 200
+        no_cors = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+        client, request = stream(f"{server.http_url}/", no_cors)
+        with client, request as refused:
+            assert refused.status_code == 403
