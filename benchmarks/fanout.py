@@ -67,7 +67,7 @@ class Spec:
     script: str
     path: str = "/"
     server: str | None = None  # BENCH_SERVER for ASGI targets
-    protocol: str = "ws"  # "ws" or "socketio"
+    protocol: str = "ws"  # "ws", "socketio" or "sse" (an event stream, no WebSocket)
     ready_frames: int = 0  # text frames to read before the connection counts as ready
     redis: bool = False
     needs: tuple[str, ...] = ()  # importable modules (and "redis-server")
@@ -109,6 +109,17 @@ SPECS: dict[str, Spec] = {
             "uvicorn",
             ready_frames=1,
             needs=_LP,
+        ),
+        Spec(
+            "livepanel-sse",
+            "livepanel Server-Sent Events, uvicorn",
+            "livepanel_app.py",
+            "/",
+            "uvicorn",
+            protocol="sse",
+            ready_frames=1,
+            needs=_LP,
+            extra=True,  # run it with --targets, beside "livepanel"
         ),
         Spec(
             "livepanel-audiences",
@@ -284,6 +295,12 @@ class Client(asyncio.BufferedProtocol):
             "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
         ).encode()
+        self.sse = spec.protocol == "sse"
+        if self.sse:  # the same endpoint, asked for its event stream
+            self.request = (
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                "Accept: text/event-stream\r\n\r\n"
+            ).encode()
         self.socketio = spec.protocol == "socketio"
         self.preamble = spec.ready_frames  # text frames before ready (livepanel's welcome)
         self.transport: asyncio.Transport | None = None
@@ -322,7 +339,7 @@ class Client(asyncio.BufferedProtocol):
             self.buffer = data
             return None
         status = data[: data.find(b"\r\n")]
-        if b" 101 " not in status:
+        if (b" 200 " if self.sse else b" 101 ") not in status:
             assert self.transport is not None
             self.transport.abort()
             if not self.ready.done():
@@ -370,6 +387,9 @@ class Client(asyncio.BufferedProtocol):
             if rest is None:
                 return
             data = rest
+        if self.sse:
+            self._stream(data, now)
+            return
         size = len(data)
         i = 0
         special = self.socketio or self.preamble
@@ -396,7 +416,22 @@ class Client(asyncio.BufferedProtocol):
             i = end
         if i < size:
             self.buffer = data[i:]
-        found = MESSAGE.findall(data, 0, i)
+        self._count(MESSAGE.findall(data, 0, i), now)
+
+    def _stream(self, data: bytes | bytearray, now: int) -> None:
+        """An event stream: whole SSE messages end with a blank line (chunk sizes between
+        them are left alone: the server writes whole messages in each chunk)."""
+        end = data.rfind(b"\n\n") + 2
+        if end < 2:
+            self.buffer = bytes(data)
+            return
+        self.buffer = bytes(data[end:])
+        if self.preamble and b"event: welcome" in data[:end]:
+            self.preamble = 0
+            self._ready()
+        self._count(MESSAGE.findall(data, 0, end), now)
+
+    def _count(self, found: list[Any], now: int) -> None:
         if not found:
             return
         run = self.run
