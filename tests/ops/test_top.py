@@ -61,6 +61,8 @@ class Terminal:
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
     """A tmux server of this test's own; killed at the end."""
     if TMUX is None:
+        if os.environ.get("LIVEPANEL_REQUIRE_TMUX") == "1":
+            pytest.fail("tmux is required (LIVEPANEL_REQUIRE_TMUX=1) but not on PATH")
         pytest.skip("tmux is not on PATH (apt-get install tmux, or make services)")
     config = tmp_path / "tmux.conf"
     config.write_text("set -g remain-on-exit on\nset -g status off\n")
