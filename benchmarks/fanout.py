@@ -479,9 +479,13 @@ class Control:
 
 
 async def drive(
-    spec: Spec, clients: int, events: int, port: int, control_port: int
+    spec: Spec, clients: int, events: int, port: int, control_port: int, rate: float = 0.0
 ) -> dict[str, Any]:
-    """Connect, broadcast, measure: one run against a started target."""
+    """Connect, broadcast, measure: one run against a started target.
+
+    ``rate``: events per second the target publishes (0: one per event-loop turn,
+    as fast as it can: saturation).
+    """
     loop = asyncio.get_running_loop()
     control = Control(*await asyncio.open_connection("127.0.0.1", control_port))
     before = await control.ask("stats")
@@ -515,9 +519,9 @@ async def drive(
         gc.collect()
         gc.disable()  # the client's own pauses would show up as server latency
         cpu_before = time.process_time()
-        started = (await control.ask(f"go {clients} {events}", 90))["started"]
+        started = (await control.ask(f"go {clients} {events} {rate}", 90))["started"]
         published_task = asyncio.ensure_future(control.read(600))
-        deadline = time.monotonic() + 60 + events * clients / 5000
+        deadline = time.monotonic() + 60 + events * clients / 5000 + (events / rate if rate else 0)
         quiet = 5.0
         while not run.done.is_set() and time.monotonic() < deadline:
             with contextlib.suppress(asyncio.TimeoutError):
@@ -679,7 +683,7 @@ def _run_target_once(
         try:
             wait_listening(control_port, process)
             wait_listening(port, process)
-            row.update(asyncio.run(drive(spec, clients, events, port, control_port)))
+            row.update(asyncio.run(drive(spec, clients, events, port, control_port, options.rate)))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -873,6 +877,13 @@ def main() -> int:
         help="another livepanel source tree (e.g. a worktree of main): its livepanel targets "
         "run in the same matrix as '<name>@before', for before/after tables in one run",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="events per second each target publishes (default 0: one per event-loop turn, "
+        "as fast as it can); a rate below saturation measures latency under a steady load",
+    )
     options = parser.parse_args()
 
     if options.report:
@@ -967,6 +978,7 @@ def main() -> int:
         "machine": platform.platform(),
         "versions": versions(),
         "missing": missing,
+        "rate": options.rate,
         "rows": rows,
         "summary": summary,
     }
@@ -979,7 +991,8 @@ def main() -> int:
         )
     path.write_text(json.dumps(data, indent=1))
     table = markdown(summary)
-    print(f"\n{table}\n\nresults: {path} ({data['duration_s']} s)")
+    pace = f"{options.rate:g} events/s" if options.rate else "one event per event-loop turn"
+    print(f"\n{table}\n\npublished at {pace}; results: {path} ({data['duration_s']} s)")
     print(f"load average: {load_before} before, {data['load_after']} after")
     if options.plot:
         plot(summary, options.plot)

@@ -5,9 +5,10 @@ It serves WebSocket clients on ``BENCH_PORT`` and, inside the same event loop,
 a line-based control server on ``BENCH_CONTROL_PORT`` (127.0.0.1 only):
 
 * ``stats`` -> ``{"pid", "rss", "hwm", "cpu", "connections"}`` (bytes, seconds)
-* ``go N M`` -> waits until N clients are registered, answers
-  ``{"started": ns}``, broadcasts M events one per event-loop turn, answers
-  ``{"published": ns}`` (``time.monotonic_ns()``, the clock the client reads).
+* ``go N M [R]`` -> waits until N clients are registered, answers
+  ``{"started": ns}``, broadcasts M events one per event-loop turn (or R per
+  second, on a fixed schedule, when R > 0), answers ``{"published": ns}``
+  (``time.monotonic_ns()``, the clock the client reads).
 
 Configuration comes from the environment, so that servers which import the
 application by name (granian) see the same settings as the others.
@@ -115,7 +116,8 @@ class Target:
                     writer.write(json.dumps(reply).encode() + b"\n")
                 elif words[:1] == ["go"]:
                     self._profile_start()
-                    await self._go(int(words[1]), int(words[2]), writer)
+                    rate = float(words[3]) if len(words) > 3 else 0.0
+                    await self._go(int(words[1]), int(words[2]), writer, rate)
                 elif words[:1] == ["stop"]:
                     writer.write(json.dumps(self._profile_stop()).encode() + b"\n")
                 else:
@@ -154,7 +156,9 @@ class Target:
                 out.write(profiler.output_html())
         return {"profile": path}
 
-    async def _go(self, clients: int, events: int, writer: asyncio.StreamWriter) -> None:
+    async def _go(
+        self, clients: int, events: int, writer: asyncio.StreamWriter, rate: float = 0.0
+    ) -> None:
         deadline = time.monotonic() + 60
         while self.count() < clients and time.monotonic() < deadline:  # noqa: ASYNC110 - a count
             await asyncio.sleep(0.01)
@@ -166,11 +170,15 @@ class Target:
         await writer.drain()
         broadcast_one = self.broadcast_one
         sleep = asyncio.sleep
+        begin = time.monotonic()
         for seq in range(events):
             pending = broadcast_one(seq)
             if pending is not None:
                 await pending
-            await sleep(0)  # one broadcast per event-loop turn: the writers run in between
+            if rate:  # on a fixed schedule: a late event does not push the next ones back
+                await sleep(max(0.0, begin + (seq + 1) / rate - time.monotonic()))
+            else:
+                await sleep(0)  # one broadcast per event-loop turn: the writers run in between
         writer.write(json.dumps({"published": time.monotonic_ns()}).encode() + b"\n")
 
 

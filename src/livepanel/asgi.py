@@ -5,8 +5,9 @@ authorization, limits); the first failure answers and nothing else runs, and
 a connection's slot is reserved in the same step as the limit check. After
 ``websocket.accept`` this module is thin glue: client frames go through
 :class:`livepanel.protocol.ClientProtocol`, and the
-:class:`~livepanel.connection.Connection`'s writer runs in the connection's
-own task, so every ``send`` happens there and a broadcast never awaits a socket.
+:class:`~livepanel.connection.Connection`'s writer runs in a task of the
+connection's own, started from its ASGI task and so in its context: every
+``send`` happens there, and a broadcast never awaits a socket.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import math
 import secrets
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode
@@ -635,7 +636,13 @@ class LivePanelApp:
 
 
 class _Endpoint:
-    """One accepted WebSocket: its :class:`Connection` written from this task, a reader beside."""
+    """One accepted WebSocket: its :class:`Connection`'s writer and reader, two tasks of its own.
+
+    Both start from the connection's ASGI task, which waits for the writer: they
+    run in that task's context (what a host middleware set for this request),
+    and each wake of the writer passes through two coroutine frames, not
+    through the whole chain of the server's and the host's middleware.
+    """
 
     transport = "websocket"
 
@@ -671,13 +678,15 @@ class _Endpoint:
             conn.push_control(welcome_frame(self.id, app.heartbeat_interval, conn.last_event_id))
             if options.error is not None:
                 conn.push_control(error_frame("invalid_message", options.error))
-            reader = asyncio.get_running_loop().create_task(self._read(conn))
+            loop = asyncio.get_running_loop()
+            reader = loop.create_task(self._read(conn))
             try:
                 if options.subscribe is not None:
                     wanted = options.subscribe
                     await conn.subscribe(wanted.types, wanted.since, wanted.state)
                     self.protocol.charge(conn.replayed)
-                reason = await self._write(conn)
+                # cancelling this task (the server stops) cancels the writer it awaits
+                reason = await loop.create_task(self._write(conn))
                 if reason is CloseReason.REVOKED:
                     code = conn.revoked_code
                 else:
@@ -697,13 +706,14 @@ class _Endpoint:
     async def _accept(self) -> None:
         await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
 
-    async def _write(self, conn: Connection) -> CloseReason:
+    def _write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
+        """The connection's writer, :meth:`Connection.write` with this transport's ``send``."""
         send = self.send
 
         def send_text(text: str) -> Awaitable[None]:
             return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
 
-        return await conn.write(send_text, self.app.heartbeat_interval)
+        return conn.write(send_text, self.app.heartbeat_interval)
 
     async def _close(self, code: int) -> None:
         if code == CLOSE_TRY_AGAIN_LATER:
@@ -773,14 +783,14 @@ class _EventStream(_Endpoint):
         headers = [*SSE_HEADERS, *self.app.cors_headers(self.scope)]
         await self.send({"type": "http.response.start", "status": 200, "headers": headers})
 
-    async def _write(self, conn: Connection) -> CloseReason:
+    def _write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
         send = self.send
 
         def send_chunk(text: str) -> Awaitable[None]:
             chunk = {"type": "http.response.body", "body": text.encode(), "more_body": True}
             return send(chunk)  # type: ignore[no-any-return]
 
-        return await conn.write(send_chunk, self.app.heartbeat_interval, encode=sse_chunk)
+        return conn.write(send_chunk, self.app.heartbeat_interval, encode=sse_chunk)
 
     async def _close(self, code: int) -> None:
         """End the stream: the client reconnects with ``Last-Event-ID``."""

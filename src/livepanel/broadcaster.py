@@ -25,6 +25,7 @@ from livepanel.backends import Backend, MemoryBackend, backend_from_url
 from livepanel.connection import (
     BATCH_LINGER_MAX,
     WAKE_AFTER_TURNS,
+    WAKE_CHUNK,
     CloseReason,
     Connection,
     Frame,
@@ -212,45 +213,80 @@ class _Waker:
     at once; under load each writer sends the events published meanwhile in one go (in one frame
     with ``?batch=1``), paying for one wake instead of one per event, while a
     publisher that publishes every turn is never more than a few events ahead.
+
+    A round wakes at most ``WAKE_CHUNK`` writers per turn, the rest on the next
+    turns: each wake allocates a handle that lives until the writer runs, and
+    more than CPython's young-generation threshold (700) at once would start a
+    garbage collection on every round, which pushes long-lived objects towards
+    a full collection that stalls the whole loop.
     """
 
-    __slots__ = ("_due", "_handle", "_left", "_linger", "cap", "loop", "turns")
+    __slots__ = (
+        "_began",
+        "_due",
+        "_handle",
+        "_left",
+        "_linger",
+        "_next",
+        "_waking",
+        "cap",
+        "loop",
+        "turns",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, turns: int, cap: float = 0.0) -> None:
         self.loop = loop
         self.turns = turns
         self.cap = cap
-        self._due: list[Connection] = []
-        self._handle: asyncio.Handle | None = None
+        self._due: list[Connection] = []  # writers for the next round
+        self._waking: list[Connection] = []  # the round being woken, WAKE_CHUNK per turn
+        self._next = 0  # the first writer of _waking not woken yet
+        self._handle: asyncio.Handle | None = None  # a round is scheduled or being woken
         self._left = 0  # turns still to wait
         self._linger = 0.0  # seconds: how long the last round took, capped
+        self._began = 0.0  # when the round being woken began
 
     def add(self, conn: Connection) -> None:
         self._due.append(conn)
         if self._handle is None:
-            self._left = self.turns
-            if self._linger:
-                self._handle = self.loop.call_later(self._linger, self._tick)
-            else:
-                self._handle = self.loop.call_soon(self._tick)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._left = self.turns
+        if self._linger:
+            self._handle = self.loop.call_later(self._linger, self._tick)
+        else:
+            self._handle = self.loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         if self._left:
             self._left -= 1
             self._handle = self.loop.call_soon(self._tick)
             return
-        self._handle = None
-        due, self._due = self._due, []
-        for conn in due:
-            conn.wake()
-        if self.cap:  # runs after the writers just woken have written: a round's length
-            self.loop.call_soon(self._measure, self.loop.time())
+        if not self._waking:  # a round begins: the writers due now; later ones wait for the next
+            self._waking, self._due, self._next = self._due, [], 0
+            self._began = self.loop.time()
+        waking, start = self._waking, self._next
+        end = min(start + WAKE_CHUNK, len(waking))
+        for index in range(start, end):
+            waking[index].wake()
+        if end < len(waking):
+            self._next = end
+            self._handle = self.loop.call_soon(self._tick)
+            return
+        self._waking, self._handle = [], None
+        if self.cap:  # runs after these writers wrote: the round's length, then the next round
+            self.loop.call_soon(self._measure, self._began)
+        elif self._due:
+            self._schedule()
 
     def _measure(self, began: float) -> None:
         took = self.loop.time() - began
         # a round that took a tenth of the cap means load: the next ones gather a full cap's
         # worth of events, so that each writer's wake (a task switch) carries many of them
         self._linger = self.cap if took > self.cap / 10 else took
+        if self._due and self._handle is None:
+            self._schedule()
 
 
 class Subscription:

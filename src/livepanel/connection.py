@@ -38,6 +38,7 @@ __all__ = [
     "BATCH_LINGER_MAX",
     "MAX_CONTROL_FRAMES",
     "WAKE_AFTER_TURNS",
+    "WAKE_CHUNK",
     "CloseReason",
     "Connection",
     "Frame",
@@ -56,6 +57,9 @@ BATCH_LINGER_MAX = 0.010
 """Seconds a batching connection's events may wait for company in a frame, at most."""
 WAKE_AFTER_TURNS = 1
 """Event-loop turns a writer's first queued event waits for company before it is woken."""
+WAKE_CHUNK = 256
+"""Writers woken per event-loop turn, at most: fewer than CPython's young-generation
+garbage-collection threshold (700), so that a round's wakes never start a collection."""
 SENT_MEMORY = 1024
 """How many of the events last sent a connection remembers, so a replay never repeats them."""
 MAX_CONTROL_FRAMES = 256
@@ -111,11 +115,12 @@ class Frame:
         (True, ('e', (1,)))
     """
 
-    __slots__ = ("_position", "event", "live", "text")
+    __slots__ = ("_position", "event", "live", "size", "text")
 
     def __init__(self, event: Event | None, text: str, *, live: bool = True) -> None:
         self.event = event
         self.text = text
+        self.size = len(text)  # what it counts against max_bytes, measured once
         self.live = live and event is not None
         self._position: tuple[str, tuple[int, ...]] | None = None
 
@@ -245,7 +250,7 @@ class Connection:
             return
         self.queue.append(frame)
         self.live_count += 1
-        self.queued_bytes += len(frame.text)
+        self.queued_bytes += frame.size
         if self._waiter is not None and not self._marked:
             self._marked = True
             self._hub.wake_later(self)
@@ -271,7 +276,7 @@ class Connection:
             self._drop_oldest_live()
         self.queue.append(frame)
         self.live_count += 1
-        self.queued_bytes += len(frame.text)
+        self.queued_bytes += frame.size
         if self._waiter is not None and not self._marked:
             self._marked = True
             self._hub.wake_later(self)
@@ -306,10 +311,10 @@ class Connection:
         """Account for a frame leaving the queue."""
         if frame.live:
             self.live_count -= 1
-            self.queued_bytes -= len(frame.text)
+            self.queued_bytes -= frame.size
         elif frame.event is None:
             self.controls -= 1
-            self.queued_bytes -= len(frame.text)
+            self.queued_bytes -= frame.size
         else:
             self._replaying -= 1
 
@@ -360,7 +365,7 @@ class Connection:
             if queued.live and conflation_key(queued.event) == key:  # type: ignore[arg-type]
                 del queue[index]
                 queue.append(frame)
-                self.queued_bytes += len(frame.text) - len(queued.text)
+                self.queued_bytes += frame.size - queued.size
                 self._counters.conflated += 1
                 return True
         return False
@@ -427,7 +432,7 @@ class Connection:
             queue.clear()
             queue.extend(controls)
             self.live_count = self._replaying = 0
-            self.queued_bytes = sum(len(frame.text) for frame in controls)
+            self.queued_bytes = sum(frame.size for frame in controls)
         self._held = held
         self._skip = None
 
@@ -556,29 +561,34 @@ class Connection:
                 reason = self.close_reason
                 if reason is not None and not (reason.flushes_first and self.queue):
                     return reason
-                if encode is not None:
+                if encode is not None or self.batch:
+                    controls = self.controls
                     frames = self.take()
-                    self._note_sent(frames)
-                    await send(encode(frames))
-                    counters.delivered += sum(1 for f in frames if f.event is not None)
-                elif self.batch:
-                    frames = self.take()
-                    self._note_sent(frames)
-                    if len(frames) == 1:
+                    self._note_sent(frames, controls)
+                    if encode is not None:
+                        await send(encode(frames))
+                    elif len(frames) == 1:
                         await send(frames[0].text)
                     else:
                         await send("\n".join([f.text for f in frames]))
-                    counters.delivered += sum(1 for f in frames if f.event is not None)
+                    counters.delivered += len(frames) - controls
                 else:
                     sent = 0
+                    remember = self._sent.append
                     while queue:
                         if self.close_reason is not None and not self.close_reason.flushes_first:
                             break
                         frame = queue.popleft()
-                        self._dequeued(frame)
-                        if frame.event is not None:
-                            self._sent.append(frame)
+                        if frame.live:  # _dequeued() inlined: the common case
+                            self.live_count -= 1
+                            self.queued_bytes -= frame.size
+                            remember(frame)
                             sent += 1
+                        else:
+                            self._dequeued(frame)
+                            if frame.event is not None:
+                                remember(frame)
+                                sent += 1
                         await send(frame.text)
                     counters.delivered += sent
                 self.last_sent = loop.time()
@@ -596,8 +606,12 @@ class Connection:
             if timer is not None:
                 timer.cancel()
 
-    def _note_sent(self, frames: list[Frame]) -> None:
-        self._sent.extend(frame for frame in frames if frame.event is not None)
+    def _note_sent(self, frames: list[Frame], controls: int) -> None:
+        """Remember the events among ``frames`` (``controls`` of them are control frames)."""
+        if controls:
+            self._sent.extend(frame for frame in frames if frame.event is not None)
+        else:
+            self._sent.extend(frames)
 
     async def next_event(self) -> Event | None:
         """The next event for an in-process consumer; ``None`` once closed."""
