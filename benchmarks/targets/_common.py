@@ -12,6 +12,8 @@ a line-based control server on ``BENCH_CONTROL_PORT`` (127.0.0.1 only):
 
 Configuration comes from the environment, so that servers which import the
 application by name (granian) see the same settings as the others.
+``BENCH_LOOP=uvloop`` runs the uvicorn targets on uvloop (when importable)
+instead of the standard asyncio loop.
 """
 
 from __future__ import annotations
@@ -229,7 +231,7 @@ def serve_asgi(module: str, app: Any, server: str) -> None:
             lifespan="on",
             log_level="warning",
             backlog=4096,
-            loop="asyncio",
+            loop=os.environ.get("BENCH_LOOP", "asyncio"),  # "uvloop" when it is installed
             http="h11",
         )
     elif server == "hypercorn":

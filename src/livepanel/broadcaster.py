@@ -168,6 +168,7 @@ class _Hub:
 
     def drain(self) -> None:
         self._scheduled = False  # first: a post racing us schedules another drain
+        self._batchers.events += 1  # the publisher is still publishing: keep lingering
         inbox = self.inbox
         connections = self.connections
         self._draining = True
@@ -213,6 +214,8 @@ class _Waker:
     at once; under load each writer sends the events published meanwhile in one go (in one frame
     with ``?batch=1``), paying for one wake instead of one per event, while a
     publisher that publishes every turn is never more than a few events ahead.
+    A lingering round starts early once a whole turn passed without a new
+    event: the publisher stopped, and waiting longer would only add latency.
 
     A round wakes at most ``WAKE_CHUNK`` writers per turn, the rest on the next
     turns: each wake allocates a handle that lives until the writer runs, and
@@ -228,8 +231,10 @@ class _Waker:
         "_left",
         "_linger",
         "_next",
+        "_timer",
         "_waking",
         "cap",
+        "events",
         "loop",
         "turns",
     )
@@ -245,6 +250,8 @@ class _Waker:
         self._left = 0  # turns still to wait
         self._linger = 0.0  # seconds: how long the last round took, capped
         self._began = 0.0  # when the round being woken began
+        self._timer: asyncio.TimerHandle | None = None  # the linger of the round due
+        self.events = 0  # fan-outs on this loop so far (the hub counts them)
 
     def add(self, conn: Connection) -> None:
         self._due.append(conn)
@@ -254,11 +261,30 @@ class _Waker:
     def _schedule(self) -> None:
         self._left = self.turns
         if self._linger:
-            self._handle = self.loop.call_later(self._linger, self._tick)
+            self._handle = self._timer = self.loop.call_later(self._linger, self._tick)
+            self.loop.call_soon(self._watch, None)
         else:
             self._handle = self.loop.call_soon(self._tick)
 
+    def _watch(self, seen: int | None) -> None:
+        """While a round lingers: start it at once after a whole turn without a new event.
+
+        Lingering gathers the events of a publisher that keeps publishing; once it
+        stops (the end of a burst, or a steady pace slower than a round), waiting
+        longer would only add latency.
+        """
+        timer = self._timer
+        if timer is None or self._handle is not timer:
+            return  # the round began (its linger ran out)
+        if seen is None or self.events != seen:
+            self.loop.call_soon(self._watch, self.events)  # compare after the next turn
+            return
+        timer.cancel()
+        self._timer = None
+        self._tick()
+
     def _tick(self) -> None:
+        self._timer = None
         if self._left:
             self._left -= 1
             self._handle = self.loop.call_soon(self._tick)

@@ -1,0 +1,139 @@
+"""The rounds that wake writers: at most WAKE_CHUNK per turn, and a lingering round that
+starts once the publisher stops instead of waiting out its linger.
+
+Counted in event-loop turns, not in time: what a round does does not depend on how fast
+the machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from livepanel.broadcaster import _Waker
+from livepanel.connection import WAKE_CHUNK
+
+
+class Writer:
+    """What the waker needs of a connection: ``wake()``; records the turn it was woken."""
+
+    def __init__(self, turns: list[int]) -> None:
+        self.turns = turns
+        self.woken_at: int | None = None
+
+    def wake(self) -> None:
+        self.woken_at = len(self.turns)
+
+
+async def run_turns(turns: list[int], count: int, each: object = None) -> None:
+    """Let ``count`` event-loop turns pass, calling ``each()`` once per turn."""
+    for _ in range(count):
+        turns.append(1)
+        if callable(each):
+            each()
+        await asyncio.sleep(0)
+
+
+def test_a_round_wakes_at_most_a_chunk_of_writers_per_turn() -> None:
+    async def main() -> list[int]:
+        turns: list[int] = []
+        waker = _Waker(asyncio.get_running_loop(), turns=0)
+        writers = [Writer(turns) for _ in range(3 * WAKE_CHUNK + 10)]
+        for writer in writers:
+            waker.add(writer)  # type: ignore[arg-type]
+        await run_turns(turns, 10)
+        woken = [w.woken_at for w in writers]
+        assert None not in woken
+        return [woken.count(turn) for turn in sorted(set(woken))]  # type: ignore[arg-type]
+
+    per_turn = asyncio.run(main())
+    assert per_turn == [WAKE_CHUNK, WAKE_CHUNK, WAKE_CHUNK, 10]
+
+
+def test_waking_a_thousand_writers_starts_no_garbage_collection() -> None:
+    """The writers' wakes (handles that live until the writer runs) stay under CPython's
+    young-generation threshold: a round of 1,000 collects nothing."""
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        waker = _Waker(loop, turns=0)
+        woken: list[int] = []
+        everyone = loop.create_future()
+
+        class Parked:
+            """A writer as Connection.write() is one: a future per wait, dropped on wake."""
+
+            def __init__(self) -> None:
+                self.future: asyncio.Future[None] = loop.create_future()
+
+            def wake(self) -> None:
+                self.future.set_result(None)
+
+            async def run(self) -> None:
+                while True:
+                    await self.future
+                    self.future = loop.create_future()
+                    woken.append(1)
+                    if len(woken) == 1000:
+                        everyone.set_result(None)
+
+        writers = [Parked() for _ in range(1000)]
+        tasks = [loop.create_task(w.run()) for w in writers]
+        await asyncio.sleep(0)
+        starts: list[str] = []
+        gc.callbacks.append(lambda phase, info: starts.append(phase))
+        try:
+            gc.collect()
+            starts.clear()
+            for writer in writers:
+                waker.add(writer)  # type: ignore[arg-type]
+            await everyone
+        finally:
+            gc.callbacks.pop()
+            for task in tasks:
+                task.cancel()
+        return starts.count("start")
+
+    assert asyncio.run(main()) == 0
+
+
+def test_a_lingering_round_starts_as_soon_as_the_publisher_stops() -> None:
+    """A batching round lingers (here up to 1 s) while events keep coming, one per turn, and
+    starts within a few turns of the last one, long before its linger ran out."""
+
+    async def main() -> tuple[int | None, float]:
+        loop = asyncio.get_running_loop()
+        turns: list[int] = []
+        waker = _Waker(loop, turns=1, cap=1.0)
+        waker._linger = 1.0  # as after a round under load
+        writer = Writer(turns)
+        began = loop.time()
+        waker.add(writer)  # type: ignore[arg-type]
+
+        def publish() -> None:
+            waker.events += 1  # what the hub counts per fan-out
+
+        await run_turns(turns, 30, publish)  # a publisher that publishes every turn
+        assert writer.woken_at is None, "woken while events were still coming"
+        await run_turns(turns, 10)  # then nothing
+        return writer.woken_at, loop.time() - began
+
+    woken_at, elapsed = asyncio.run(main())
+    assert woken_at is not None
+    assert 30 < woken_at <= 36, woken_at
+    assert elapsed < 1.0  # well before the linger's timer
+
+
+def test_a_lingering_round_without_any_new_event_starts_within_a_few_turns() -> None:
+    async def main() -> int | None:
+        turns: list[int] = []
+        waker = _Waker(asyncio.get_running_loop(), turns=1, cap=1.0)
+        waker._linger = 1.0
+        writer = Writer(turns)
+        waker.add(writer)  # type: ignore[arg-type]
+        await run_turns(turns, 8)
+        return writer.woken_at
+
+    woken_at = asyncio.run(main())
+    assert woken_at is not None
+    assert woken_at <= 5, woken_at
