@@ -300,18 +300,21 @@ class _Waker:
             self._next = end
             self._handle = self.loop.call_soon(self._tick)
             return
-        self._waking, self._handle = [], None
-        if self.cap:  # runs after these writers wrote: the round's length, then the next round
-            self.loop.call_soon(self._measure, self._began)
-        elif self._due:
-            self._schedule()
+        self._waking = []
+        if self.cap:  # after these writers wrote: the round's length, then the next round
+            self._handle = self.loop.call_soon(self._measure, self._began)
+        else:
+            self._handle = None
+            if self._due:
+                self._schedule()
 
     def _measure(self, began: float) -> None:
         took = self.loop.time() - began
         # a round that took a tenth of the cap means load: the next ones gather a full cap's
         # worth of events, so that each writer's wake (a task switch) carries many of them
         self._linger = self.cap if took > self.cap / 10 else took
-        if self._due and self._handle is None:
+        self._handle = None  # writers that joined meanwhile linger as long as just measured
+        if self._due:
             self._schedule()
 
 

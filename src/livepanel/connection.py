@@ -53,7 +53,7 @@ or ``"conflate"`` (replace a queued event of the same state entry, else close wi
 SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
 
-BATCH_LINGER_MAX = 0.015
+BATCH_LINGER_MAX = 0.010
 """Seconds a batching connection's events may wait for company in a frame, at most."""
 WAKE_AFTER_TURNS = 1
 """Event-loop turns a writer's first queued event waits for company before it is woken."""

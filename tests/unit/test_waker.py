@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 from livepanel.broadcaster import _Waker
 from livepanel.connection import WAKE_CHUNK
@@ -137,3 +138,37 @@ def test_a_lingering_round_without_any_new_event_starts_within_a_few_turns() -> 
     woken_at = asyncio.run(main())
     assert woken_at is not None
     assert woken_at <= 5, woken_at
+
+
+def test_writers_that_join_as_a_slow_round_ends_linger_for_the_next_one() -> None:
+    """A round that took long (a loaded loop) makes the next one linger; a writer that joins
+    between the end of that round and its measurement waits too, instead of starting a
+    round of its own at once (which cost a whole round for a handful of events)."""
+
+    async def main() -> tuple[int | None, int | None]:
+        loop = asyncio.get_running_loop()
+        turns: list[int] = []
+        waker = _Waker(loop, turns=0, cap=1.0)
+
+        class Slow(Writer):
+            def wake(self) -> None:
+                super().wake()
+                time.sleep(0.15)  # the round's writers take longer than a tenth of the cap
+
+        first, second = Slow(turns), Writer(turns)
+        waker.add(first)  # type: ignore[arg-type]
+        joined = False
+
+        def publish() -> None:
+            nonlocal joined
+            waker.events += 1
+            if first.woken_at is not None and not joined:
+                joined = True
+                waker.add(second)  # type: ignore[arg-type]
+
+        await run_turns(turns, 20, publish)  # events keep coming: the linger holds
+        return first.woken_at, second.woken_at
+
+    first_woken, second_woken = asyncio.run(main())
+    assert first_woken is not None  # no linger yet: at once
+    assert second_woken is None, second_woken
