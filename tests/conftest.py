@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 from livepanel import set_broadcaster
 from tests.certs import self_signed
 from tests.redis.redis_helpers import RedisServer
+from tests.requirements import unavailable
 
 pytest_plugins = ["livepanel.testing"]  # the livepanel_events fixture, as docs/testing.md says
 
@@ -86,10 +86,7 @@ def redis_binary(name: str, package: str) -> str:
     LIVEPANEL_REQUIRE_REDIS=1."""
     binary = shutil.which(name)
     if binary is None:
-        message = f"{name} is not on PATH (apt-get install {package}, or make services)"
-        if os.environ.get("LIVEPANEL_REQUIRE_REDIS") == "1":
-            pytest.fail(f"{message}; LIVEPANEL_REQUIRE_REDIS=1 says these tests must run")
-        pytest.skip(message)
+        unavailable("redis", f"{name} is not on PATH (apt-get install {package}, or make services)")
     return binary
 
 

@@ -231,7 +231,6 @@ class _Waker:
         "_left",
         "_linger",
         "_next",
-        "_timer",
         "_waking",
         "cap",
         "events",
@@ -246,11 +245,11 @@ class _Waker:
         self._due: list[Connection] = []  # writers for the next round
         self._waking: list[Connection] = []  # the round being woken, WAKE_CHUNK per turn
         self._next = 0  # the first writer of _waking not woken yet
-        self._handle: asyncio.Handle | None = None  # a round is scheduled or being woken
+        # a round is scheduled (a TimerHandle while it lingers) or being woken
+        self._handle: asyncio.Handle | None = None
         self._left = 0  # turns still to wait
         self._linger = 0.0  # seconds: how long the last round took, capped
         self._began = 0.0  # when the round being woken began
-        self._timer: asyncio.TimerHandle | None = None  # the linger of the round due
         self.events = 0  # fan-outs on this loop so far (the hub counts them)
 
     def add(self, conn: Connection) -> None:
@@ -261,7 +260,7 @@ class _Waker:
     def _schedule(self) -> None:
         self._left = self.turns
         if self._linger:
-            self._handle = self._timer = self.loop.call_later(self._linger, self._tick)
+            self._handle = self.loop.call_later(self._linger, self._tick)
             self.loop.call_soon(self._watch, None)
         else:
             self._handle = self.loop.call_soon(self._tick)
@@ -273,18 +272,16 @@ class _Waker:
         stops (the end of a burst, or a steady pace slower than a round), waiting
         longer would only add latency.
         """
-        timer = self._timer
-        if timer is None or self._handle is not timer:
+        lingering = self._handle
+        if not isinstance(lingering, asyncio.TimerHandle):
             return  # the round began (its linger ran out)
         if seen is None or self.events != seen:
             self.loop.call_soon(self._watch, self.events)  # compare after the next turn
             return
-        timer.cancel()
-        self._timer = None
+        lingering.cancel()
         self._tick()
 
     def _tick(self) -> None:
-        self._timer = None
         if self._left:
             self._left -= 1
             self._handle = self.loop.call_soon(self._tick)

@@ -23,6 +23,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
+from tests.requirements import unavailable
 from tests.servers import free_port
 
 CHROMIUM = os.environ.get("LIVEPANEL_CHROMIUM", "/usr/bin/chromium")
@@ -82,9 +83,7 @@ def browser() -> Iterator[Any]:
     """
     missing = _missing_browser()
     if missing is not None:
-        if os.environ.get("LIVEPANEL_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{missing}; LIVEPANEL_REQUIRE_BROWSER=1 says the browser tests must run")
-        pytest.skip(missing)
+        unavailable("browser", missing)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from livepanel import BasicAuth, Broadcaster, LivePanelApp
 from livepanel.events import SessionCreated
+from tests.requirements import unavailable
 from tests.servers import free_port, run_server
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
@@ -32,9 +33,7 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(b"admin:secret").decode()}
 def nginx_binary() -> str:
     found = shutil.which("nginx", path=os.environ.get("PATH", "") + ":/usr/sbin")
     if found is None:
-        if os.environ.get("LIVEPANEL_REQUIRE_NGINX") == "1":
-            pytest.fail("nginx is required (LIVEPANEL_REQUIRE_NGINX=1) but not installed")
-        pytest.skip("nginx is not installed; `make test` installs it")
+        unavailable("nginx", "nginx is not installed; `make test` installs it")
     return found
 
 

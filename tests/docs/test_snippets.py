@@ -65,6 +65,7 @@ from livepanel.events import (
 )
 from livepanel.protocol import ClientProtocol, parse_connect_query, parse_id
 from tests.docs.markdown import DOCS, ROOT, Block, blocks, pages, shell_lines, simple_commands
+from tests.requirements import unavailable
 from tests.servers import free_port, run_server
 
 USER, PASSWORD = "admin", "s3cret:pass"
@@ -702,10 +703,7 @@ def test_caddyfiles_proxy_to_the_app(block: Block) -> None:
 def caddy_binary() -> str:
     found = shutil.which("caddy")
     if found is None:
-        message = "caddy is not installed (apt-get install caddy)"
-        if os.environ.get("LIVEPANEL_REQUIRE_CADDY") == "1":
-            pytest.fail(f"{message}; LIVEPANEL_REQUIRE_CADDY=1 says this test must run")
-        pytest.skip(message)
+        unavailable("caddy", "caddy is not installed (apt-get install caddy)")
     return found
 
 

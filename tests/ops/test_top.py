@@ -21,6 +21,7 @@ from livepanel.top import Reading, parse_metrics, render
 from tests.integration.helpers import basic, expect_welcome, open_ws, recv_events, refusal
 from tests.integration.test_slow_consumer import cron_output
 from tests.ops.test_metrics import instrumented_server
+from tests.requirements import unavailable
 
 TMUX = shutil.which("tmux")
 ROOT = Path(__file__).parents[2]
@@ -61,9 +62,7 @@ class Terminal:
 def terminal(tmp_path: Path) -> Iterator[Terminal]:
     """A tmux server of this test's own; killed at the end."""
     if TMUX is None:
-        if os.environ.get("LIVEPANEL_REQUIRE_TMUX") == "1":
-            pytest.fail("tmux is required (LIVEPANEL_REQUIRE_TMUX=1) but not on PATH")
-        pytest.skip("tmux is not on PATH (apt-get install tmux, or make services)")
+        unavailable("tmux", "tmux is not on PATH (apt-get install tmux, or make services)")
     config = tmp_path / "tmux.conf"
     config.write_text("set -g remain-on-exit on\nset -g status off\n")
     term = Terminal(f"livepanel-test-{os.getpid()}", config)
