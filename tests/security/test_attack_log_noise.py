@@ -15,6 +15,7 @@ from livepanel.logging_filters import (
     REFUSED_HANDSHAKE_MESSAGE,
     RefusedHandshakeFilter,
     quiet_refused_handshakes,
+    uvicorn_logs_refused_handshakes,
 )
 from tests.conftest import LogCapture
 from tests.integration.helpers import (
@@ -33,8 +34,9 @@ SANSIO = "uvicorn-websockets-sansio"
 
 @pytest.fixture
 def quiet() -> Iterator[None]:
-    """The one-line mitigation, removed again after the test."""
-    installed = quiet_refused_handshakes()
+    """The one-line mitigation (attached whatever the uvicorn), removed again after the test."""
+    installed = quiet_refused_handshakes(force=True)
+    assert installed is not None
     yield
     logging.getLogger("uvicorn.error").removeFilter(installed)
 
@@ -101,13 +103,41 @@ def test_the_mitigation_still_logs_an_app_that_really_leaves_a_handshake_unanswe
     wait_until(lambda: incomplete_handshake_lines(server_logs) != [], what="the ERROR")
 
 
-def test_uvicorn_sansio_still_logs_an_error_per_refused_handshake(
+@pytest.mark.skipif(
+    not uvicorn_logs_refused_handshakes(), reason="this uvicorn has the fix (0.55 or later)"
+)
+def test_uvicorn_sansio_before_0_55_logs_an_error_per_refused_handshake(
     unfiltered: None, sansio: RunningServer, server_logs: LogCapture
 ) -> None:
-    """Without the mitigation this uvicorn logs the spurious ERROR (uvicorn PR #3138). When
-    this test fails, the uvicorn in use has the fix: the mitigation can go (docs/deployment.md)."""
+    """Without the mitigation a uvicorn before 0.55 logs the spurious ERROR (uvicorn PR #3138)."""
     refuse_many(sansio, 2)
     wait_until(
         lambda: len(incomplete_handshake_lines(server_logs)) == 4,
-        what="uvicorn's ERROR for each refusal (none: uvicorn is fixed, drop the filter)",
+        what="uvicorn's ERROR for each refusal",
     )
+
+
+@pytest.mark.skipif(
+    uvicorn_logs_refused_handshakes(), reason="this uvicorn predates the fix (before 0.55)"
+)
+def test_uvicorn_sansio_from_0_55_logs_no_error_per_refused_handshake(
+    unfiltered: None, sansio: RunningServer, server_logs: LogCapture
+) -> None:
+    """uvicorn 0.55 and later write no ERROR for a refusal, so the mitigation attaches nothing."""
+    refuse_many(sansio, 5)
+    with open_ws(sansio) as ws:
+        expect_welcome(ws)  # the server has handled (and would have logged) every refusal
+    assert incomplete_handshake_lines(server_logs) == []
+    assert quiet_refused_handshakes() is None
+    assert not any(
+        isinstance(f, RefusedHandshakeFilter) for f in logging.getLogger("uvicorn.error").filters
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "logs"),
+    [("0.54.0", True), ("0.30.6", True), ("0.55.0", False), ("0.56.1", False), ("1.0", False)],
+)
+def test_the_filter_is_needed_only_before_uvicorn_0_55(version: str, logs: bool) -> None:
+    """The version rule behind quiet_refused_handshakes(): releases before 0.55 need it."""
+    assert uvicorn_logs_refused_handshakes(version) is logs

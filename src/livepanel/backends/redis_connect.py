@@ -218,9 +218,7 @@ def make_client(target: RedisTarget, defaults: Mapping[str, Any]) -> RedisClient
             key: value for key, value in options.items() if key.startswith("socket_")
         }
         sentinel_options.update(target.sentinel_options)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            list(target.nodes), sentinel_kwargs=sentinel_options, **options
-        )
+        sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options, **options)
         master: aioredis.Redis = sentinel.master_for(target.service)
         return master
     except (ValueError, TypeError) as exc:
