@@ -599,6 +599,22 @@ class Broadcaster:
         if home is not None and _alive(home):
             await self._at(home, self.backend.stop)
 
+    async def call_backend(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()`` on the loop the backend runs on, starting it first if needed.
+
+        For features built on a backend capability (tickets' single-use claims,
+        presence, health): a backend's client belongs to the loop that started it.
+
+        Example::
+
+            first = await broadcaster.call_backend(lambda: claims.claim_once(key, ttl=60))
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached.
+        """
+        await self.start()
+        return await self._at_home(call)
+
     async def _at_home(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` on the backend's loop (here, or through a thread-safe hand-off)."""
         home = self._home
