@@ -551,7 +551,7 @@ class LivePanelApp:
     def _starting_up(self) -> None:
         """A server starts this app: accept connections again, chain the signal handlers."""
         self._draining = False
-        self.broadcaster.draining = False
+        self.broadcaster.mark_draining(False)
         self._signals.install()
 
     async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
@@ -564,7 +564,7 @@ class LivePanelApp:
         (hypercorn's ``serve(..., shutdown_trigger=...)``).
         """
         self._draining = True
-        self.broadcaster.draining = True
+        self.broadcaster.mark_draining()
         live = list(self._live)
         if live:
             logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
@@ -620,12 +620,8 @@ class LivePanelApp:
             if denial is not None:
                 await deny(scope, send, denial)
                 return
-            self.broadcaster.count_user(user, +1)
-            try:
-                scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-                await transport(self, scope, receive, send, user, self._live).run(audiences)
-            finally:
-                self.broadcaster.count_user(user, -1)
+            scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
+            await transport(self, scope, receive, send, user, self._live).run(audiences)
         except asyncio.CancelledError:
             # the server stops without a word (hypercorn after its graceful timeout): say so
             if transport is _Endpoint:
@@ -684,7 +680,7 @@ class _Endpoint:
                 if options.subscribe is not None:
                     wanted = options.subscribe
                     await conn.subscribe(wanted.types, wanted.since, wanted.state)
-                    self.protocol.charge(conn.replayed)
+                    self.protocol.charge(conn.outbox.replayed)
                 # cancelling this task (the server stops) cancels the writer it awaits
                 reason = await loop.create_task(self._write(conn))
                 if reason is CloseReason.REVOKED:
@@ -758,9 +754,9 @@ class _Endpoint:
                     if (action.since is not None or action.state) and conn.replaying:
                         conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
                         continue
-                    replayed = conn.replayed
+                    replayed = conn.outbox.replayed
                     await conn.subscribe(action.types, action.since, action.state)
-                    self.protocol.charge(conn.replayed - replayed)  # a replay is not free
+                    self.protocol.charge(conn.outbox.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
 

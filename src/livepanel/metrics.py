@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     ) from exc
 
 from livepanel.events import Event
+from livepanel.observer import Observer
 
 if TYPE_CHECKING:
     from livepanel.asgi import LivePanelApp
@@ -169,7 +170,7 @@ class LivePanelCollector(Collector):
         self._lag_at = time.monotonic()
 
 
-class _DeliveryTimer:
+class _DeliveryTimer(Observer):
     """Observes ``livepanel_delivery_seconds`` once per broadcast event.
 
     Called by the broadcaster with each batch it fans out; the observation runs
@@ -182,7 +183,7 @@ class _DeliveryTimer:
     def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
 
-    def __call__(self, events: Sequence[Event]) -> None:
+    def fanned_out(self, events: Sequence[Event]) -> None:
         if events:
             try:
                 asyncio.get_running_loop().call_soon(self._observe, events)
@@ -242,7 +243,7 @@ def instrument(
     else:
         collector = LivePanelCollector(broadcaster, app, histogram)
         registry.register(collector)
-    broadcaster.fanout_hooks.append(_DeliveryTimer(histogram))
+    broadcaster.observe(_DeliveryTimer(histogram))
     return collector
 
 

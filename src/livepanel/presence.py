@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from livepanel.events import Event, NonNegative, event_type
+from livepanel.observer import Observer
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
@@ -80,7 +81,7 @@ def _view(counts: dict[str, int]) -> dict[str, Any]:
     return {"users": users, "connections": sum(n for n in counts.values() if n > 0)}
 
 
-class PresenceTracker:
+class PresenceTracker(Observer):
     """Keeps one process's presence in the backend and announces changes (see :func:`track`).
 
     Example::
@@ -106,7 +107,7 @@ class PresenceTracker:
 
     # ------------------------------------------------------------------ hooks
 
-    def __call__(self) -> None:
+    def users_changed(self) -> None:
         """``Broadcaster.users`` changed (on the loop's thread): write and announce soon."""
         if not self._running():
             return  # closed, or not started: connections come after a start
@@ -121,8 +122,8 @@ class PresenceTracker:
         assert self._dirty is not None
         self._dirty.set()
 
-    def seen(self, events: Sequence[Event]) -> None:
-        """Fan-out hook: remember the last ``presence.changed`` any worker announced."""
+    def fanned_out(self, events: Sequence[Event]) -> None:
+        """Remember the last ``presence.changed`` any worker announced."""
         for event in events:
             if event.type == "presence.changed":
                 self.last_announced = dict(event.payload)
@@ -248,8 +249,7 @@ def track(
     if expiry <= 0:
         raise ValueError("track: expiry must be > 0 seconds")
     tracker = PresenceTracker(broadcaster, announce=announce, expiry=expiry)
-    broadcaster.presence_hooks.append(tracker)
-    broadcaster.fanout_hooks.append(tracker.seen)
+    broadcaster.observe(tracker)
     return tracker
 
 
@@ -263,7 +263,7 @@ async def collect(broadcaster: Broadcaster) -> dict[str, Any]:
         view = await collect(broadcaster)
         names = [entry["user"] for entry in view["users"]]
     """
-    for hook in broadcaster.presence_hooks:
-        if isinstance(hook, PresenceTracker):
-            return await hook.view()
+    for observer in broadcaster.observers:
+        if isinstance(observer, PresenceTracker):
+            return await observer.view()
     return _view(broadcaster.users)

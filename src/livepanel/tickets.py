@@ -323,7 +323,7 @@ class Tickets:
 
             try:
                 await broadcaster.start()
-                stored = await broadcaster._at_home(set_once)
+                stored = await broadcaster.call_backend(set_once)
             except BackendUnavailable:
                 raise
             except Exception as exc:  # redis-py's errors, OSError, a timeout

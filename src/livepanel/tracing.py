@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 
 from livepanel.__about__ import __version__
 from livepanel.events import Event
+from livepanel.observer import Observer
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["instrument"]
 
 
-class _Tracing:
-    """The publish and fan-out hooks :func:`instrument` installs on a broadcaster."""
+class _Tracing(Observer):
+    """What :func:`instrument` makes a broadcaster observe: its publishes and fan-outs."""
 
     def __init__(self, broadcaster: Broadcaster, tracer: trace.Tracer) -> None:
         self.broadcaster = broadcaster
@@ -113,6 +114,4 @@ def instrument(broadcaster: Broadcaster, tracer_provider: Any = None) -> None:
         instrument(broadcaster)
     """
     tracer = trace.get_tracer("livepanel", __version__, tracer_provider=tracer_provider)
-    hooks = _Tracing(broadcaster, tracer)
-    broadcaster.publish_hooks.append(hooks.published)
-    broadcaster.fanout_hooks.append(hooks.fanned_out)
+    broadcaster.observe(_Tracing(broadcaster, tracer))

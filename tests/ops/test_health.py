@@ -126,7 +126,7 @@ def test_liveness_ignores_an_unreachable_redis_and_a_drain() -> None:
         assert get_health(server.http_url)[0] == 503
         status, body = get_health(server.http_url, "/livez")
         assert (status, body["backend"]) == (200, "unreachable")
-        broadcaster.draining = True
+        broadcaster.mark_draining()
         assert get_health(server.http_url, "/livez")[0] == 200
 
 

@@ -218,12 +218,16 @@ def test_multiprocess_copies_move_counters_by_their_change() -> None:
         child = metric.labels(**labels) if labels else metric
         return float(child._value.get())
 
+    async def replay_once() -> None:
+        await broadcaster.start()
+        async with broadcaster.subscribe(["*"], since=broadcaster.last_event_id) as sub:
+            assert sub.resumed is True
+
     endpoint.handshakes[101] = 2
-    broadcaster.replays["granted"] = 1
+    asyncio.run(replay_once())
     copier.copy_once()
     endpoint.handshakes[101] = 5
     endpoint.handshakes[429] = 1
-    broadcaster.count_user("alice", +1)
     copier.copy_once()
     copier.copy_once()  # nothing moved: nothing added
     assert copied("livepanel_handshakes", status="101") == 5

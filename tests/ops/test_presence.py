@@ -37,6 +37,31 @@ def view(**users: int) -> dict[str, Any]:
     }
 
 
+class Dashboards:
+    """Real connections of named users on broadcasters: what presence counts."""
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[int, str], list[contextlib.AsyncExitStack]] = {}
+
+    async def change(self, broadcaster: Broadcaster, user: str, delta: int) -> None:
+        """Open (+1) or close (-1) one connection of ``user`` on ``broadcaster``."""
+        held = self.open.setdefault((id(broadcaster), user), [])
+        if delta > 0:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(broadcaster.connection(user=user))
+            held.append(stack)
+        else:
+            await held.pop().aclose()
+
+    async def __aenter__(self) -> Dashboards:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for held in self.open.values():
+            while held:
+                await held.pop().aclose()
+
+
 def test_presence_counts_this_process_and_announces_changes_coalesced() -> None:
     """Memory backend: presence() follows the counts; the first change is announced at once,
     a burst after it in one presence.changed a second later, with the final view."""
@@ -44,17 +69,19 @@ def test_presence_counts_this_process_and_announces_changes_coalesced() -> None:
     async def scenario() -> tuple[list[dict[str, Any]], list[float]]:
         async with started(Broadcaster()) as broadcaster:
             track(broadcaster, announce=True)
-            async with broadcaster.subscribe(["presence.changed"]) as events:
-                broadcaster.count_user("alice", +1)
+            async with Dashboards() as dashboards, broadcaster.subscribe(
+                ["presence.changed"]
+            ) as events:
+                await dashboards.change(broadcaster, "alice", +1)
                 first = (await take(events, 1))[0]
                 for user, delta in (("bob", +1), ("bob", +1), ("carol", +1), ("carol", -1)):
-                    broadcaster.count_user(user, delta)
+                    await dashboards.change(broadcaster, user, delta)
                     await asyncio.sleep(0.05)  # each change on its own loop turn
                 assert await broadcaster.presence() == view(alice=1, bob=2)
                 second = (await take(events, 1))[0]
                 assert await nothing_more(events, within=ANNOUNCE_INTERVAL + 0.5)
                 for user in ("alice", "bob", "bob"):
-                    broadcaster.count_user(user, -1)
+                    await dashboards.change(broadcaster, user, -1)
                 third = (await take(events, 1))[0]
         changes = [dict(e.payload) for e in (first, second, third)]
         stamps = [e.timestamp.timestamp() for e in (first, second, third)]
@@ -144,18 +171,18 @@ def test_two_broadcasters_on_one_redis_see_each_others_users(redis_url: str) -> 
         async with started(one), started(two):
             track(one, announce=True, expiry=5)
             track(two, announce=True, expiry=5)
-            async with one.subscribe(["presence.changed"]) as events:
-                one.count_user("alice", +1)
-                two.count_user("alice", +1)
-                two.count_user("bob", +1)
+            async with Dashboards() as dashboards, one.subscribe(["presence.changed"]) as events:
+                await dashboards.change(one, "alice", +1)
+                await dashboards.change(two, "alice", +1)
+                await dashboards.change(two, "bob", +1)
                 joined = view(alice=2, bob=1)
                 deadline = time.monotonic() + 5
                 while (seen := await two.presence()) != joined:
                     assert time.monotonic() < deadline, seen
                     await asyncio.sleep(0.05)
                 both = await one.presence()
-                two.count_user("alice", -1)
-                two.count_user("bob", -1)
+                await dashboards.change(two, "alice", -1)
+                await dashboards.change(two, "bob", -1)
                 while (after := await one.presence()) != view(alice=1):
                     assert time.monotonic() < deadline, after
                     await asyncio.sleep(0.05)

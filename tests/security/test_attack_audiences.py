@@ -156,7 +156,7 @@ def test_attack_the_audience_survives_a_redis_restart(persistent_redis: RedisSer
         async with started(Broadcaster(persistent_redis.url)) as b:
             async with b.connection(audiences={"user:alice"}) as conn:
                 assert await conn.subscribe(["*"], since) is True
-                return [f.event.payload["sessionKey"] for f in conn.queue if f.event]
+                return [f.event.payload["sessionKey"] for f in conn.outbox if f.event]
 
     since = run(publish())
     persistent_redis.restart()

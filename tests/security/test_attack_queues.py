@@ -95,8 +95,8 @@ def test_replays_share_the_broadcasts_json_instead_of_encoding_per_connection() 
         async with broadcaster.connection() as one, broadcaster.connection() as two:
             assert await one.subscribe(["*"], first.id)
             assert await two.subscribe(["*"], first.id)
-            texts_one = [frame.text for frame in one.queue]
-            texts_two = [frame.text for frame in two.queue]
+            texts_one = [frame.text for frame in one.outbox]
+            texts_two = [frame.text for frame in two.outbox]
         await broadcaster.close()
         shared = all(a is b for a, b in zip(texts_one, texts_two, strict=True))
         return len(texts_one) == 19 and shared

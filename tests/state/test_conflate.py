@@ -68,8 +68,8 @@ def test_a_conflating_reader_ends_in_the_servers_state_or_closes_only_when_it_mu
                 if action == "read":
                     read(conn)
                     continue
-                full = conn.live_count >= QUEUE_SIZE
-                queued = [f.event for f in conn.queue if f.live and f.event is not None]
+                full = conn.outbox.live_count >= QUEUE_SIZE
+                queued = [f.event for f in conn.outbox if f.live and f.event is not None]
                 event = broadcaster.publish(kind, payload(kind, n))
                 if conn.closed:
                     assert conn.close_reason is CloseReason.SLOW_CONSUMER

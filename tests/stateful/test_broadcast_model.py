@@ -191,7 +191,7 @@ class BroadcastModel(RuleBasedStateMachine):
                 assert waiting <= QUEUE_SIZE, "more live events wait than queue_size"
                 continue
             assert sub.close_reason is CloseReason.SLOW_CONSUMER, sub.close_reason
-            assert sub.live_count >= QUEUE_SIZE, "closed as slow with room in its queue"
+            assert sub.outbox.live_count >= QUEUE_SIZE, "closed as slow with room in its queue"
             event("a slow connection closed with 1013")
             self._drop(dash)
 
@@ -242,7 +242,7 @@ class BroadcastModel(RuleBasedStateMachine):
             if conn is None or dash.writer is None or dash.writer.done():
                 return True
             waiting_socket = dash.gate is not None and not dash.gate.done()
-            return waiting_socket or (not conn.queue and not conn.closed)
+            return waiting_socket or (not conn.outbox and not conn.closed)
 
         async def settle() -> None:
             for turn in range(2000):  # a batching writer lingers (microseconds here)

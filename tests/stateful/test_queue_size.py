@@ -64,6 +64,6 @@ def test_the_drop_policy_never_drops_welcome() -> None:
             conn.push_control(welcome_frame("c1", 25.0, conn.last_event_id))
             for n in range(3):
                 publish(broadcaster, n)
-            return conn.queue[0].text
+            return next(iter(conn.outbox)).text
 
     assert '"type":"welcome"' in asyncio.run(scenario())

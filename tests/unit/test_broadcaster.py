@@ -891,11 +891,11 @@ def test_refused_resume_keeps_the_live_events_already_queued() -> None:
     broadcaster = Broadcaster()
 
     async def main() -> tuple[bool | None, list[Event]]:
-        async with broadcaster.connection(is_connection=False) as conn:
+        async with broadcaster.connection(dashboard=False) as conn:
             queued = [broadcaster.publish(killed(n)) for n in range(3)]
-            assert [frame.event for frame in conn.queue] == queued
+            assert [frame.event for frame in conn.outbox] == queued
             resumed = await conn.subscribe(["*"], foreign.id)
-            return resumed, [frame.event for frame in conn.queue if frame.event is not None]
+            return resumed, [frame.event for frame in conn.outbox if frame.event is not None]
 
     resumed, delivered = run(main())
     assert resumed is False

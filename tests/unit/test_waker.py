@@ -11,8 +11,7 @@ import asyncio
 import gc
 import time
 
-from livepanel.broadcaster import _Waker
-from livepanel.connection import WAKE_CHUNK
+from livepanel.hub import WAKE_CHUNK, Waker
 
 
 class Writer:
@@ -38,7 +37,7 @@ async def run_turns(turns: list[int], count: int, each: object = None) -> None:
 def test_a_round_wakes_at_most_a_chunk_of_writers_per_turn() -> None:
     async def main() -> list[int]:
         turns: list[int] = []
-        waker = _Waker(asyncio.get_running_loop(), turns=0)
+        waker = Waker(asyncio.get_running_loop(), turns=0)
         writers = [Writer(turns) for _ in range(3 * WAKE_CHUNK + 10)]
         for writer in writers:
             waker.add(writer)  # type: ignore[arg-type]
@@ -57,7 +56,7 @@ def test_waking_a_thousand_writers_starts_no_garbage_collection() -> None:
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        waker = _Waker(loop, turns=0)
+        waker = Waker(loop, turns=0)
         woken: list[int] = []
         everyone = loop.create_future()
 
@@ -105,7 +104,7 @@ def test_a_lingering_round_starts_as_soon_as_the_publisher_stops() -> None:
     async def main() -> tuple[int | None, float]:
         loop = asyncio.get_running_loop()
         turns: list[int] = []
-        waker = _Waker(loop, turns=1, cap=1.0)
+        waker = Waker(loop, turns=1, cap=1.0)
         waker._linger = 1.0  # as after a round under load
         writer = Writer(turns)
         began = loop.time()
@@ -128,7 +127,7 @@ def test_a_lingering_round_starts_as_soon_as_the_publisher_stops() -> None:
 def test_a_lingering_round_without_any_new_event_starts_within_a_few_turns() -> None:
     async def main() -> int | None:
         turns: list[int] = []
-        waker = _Waker(asyncio.get_running_loop(), turns=1, cap=1.0)
+        waker = Waker(asyncio.get_running_loop(), turns=1, cap=1.0)
         waker._linger = 1.0
         writer = Writer(turns)
         waker.add(writer)  # type: ignore[arg-type]
@@ -148,7 +147,7 @@ def test_writers_that_join_as_a_slow_round_ends_linger_for_the_next_one() -> Non
     async def main() -> tuple[int | None, int | None]:
         loop = asyncio.get_running_loop()
         turns: list[int] = []
-        waker = _Waker(loop, turns=0, cap=1.0)
+        waker = Waker(loop, turns=0, cap=1.0)
 
         class Slow(Writer):
             def wake(self) -> None:
