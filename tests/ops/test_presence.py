@@ -69,9 +69,10 @@ def test_presence_counts_this_process_and_announces_changes_coalesced() -> None:
     async def scenario() -> tuple[list[dict[str, Any]], list[float]]:
         async with started(Broadcaster()) as broadcaster:
             track(broadcaster, announce=True)
-            async with Dashboards() as dashboards, broadcaster.subscribe(
-                ["presence.changed"]
-            ) as events:
+            async with (
+                Dashboards() as dashboards,
+                broadcaster.subscribe(["presence.changed"]) as events,
+            ):
                 await dashboards.change(broadcaster, "alice", +1)
                 first = (await take(events, 1))[0]
                 for user, delta in (("bob", +1), ("bob", +1), ("carol", +1), ("carol", -1)):
