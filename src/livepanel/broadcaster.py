@@ -25,22 +25,22 @@ import asyncio
 import logging
 import os
 import threading
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 from livepanel.backends import Backend, MemoryBackend, backend_from_url
 from livepanel.census import Census
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.events import Event, audience_of, prepare_payload, registered_types
+from livepanel.fanout import Fanout, RecentTexts, disconnect_order
 from livepanel.home import BackendHome, HomeState, call_on
-from livepanel.hub import Hub
-from livepanel.observer import Observer
-from livepanel.outbox import DeliveryCounters, Frame, SlowConsumerPolicy
-from livepanel.protocol import error_frame, parse_id, type_globs
-from livepanel.state import DEFAULT_STATE_LIMIT, state_frame, state_payload
+from livepanel.observer import Observer, Observers
+from livepanel.outbox import DeliveryCounters, SlowConsumerPolicy
+from livepanel.protocol import parse_id, type_globs
+from livepanel.resume import Resume
+from livepanel.state import DEFAULT_STATE_LIMIT, state_payload
 from livepanel.subscription import SlowConsumer, Subscription
 
 __all__ = [
@@ -55,37 +55,6 @@ __all__ = [
 logger = logging.getLogger("livepanel")
 
 T = TypeVar("T")
-
-_RESUME_UNAVAILABLE = error_frame(
-    "resume_unavailable", "the events after 'since' are no longer retained; refetch your state"
-)
-
-
-class _RecentTexts:
-    """The JSON of the newest events, shared by every replay instead of encoded per connection."""
-
-    __slots__ = ("_ids", "_limit", "_texts")
-
-    def __init__(self, limit: int) -> None:
-        self._texts: dict[str, str] = {}
-        self._ids: deque[str] = deque()
-        self._limit = limit
-
-    def remember(self, frames: list[Frame]) -> None:
-        """Keep the text of ``frames`` (the broadcaster's lock is held)."""
-        texts, ids = self._texts, self._ids
-        for frame in frames:
-            event_id = frame.event.id  # type: ignore[union-attr]
-            if event_id is not None:
-                texts[event_id] = frame.text
-                ids.append(event_id)
-        while len(ids) > self._limit:
-            texts.pop(ids.popleft(), None)
-
-    def text_of(self, event: Event) -> str:
-        """An event's JSON: the copy the live broadcast made, else encoded now."""
-        text = self._texts.get(event.id) if event.id is not None else None
-        return text if text is not None else event.to_json()
 
 
 class Broadcaster:
@@ -134,37 +103,18 @@ class Broadcaster:
         self.queue_size = queue_size
         self.queue_bytes = queue_bytes
         self.slow_consumer: SlowConsumerPolicy = slow_consumer
-        self._texts = _RecentTexts(max(history, 1000))
         self._counters = DeliveryCounters()
-        self._lock = threading.Lock()  # the hubs and the head id
-        self._hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
-        self._head_id = ""
-        self._home = BackendHome(self.backend, self._deliver, self._on_control, self._started_at)
-        self.census = Census(self._users_changed)
+        self._observers = Observers()
+        self.census = Census(self._observers.users_changed)  # who is connected, counted once
+        texts = RecentTexts(max(history, 1000))
+        resume = Resume(self.backend, self.call_backend, self._counters, texts.text_of)
+        self._fanout = Fanout(self.census, resume.resubscribe, texts)
+        self._home = BackendHome(
+            self.backend, self._deliver, self._on_control, self._fanout.started_at
+        )
         self._draining = False
-        self._observers: list[Observer] = []
-        self._on_publish: list[Callable[[Event], Event]] = []
-        self._on_fanout: list[Callable[[Sequence[Event]], None]] = []
-        self._on_users: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ publish
-
-    @overload
-    def publish(
-        self, event: Event, payload: None = None, *, audience: Iterable[str] | str | None = None
-    ) -> Event: ...
-    @overload
-    def publish(
-        self,
-        event: str,
-        payload: Mapping[str, Any] | object,
-        *,
-        audience: Iterable[str] | str | None = None,
-    ) -> Event: ...
-    @overload
-    def publish(
-        self, event: object, payload: None = None, *, audience: Iterable[str] | str | None = None
-    ) -> Event: ...
 
     def publish(
         self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
@@ -192,23 +142,6 @@ class Broadcaster:
             self.start_soon()  # a worker that only publishes must still reach its backend
         return accepted
 
-    @overload
-    async def apublish(
-        self, event: Event, payload: None = None, *, audience: Iterable[str] | str | None = None
-    ) -> Event: ...
-    @overload
-    async def apublish(
-        self,
-        event: str,
-        payload: Mapping[str, Any] | object,
-        *,
-        audience: Iterable[str] | str | None = None,
-    ) -> Event: ...
-    @overload
-    async def apublish(
-        self, event: object, payload: None = None, *, audience: Iterable[str] | str | None = None
-    ) -> Event: ...
-
     async def apublish(
         self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
     ) -> Event:
@@ -228,17 +161,13 @@ class Broadcaster:
         return stored
 
     def _prepared(self, event: object, payload: object, audience: Any) -> Event:
-        prepared = _prepare(event, payload, audience)
-        for published in self._on_publish:
-            prepared = published(prepared)
-        return prepared
+        return self._observers.published(_prepare(event, payload, audience))
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the backend, on this loop unless it runs on a live one already.
-
-        Done on first use anyway; call it at startup to fail early.
+        """Start the backend, on this loop unless it runs on a live one already (done on
+        first use anyway; call it at startup to fail early).
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -254,17 +183,10 @@ class Broadcaster:
         """
         self._home.start_soon(self.start)
 
-    def _started_at(self, head: str) -> None:
-        with self._lock:
-            self._head_id = head
-
     async def close(self) -> None:
         """Close every connection and subscription (1001) and stop the backend."""
-        with self._lock:
-            hubs = list(self._hubs.values())
         home = self._home.detach()
-        for hub in hubs:
-            hub.close_all(CloseReason.GOING_AWAY)
+        self._fanout.close_all(CloseReason.GOING_AWAY)
         if home is not None:
             await call_on(home, self.backend.stop)
 
@@ -274,10 +196,6 @@ class Broadcaster:
         For features built on a backend capability (tickets' single-use claims,
         presence, health): a backend's client belongs to the loop that started it.
 
-        Example::
-
-            first = await broadcaster.call_backend(lambda: claims.claim_once(key, ttl=60))
-
         Raises:
             BackendUnavailable: the backend cannot be reached.
         """
@@ -285,70 +203,24 @@ class Broadcaster:
         return await self._home.call(call)
 
     def observe(self, observer: Observer) -> Observer:
-        """Let ``observer`` watch this broadcaster (see :class:`~livepanel.observer.Observer`).
-
-        Only the methods its class overrides are called. Returns it.
-        """
-        self._observers.append(observer)
-        if observer.overrides("published"):
-            self._on_publish.append(observer.published)
-        if observer.overrides("fanned_out"):
-            self._on_fanout.append(observer.fanned_out)
-        if observer.overrides("users_changed"):
-            self._on_users.append(observer.users_changed)
+        """Let ``observer`` watch this broadcaster (see :class:`~livepanel.observer.Observer`);
+        only the methods its class overrides are called. Returns it."""
+        self._observers.add(observer)
         return observer
 
     @property
     def observers(self) -> tuple[Observer, ...]:
         """The observers registered with :meth:`observe`, in order."""
-        return tuple(self._observers)
-
-    def _users_changed(self) -> None:
-        for changed in self._on_users:
-            changed()
+        return self._observers.all
 
     # ------------------------------------------------------------------ fan-out
 
     def _deliver(self, events: Sequence[Event]) -> None:
         """The backend's callback: new events in stream order, from any thread, one call
         at a time."""
-        if not events:
-            return
-        frames = [Frame(event, event.to_json()) for event in events]  # serialized once
-        with self._lock:
-            self._head_id = events[-1].id or self._head_id
-            self._texts.remember(frames)
-            hubs = list(self._hubs.values())
-            for hub in hubs:
-                hub.post(frames)
-        for hub in hubs:
-            if not hub.kick():
-                self._forget(hub)
-        for fanned_out in self._on_fanout:
-            fanned_out(events)
-
-    def _hub(self) -> Hub:
-        """This loop's hub, created (at the stream's head) on first use."""
-        loop = asyncio.get_running_loop()
-        hub = self._hubs.get(loop)
-        if hub is None:
-            with self._lock:
-                hub = self._hubs.get(loop)
-                if hub is None:
-                    hub = Hub(loop, self._head_id, self.census, self._resubscribe)
-                    self._hubs[loop] = hub
-        return hub
-
-    def _forget(self, hub: Hub) -> None:
-        """Drop the hub of a loop that closed (its connections went with it)."""
-        with self._lock:
-            if self._hubs.get(hub.loop) is not hub:
-                return
-            del self._hubs[hub.loop]
-            gone = hub.forget()
-        for conn in gone:
-            if conn.dashboard:
-                self.census.left(conn.user, conn.transport)
+        if events:
+            self._fanout.deliver(events)
+            self._observers.fanned_out(events)
 
     @asynccontextmanager
     async def connection(
@@ -368,15 +240,9 @@ class Broadcaster:
         subscribes, and runs its writer in the client's own task. ``dashboard=False``
         opens an in-process consumer (as :meth:`subscribe` does): not counted
         as a connection, never revoked, never told ``resume_unavailable``.
-
-        Example::
-
-            async with broadcaster.connection() as conn:
-                await conn.subscribe(["*"], since=None)
-                async for event in Subscription(conn): ...
         """
         await self.start()
-        hub = self._hub()
+        hub = self._fanout.here()
         hub.fan_out()  # what reached this loop before us is before our first event
         conn = Connection(
             hub,
@@ -396,9 +262,7 @@ class Broadcaster:
             yield conn
         finally:
             conn.close(CloseReason.CLIENT_LEFT)  # leaves the fan-out, unless it already did
-            with self._lock:
-                if not hub.connections and self._hubs.get(hub.loop) is hub:
-                    del self._hubs[hub.loop]
+            self._fanout.release(hub)
 
     async def disconnect(
         self,
@@ -423,96 +287,14 @@ class Broadcaster:
 
             closed_here = await broadcaster.disconnect(user="alice")  # access revoked
         """
-        who = audience_of(audience)
-        if user is None and who is None:
-            raise ValueError("disconnect() needs a user, an audience or both")
-        if code not in (1000, 1001, 1008, 1011, 1013) and not 4000 <= code <= 4999:
-            raise ValueError(f"close code {code} is not one a server may send")
-        message = {"disconnect": {"user": user, "audience": sorted(who or ()), "code": code}}
-        closed = self._revoke(message)
+        message = disconnect_order(user, audience_of(audience), code)
+        closed = self._fanout.obey(message)
         await self.call_backend(lambda: self.backend.send_control(message))
         return closed
 
     def _on_control(self, message: dict[str, Any]) -> None:
-        self._revoke(message)
-
-    def _revoke(self, message: dict[str, Any]) -> int:
-        """The backend's control callback (any thread): close what a disconnect names here."""
-        order = message.get("disconnect")
-        if not isinstance(order, dict):
-            return 0
-        user, code = order.get("user"), order.get("code", 1008)
-        audience = order.get("audience") or ()
-        if not isinstance(code, int) or not (isinstance(user, str) or user is None):
-            return 0
-        try:
-            who = frozenset(a for a in audience if isinstance(a, str))
-        except TypeError:
-            return 0
-        with self._lock:
-            hubs = list(self._hubs.values())
-        return sum(hub.revoke(user, who, code) for hub in hubs)
-
-    # ------------------------------------------------------------------ resubscribing
-
-    async def _resubscribe(
-        self, conn: Connection, types: tuple[str, ...], since: str | None, state: bool
-    ) -> bool | None:
-        """Replace ``conn``'s filter; with ``since``, replay with no gap and no duplicate;
-        with ``state`` (and no resumable ``since``), queue a ``state`` frame first."""
-        if since is None and not state:
-            conn.set_types(types)  # checked already: by the protocol, or by subscribe()
-            return None
-        if since is not None:
-            parse_id(since)
-        conn.hold(types)
-        if since is not None:
-            events: list[Event] | None = None
-            try:
-                events = await self.call_backend(lambda: self.backend.replay(since))
-            except BackendUnavailable as exc:
-                logger.warning(
-                    "livepanel: cannot replay now (%s); answering resume_unavailable", exc
-                )
-            except asyncio.CancelledError:
-                conn.release(since, None, unavailable=_RESUME_UNAVAILABLE)
-                raise
-            if events is not None:
-                self._counters.replays_granted += 1
-            else:
-                self._counters.replays_unavailable += 1
-            if events is not None or not state:
-                return conn.release(
-                    since, events, self._texts.text_of, unavailable=_RESUME_UNAVAILABLE
-                )
-        await self._send_state(conn, since)
-        return False if since is not None else None
-
-    async def _send_state(self, conn: Connection, since: str | None) -> None:
-        """Queue the state at a stream position P, then the held events after P.
-
-        The live events already queued are held; the state covers every event
-        up to P, so those up to P, held or still on their way, are dropped (the
-        replay hand-over with an empty replay ending at P), and every later one
-        follows.
-        """
-        try:
-            snapshot = await self.call_backend(self.backend.state)
-        except (BackendUnavailable, NotImplementedError) as exc:
-            # the client goes on as if it had not asked: live events (or resume_unavailable)
-            logger.warning("livepanel: cannot read the state now (%s)", exc)
-            if since is not None:
-                conn.release(since, None, unavailable=_RESUME_UNAVAILABLE)
-            else:
-                conn.release(conn.last_event_id, [])  # a release: nothing is covered
-            return
-        except asyncio.CancelledError:
-            conn.release(
-                since or conn.last_event_id, None if since else [], unavailable=_RESUME_UNAVAILABLE
-            )
-            raise
-        conn.push_control(state_frame(snapshot, conn.filter, sees=conn.sees))
-        conn.release(snapshot.last_event_id, [], self._texts.text_of)
+        """The backend's control callback (any thread): another worker's disconnect order."""
+        self._fanout.obey(message)
 
     async def state(self) -> dict[str, Any]:
         """The state kept for clients: the ``state`` frame's payload, every collection.
@@ -571,7 +353,7 @@ class Broadcaster:
     @property
     def last_event_id(self) -> str:
         """The newest event id delivered in this process (or the epoch's start id)."""
-        return self._head_id
+        return self._fanout.head_id
 
     @property
     def connection_count(self) -> int:
@@ -579,15 +361,9 @@ class Broadcaster:
         return self.census.connections
 
     @property
-    def users(self) -> dict[str, int]:
-        """This process's live dashboards by user (``""``: anonymous), a copy."""
-        return self.census.users
-
-    @property
     def replays(self) -> dict[str, int]:
         """Replays answered so far, by outcome (``granted``, ``unavailable``), a copy."""
-        c = self._counters
-        return {"granted": c.replays_granted, "unavailable": c.replays_unavailable}
+        return self._counters.replays()
 
     @property
     def draining(self) -> bool:
@@ -609,45 +385,22 @@ class Broadcaster:
         what the backend adds (``state_evicted``: state entries evicted by
         ``state_limit``).
         """
-        c = self._counters
-        with self._lock:
-            subscribers = sum(len(hub.connections) for hub in self._hubs.values())
-        data: dict[str, Any] = {
+        return {
             "connections": self.census.connections,
             "connections_by_transport": self.census.by_transport,
-            "subscribers": subscribers,
-            "published": c.published,
-            "delivered": c.delivered,
-            "dropped": c.dropped,
-            "slow_disconnects": c.slow_disconnects,
-            "replayed": c.replayed,
-            "conflated": c.conflated,
-            "publish_failures": c.publish_failures,
+            "subscribers": self._fanout.subscribers(),
+            **self._counters.numbers(),
+            **self.backend.stats(),
         }
-        data.update(self.backend.stats())
-        return data
 
     async def presence(self) -> dict[str, Any]:
-        """Who is connected, on every worker: see :func:`livepanel.presence.collect`.
-
-        Example::
-
-            await broadcaster.presence()
-            # {"users": [{"user": "alice", "connections": 2}], "connections": 3}
-        """
+        """Who is connected, on every worker: see :func:`livepanel.presence.collect`."""
         from livepanel.presence import collect
 
         return await collect(self)
 
     async def health(self, *, stall_after: float = 5.0, timeout: float = 2.0) -> dict[str, Any]:
-        """Whether this process serves live events: see :func:`livepanel.health.check`.
-
-        Example::
-
-            report = await broadcaster.health()
-            # {"ok": True, "backend": "ok", "readerLagSeconds": 0.0, "connections": 3,
-            #  "draining": False}
-        """
+        """Whether this process serves live events: see :func:`livepanel.health.check`."""
         from livepanel.health import check
 
         return await check(self, stall_after=stall_after, timeout=timeout)

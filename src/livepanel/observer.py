@@ -8,11 +8,11 @@ nothing on the paths it does not watch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from livepanel.events import Event
 
-__all__ = ["Observer"]
+__all__ = ["Observer", "Observers"]
 
 
 class Observer:
@@ -43,3 +43,48 @@ class Observer:
     def overrides(self, name: str) -> bool:
         """Whether this observer's class overrides the method ``name`` of :class:`Observer`."""
         return getattr(type(self), name) is not getattr(Observer, name)
+
+
+class Observers:
+    """The observers of one broadcaster, each method called only where a class overrides it.
+
+    Example::
+
+        >>> observers = Observers()
+        >>> observers.add(Observer())
+        >>> observers.fanned_out([])  # nobody overrides it: nothing runs
+    """
+
+    __slots__ = ("_fanned_out", "_published", "_users_changed", "all")
+
+    def __init__(self) -> None:
+        self.all: tuple[Observer, ...] = ()
+        self._published: list[Callable[[Event], Event]] = []
+        self._fanned_out: list[Callable[[Sequence[Event]], None]] = []
+        self._users_changed: list[Callable[[], None]] = []
+
+    def add(self, observer: Observer) -> None:
+        """Register ``observer`` after the others."""
+        self.all += (observer,)
+        if observer.overrides("published"):
+            self._published.append(observer.published)
+        if observer.overrides("fanned_out"):
+            self._fanned_out.append(observer.fanned_out)
+        if observer.overrides("users_changed"):
+            self._users_changed.append(observer.users_changed)
+
+    def published(self, event: Event) -> Event:
+        """Pass ``event`` through every observer's :meth:`Observer.published`, in order."""
+        for published in self._published:
+            event = published(event)
+        return event
+
+    def fanned_out(self, events: Sequence[Event]) -> None:
+        """Tell every observer that watches fan-outs."""
+        for fanned_out in self._fanned_out:
+            fanned_out(events)
+
+    def users_changed(self) -> None:
+        """Tell every observer that watches who is connected."""
+        for changed in self._users_changed:
+            changed()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
 from livepanel.events import Event
@@ -113,6 +113,22 @@ class DeliveryCounters:
         self.replayed = 0
         self.replays_granted = 0
         self.replays_unavailable = 0
+
+    def numbers(self) -> dict[str, int]:
+        """The counters of ``Broadcaster.stats()``."""
+        return {
+            "published": self.published,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "slow_disconnects": self.slow_disconnects,
+            "replayed": self.replayed,
+            "conflated": self.conflated,
+            "publish_failures": self.publish_failures,
+        }
+
+    def replays(self) -> dict[str, int]:
+        """Replays answered so far, by outcome."""
+        return {"granted": self.replays_granted, "unavailable": self.replays_unavailable}
 
 
 class Handover(enum.Enum):
@@ -212,9 +228,6 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._queue)
-
-    def __bool__(self) -> bool:
-        return bool(self._queue)
 
     def __iter__(self) -> Iterator[Frame]:
         """The queued frames, oldest first (a view for tests and numbers)."""
@@ -485,7 +498,3 @@ class Outbox:
         self._queue.clear()
         self.live_count = self.controls = self.queued_bytes = self._replaying = 0
         return frames
-
-    def extend_sent(self, frames: Iterable[Frame]) -> None:
-        """Remember events handed to the writer by another way (tests and tools)."""
-        self._sent.extend(frame for frame in frames if frame.event is not None)

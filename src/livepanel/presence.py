@@ -1,7 +1,7 @@
 """Presence: who is connected, across every worker, and a ``presence.changed`` event.
 
-Each process counts its connections by user (``Broadcaster.users``, kept by
-the endpoint). With :func:`track`, a process with connections writes its
+Each process counts its connections by user (``Broadcaster.census.users``, counted
+from the connections themselves). With :func:`track`, a process with connections writes its
 counts to Redis under a key of its own that expires after ``expiry`` seconds
 and is rewritten well before, so a worker that dies (even with ``SIGKILL``)
 drops out of :func:`collect` within ``expiry`` seconds. With the memory
@@ -108,7 +108,7 @@ class PresenceTracker(Observer):
     # ------------------------------------------------------------------ hooks
 
     def users_changed(self) -> None:
-        """``Broadcaster.users`` changed (on the loop's thread): write and announce soon."""
+        """``Broadcaster.census.users`` changed (on the loop's thread): write and announce soon."""
         if not self._running():
             return  # closed, or not started: connections come after a start
         try:
@@ -133,7 +133,7 @@ class PresenceTracker(Observer):
     async def view(self) -> dict[str, Any]:
         """The presence across every worker: ``{"users": [...], "connections": n}``."""
         if not self._redis:
-            return _view(self.broadcaster.users)
+            return _view(self.broadcaster.census.users)
         client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
         keys = [key async for key in client.scan_iter(match=f"{self.prefix}*", count=200)]
         counts: dict[str, int] = {}
@@ -152,7 +152,7 @@ class PresenceTracker(Observer):
             return
         client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
         key = f"{self.prefix}{self.worker}"
-        users = dict(self.broadcaster.users)
+        users = dict(self.broadcaster.census.users)
         pipe = client.pipeline(transaction=True)
         pipe.delete(key)
         if users:
@@ -185,7 +185,9 @@ class PresenceTracker(Observer):
                 dirty.clear()
                 await self._write()
                 # a change here, or a worker that vanished: look at the view each round
-                pending = self.announce and (pending or changed or bool(self.broadcaster.users))
+                pending = self.announce and (
+                    pending or changed or bool(self.broadcaster.census.users)
+                )
                 if pending:
                     wait = self._last_time + ANNOUNCE_INTERVAL - loop.time()
                     if wait <= 0:
@@ -200,7 +202,7 @@ class PresenceTracker(Observer):
                     return  # the broadcaster was closed
                 logger.warning("livepanel: presence not updated (%s); retrying", exc)
                 timeout = 1.0
-            if not (self.broadcaster.users or pending or dirty.is_set()):
+            if not (self.broadcaster.census.users or pending or dirty.is_set()):
                 return  # nothing to keep alive; the next connection starts a new round
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(dirty.wait(), timeout)
@@ -266,4 +268,4 @@ async def collect(broadcaster: Broadcaster) -> dict[str, Any]:
     for observer in broadcaster.observers:
         if isinstance(observer, PresenceTracker):
             return await observer.view()
-    return _view(broadcaster.users)
+    return _view(broadcaster.census.users)

@@ -814,7 +814,7 @@ def test_protocol_md_lists_every_refusal_the_endpoint_sends() -> None:
 def test_protocol_md_lists_every_error_code_the_server_sends() -> None:
     """The error table holds exactly the codes of the error frames the server sends."""
     documented = {row[0] for row in _table_rows(DOCS / "protocol.md", "An `error` frame leaves")}
-    code = _source("protocol.py", "asgi.py", "broadcaster.py", "connection.py")
+    code = _source("protocol.py", "asgi.py", "broadcaster.py", "connection.py", "resume.py")
     assert set(re.findall(r'error_frame\(\s*"(\w+)"', code)) <= documented == ERROR_CODES
     for name in ERROR_CODES:
         assert f'"{name}"' in code, f"protocol.md documents {name}, which the server never sends"
