@@ -166,8 +166,8 @@ async def big_state(entries: int) -> dict[str, Any]:
         start = time.perf_counter()
         async with broadcaster.connection() as conn:
             await conn.subscribe(["*"], None, state=True)
-            assert conn.queue
-            assert conn.queue[-1].text.startswith('{"type":"state"')
+            assert len(conn.outbox)
+            assert list(conn.outbox)[-1].text.startswith('{"type":"state"')
         connect_times.append(time.perf_counter() - start)
     await broadcaster.close()
     return {
