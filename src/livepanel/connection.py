@@ -164,6 +164,7 @@ class Connection:
         "last_sent",
         "loop",
         "outbox",
+        "push",
         "revoked_code",
         "transport",
         "user",
@@ -195,6 +196,9 @@ class Connection:
             max_bytes=max_bytes,
             on_overflow=self._too_slow,
         )
+        # Queue a live event; returns whether the writer waits for it (the hub wakes it then).
+        # The outbox's own method, bound once: the hub calls it for every event and connection.
+        self.push = self.outbox.push
         self.filter = TypeFilter()
         self.batch = batch
         self.dashboard = dashboard
@@ -207,13 +211,6 @@ class Connection:
         self.last_sent = self.loop.time()
 
     # ------------------------------------------------------------------ fan-out side
-
-    def push(self, frame: Frame) -> bool:
-        """Queue a live event; return whether the writer waits for it (the hub wakes it).
-
-        Never blocks, never raises; the hub calls it on our loop.
-        """
-        return self.outbox.push(frame)
 
     def push_control(self, text: str) -> None:
         """Queue a frame that is not a broadcast event (welcome, pong, error) and wake the writer.
@@ -324,7 +321,6 @@ class Connection:
             await waiter
         finally:
             self._waiter = None
-            outbox.unpark()
 
     async def wait(self) -> None:
         """Return once something is queued or the connection is closed."""
@@ -371,19 +367,19 @@ class Connection:
             timer = loop.call_later(heartbeat_interval, heartbeat)
         counters = self._counters
         outbox = self.outbox
+        pending = outbox.pending
         pop = outbox.pop
         try:
             while True:
-                while not outbox and self.close_reason is None:
+                while not pending and self.close_reason is None:
                     waiter = self._waiter = loop.create_future()  # _park(), inlined: every wake
                     outbox.park()
                     try:
                         await waiter
                     finally:
                         self._waiter = None
-                        outbox.unpark()
                 reason = self.close_reason
-                if reason is not None and not (reason.flushes_first and outbox):
+                if reason is not None and not (reason.flushes_first and pending):
                     return reason
                 if encode is not None or self.batch:
                     controls = outbox.controls
@@ -397,7 +393,7 @@ class Connection:
                     counters.delivered += len(frames) - controls
                 else:
                     sent = 0
-                    while outbox:
+                    while pending:
                         if self.close_reason is not None and not self.close_reason.flushes_first:
                             break
                         frame = pop()

@@ -211,9 +211,7 @@ class Hub:
                     if event.audience is None:
                         for conn in connections:
                             accepts = conn.filter
-                            if (accepts.everything or accepts.matches(kind)) and conn.outbox.push(
-                                frame
-                            ):
+                            if (accepts.everything or accepts.matches(kind)) and conn.push(frame):
                                 (batchers if conn.batch else writers)(conn)
                         continue
                     # one set intersection per group of connections with the same audiences
@@ -221,9 +219,9 @@ class Hub:
                         if audiences is None or not event.audience.isdisjoint(audiences):
                             for conn in group:
                                 accepts = conn.filter
-                                if (
-                                    accepts.everything or accepts.matches(kind)
-                                ) and conn.outbox.push(frame):
+                                if (accepts.everything or accepts.matches(kind)) and conn.push(
+                                    frame
+                                ):
                                     (batchers if conn.batch else writers)(conn)
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:

@@ -152,6 +152,9 @@ class Handover(enum.Enum):
     """The connection closed: nothing queues any more."""
 
 
+_LIVE = Handover.LIVE  # read on every push: a module global, not an enum attribute look-up
+
+
 class Outbox:
     """The bounded queue of one consumer, its counters and its replay hand-over.
 
@@ -179,9 +182,7 @@ class Outbox:
     __slots__ = (
         "_counters",
         "_held",
-        "_notified",
         "_on_overflow",
-        "_queue",
         "_replaying",
         "_sent",
         "_skip",
@@ -190,6 +191,7 @@ class Outbox:
         "live_count",
         "max_bytes",
         "parked",
+        "pending",
         "policy",
         "queue_size",
         "queued_bytes",
@@ -210,7 +212,9 @@ class Outbox:
         self.policy: SlowConsumerPolicy = policy
         self.max_bytes = max_bytes
         self._on_overflow = on_overflow
-        self._queue: deque[Frame] = deque()
+        # the queued frames, oldest first: read them freely, change them only through the
+        # methods (the writer tests it for emptiness on every frame, at C speed)
+        self.pending: deque[Frame] = deque()
         self.handover = Handover.LIVE
         self._held: list[Frame] = []  # HOLDING: live events waiting aside
         self._skip: Position | None = None  # SKIPPING: the last position the replay covered
@@ -221,17 +225,16 @@ class Outbox:
         self.queued_bytes = 0  # text of live and control frames in the queue: max_bytes
         self._replaying = 0  # replayed events still in the queue: one replay at a time
         self.replayed = 0  # events replayed to this consumer, in all
-        self.parked = False  # the writer waits for something to send
-        self._notified = False  # the writer was told since it parked
+        self.parked = False  # the writer waits, and no live event told it yet
 
     # ------------------------------------------------------------------ reading it
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return len(self.pending)
 
     def __iter__(self) -> Iterator[Frame]:
-        """The queued frames, oldest first (a view for tests and numbers)."""
-        return iter(self._queue)
+        """The queued frames, oldest first."""
+        return iter(self.pending)
 
     @property
     def replaying(self) -> bool:
@@ -252,16 +255,16 @@ class Outbox:
         a replay is fetched the event waits aside; once closed it is ignored.
         """
         if (
-            self.handover is not Handover.LIVE
+            self.handover is not _LIVE
             or self.live_count >= self.queue_size
             or self.queued_bytes >= self.max_bytes
         ):
             return self._push_rare(frame)
-        self._queue.append(frame)
+        self.pending.append(frame)
         self.live_count += 1
         self.queued_bytes += frame.size
-        if self.parked and not self._notified:
-            self._notified = True
+        if self.parked:
+            self.parked = False
             return True
         return False
 
@@ -285,11 +288,11 @@ class Outbox:
                 self._overflow()
                 return False
             self._drop_oldest_live()
-        self._queue.append(frame)
+        self.pending.append(frame)
         self.live_count += 1
         self.queued_bytes += frame.size
-        if self.parked and not self._notified:
-            self._notified = True
+        if self.parked:
+            self.parked = False
             return True
         return False
 
@@ -305,7 +308,7 @@ class Outbox:
         if self.controls >= MAX_CONTROL_FRAMES or self.queued_bytes >= self.max_bytes:
             self._overflow()
             return False
-        self._queue.append(Frame(None, text))
+        self.pending.append(Frame(None, text))
         self.controls += 1
         self.queued_bytes += len(text)
         return True
@@ -327,7 +330,7 @@ class Outbox:
 
     def _drop_oldest_live(self) -> None:
         """``slow_consumer="drop"``: lose the oldest live event, never a control frame."""
-        queue = self._queue
+        queue = self.pending
         for index, queued in enumerate(queue):
             if queued.live:
                 del queue[index]
@@ -340,7 +343,7 @@ class Outbox:
         key = conflation_key(frame.event) if frame.event is not None else None
         if key is None:
             return False
-        queue = self._queue
+        queue = self.pending
         for index, queued in enumerate(queue):
             if queued.live and conflation_key(queued.event) == key:  # type: ignore[arg-type]
                 del queue[index]
@@ -361,7 +364,7 @@ class Outbox:
         """
         if self.handover is Handover.CLOSED:
             return
-        queue = self._queue
+        queue = self.pending
         held = [frame for frame in queue if frame.event is not None]
         if held:
             controls = [frame for frame in queue if frame.event is None]
@@ -410,7 +413,7 @@ class Outbox:
             sent = {frame.event.id for frame in self._sent}  # type: ignore[union-attr]
             replayed = [e for e in replayed if e.id not in sent]
         frames = [Frame(e, text_of(e), live=False) for e in replayed if keep(e)]
-        self._queue.extend(frames)
+        self.pending.extend(frames)
         self._replaying += len(frames)
         self.replayed += len(frames)
         self._counters.replayed += len(frames)
@@ -443,23 +446,20 @@ class Outbox:
         if frame.live:
             self.push(frame)
         else:
-            self._queue.append(frame)
+            self.pending.append(frame)
             self._replaying += 1
 
     # ------------------------------------------------------------------ emptying it
 
     def park(self) -> None:
-        """The writer is about to wait: the next live event should tell it (:meth:`push`)."""
+        """The writer is about to wait: the next live event tells it (:meth:`push` returns
+        ``True`` once). A writer woken otherwise (a control frame, a close) may be told once
+        more for nothing: a wake finds it running, or re-checks the queue."""
         self.parked = True
-        self._notified = False
-
-    def unpark(self) -> None:
-        """The writer runs again."""
-        self.parked = False
 
     def pop(self) -> Frame:
         """Remove and return the oldest queued frame, remembering it if it is an event."""
-        frame = self._queue.popleft()
+        frame = self.pending.popleft()
         if frame.live:
             self.live_count -= 1
             self.queued_bytes -= frame.size
@@ -472,8 +472,8 @@ class Outbox:
 
     def take(self) -> list[Frame]:
         """Remove and return every queued frame, remembering the events among them."""
-        frames = list(self._queue)
-        self._queue.clear()
+        frames = list(self.pending)
+        self.pending.clear()
         if self.controls:
             self._sent.extend(frame for frame in frames if frame.event is not None)
         else:
@@ -494,7 +494,7 @@ class Outbox:
 
     def discard(self) -> list[Frame]:
         """Empty the queue without sending (a closed connection frees its memory)."""
-        frames = list(self._queue)
-        self._queue.clear()
+        frames = list(self.pending)
+        self.pending.clear()
         self.live_count = self.controls = self.queued_bytes = self._replaying = 0
         return frames

@@ -70,7 +70,6 @@ def test_a_parked_writer_is_told_once_per_park() -> None:
     outbox.park()
     assert outbox.push(live(2)) is True
     assert outbox.push(live(3)) is False
-    outbox.unpark()
     outbox.park()
     assert outbox.push(live(4)) is True
 
