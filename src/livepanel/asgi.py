@@ -67,7 +67,7 @@ logger = logging.getLogger("livepanel")
 _DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class LivePanelApp(Mounted):
+class LivePanelApp(Mounted[Broadcaster]):
     """The ASGI 3 application serving the livepanel WebSocket endpoint.
 
     Args:
@@ -326,7 +326,7 @@ class LivePanelApp(Mounted):
             )
 
 
-class LivePanelMiddleware(Mounted):
+class LivePanelMiddleware(Mounted[Broadcaster]):
     """Serves the livepanel endpoint at ``path`` and passes everything else on untouched.
 
     Args:
@@ -368,7 +368,8 @@ class LivePanelMiddleware(Mounted):
         if endpoint is None and "auth" not in kwargs:
             raise ConfigurationError(
                 "LivePanelMiddleware: pass auth=BasicAuth.from_env() (or another "
-                "Authenticator), or auth=None to allow anonymous access"
+                "Authenticator), or auth=None to allow anonymous access; or "
+                "endpoint=LivePanelApp(...) made beforehand"
             )
         if not path.startswith("/"):
             raise ConfigurationError(f"LivePanelMiddleware: path must start with '/', not {path!r}")

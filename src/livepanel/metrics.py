@@ -32,10 +32,10 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "livepanel.metrics needs prometheus_client: pip install 'livepanel[metrics]'"
     ) from exc
 
+from livepanel.asgi import LivePanelApp, LivePanelMiddleware, endpoint_of
 from livepanel.events import Event
 
 if TYPE_CHECKING:
-    from livepanel.asgi import LivePanelApp
     from livepanel.broadcaster import Broadcaster
 
 __all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "instrument"]
@@ -74,11 +74,11 @@ class LivePanelCollector(Collector):
     def __init__(
         self,
         broadcaster: Broadcaster,
-        app: LivePanelApp | None = None,
+        app: LivePanelApp | LivePanelMiddleware | None = None,
         histogram: Histogram | None = None,
     ) -> None:
         self.broadcaster = broadcaster
-        self.app = app
+        self.app = None if app is None else endpoint_of(app)
         self.histogram = histogram
         self._lag = 0.0
         self._lag_at = -_LAG_REFRESH
@@ -198,7 +198,7 @@ class _DeliveryTimer:
 
 def instrument(
     broadcaster: Broadcaster,
-    app: LivePanelApp | None = None,
+    app: LivePanelApp | LivePanelMiddleware | None = None,
     registry: CollectorRegistry | None = None,
 ) -> LivePanelCollector:
     """Export ``broadcaster``'s (and ``app``'s handshake) numbers as Prometheus metrics.
@@ -213,7 +213,8 @@ def instrument(
 
     Args:
         broadcaster: the broadcaster whose counters are exported.
-        app: the ``LivePanelApp`` whose handshakes are counted (optional).
+        app: whose handshakes are counted (optional): the ``LivePanelApp``, or
+            the ``LivePanelMiddleware`` serving it.
         registry: where to register; the default registry when ``None``.
 
     Returns:
@@ -221,6 +222,7 @@ def instrument(
 
     Raises:
         ValueError: this registry already has livepanel's metrics.
+        TypeError: ``app`` is neither a ``LivePanelApp`` nor a ``LivePanelMiddleware``.
 
     Example::
 
@@ -228,6 +230,7 @@ def instrument(
         from livepanel.metrics import instrument
 
         endpoint = LivePanelApp(broadcaster, auth=BasicAuth.from_env())
+        app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
         instrument(broadcaster, endpoint)
         app.mount("/metrics", make_asgi_app())
     """

@@ -5,21 +5,20 @@ A user holds whatever they mounted: a ``LivePanelApp``, a
 classes are :class:`Mounted`: each says which broadcaster it serves. So
 ``health_app``, ``Tickets``, ``presence.track`` and ``metrics.instrument`` take
 any of the three, and :func:`broadcaster_of` is the one place that tells them
-apart.
+apart. This module imports nothing of livepanel's, so that any module may use it.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from livepanel.broadcaster import Broadcaster
+from typing import Generic, TypeVar
 
 __all__ = ["Mounted", "broadcaster_of"]
 
+B = TypeVar("B")
 
-class Mounted(abc.ABC):
+
+class Mounted(abc.ABC, Generic[B]):
     """An ASGI app that serves a broadcaster's endpoint: ``LivePanelApp``, ``LivePanelMiddleware``.
 
     Example::
@@ -29,11 +28,11 @@ class Mounted(abc.ABC):
 
     @property
     @abc.abstractmethod
-    def broadcaster(self) -> Broadcaster:
+    def broadcaster(self) -> B:
         """The broadcaster this endpoint serves."""
 
 
-def broadcaster_of(source: Broadcaster | Mounted) -> Broadcaster:
+def broadcaster_of(source: B | Mounted[B]) -> B:
     """The broadcaster itself, or the one a mounted endpoint serves.
 
     Example::
