@@ -105,6 +105,11 @@ class LivePanelApp(Mounted[Broadcaster]):
             1001 before the server's own handler runs (see
             :mod:`livepanel.shutdown`); ``()`` leaves signals alone.
 
+    Raises:
+        ConfigurationError: an ``auth`` that is not callable, a heartbeat or
+            message size that is not positive, a limit below 1, an origin
+            pattern it cannot read, or throttle settings out of range.
+
     Example::
 
         app.mount("/ws", LivePanelApp(auth=BasicAuth.from_env()))
