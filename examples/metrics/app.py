@@ -13,7 +13,7 @@ adds up what every worker wrote to PROMETHEUS_MULTIPROC_DIR; empty it before sta
     DASHBOARD_USERNAME=admin DASHBOARD_PASSWORD=secret \\
         uvicorn examples.metrics.app:app --workers 4
 
-Then: GET /metrics (Prometheus), GET /healthz and /livez (200 or 503), the dashboards at /ws/.
+Then: GET /metrics (Prometheus), GET /healthz and /livez (200 or 503), the dashboards at /ws.
 """
 
 import os
@@ -25,28 +25,30 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from livepanel import BasicAuth, LivePanelApp, get_broadcaster, health_app
+from livepanel import BasicAuth, LivePanelApp, LivePanelMiddleware, get_broadcaster, health_app
 from livepanel.events import SessionCreated
 from livepanel.metrics import instrument
 
 broadcaster = get_broadcaster()  # Redis when LIVEPANEL_BACKEND_URL says so
+# the endpoint is made first, so that instrument() counts its handshakes
 endpoint = LivePanelApp(broadcaster, auth=BasicAuth.from_env())
-instrument(broadcaster, endpoint)
+instrument(broadcaster, app=endpoint)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await broadcaster.start()  # every worker reads the stream from startup on
     yield
-    await endpoint.shutdown()  # /healthz answers 503 (draining) from here on
+    # the middleware has closed the endpoint's connections: /healthz answers 503 (draining)
     await broadcaster.close()
 
 
 app = FastAPI(title="ClawPanel", lifespan=lifespan)
-app.mount("/ws", endpoint)
+# the WebSocket endpoint at exactly /ws, as in the Quickstart
+app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
 # routes, not mounts: exactly /healthz, never a redirect (probes count a 3xx as a success)
-app.add_route("/healthz", health_app(broadcaster))  # readiness, load balancers
-app.add_route("/livez", health_app(broadcaster, liveness=True))  # 503 only when stalled
+app.add_route("/healthz", health_app(endpoint))  # readiness, load balancers
+app.add_route("/livez", health_app(endpoint, liveness=True))  # 503 only when stalled
 
 
 @app.get("/metrics")

@@ -1,29 +1,26 @@
-"""The ASGI endpoint: the handshake, then the connection handed over to its writer.
+"""The ASGI endpoint: :class:`LivePanelApp`, and :class:`LivePanelMiddleware` to serve it at a path.
 
-The checks run in the order of the contract (TLS, origin, authentication,
-authorization, limits); the first failure answers and nothing else runs, and
-a connection's slot is reserved in the same step as the limit check. After
-``websocket.accept`` this module is thin glue: client frames go through
-:class:`livepanel.protocol.ClientProtocol`, and the
-:class:`~livepanel.connection.Connection`'s writer runs in a task of the
-connection's own, started from its ASGI task and so in its context: every
-``send`` happens there, and a broadcast never awaits a socket.
+The endpoint is small glue over modules with one job each, in the order a
+connection meets them:
+
+- :mod:`livepanel.handshake`: the checks, in the contract's order (TLS,
+  origin, authentication, authorization, limits), each admitting or denying;
+- :mod:`livepanel.slots`: this app's connection slots, per-user counts and
+  open connections, with the limits checked and a slot taken in one step;
+- :mod:`livepanel.refusals`: how a denial is said (an HTTP response, or close
+  1008 before accept), logged once per address and interval;
+- :mod:`livepanel.transports`: the WebSocket and the event stream, siblings
+  over one :class:`~livepanel.settings.EndpointSettings`, and the life of an
+  accepted connection they share.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import inspect
-import json
 import logging
-import math
-import secrets
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import parse_qsl, urlencode
 
 from asgiref.typing import (
     ASGI3Application,
@@ -33,127 +30,44 @@ from asgiref.typing import (
     WWWScope,
 )
 
-from livepanel.auth import Authenticator, credentials_presented, parse_basic_authorization
+from livepanel.auth import Authenticator
 from livepanel.broadcaster import Broadcaster, get_broadcaster
-from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
-from livepanel.logging_filters import mark_handshake_refused
-from livepanel.origin import OriginPolicy
-from livepanel.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_MESSAGE_TOO_BIG,
-    CLOSE_POLICY_VIOLATION,
-    CLOSE_TRY_AGAIN_LATER,
-    Ack,
-    ClientProtocol,
-    Close,
-    ConnectOptions,
-    Reply,
-    Subscribe,
-    error_frame,
-    parse_connect_query,
-    welcome_frame,
+from livepanel.handshake import (
+    FORBIDDEN,
+    SHUTTING_DOWN,
+    UNAVAILABLE,
+    UPGRADE_REQUIRED,
+    Admission,
+    Denial,
+    admit,
+    audiences_of,
 )
+from livepanel.mounting import Mounted
+from livepanel.origin import OriginPolicy
+from livepanel.protocol import CLOSE_GOING_AWAY
+from livepanel.refusals import Refusals, cors_headers, denial_response
+from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
-from livepanel.sse import SSE_HEADERS, sse_chunk, wants_event_stream
-from livepanel.throttle import AuthThrottle, RefusalLog, client_address
+from livepanel.slots import ConnectionSlots, EndpointState
+from livepanel.sse import wants_event_stream
+from livepanel.throttle import AuthThrottle
+from livepanel.transports import (
+    EventStreamTransport,
+    Transport,
+    WebSocketTransport,
+    carry,
+    close_reason,
+)
 
-__all__ = ["Audiences", "Authorize", "LivePanelApp", "LivePanelMiddleware"]
+__all__ = ["Audiences", "Authorize", "LivePanelApp", "LivePanelMiddleware", "endpoint_of"]
 
 logger = logging.getLogger("livepanel")
 
-Authorize = Callable[[Any, WWWScope], "bool | Awaitable[bool]"]
-"""``authorize(principal, scope)``, sync or async: false refuses the handshake with 403.
-
-Example::
-
-    def admins_only(principal, scope):
-        return getattr(principal, "is_admin", False)
-
-    LivePanelApp(auth=BasicAuth(verify), authorize=admins_only)
-"""
-
-Audiences = Callable[[Any, WWWScope], Any]
-"""``audiences(principal, scope)``, sync or async: a connection's audience strings, or ``None``.
-
-Example::
-
-    def teams(principal, scope):
-        return {f"team:{t}" for t in principal.teams} | {f"user:{principal.username}"}
-
-    LivePanelApp(auth=BasicAuth(verify), audiences=teams)
-"""
-
-_HTTP_EXTENSION = "websocket.http.response"
-# how each way a connection ends is said on the wire (CLIENT_LEFT: nothing to say)
-_CLOSE_CODES = {
-    CloseReason.GOING_AWAY: CLOSE_GOING_AWAY,
-    CloseReason.POLICY_VIOLATION: CLOSE_POLICY_VIOLATION,
-    CloseReason.MESSAGE_TOO_BIG: CLOSE_MESSAGE_TOO_BIG,
-    CloseReason.INTERNAL_ERROR: CLOSE_INTERNAL_ERROR,
-    CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
-}
-_CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
-_ONE_REPLAY = "one replay at a time: read the last one before asking for another"
-
-
-@dataclass(frozen=True)
-class _Denial:
-    status: int
-    code: str
-    message: str
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-    logged: bool = True
-
-
-_UNAVAILABLE = _Denial(503, "unavailable", "the event backend is unavailable; retry shortly")
-_SHUTTING_DOWN = _Denial(
-    503,
-    "shutting_down",
-    "the server is shutting down; reconnect, with since, to resume",
-    ((b"retry-after", b"1"),),
-)
-_CROSS_SITE = _Denial(
-    403, "origin_not_allowed", "a cross-site request that is not a WebSocket handshake"
-)
 _DEFAULT_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def _locked_out(wait: float) -> _Denial:
-    seconds = max(1, math.ceil(wait))
-    return _Denial(
-        429,
-        "too_many_failures",
-        f"too many failed authentications from this address; retry in {seconds} s",
-        ((b"retry-after", str(seconds).encode()),),
-        logged=False,  # one warning when the lockout begins, not a line per attempt
-    )
-
-
-def _header(scope: WWWScope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _single_header(scope: WWWScope, name: bytes) -> tuple[str | None, bool]:
-    """The header's value, and whether it appeared at most once."""
-    values = [v for k, v in scope["headers"] if k.lower() == name]
-    return (values[0].decode("latin-1") if values else None), len(values) <= 1
-
-
-def _client(scope: WWWScope) -> str:
-    """The client's address for a log line: printable, short, whatever the server reported."""
-    client = scope.get("client")
-    text = f"{client[0]}:{client[1]}" if client else "unknown"
-    if len(text) > 80 or not text.isprintable():
-        text = text[:80].encode("unicode_escape", "backslashreplace").decode("ascii")
-    return text
-
-
-class LivePanelApp:
+class LivePanelApp(Mounted[Broadcaster]):
     """The ASGI 3 application serving the livepanel WebSocket endpoint.
 
     Args:
@@ -191,6 +105,11 @@ class LivePanelApp:
             1001 before the server's own handler runs (see
             :mod:`livepanel.shutdown`); ``()`` leaves signals alone.
 
+    Raises:
+        ConfigurationError: an ``auth`` that is not callable, a heartbeat or
+            message size that is not positive, a limit below 1, an origin
+            pattern it cannot read, or throttle settings out of range.
+
     Example::
 
         app.mount("/ws", LivePanelApp(auth=BasicAuth.from_env()))
@@ -216,21 +135,20 @@ class LivePanelApp:
         auth_lockout: float = 60.0,
         shutdown_signals: Sequence[int] = _DEFAULT_SIGNALS,
     ) -> None:
-        if auth is not None and not callable(auth):
-            raise ConfigurationError(
-                "LivePanelApp: auth must be an Authenticator such as BasicAuth.from_env(), "
-                "or None to allow anonymous access"
-            )
-        if heartbeat_interval <= 0:
-            raise ConfigurationError("LivePanelApp: heartbeat_interval must be > 0 seconds")
-        if max_message_size < 1:
-            raise ConfigurationError("LivePanelApp: max_message_size must be >= 1 byte")
-        for name, limit in (
-            ("max_connections", max_connections),
-            ("max_connections_per_user", max_connections_per_user),
-        ):
-            if limit is not None and limit < 1:
-                raise ConfigurationError(f"LivePanelApp: {name} must be >= 1 or None")
+        self.settings = EndpointSettings(
+            auth=auth,
+            origin_policy=OriginPolicy(allowed_origins),
+            authorize=authorize,
+            audiences=audiences,
+            require_tls=require_tls,
+            heartbeat_interval=float(heartbeat_interval),
+            max_message_size=max_message_size,
+            max_connections=max_connections,
+            max_connections_per_user=max_connections_per_user,
+            client_rate=client_rate,
+            client_burst=client_burst,
+        )
+        """What this endpoint does with each handshake and connection, frozen."""
         self.auth_throttle: AuthThrottle | None = None
         if auth_failure_limit is not None:
             try:
@@ -245,26 +163,12 @@ class LivePanelApp:
         if auth is None:
             logger.warning("livepanel: auth=None, the endpoint accepts anonymous connections")
         self._broadcaster = broadcaster
-        self.auth = auth
-        self.origin_policy = OriginPolicy(allowed_origins)
-        self.authorize = authorize
-        self.audiences = audiences
-        self.require_tls = require_tls
-        self.heartbeat_interval = float(heartbeat_interval)
-        self.max_message_size = max_message_size
-        self.max_connections = max_connections
-        self.max_connections_per_user = max_connections_per_user
-        self.client_rate = client_rate
-        self.client_burst = client_burst
         self.shutdown_signals = tuple(shutdown_signals)
         self._signals = SignalWatch(self, self.shutdown_signals)
-        self.refusal_log = RefusalLog()
-        self._connections = 0
-        self._per_user: dict[str, int] = {}
-        self._live: set[Connection] = set()  # this app's open connections, for shutdown()
-        self._draining = False
-        self._idle: asyncio.Event | None = None
-        self.handshakes: dict[int, int] = {}  # WebSocket handshakes by status, 101: accepted
+        self._slots = ConnectionSlots(self.settings)
+        self._refusals = Refusals()
+        self.handshakes: dict[int, int] = {}
+        """Handshakes (WebSocket and event stream) answered, by status (101: accepted)."""
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -274,12 +178,17 @@ class LivePanelApp:
     @property
     def connection_count(self) -> int:
         """Connections this app holds now."""
-        return self._connections
+        return self._slots.count
 
     @property
     def draining(self) -> bool:
         """Whether :meth:`shutdown` began: new handshakes are refused with 503."""
-        return self._draining
+        return self._slots.state is EndpointState.SHUTTING_DOWN
+
+    def cors_headers(self, scope: WWWScope) -> list[tuple[bytes, bytes]]:
+        """CORS headers for an event stream requested by a page of an allowed origin, so that
+        its ``fetch`` may read it (a WebSocket needs none); none for any other request."""
+        return cors_headers(scope, self.settings.origin_policy)
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -287,250 +196,88 @@ class LivePanelApp:
         if scope["type"] == "websocket":
             message = await receive()
             if message["type"] == "websocket.connect":
-                await self._serve(cast(WWWScope, scope), receive, send, _Endpoint)
+                request = cast(WWWScope, scope)
+                await self._serve(
+                    WebSocketTransport(request, receive, send, self.settings, self._refusals)
+                )
         elif scope["type"] == "http":
-            if wants_event_stream(cast(WWWScope, scope)):
-                await self._serve(cast(WWWScope, scope), receive, send, _EventStream)
+            request = cast(WWWScope, scope)
+            if wants_event_stream(request):
+                await self._serve(
+                    EventStreamTransport(request, receive, send, self.settings, self._refusals)
+                )
             else:
-                await self._http(cast(WWWScope, scope), receive, send)
+                await self._probe(request, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
-    # ------------------------------------------------------------------ checks
+    # ------------------------------------------------------------------ connections
 
-    async def _check(
-        self, scope: WWWScope, *, reserve: bool = False
-    ) -> tuple[_Denial | None, Any, str]:
-        """Run the handshake checks in order; return (denial, principal, user).
-
-        With ``reserve``, a handshake that passes holds its connection slot on
-        return: the limit check and the reservation run with no await between
-        them, so no number of racing handshakes gets past a limit.
-        """
-        if self.require_tls and scope.get("scheme") not in ("wss", "https"):
-            return _Denial(403, "tls_required", "connect over wss:// (TLS is required)"), None, ""
-        if _header(scope, b"sec-fetch-site") == "cross-site" and (
-            _header(scope, b"sec-fetch-mode") not in ("websocket", "cors")
-        ):
-            # a no-cors fetch from any page carries no Origin: refuse it before the throttle
-            # (a WebSocket or a CORS fetch of the event stream carries one: the origin decides)
-            return _CROSS_SITE, None, ""
-        origin, one_origin = _single_header(scope, b"origin")
-        host, one_host = _single_header(scope, b"host")
-        if not (one_origin and one_host) or not self.origin_policy.allows(origin, host):
-            return _Denial(403, "origin_not_allowed", "this origin may not connect"), None, ""
-        if (
-            self.require_tls
-            and origin is not None
-            and origin != "null"
-            and self.origin_policy.same_origin
-            and not origin.lower().startswith("https://")
-        ):
-            return _Denial(403, "origin_not_allowed", "connect from an https:// page"), None, ""
-        principal: Any = None
-        if self.auth is not None:
-            throttle, address, claimed_user, counted = self.auth_throttle, "", None, False
-            if throttle is not None:
-                # a locked-out address learns nothing: its credentials are not even read
-                address = client_address(scope.get("client"))
-                counted = credentials_presented(self.auth, scope)
-                claimed = parse_basic_authorization(_header(scope, b"authorization"))
-                claimed_user = claimed[0] if claimed else None
-                # only presented credentials count: a request without any is not a guess
-                wait = (
-                    throttle.attempt(address, claimed_user)
-                    if counted
-                    else throttle.retry_after(address)
-                )
-                if wait is not None:
-                    return _locked_out(wait), None, ""
-            answered = False  # a cancelled check counts as no guess
-            try:
-                principal = await self.auth(scope)
-                answered = True
-            except Exception as exc:
-                # the type only: a message or traceback may carry what the client sent
-                logger.error(
-                    "livepanel: the authenticator raised %s; refusing %s with 401",
-                    type(exc).__name__,
-                    _client(scope),
-                )
-                principal = None
-                answered = True
-            finally:
-                if throttle is not None and counted:
-                    refused = answered and not principal
-                    if throttle.finished(address, claimed_user, refused=refused):
-                        logger.warning(
-                            "livepanel: %s refused with 429 for %g s after %d failed "
-                            "authentications within %g s",
-                            _client(scope),
-                            throttle.lockout,
-                            throttle.limit,
-                            throttle.window,
-                        )
-            if not principal:
-                headers: tuple[tuple[bytes, bytes], ...] = ()
-                challenge = getattr(self.auth, "challenge", None)
-                if isinstance(challenge, str):
-                    headers = ((b"www-authenticate", challenge.encode("latin-1")),)
-                return _Denial(401, "unauthorized", "authentication required", headers), None, ""
-        if self.authorize is not None:
-            allowed = self.authorize(principal, scope)
-            if inspect.isawaitable(allowed):
-                allowed = await allowed
-            if not allowed:
-                return _Denial(403, "forbidden", "this user may not connect"), principal, ""
-        user = self._user_of(principal, scope)
-        if self.max_connections is not None and self._connections >= self.max_connections:
-            return _Denial(429, "too_many_connections", "the server is full; retry later"), None, ""
-        if (
-            self.max_connections_per_user is not None
-            and self._per_user.get(user, 0) >= self.max_connections_per_user
-        ):
-            return (
-                _Denial(429, "too_many_connections", "this user has too many connections"),
-                None,
-                "",
+    async def _serve(self, transport: Transport) -> None:
+        """A WebSocket handshake or an event stream request: the checks, then the transport."""
+        scope = transport.scope
+        verdict = await admit(scope, self.settings, self.auth_throttle)
+        if isinstance(verdict, Admission):
+            verdict = self._slots.admit(verdict, reserve=True)
+        if isinstance(verdict, Denial):
+            self._count_handshake(verdict.status)
+            await transport.refuse(verdict)
+            return
+        admission = verdict
+        try:  # the slot is ours from here: every way out gives it back
+            denial = await self._unready()
+            audiences: frozenset[str] | None = None
+            if denial is None:
+                try:
+                    audiences = await audiences_of(admission.principal, scope, self.settings)
+                except Exception as exc:  # the type only: its message may quote the request
+                    logger.error("livepanel: audiences() raised %s; refusing", type(exc).__name__)
+                    denial = FORBIDDEN
+            self._count_handshake(101 if denial is None else denial.status)
+            if denial is not None:
+                await transport.refuse(denial)
+                return
+            scope["livepanel.principal"] = admission.principal  # type: ignore[typeddict-unknown-key]
+            await carry(
+                transport, self.broadcaster, self.settings, self._slots, admission.user, audiences
             )
-        if reserve:
-            self._connections += 1
-            self._per_user[user] = self._per_user.get(user, 0) + 1
-        return None, principal, user
+        except asyncio.CancelledError:
+            await transport.abandon()  # the server stops without a word: say so if we can
+            raise
+        finally:
+            self._slots.release(admission.user)
 
-    async def _audiences_of(self, principal: Any, scope: WWWScope) -> frozenset[str] | None:
-        """The connection's audiences: from ``audiences()``, else the principal's own."""
-        if self.audiences is None:
-            value = getattr(principal, "audiences", None)
-        else:
-            value = self.audiences(principal, scope)
-            if inspect.isawaitable(value):
-                value = await value
-        if value is None:
-            return None
-        if isinstance(value, str):
-            return frozenset({value})
-        return frozenset(str(item) for item in value)
+    async def _unready(self) -> Denial | None:
+        """Why an admitted handshake must still be refused: shutdown began, or the backend
+        cannot start; ``None`` when the endpoint is ready for it."""
+        if self._slots.state is EndpointState.SHUTTING_DOWN:
+            return SHUTTING_DOWN
+        if not self._signals.installed:
+            self._signals.install()  # mounted without lifespan: the first handshake
+        try:
+            await self.broadcaster.start()
+        except BackendUnavailable:
+            return UNAVAILABLE
+        return None
 
     def _count_handshake(self, status: int) -> None:
-        """One WebSocket handshake answered with ``status`` (101: accepted), for metrics."""
+        """One handshake answered with ``status`` (101: accepted), for metrics."""
         self.handshakes[status] = self.handshakes.get(status, 0) + 1
 
-    def _release(self, user: str) -> None:
-        """Give back the slot :meth:`_check` reserved."""
-        self._connections -= 1
-        left = self._per_user[user] - 1
-        if left:
-            self._per_user[user] = left
-        else:
-            del self._per_user[user]
-        if not self._connections and self._idle is not None:
-            self._idle.set()
-            self._idle = None
-
-    @staticmethod
-    def _user_of(principal: Any, scope: WWWScope) -> str:
-        name = getattr(principal, "username", None)
-        if isinstance(name, str):
-            return name
-        if principal is not None and principal is not True:
-            return str(principal)
-        credentials = parse_basic_authorization(_header(scope, b"authorization"))
-        return credentials[0] if credentials else ""
-
-    # ------------------------------------------------------------------ plain HTTP
-
-    async def _http(self, scope: WWWScope, receive: ASGIReceiveCallable, send: Any) -> None:
-        denial, _, _ = await self._check(scope)
-        if denial is None:
-            denial = _Denial(
-                426,
-                "upgrade_required",
-                "this is a WebSocket endpoint; connect with a WebSocket client",
-                ((b"upgrade", b"websocket"), (b"connection", b"Upgrade")),
-            )
-            body, headers = self._denial_body(denial)
-            await send({"type": "http.response.start", "status": 426, "headers": headers})
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+    async def _probe(self, scope: WWWScope, send: Any) -> None:
+        """A plain HTTP request: the same checks, then 426, so a browser learns why its
+        WebSocket was refused."""
+        verdict = await admit(scope, self.settings, self.auth_throttle)
+        if isinstance(verdict, Admission):
+            verdict = self._slots.admit(verdict, reserve=False)
+        if isinstance(verdict, Denial):
+            await self._refusals.refuse_http(scope, send, verdict)
             return
-        await self._answer(scope, send, denial)
-
-    async def _answer_stream(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
-        """Refuse an event stream; a page of an allowed origin may read why (CORS)."""
-        await self._answer(scope, send, denial, self.cors_headers(scope))
-
-    def cors_headers(self, scope: WWWScope) -> list[tuple[bytes, bytes]]:
-        """CORS headers for an event stream requested by a page of an allowed origin, so that
-        its ``fetch`` may read it (a WebSocket needs none); none for any other request."""
-        origin, single = _single_header(scope, b"origin")
-        host, _ = _single_header(scope, b"host")
-        if not origin or not single or not self.origin_policy.allows(origin, host):
-            return []
-        return [
-            (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-allow-credentials", b"true"),
-            (b"vary", b"origin"),
-        ]
-
-    async def _answer(
-        self,
-        scope: WWWScope,
-        send: Any,
-        denial: _Denial,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        """Refuse a plain HTTP request (a probe, or an SSE request) with the denial's status."""
-        self._log_denial(scope, denial)
-        body, headers = self._denial_body(denial)
-        headers += extra or []
-        await send({"type": "http.response.start", "status": denial.status, "headers": headers})
+        body, headers = denial_response(UPGRADE_REQUIRED)
+        await send({"type": "http.response.start", "status": 426, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    @staticmethod
-    def _denial_body(denial: _Denial) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-        body = json.dumps({"error": denial.code, "message": denial.message}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            *denial.headers,
-        ]
-        return body, headers
-
-    def _log_denial(self, scope: WWWScope, denial: _Denial) -> None:
-        if not denial.logged:
-            return
-        # one line per address and interval: a prober cannot fill the logs
-        earlier = self.refusal_log.note(client_address(scope.get("client")))
-        if earlier is None:
-            return
-        logger.info(
-            "livepanel: refused %s with %d (%s)%s",
-            _client(scope),
-            denial.status,
-            denial.code,
-            f"; {earlier} more refusal(s) from this address not logged since the last line"
-            if earlier
-            else "",
-        )
-
-    async def _deny(self, scope: WWWScope, send: Any, denial: _Denial) -> None:
-        self._log_denial(scope, denial)
-        if _HTTP_EXTENSION in (scope.get("extensions") or {}):
-            mark_handshake_refused()  # for quiet_refused_handshakes() (uvicorn's sansio)
-            body, headers = self._denial_body(denial)
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": denial.status,
-                    "headers": headers,
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
-        else:
-            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": ""})
-
-    # ------------------------------------------------------------------ lifespan
+    # ------------------------------------------------------------------ lifespan and shutdown
 
     async def _lifespan(self, receive: ASGIReceiveCallable, send: Any) -> None:
         while True:
@@ -550,7 +297,7 @@ class LivePanelApp:
 
     def _starting_up(self) -> None:
         """A server starts this app: accept connections again, chain the signal handlers."""
-        self._draining = False
+        self._slots.reopen()
         self.broadcaster.mark_draining(False)
         self._signals.install()
 
@@ -563,284 +310,75 @@ class LivePanelApp:
         ``lifespan.shutdown``; call it yourself where a server stops otherwise
         (hypercorn's ``serve(..., shutdown_trigger=...)``).
         """
-        self._draining = True
         self.broadcaster.mark_draining()
-        live = list(self._live)
-        if live:
-            logger.info("livepanel: closing %d connection(s) with %d", len(live), code)
-        reason = _CLOSE_REASONS.get(code, CloseReason.GOING_AWAY)
-        for conn in live:
-            conn.close(reason)
-        if self._connections:
-            if self._idle is None:  # shared by concurrent calls (a signal, then lifespan)
-                self._idle = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._idle.wait(), timeout)
-            except asyncio.TimeoutError:
-                logger.warning(
-                    "livepanel: %d connection(s) still open %g s after shutdown began",
-                    self._connections,
-                    timeout,
-                )
-
-    # ------------------------------------------------------------------ WebSocket
-
-    async def _serve(
-        self,
-        scope: WWWScope,
-        receive: ASGIReceiveCallable,
-        send: Any,
-        transport: type[_Endpoint],
-    ) -> None:
-        """A WebSocket handshake or an SSE request: the checks, then the client's endpoint."""
-        deny = self._deny if transport is _Endpoint else self._answer_stream
-        denial, principal, user = await self._check(scope, reserve=True)
-        if denial is not None:
-            self._count_handshake(denial.status)
-            await deny(scope, send, denial)
-            return
-        try:  # the slot is ours from here: every way out gives it back
-            if self._draining:
-                denial = _SHUTTING_DOWN
-            else:
-                if not self._signals.installed:
-                    self._signals.install()  # mounted without lifespan: the first handshake
-                try:
-                    await self.broadcaster.start()
-                except BackendUnavailable:
-                    denial = _UNAVAILABLE
-            audiences: frozenset[str] | None = None
-            if denial is None:
-                try:
-                    audiences = await self._audiences_of(principal, scope)
-                except Exception as exc:  # the type only: its message may quote the request
-                    logger.error("livepanel: audiences() raised %s; refusing", type(exc).__name__)
-                    denial = _Denial(403, "forbidden", "this user may not connect")
-            self._count_handshake(101 if denial is None else denial.status)
-            if denial is not None:
-                await deny(scope, send, denial)
-                return
-            scope["livepanel.principal"] = principal  # type: ignore[typeddict-unknown-key]
-            await transport(self, scope, receive, send, user, self._live).run(audiences)
-        except asyncio.CancelledError:
-            # the server stops without a word (hypercorn after its graceful timeout): say so
-            if transport is _Endpoint:
-                await _say_going_away(send)
-            raise
-        finally:
-            self._release(user)
+        closing = self._slots.shut(close_reason(code))
+        if closing:
+            logger.info("livepanel: closing %d connection(s) with %d", closing, code)
+        if not await self._slots.wait_empty(timeout):
+            logger.warning(
+                "livepanel: %d connection(s) still open %g s after shutdown began",
+                self._slots.count,
+                timeout,
+            )
 
 
-class _Endpoint:
-    """One accepted WebSocket: its :class:`Connection`'s writer and reader, two tasks of its own.
-
-    Both start from the connection's ASGI task, which waits for the writer: they
-    run in that task's context (what a host middleware set for this request),
-    and each wake of the writer passes through two coroutine frames, not
-    through the whole chain of the server's and the host's middleware.
-    """
-
-    transport = "websocket"
-
-    def __init__(
-        self,
-        app: LivePanelApp,
-        scope: WWWScope,
-        receive: ASGIReceiveCallable,
-        send: Any,
-        user: str,
-        live: set[Connection],
-    ) -> None:
-        self.app = app
-        self.live = live  # the app's open connections, which shutdown() closes
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.user = user
-        self.protocol = ClientProtocol(
-            max_message_size=app.max_message_size,
-            client_rate=app.client_rate,
-            client_burst=app.client_burst,
-        )
-        self.id = secrets.token_urlsafe(9)
-
-    async def run(self, audiences: frozenset[str] | None = None) -> None:
-        app = self.app
-        options = self._options()
-        await self._accept()
-        async with app.broadcaster.connection(
-            batch=options.batch, user=self.user, audiences=audiences, transport=self.transport
-        ) as conn:
-            conn.push_control(welcome_frame(self.id, app.heartbeat_interval, conn.last_event_id))
-            if options.error is not None:
-                conn.push_control(error_frame("invalid_message", options.error))
-            loop = asyncio.get_running_loop()
-            reader = loop.create_task(self._read(conn))
-            try:
-                if options.subscribe is not None:
-                    wanted = options.subscribe
-                    await conn.subscribe(wanted.types, wanted.since, wanted.state)
-                    self.protocol.charge(conn.outbox.replayed)
-                # cancelling this task (the server stops) cancels the writer it awaits
-                reason = await loop.create_task(self._write(conn))
-                if reason is CloseReason.REVOKED:
-                    code = conn.revoked_code
-                else:
-                    code = _CLOSE_CODES.get(reason)
-                if code is not None:
-                    await self._close(code)
-            finally:
-                reader.cancel()
-                try:
-                    await reader
-                except (asyncio.CancelledError, OSError):
-                    pass
-
-    def _options(self) -> ConnectOptions:
-        return parse_connect_query(self.scope.get("query_string", b""))
-
-    async def _accept(self) -> None:
-        await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
-
-    def _write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
-        """The connection's writer, :meth:`Connection.write` with this transport's ``send``."""
-        send = self.send
-
-        def send_text(text: str) -> Awaitable[None]:
-            return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
-
-        return conn.write(send_text, self.app.heartbeat_interval)
-
-    async def _close(self, code: int) -> None:
-        if code == CLOSE_TRY_AGAIN_LATER:
-            logger.info("livepanel: closed slow connection %s (1013)", self.id)
-        try:
-            await self.send({"type": "websocket.close", "code": code, "reason": ""})
-        except Exception:  # the client is gone, or the server refuses: nothing left to say
-            pass
-
-    async def _read(self, conn: Connection) -> None:
-        """Turn client frames into actions until the client disconnects."""
-        self.live.add(conn)
-        try:
-            if self.app.draining:  # accepted just before shutdown() began
-                conn.close(CloseReason.GOING_AWAY)
-            await self._read_frames(conn)
-        finally:
-            self.live.discard(conn)
-
-    async def _read_frames(self, conn: Connection) -> None:
-        protocol = self.protocol
-        while True:
-            message = await self.receive()
-            kind = message["type"]
-            if kind == "websocket.disconnect":
-                conn.close(CloseReason.CLIENT_LEFT)
-                return
-            if kind != "websocket.receive":
-                continue
-            text = message.get("text")
-            if isinstance(text, str):
-                actions = protocol.receive_text(text)
-            else:
-                actions = protocol.receive_bytes(cast(bytes, message.get("bytes") or b""))
-            for action in actions:
-                if isinstance(action, Reply):
-                    conn.push_control(action.text)
-                elif isinstance(action, Close):
-                    conn.close(_CLOSE_REASONS.get(action.code, CloseReason.POLICY_VIOLATION))
-                    return
-                elif isinstance(action, Subscribe):
-                    if (action.since is not None or action.state) and conn.replaying:
-                        conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
-                        continue
-                    replayed = conn.outbox.replayed
-                    await conn.subscribe(action.types, action.since, action.state)
-                    self.protocol.charge(conn.outbox.replayed - replayed)  # a replay is not free
-                elif isinstance(action, Ack):
-                    pass  # recorded by the protocol (protocol.last_ack)
-
-
-class _EventStream(_Endpoint):
-    """One Server-Sent Events stream: the same connection, frames as SSE messages."""
-
-    transport = "sse"
-
-    def _options(self) -> ConnectOptions:
-        options = parse_connect_query(self.scope.get("query_string", b""))
-        resume = _header(self.scope, b"last-event-id")  # the browser's reconnect, if any
-        if resume:
-            merged = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
-            merged["since"] = resume.strip()
-            options = parse_connect_query(urlencode(merged))
-        return dataclasses.replace(options, batch=False)
-
-    async def _accept(self) -> None:
-        headers = [*SSE_HEADERS, *self.app.cors_headers(self.scope)]
-        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
-
-    def _write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
-        send = self.send
-
-        def send_chunk(text: str) -> Awaitable[None]:
-            chunk = {"type": "http.response.body", "body": text.encode(), "more_body": True}
-            return send(chunk)  # type: ignore[no-any-return]
-
-        return conn.write(send_chunk, self.app.heartbeat_interval, encode=sse_chunk)
-
-    async def _close(self, code: int) -> None:
-        """End the stream: the client reconnects with ``Last-Event-ID``."""
-        if code == CLOSE_TRY_AGAIN_LATER:
-            logger.info("livepanel: ended slow event stream %s", self.id)
-        end = {"type": "http.response.body", "body": b"", "more_body": False}
-        try:
-            await asyncio.wait_for(self.send(end), 1.0)
-        except (Exception, asyncio.TimeoutError):  # a stalled or vanished client
-            pass
-
-    async def _read_frames(self, conn: Connection) -> None:
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                conn.close(CloseReason.CLIENT_LEFT)
-                return
-
-
-async def _say_going_away(send: Any) -> None:
-    """Best effort: close with 1001 a connection whose task the server is cancelling."""
-    try:
-        await asyncio.wait_for(
-            send({"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": ""}), 1.0
-        )
-    except (Exception, asyncio.TimeoutError):  # closed already, or the client is gone
-        pass
-
-
-class LivePanelMiddleware:
+class LivePanelMiddleware(Mounted[Broadcaster]):
     """Serves the livepanel endpoint at ``path`` and passes everything else on untouched.
 
     Args:
         app: the ASGI application to wrap.
         path: where the endpoint lives, matched with or without a trailing slash.
+        endpoint: a :class:`LivePanelApp` made beforehand, to serve at ``path``
+            (then pass no other argument of ``LivePanelApp``): the way to hand
+            the same endpoint to :func:`livepanel.metrics.instrument` when a
+            framework makes the middleware itself (``app.add_middleware``).
         **kwargs: the arguments of :class:`LivePanelApp` (``auth`` is required).
+
+    Raises:
+        ConfigurationError: neither ``auth`` nor ``endpoint``, both, or a
+            ``path`` that does not start with ``/``.
 
     Example::
 
         app.add_middleware(LivePanelMiddleware, path="/ws", auth=BasicAuth.from_env())
         # Quart: app.asgi_app = LivePanelMiddleware(app.asgi_app, auth=...)
+        # the endpoint for metrics, made first:
+        endpoint = LivePanelApp(auth=BasicAuth.from_env())
+        app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
+        instrument(endpoint.broadcaster, app=endpoint)
     """
 
-    def __init__(self, app: ASGI3Application | Any, path: str = "/ws", **kwargs: Any) -> None:
-        if "auth" not in kwargs:
+    def __init__(
+        self,
+        app: ASGI3Application | Any,
+        path: str = "/ws",
+        *,
+        endpoint: LivePanelApp | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if endpoint is not None and kwargs:
+            raise ConfigurationError(
+                "LivePanelMiddleware: pass endpoint=LivePanelApp(...) or the arguments of "
+                f"LivePanelApp, not both (got endpoint and {', '.join(sorted(kwargs))})"
+            )
+        if endpoint is None and "auth" not in kwargs:
             raise ConfigurationError(
                 "LivePanelMiddleware: pass auth=BasicAuth.from_env() (or another "
-                "Authenticator), or auth=None to allow anonymous access"
+                "Authenticator), or auth=None to allow anonymous access; or "
+                "endpoint=LivePanelApp(...) made beforehand"
             )
         if not path.startswith("/"):
             raise ConfigurationError(f"LivePanelMiddleware: path must start with '/', not {path!r}")
         self.app = app
         self.path = path.rstrip("/") or "/"
-        self.endpoint = LivePanelApp(**kwargs)
+        self.endpoint: LivePanelApp = endpoint if endpoint is not None else LivePanelApp(**kwargs)
+        """The :class:`LivePanelApp` served at ``path``: pass it, or this middleware, to
+        :func:`livepanel.metrics.instrument`."""
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """The broadcaster the endpoint serves."""
+        return self.endpoint.broadcaster
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -868,3 +406,23 @@ class LivePanelMiddleware:
             return message
 
         return cast(ASGIReceiveCallable, watched)
+
+
+def endpoint_of(mounted: LivePanelApp | LivePanelMiddleware) -> LivePanelApp:
+    """The :class:`LivePanelApp` behind what was mounted: the app itself, or the middleware's.
+
+    Raises:
+        TypeError: ``mounted`` is neither.
+
+    Example::
+
+        endpoint_of(LivePanelMiddleware(app, auth=None)).handshakes  # {} so far
+    """
+    if isinstance(mounted, LivePanelMiddleware):
+        return mounted.endpoint
+    if isinstance(mounted, LivePanelApp):
+        return mounted
+    raise TypeError(
+        "expected a LivePanelApp or a LivePanelMiddleware (what serves the endpoint), "
+        f"not {type(mounted).__name__}"
+    )

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+from livepanel.mounting import Mounted, broadcaster_of
+
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
 
@@ -99,7 +101,7 @@ class HealthApp:
 
     def __init__(
         self,
-        broadcaster: Broadcaster | None = None,
+        broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
         *,
         stall_after: float = DEFAULT_STALL_AFTER,
         timeout: float = 2.0,
@@ -115,7 +117,9 @@ class HealthApp:
         """The broadcaster checked (the default one unless given)."""
         from livepanel.broadcaster import get_broadcaster
 
-        return self._broadcaster if self._broadcaster is not None else get_broadcaster()
+        if self._broadcaster is None:
+            return get_broadcaster()
+        return broadcaster_of(self._broadcaster)  # a mounted app's, looked up at each check
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -161,7 +165,7 @@ class HealthApp:
 
 
 def health_app(
-    broadcaster: Broadcaster | None = None,
+    broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
     *,
     stall_after: float = DEFAULT_STALL_AFTER,
     timeout: float = 2.0,
@@ -170,7 +174,8 @@ def health_app(
     """An ASGI app serving ``broadcaster``'s health: 200 or 503 with the JSON of :func:`check`.
 
     Args:
-        broadcaster: the broadcaster to check; the default one when ``None``.
+        broadcaster: the broadcaster to check, or the ``LivePanelApp`` or
+            ``LivePanelMiddleware`` serving it; the default one when ``None``.
         stall_after: seconds without a read, while entries wait, that make a
             reader stalled.
         timeout: seconds Redis has to answer the check.

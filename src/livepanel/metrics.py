@@ -32,11 +32,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
         "livepanel.metrics needs prometheus_client: pip install 'livepanel[metrics]'"
     ) from exc
 
+from livepanel.asgi import LivePanelApp, LivePanelMiddleware, endpoint_of
 from livepanel.events import Event
 from livepanel.observer import Observer
 
 if TYPE_CHECKING:
-    from livepanel.asgi import LivePanelApp
     from livepanel.broadcaster import Broadcaster
 
 __all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "instrument"]
@@ -75,11 +75,11 @@ class LivePanelCollector(Collector):
     def __init__(
         self,
         broadcaster: Broadcaster,
-        app: LivePanelApp | None = None,
+        app: LivePanelApp | LivePanelMiddleware | None = None,
         histogram: Histogram | None = None,
     ) -> None:
         self.broadcaster = broadcaster
-        self.app = app
+        self.app = None if app is None else endpoint_of(app)
         self.histogram = histogram
         self._lag = 0.0
         self._lag_at = -_LAG_REFRESH
@@ -199,7 +199,7 @@ class _DeliveryTimer(Observer):
 
 def instrument(
     broadcaster: Broadcaster,
-    app: LivePanelApp | None = None,
+    app: LivePanelApp | LivePanelMiddleware | None = None,
     registry: CollectorRegistry | None = None,
 ) -> LivePanelCollector:
     """Export ``broadcaster``'s (and ``app``'s handshake) numbers as Prometheus metrics.
@@ -214,7 +214,8 @@ def instrument(
 
     Args:
         broadcaster: the broadcaster whose counters are exported.
-        app: the ``LivePanelApp`` whose handshakes are counted (optional).
+        app: whose handshakes are counted (optional): the ``LivePanelApp``, or
+            the ``LivePanelMiddleware`` serving it.
         registry: where to register; the default registry when ``None``.
 
     Returns:
@@ -222,6 +223,7 @@ def instrument(
 
     Raises:
         ValueError: this registry already has livepanel's metrics.
+        TypeError: ``app`` is neither a ``LivePanelApp`` nor a ``LivePanelMiddleware``.
 
     Example::
 
@@ -229,6 +231,7 @@ def instrument(
         from livepanel.metrics import instrument
 
         endpoint = LivePanelApp(broadcaster, auth=BasicAuth.from_env())
+        app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
         instrument(broadcaster, endpoint)
         app.mount("/metrics", make_asgi_app())
     """

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from livepanel.events import Event, NonNegative, event_type
+from livepanel.mounting import Mounted, broadcaster_of
 from livepanel.observer import Observer
 
 if TYPE_CHECKING:
@@ -227,12 +228,13 @@ class PresenceTracker(Observer):
 
 
 def track(
-    broadcaster: Broadcaster, *, announce: bool = False, expiry: float = 15.0
+    broadcaster: Broadcaster | Mounted[Broadcaster], *, announce: bool = False, expiry: float = 15.0
 ) -> PresenceTracker:
     """Keep this process's presence where every worker sees it; call it in every worker.
 
     Args:
-        broadcaster: the broadcaster whose connections count.
+        broadcaster: the broadcaster whose connections count, or the
+            ``LivePanelApp`` or ``LivePanelMiddleware`` serving it.
         announce: publish ``presence.changed`` when the view changes (at most
             once a second across workers).
         expiry: seconds after which a dead worker's connections stop counting.
@@ -250,6 +252,7 @@ def track(
     """
     if expiry <= 0:
         raise ValueError("track: expiry must be > 0 seconds")
+    broadcaster = broadcaster_of(broadcaster)
     tracker = PresenceTracker(broadcaster, announce=announce, expiry=expiry)
     broadcaster.observe(tracker)
     return tracker

@@ -46,7 +46,7 @@ class SignalWatch:
     server starts it (``lifespan.startup``) or on its first handshake, not on
     every one. A signal runs ``app.shutdown(1001, SIGNAL_GRACE)``, then the
     handler that was there before ours, as if nothing had happened; a second
-    signal during the drain goes straight through.
+    signal while the connections close goes straight through.
 
     Example::
 
@@ -59,7 +59,7 @@ class SignalWatch:
         self.signals = frozenset(signals)
         self.installed = False
         self._chained: dict[int, _Handler] = {}  # signal -> the handler ours runs after
-        self._draining: set[int] = set()
+        self._closing: set[int] = set()  # signals whose connections are being closed
         self._tasks: set[asyncio.Task[None]] = set()
 
     def install(self) -> None:
@@ -88,15 +88,15 @@ class SignalWatch:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or self._draining:
+        if loop is None or self._closing:
             _pass_on(previous, sig, frame)  # a second signal goes straight to the server
             return
-        self._draining.add(sig)
-        task = loop.create_task(self._drain_then_pass_on(previous, sig, frame))
+        self._closing.add(sig)
+        task = loop.create_task(self._close_then_pass_on(previous, sig, frame))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain_then_pass_on(
+    async def _close_then_pass_on(
         self, previous: _Handler | None, sig: int, frame: FrameType | None
     ) -> None:
         try:
@@ -113,7 +113,7 @@ class SignalWatch:
                         task.exception(),
                     )
         finally:
-            self._draining.discard(sig)
+            self._closing.discard(sig)
             _pass_on(previous, sig, frame)
 
 

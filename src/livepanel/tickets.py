@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl
 from asgiref.typing import WWWScope
 
 from livepanel.errors import BackendUnavailable, ConfigurationError
+from livepanel.mounting import Mounted, broadcaster_of
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
@@ -131,7 +132,8 @@ class Tickets:
             ``RedisBackend`` a ticket is accepted once across all workers;
             with any other backend, once by this object (in one process:
             create one ``Tickets`` and share it). When your
-            ``LivePanelApp`` has a broadcaster of its own, pass that one.
+            ``LivePanelApp`` has a broadcaster of its own, pass that one, or
+            the ``LivePanelApp`` (or ``LivePanelMiddleware``) itself.
 
     Raises:
         ConfigurationError: a short secret or a ``ttl`` that is not a
@@ -149,7 +151,7 @@ class Tickets:
         secret: str | bytes,
         ttl: float = 30.0,
         *,
-        broadcaster: Broadcaster | None = None,
+        broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
     ) -> None:
         key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         if len(key) < MIN_SECRET_BYTES:
@@ -173,7 +175,7 @@ class Tickets:
         var: str = "LIVEPANEL_TICKET_SECRET",
         ttl: float = 30.0,
         *,
-        broadcaster: Broadcaster | None = None,
+        broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
     ) -> Tickets:
         """Tickets signed with the secret in an environment variable, read now.
 
@@ -199,7 +201,7 @@ class Tickets:
     def broadcaster(self) -> Broadcaster:
         """The broadcaster whose backend remembers used tickets."""
         if self._broadcaster is not None:
-            return self._broadcaster
+            return broadcaster_of(self._broadcaster)  # a mounted app's, looked up at each use
         from livepanel.broadcaster import get_broadcaster
 
         return get_broadcaster()

@@ -798,14 +798,15 @@ def _source(*names: str) -> str:
 
 
 def test_protocol_md_lists_every_refusal_the_endpoint_sends() -> None:
-    """The refusal table holds exactly the (status, code) pairs asgi.py sends, 426 aside."""
+    """The refusal table holds exactly the (status, code) pairs handshake.py defines, 426
+    aside."""
     documented = {
         (int(re.match(r"\d+", status)[0]), code)  # type: ignore[index]
         for _, status, code in _table_rows(DOCS / "protocol.md", "### Refusals")
     }
     sent = {
         (int(status), code)
-        for status, code in re.findall(r'_Denial\(\s*(\d+),\s*"(\w+)"', _source("asgi.py"))
+        for status, code in re.findall(r'\bDenial\(\s*(\d+),\s*"(\w+)"', _source("handshake.py"))
     }
     assert documented | {(426, "upgrade_required")} == sent
     assert {code for _, code in sent} == DENIAL_CODES
@@ -814,7 +815,7 @@ def test_protocol_md_lists_every_refusal_the_endpoint_sends() -> None:
 def test_protocol_md_lists_every_error_code_the_server_sends() -> None:
     """The error table holds exactly the codes of the error frames the server sends."""
     documented = {row[0] for row in _table_rows(DOCS / "protocol.md", "An `error` frame leaves")}
-    code = _source("protocol.py", "asgi.py", "broadcaster.py", "connection.py", "resume.py")
+    code = _source("protocol.py", "transports.py", "broadcaster.py", "connection.py", "resume.py")
     assert set(re.findall(r'error_frame\(\s*"(\w+)"', code)) <= documented == ERROR_CODES
     for name in ERROR_CODES:
         assert f'"{name}"' in code, f"protocol.md documents {name}, which the server never sends"

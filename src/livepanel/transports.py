@@ -1,0 +1,372 @@
+"""How an admitted client is carried: a WebSocket, or a Server-Sent Events stream.
+
+Both transports are siblings over one :class:`~livepanel.settings.EndpointSettings`:
+:class:`WebSocketTransport` and :class:`EventStreamTransport` each say how
+their connection is accepted, written, read, closed and refused, and
+:func:`carry` is the one life they share, from accept to close: the
+broadcaster's :class:`~livepanel.connection.Connection`, the ``welcome``
+frame, the first subscription, and the connection's writer and reader, two
+tasks of its own.
+
+Both tasks start from the connection's ASGI task, which waits for the writer:
+they run in that task's context (what a host middleware set for this
+request), and each wake of the writer passes through two coroutine frames,
+not through the whole chain of the server's and the host's middleware. Client
+frames go through :class:`livepanel.protocol.ClientProtocol`; a broadcast
+never awaits a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+from collections.abc import Awaitable, Coroutine
+from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl, urlencode
+
+from asgiref.typing import ASGIReceiveCallable, WWWScope
+
+from livepanel.broadcaster import Broadcaster
+from livepanel.connection import CloseReason, Connection
+from livepanel.handshake import Denial, header
+from livepanel.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_MESSAGE_TOO_BIG,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_TRY_AGAIN_LATER,
+    Ack,
+    ClientProtocol,
+    Close,
+    ConnectOptions,
+    Reply,
+    Subscribe,
+    error_frame,
+    parse_connect_query,
+    welcome_frame,
+)
+from livepanel.refusals import Refusals, cors_headers
+from livepanel.settings import EndpointSettings
+from livepanel.slots import ConnectionSlots
+from livepanel.sse import SSE_HEADERS, sse_chunk
+
+__all__ = ["EventStreamTransport", "Transport", "WebSocketTransport", "carry", "close_reason"]
+
+logger = logging.getLogger("livepanel")
+
+# how each way a connection ends is said on the wire (CLIENT_LEFT: nothing to say)
+_CLOSE_CODES = {
+    CloseReason.GOING_AWAY: CLOSE_GOING_AWAY,
+    CloseReason.POLICY_VIOLATION: CLOSE_POLICY_VIOLATION,
+    CloseReason.MESSAGE_TOO_BIG: CLOSE_MESSAGE_TOO_BIG,
+    CloseReason.INTERNAL_ERROR: CLOSE_INTERNAL_ERROR,
+    CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
+}
+_CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
+_ONE_REPLAY = "one replay at a time: read the last one before asking for another"
+
+
+def close_reason(code: int, default: CloseReason = CloseReason.GOING_AWAY) -> CloseReason:
+    """The :class:`~livepanel.connection.CloseReason` a close code stands for.
+
+    Example::
+
+        >>> close_reason(1013)
+        <CloseReason.SLOW_CONSUMER: 'slow_consumer'>
+    """
+    return _CLOSE_REASONS.get(code, default)
+
+
+class Transport(Protocol):
+    """What :func:`carry` needs from a transport: its name, the connection's id, and how
+    it accepts, writes, reads, closes, refuses and abandons.
+
+    Example::
+
+        transport: Transport = WebSocketTransport(scope, receive, send, settings, refusals)
+    """
+
+    name: str
+    """``"websocket"`` or ``"sse"``: the broadcaster counts connections by it."""
+    id: str
+    """The connection's id, in ``welcome`` and in log lines."""
+    scope: WWWScope
+
+    def options(self) -> ConnectOptions:
+        """What the connect URL (and headers) ask for."""
+        ...
+
+    async def accept(self) -> None:
+        """Tell the client it is in."""
+        ...
+
+    def write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
+        """The connection's writer: :meth:`Connection.write` with this transport's ``send``."""
+        ...
+
+    async def read(self, conn: Connection, protocol: ClientProtocol) -> None:
+        """Handle what the client sends until it leaves or must be closed."""
+        ...
+
+    async def close(self, code: int) -> None:
+        """End the connection with ``code``; best effort."""
+        ...
+
+    async def refuse(self, denial: Denial) -> None:
+        """Answer a refused handshake."""
+        ...
+
+    async def abandon(self) -> None:
+        """The server cancels this connection's task: say what can still be said."""
+        ...
+
+
+async def carry(
+    transport: Transport,
+    broadcaster: Broadcaster,
+    settings: EndpointSettings,
+    slots: ConnectionSlots,
+    user: str,
+    audiences: frozenset[str] | None,
+) -> None:
+    """Serve one admitted connection from accept to close.
+
+    Example::
+
+        await carry(WebSocketTransport(...), app.broadcaster, settings, slots, "alice", None)
+    """
+    protocol = ClientProtocol(
+        max_message_size=settings.max_message_size,
+        client_rate=settings.client_rate,
+        client_burst=settings.client_burst,
+    )
+    options = transport.options()
+    await transport.accept()
+    async with broadcaster.connection(
+        batch=options.batch, user=user, audiences=audiences, transport=transport.name
+    ) as conn:
+        conn.push_control(
+            welcome_frame(transport.id, settings.heartbeat_interval, conn.last_event_id)
+        )
+        if options.error is not None:
+            conn.push_control(error_frame("invalid_message", options.error))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(_read(transport, conn, protocol, slots))
+        try:
+            if options.subscribe is not None:
+                wanted = options.subscribe
+                await conn.subscribe(wanted.types, wanted.since, wanted.state)
+                protocol.charge(conn.outbox.replayed)
+            # cancelling this task (the server stops) cancels the writer it awaits
+            reason = await loop.create_task(transport.write(conn))
+            code = conn.revoked_code if reason is CloseReason.REVOKED else _CLOSE_CODES.get(reason)
+            if code is not None:
+                await transport.close(code)
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, OSError):
+                pass
+
+
+async def _read(
+    transport: Transport, conn: Connection, protocol: ClientProtocol, slots: ConnectionSlots
+) -> None:
+    """The connection's reader: open in the app's slots while the client is there."""
+    slots.opened(conn)
+    try:
+        await transport.read(conn, protocol)
+    finally:
+        slots.closed(conn)
+
+
+class WebSocketTransport:
+    """One WebSocket: accepted with ``websocket.accept``, frames as text messages.
+
+    Args:
+        scope: the connection's ASGI scope.
+        receive: its ``receive``.
+        send: its ``send``.
+        settings: the endpoint's settings.
+        refusals: the endpoint's refusals (what a denial says, and its log).
+
+    Example::
+
+        await carry(WebSocketTransport(scope, receive, send, settings, refusals), ...)
+    """
+
+    name = "websocket"
+
+    def __init__(
+        self,
+        scope: WWWScope,
+        receive: ASGIReceiveCallable,
+        send: Any,
+        settings: EndpointSettings,
+        refusals: Refusals,
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.settings = settings
+        self.refusals = refusals
+        self.id = secrets.token_urlsafe(9)
+
+    def options(self) -> ConnectOptions:
+        """``?types=``, ``since``, ``state`` and ``batch`` of the connect URL."""
+        return parse_connect_query(self.scope.get("query_string", b""))
+
+    async def accept(self) -> None:
+        """``websocket.accept``, no subprotocol."""
+        await self.send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+
+    def write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
+        """The connection's writer, a text message per (batch of) frame(s)."""
+        send = self.send
+
+        def send_text(text: str) -> Awaitable[None]:
+            return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
+
+        return conn.write(send_text, self.settings.heartbeat_interval)
+
+    async def read(self, conn: Connection, protocol: ClientProtocol) -> None:
+        """Turn client frames into actions until the client disconnects."""
+        while True:
+            message = await self.receive()
+            kind = message["type"]
+            if kind == "websocket.disconnect":
+                conn.close(CloseReason.CLIENT_LEFT)
+                return
+            if kind != "websocket.receive":
+                continue
+            text = message.get("text")
+            if isinstance(text, str):
+                actions = protocol.receive_text(text)
+            else:
+                actions = protocol.receive_bytes(cast(bytes, message.get("bytes") or b""))
+            for action in actions:
+                if isinstance(action, Reply):
+                    conn.push_control(action.text)
+                elif isinstance(action, Close):
+                    conn.close(close_reason(action.code, CloseReason.POLICY_VIOLATION))
+                    return
+                elif isinstance(action, Subscribe):
+                    if (action.since is not None or action.state) and conn.replaying:
+                        conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
+                        continue
+                    replayed = conn.outbox.replayed
+                    await conn.subscribe(action.types, action.since, action.state)
+                    protocol.charge(conn.outbox.replayed - replayed)  # a replay is not free
+                elif isinstance(action, Ack):
+                    pass  # recorded by the protocol (protocol.last_ack)
+
+    async def close(self, code: int) -> None:
+        """``websocket.close`` with ``code``."""
+        if code == CLOSE_TRY_AGAIN_LATER:
+            logger.info("livepanel: closed slow connection %s (1013)", self.id)
+        try:
+            await self.send({"type": "websocket.close", "code": code, "reason": ""})
+        except Exception:  # the client is gone, or the server refuses: nothing left to say
+            pass
+
+    async def refuse(self, denial: Denial) -> None:
+        """An HTTP response through the extension, else close 1008 before accept."""
+        await self.refusals.refuse_websocket(self.scope, self.send, denial)
+
+    async def abandon(self) -> None:
+        """Best effort: close with 1001 a connection whose task the server is cancelling
+        (hypercorn after its graceful timeout stops without a word)."""
+        try:
+            await asyncio.wait_for(
+                self.send({"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": ""}),
+                1.0,
+            )
+        except (Exception, asyncio.TimeoutError):  # closed already, or the client is gone
+            pass
+
+
+class EventStreamTransport:
+    """One Server-Sent Events stream: a streaming ``200``, frames as SSE messages.
+
+    Args:
+        scope: the request's ASGI scope (a ``GET`` with ``Accept: text/event-stream``).
+        receive: its ``receive``.
+        send: its ``send``.
+        settings: the endpoint's settings.
+        refusals: the endpoint's refusals (what a denial says, and its log).
+
+    Example::
+
+        await carry(EventStreamTransport(scope, receive, send, settings, refusals), ...)
+    """
+
+    name = "sse"
+
+    def __init__(
+        self,
+        scope: WWWScope,
+        receive: ASGIReceiveCallable,
+        send: Any,
+        settings: EndpointSettings,
+        refusals: Refusals,
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.settings = settings
+        self.refusals = refusals
+        self.id = secrets.token_urlsafe(9)
+
+    def options(self) -> ConnectOptions:
+        """The connect URL's options, ``Last-Event-ID`` as ``since``; never batched."""
+        options = parse_connect_query(self.scope.get("query_string", b""))
+        resume = header(self.scope, b"last-event-id")  # the browser's reconnect, if any
+        if resume:
+            merged = dict(parse_qsl(self.scope.get("query_string", b"").decode("latin-1")))
+            merged["since"] = resume.strip()
+            options = parse_connect_query(urlencode(merged))
+        return dataclasses.replace(options, batch=False)
+
+    async def accept(self) -> None:
+        """The ``200`` with the event stream's headers (and CORS for an allowed page)."""
+        headers = [*SSE_HEADERS, *cors_headers(self.scope, self.settings.origin_policy)]
+        await self.send({"type": "http.response.start", "status": 200, "headers": headers})
+
+    def write(self, conn: Connection) -> Coroutine[Any, Any, CloseReason]:
+        """The connection's writer, a chunk of SSE messages per (batch of) frame(s)."""
+        send = self.send
+
+        def send_chunk(text: str) -> Awaitable[None]:
+            chunk = {"type": "http.response.body", "body": text.encode(), "more_body": True}
+            return send(chunk)  # type: ignore[no-any-return]
+
+        return conn.write(send_chunk, self.settings.heartbeat_interval, encode=sse_chunk)
+
+    async def read(self, conn: Connection, protocol: ClientProtocol) -> None:
+        """Nothing comes from an event stream's client but its leaving."""
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                conn.close(CloseReason.CLIENT_LEFT)
+                return
+
+    async def close(self, code: int) -> None:
+        """End the stream: the client reconnects with ``Last-Event-ID``."""
+        if code == CLOSE_TRY_AGAIN_LATER:
+            logger.info("livepanel: ended slow event stream %s", self.id)
+        end = {"type": "http.response.body", "body": b"", "more_body": False}
+        try:
+            await asyncio.wait_for(self.send(end), 1.0)
+        except (Exception, asyncio.TimeoutError):  # a stalled or vanished client
+            pass
+
+    async def refuse(self, denial: Denial) -> None:
+        """The denial's response; a page of an allowed origin may read why (CORS)."""
+        extra = cors_headers(self.scope, self.settings.origin_policy)
+        await self.refusals.refuse_http(self.scope, self.send, denial, extra)
+
+    async def abandon(self) -> None:
+        """Nothing to say: the server ends the response itself."""
