@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from livepanel.events import _STATE_RULES, Event, StateRule, format_timestamp, state_rules
+from livepanel.events import Event, StateRule, format_timestamp, state_rule_of, state_rules
 from livepanel.protocol import TypeFilter
 
 __all__ = [
@@ -35,7 +35,7 @@ __all__ = [
 
 logger = logging.getLogger("livepanel")
 _RULES = state_rules()  # a live view: types registered later count too
-_RULE_OF = _STATE_RULES.get  # the hot path: the registry's own dict, read only
+_RULE_OF = state_rule_of  # the hot path: the registry's own lookup
 
 DEFAULT_STATE_LIMIT = 10_000
 """Most entries one keyed collection holds; beyond it the entry updated longest ago goes."""
