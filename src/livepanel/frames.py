@@ -19,8 +19,6 @@ Example::
     print(welcome["payload"]["lastEventId"])
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping
 from typing import Any, Literal, Union
 
