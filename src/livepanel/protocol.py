@@ -21,8 +21,8 @@ from urllib.parse import parse_qsl
 
 from livepanel.__about__ import __version__
 from livepanel.events import format_timestamp
-from livepanel.filters import MAX_GLOB_LENGTH, MAX_GLOBS, TypeFilter, check_globs, type_globs
 from livepanel.frames import ErrorCode, ErrorFrame, WelcomeFrame
+from livepanel.type_filter import MAX_GLOB_LENGTH, MAX_GLOBS, TypeFilter, check_globs, type_globs
 
 __all__ = [
     "CLOSE_GOING_AWAY",

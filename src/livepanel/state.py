@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from livepanel.events import Event, StateRule, format_timestamp, state_rule_of, state_rules
-from livepanel.protocol import TypeFilter
+from livepanel.type_filter import TypeFilter
 
 __all__ = [
     "DEFAULT_STATE_LIMIT",

@@ -21,8 +21,9 @@ from livepanel.client.errors import ResumeUnavailable
 from livepanel.client.link import Link
 from livepanel.client.stream import ClientStream, Phase, Status
 from livepanel.events import Event
-from livepanel.protocol import CLOSE_NORMAL, parse_id, type_globs
+from livepanel.protocol import CLOSE_NORMAL, parse_id
 from livepanel.state import ClientState
+from livepanel.type_filter import type_globs
 
 __all__ = ["CLOSE_TIMEOUT", "Client", "connect"]
 
