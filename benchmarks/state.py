@@ -140,6 +140,7 @@ def other_tree_rate(src: str, events: int, rounds: int) -> float:
 
 async def big_state(entries: int) -> dict[str, Any]:
     """Build ``entries`` sessions; time the state read and the frame a connection gets."""
+    import livepanel.events.builtin  # noqa: F401 - the sessions collection, opt-in
     from livepanel import Broadcaster
     from livepanel.protocol import TypeFilter
     from livepanel.state import state_frame

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import livepanel.events.builtin  # noqa: F401 - the suite publishes the built-in types by name
 from livepanel import set_broadcaster
 from tests.certs import self_signed
 from tests.redis.redis_helpers import RedisServer

@@ -3,7 +3,8 @@
 Nothing here touches a socket or an event loop. :class:`ClientProtocol` takes
 the text (or bytes) of one client frame and returns what to do about it: a
 frame to send back, a close code, a new subscription or an acknowledgement.
-The ASGI module is glue that carries those actions out.
+The ASGI module is glue that carries those actions out. The frames' shapes
+are the typed dicts of :mod:`livepanel.frames`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Union
 from urllib.parse import parse_qsl
 
 from livepanel.__about__ import __version__
 from livepanel.events import format_timestamp
+from livepanel.frames import ErrorCode, ErrorFrame, WelcomeFrame
+from livepanel.type_filter import MAX_GLOB_LENGTH, MAX_GLOBS, TypeFilter, check_globs, type_globs
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -38,11 +41,14 @@ __all__ = [
     "ClientProtocol",
     "Close",
     "ConnectOptions",
+    "NonFiniteNumber",
     "Reply",
     "Subscribe",
     "TypeFilter",
     "control_frame",
+    "decode_json",
     "error_frame",
+    "finite_float",
     "make_id",
     "parse_connect_query",
     "parse_id",
@@ -65,16 +71,11 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 SERVER_NAME = f"livepanel/{__version__}"
 """``welcome.server``: ``"livepanel/<version>"``, e.g. ``"livepanel/0.1.0"``."""
-MAX_GLOBS = 32
-"""Most type globs one ``subscribe`` (or ``?types=``) may hold."""
-MAX_GLOB_LENGTH = 128
-"""Most characters of one type glob."""
 MAX_PONG_SIZE = 4096
 """Most bytes of a ``pong`` frame: a ping whose echo would be larger is ``invalid_message``."""
 REPLAY_EVENTS_PER_TOKEN = 100
 """A replay costs the client one rate-limit token per this many events it replays."""
 
-_GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
 _ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
 
 
@@ -113,7 +114,7 @@ def parse_id(value: object) -> tuple[str, tuple[int, ...]]:
 # --------------------------------------------------------------------------- frames
 
 
-def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = None) -> str:
+def control_frame(kind: str, payload: Mapping[str, Any], now: datetime | None = None) -> str:
     """A server frame that is not a broadcast event (welcome, ping, pong, error).
 
     Example::
@@ -122,168 +123,108 @@ def control_frame(kind: str, payload: dict[str, Any], now: datetime | None = Non
         >>> control_frame("ping", {}, datetime(2026, 2, 21, 10, tzinfo=timezone.utc))
         '{"type":"ping","timestamp":"2026-02-21T10:00:00.000Z","payload":{}}'
     """
-    stamp = format_timestamp(now or datetime.now(timezone.utc))
-    # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
-    frame = {"type": kind, "timestamp": stamp, "payload": payload}
-    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    frame = {"type": kind, "timestamp": _stamp(now), "payload": payload}
+    return _dumps(frame)
 
 
-def error_frame(code: str, message: str) -> str:
-    """An ``error`` frame with one of the codes of the wire protocol.
+def error_frame(code: ErrorCode, message: str) -> str:
+    """An ``error`` frame (:class:`~livepanel.frames.ErrorFrame`) with one of the codes of
+    the wire protocol.
 
     Example::
 
         >>> error_frame("invalid_json", "the message is not valid JSON")  # doctest: +ELLIPSIS
         '{"type":"error","timestamp":"...","payload":{"code":"invalid_json","message":"the ..."}}'
     """
-    return control_frame("error", {"code": code, "message": message})
+    frame: ErrorFrame = {
+        "type": "error",
+        "timestamp": _stamp(None),
+        "payload": {"code": code, "message": message},
+    }
+    return _dumps(frame)
 
 
 def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: str) -> str:
-    """The first frame of every connection.
+    """The first frame of every connection (:class:`~livepanel.frames.WelcomeFrame`).
 
     Example::
 
         >>> welcome_frame("c1", 25.0, "3f9a1c2e:0")  # doctest: +ELLIPSIS
         '{"type":"welcome",...,"payload":{"connectionId":"c1","heartbeatInterval":25.0,...}}'
     """
-    return control_frame(
-        "welcome",
-        {
+    frame: WelcomeFrame = {
+        "type": "welcome",
+        "timestamp": _stamp(None),
+        "payload": {
             "connectionId": connection_id,
             "heartbeatInterval": heartbeat_interval,
             "lastEventId": last_event_id,
             "server": SERVER_NAME,
         },
-    )
+    }
+    return _dumps(frame)
 
 
-# --------------------------------------------------------------------------- filters
+def _stamp(now: datetime | None) -> str:
+    return format_timestamp(now or datetime.now(timezone.utc))
 
 
-class TypeFilter:
-    """Which event types a connection wants, as shell-style globs (``"session.*"``).
+def _dumps(frame: Mapping[str, Any]) -> str:
+    # ASCII escapes: a pong may echo lone surrogates, which a UTF-8 text frame cannot carry
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
 
-    ``*`` stands for any run of characters (none included), ``?`` for one
-    character, anything else for itself. Matching takes time linear in the
-    type's length whatever the globs (a bit-parallel automaton, never a
-    backtracking regex), so no subscription can stall the server.
+
+# --------------------------------------------------------------------------- JSON from outside
+
+
+class NonFiniteNumber(ValueError):
+    """Well-formed JSON whose number overflows a float (``1e999``): nothing to echo back.
 
     Example::
 
-        >>> TypeFilter(["session.*"]).matches("session.created")
-        True
-        >>> TypeFilter(["*?" * 11 + "Z"]).matches("a" * 31)
-        False
+        >>> decode_json('{"n": 1e999}')
+        Traceback (most recent call last):
+          ...
+        livepanel.protocol.NonFiniteNumber: 1e999
     """
 
-    __slots__ = (
-        "_accept",
-        "_any",
-        "_cache",
-        "_classes",
-        "_exact",
-        "_stars",
-        "_start",
-        "everything",
-        "globs",
-    )
 
-    def __init__(self, globs: Iterable[str] = ("*",)) -> None:
-        self.globs = tuple(globs)
-        self.everything = "*" in self.globs
-        self._cache: dict[str, bool] = {}
-        self._exact = frozenset(g for g in self.globs if "*" not in g and "?" not in g)
-        # One automaton for every glob with a wildcard: bit j of a glob's range means "its
-        # first j tokens are matched"; the bit after its last token is its accepting bit.
-        self._classes: dict[str, int] = {}  # character -> bits of tokens it satisfies
-        self._any = 0  # bits of "?" tokens (satisfied by every character)
-        self._stars = 0  # bits of "*" tokens (a loop on any character, or skipped)
-        self._start = 0
-        self._accept = 0
-        bit = 0
-        for glob in self.globs:
-            if glob in self._exact:
-                continue
-            tokens = re.sub(r"\*+", "*", glob)  # a run of stars is one star
-            self._start |= 1 << bit
-            for token in tokens:
-                if token == "*":
-                    self._stars |= 1 << bit
-                elif token == "?":
-                    self._any |= 1 << bit
-                else:
-                    self._classes[token] = self._classes.get(token, 0) | 1 << bit
-                bit += 1
-            self._accept |= 1 << bit
-            bit += 1
-
-    def matches(self, kind: str) -> bool:
-        """Whether events of type ``kind`` pass the filter."""
-        if self.everything:
-            return True
-        hit = self._cache.get(kind)
-        if hit is None:
-            hit = kind in self._exact or self._run(kind)
-            if len(self._cache) < 1024:  # bounded: types come from a registry, not from clients
-                self._cache[kind] = hit
-        return hit
-
-    def _run(self, kind: str) -> bool:
-        """Feed ``kind`` through the automaton: a handful of integer operations per character."""
-        state = self._start
-        if not state:
-            return False
-        stars, any_char, classes = self._stars, self._any, self._classes
-        state |= (state & stars) << 1  # a star may match nothing (runs are collapsed: one step)
-        for char in kind:
-            state = ((state & (classes.get(char, 0) | any_char)) << 1) | (state & stars)
-            if not state:
-                return False
-            state |= (state & stars) << 1
-        return bool(state & self._accept)
-
-    def __repr__(self) -> str:
-        return f"TypeFilter({list(self.globs)!r})"
-
-
-def _check_globs(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ValueError("payload.types must be a list of type globs like 'session.*'")
-    if len(value) > MAX_GLOBS:
-        raise ValueError(f"payload.types holds at most {MAX_GLOBS} globs")
-    for glob in value:
-        if not isinstance(glob, str) or not glob or len(glob) > MAX_GLOB_LENGTH:
-            raise ValueError(f"each type glob is a string of 1 to {MAX_GLOB_LENGTH} characters")
-        if not _GLOB.fullmatch(glob):
-            raise ValueError("type globs use letters, digits, '.', '_', '-', '*' and '?' only")
-    return tuple(value)
-
-
-def type_globs(types: str | Iterable[str]) -> tuple[str, ...]:
-    """Type globs as Python callers give them: a list, or one comma-separated string.
-
-    The same rules as on the wire apply (see ``MAX_GLOBS``, ``MAX_GLOB_LENGTH``).
+def finite_float(text: str) -> float:
+    """The number parser for JSON from outside: a float, never an infinity.
 
     Raises:
-        ValueError: no glob, or a glob that breaks the rules.
+        NonFiniteNumber: the number overflows a float.
 
     Example::
 
-        >>> type_globs("session.*, cron.*")
-        ('session.*', 'cron.*')
-        >>> type_globs(["agent.status"])
-        ('agent.status',)
+        >>> finite_float("2.5")
+        2.5
     """
-    if isinstance(types, str):
-        items: list[Any] = types.split(",")
-    else:
-        items = list(types)
-    globs = [g.strip() if isinstance(g, str) else g for g in items]
-    globs = [g for g in globs if g != ""]
-    if not globs:
-        raise ValueError("types must name at least one type glob, e.g. ['session.*']")
-    return _check_globs(globs)
+    value = float(text)
+    if math.isinf(value):
+        raise NonFiniteNumber(text[:32])
+    return value
+
+
+def decode_json(text: str | bytes) -> Any:
+    """Parse JSON that came from outside (a client's message, a stored entry): ``NaN``,
+    ``Infinity`` and numbers that overflow a float are refused, as clients cannot parse them.
+
+    Raises:
+        NonFiniteNumber: a number overflows a float (a :class:`ValueError`).
+        ValueError: not JSON, ``NaN`` and ``Infinity`` included.
+        RecursionError: nested too deeply.
+
+    Example::
+
+        >>> decode_json('{"type": "ping", "payload": {"n": 1.5}}')
+        {'type': 'ping', 'payload': {'n': 1.5}}
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=finite_float)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _check_since(value: Any) -> str | None:
@@ -397,7 +338,7 @@ def parse_connect_query(query_string: bytes | str) -> ConnectOptions:
     raw_types = params.get("types")
     globs = [g.strip() for g in raw_types.split(",") if g.strip()] if raw_types else ["*"]
     try:
-        types = _check_globs(globs)
+        types = check_globs(globs)
         since = _check_since(params.get("since") or None)
     except ValueError as exc:
         return ConnectOptions(batch=batch, error=f"connect URL: {exc}")
@@ -482,8 +423,8 @@ class ClientProtocol:
         if not self._take_token():
             return self._rate_limited()
         try:
-            message = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-        except _NonFinite:
+            message = decode_json(text)
+        except NonFiniteNumber:
             return [_invalid("numbers must be finite (1e999 is not)")]
         except ValueError:
             return [Reply(error_frame("invalid_json", "the message is not valid JSON"))]
@@ -528,7 +469,7 @@ class ClientProtocol:
             return [Ack(self.last_ack)]
         if kind == "subscribe":
             try:
-                types = _check_globs(payload.get("types", ["*"]))
+                types = check_globs(payload.get("types", ["*"]))
                 since = _check_since(payload.get("since"))
                 state = payload.get("state", False)
                 if not isinstance(state, bool):
@@ -545,21 +486,6 @@ class ClientProtocol:
                 )
             )
         ]
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-class _NonFinite(ValueError):
-    """Well-formed JSON whose number overflows a float (``1e999``): nothing to echo back."""
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _NonFinite(text[:32])
-    return value
 
 
 def _invalid(message: str) -> Reply:

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from livepanel.events import _STATE_RULES, Event, StateRule, format_timestamp, state_rules
-from livepanel.protocol import TypeFilter
+from livepanel.events import Event, StateRule, format_timestamp, state_rule_of, state_rules
+from livepanel.type_filter import TypeFilter
 
 __all__ = [
     "DEFAULT_STATE_LIMIT",
@@ -35,7 +35,7 @@ __all__ = [
 
 logger = logging.getLogger("livepanel")
 _RULES = state_rules()  # a live view: types registered later count too
-_RULE_OF = _STATE_RULES.get  # the hot path: the registry's own dict, read only
+_RULE_OF = state_rule_of  # the hot path: the registry's own lookup
 
 DEFAULT_STATE_LIMIT = 10_000
 """Most entries one keyed collection holds; beyond it the entry updated longest ago goes."""
@@ -49,6 +49,7 @@ def entry_key(event: Event, rule: StateRule | None = None) -> tuple[str, Any] | 
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> entry_key(Event("session.killed", {"sessionKey": "s1", "agentId": "a1"}))
         ('sessions', 's1')
         >>> entry_key(Event("cron.executed", {"jobId": "j", "command": "c", "exitCode": 0,
@@ -61,12 +62,18 @@ def entry_key(event: Event, rule: StateRule | None = None) -> tuple[str, Any] | 
             return None
     if rule.key is None:
         return rule.collection, None
-    value = event.payload.get(rule.key)
+    value = _comparable(event.payload.get(rule.key))
     if value is None:
         return None  # an optional key left out: the event changes no entry
-    if not isinstance(value, (str, int, float, bool)):
-        value = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return rule.collection, value
+
+
+def _comparable(value: Any) -> Any:
+    """A key's value as entries are told apart: a JSON scalar as it is, anything else by its
+    JSON text (one rule for the server's fold, its frames and the client's state)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def conflation_key(event: Event) -> tuple[str, Any] | None:
@@ -78,6 +85,7 @@ def conflation_key(event: Event) -> tuple[str, Any] | None:
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> conflation_key(Event("agent.status", {"agentId": "a1", "status": "idle",
         ...                                       "activeSessionCount": 0}))
         ('agents', 'a1')
@@ -100,6 +108,7 @@ class StateSnapshot:
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> fold = StateFold("e1")
         >>> fold.apply(Event("gateway.status", {"status": "running", "version": "1",
         ...                                     "uptime": 1.0}, id="e1:1"))
@@ -125,6 +134,7 @@ class StateFold:
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> fold = StateFold("e1", limit=2)
         >>> for n in range(3):
         ...     fold.apply(Event("session.created", {"sessionKey": f"s{n}", "agentId": "a",
@@ -174,11 +184,9 @@ class StateFold:
                 kept = self._kept[name] = deque(kept or (), maxlen=keep)
             kept.append(event)
             return
-        key = event.payload.get(rule.key)
+        key = _comparable(event.payload.get(rule.key))
         if key is None:
             return  # an optional key left out: the event changes no entry
-        if not isinstance(key, (str, int, float, bool)):
-            key = json.dumps(key, sort_keys=True, separators=(",", ":"))
         entries = self._keyed.get(name)
         if entries is None:
             entries = self._keyed[name] = OrderedDict()
@@ -240,6 +248,7 @@ def state_payload(snapshot: StateSnapshot, types: TypeFilter | None = None) -> d
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> payload = state_payload(StateFold("e1").snapshot(), TypeFilter(["gateway.*"]))
         >>> payload["lastEventId"], payload["collections"], payload["types"]
         ('e1:0', {'gateway': {'key': None, 'keep': 1, 'entries': []}}, \
@@ -278,6 +287,7 @@ def state_frame(
 
     Example::
 
+        >>> import livepanel.events.builtin  # the built-in types are opt-in
         >>> frame = state_frame(StateFold("e1").snapshot(), TypeFilter(["agent.*"]))
         >>> json.loads(frame)["payload"]["collections"]
         {'agents': {'key': 'agentId', 'keep': None, 'entries': []}}
@@ -389,7 +399,4 @@ class ClientState:
     def _key(event: Event, key_field: str | None) -> Any:
         if key_field is None:
             return event.id
-        value = event.payload.get(key_field)
-        if value is not None and not isinstance(value, (str, int, float, bool)):
-            value = json.dumps(value, sort_keys=True, separators=(",", ":"))
-        return value
+        return _comparable(event.payload.get(key_field))

@@ -32,7 +32,7 @@ from typing import Any, Protocol, overload
 
 from livepanel.broadcaster import Broadcaster, SlowConsumer, get_broadcaster
 from livepanel.events import Event
-from livepanel.protocol import TypeFilter, type_globs
+from livepanel.type_filter import TypeFilter, type_globs
 
 __all__ = ["CapturedEvents", "EventCapture", "capture_events", "receive_event", "receive_frame"]
 

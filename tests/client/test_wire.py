@@ -20,7 +20,14 @@ from wsproto.events import (
     TextMessage,
 )
 
-from livepanel.client import Accepted, ClientWire, Closed, Frame, InvalidFrame, Rejected
+from livepanel.client.wire import (
+    Accepted,
+    ClientWire,
+    Closed,
+    FrameReceived,
+    InvalidFrame,
+    Rejected,
+)
 
 
 def handshake(wire: ClientWire) -> tuple[WSConnection, Request]:
@@ -92,7 +99,7 @@ def test_binary_and_non_object_messages_are_invalid_but_do_not_stop_the_stream()
     assert out[0] == Accepted()
     assert isinstance(out[1], InvalidFrame)
     assert isinstance(out[2], InvalidFrame)
-    assert out[3] == Frame({"type": "ping", "payload": {}})
+    assert out[3] == FrameReceived({"type": "ping", "payload": {}})
     assert isinstance(out[4], InvalidFrame)
     assert out[4].text == "not json"
 
@@ -189,7 +196,7 @@ def test_server_bytes_split_at_any_byte_decode_to_the_same_frames(
 
     assert outputs[0] == Accepted()
     assert outputs[-1] == Closed(1000, "")
-    assert [o.data for o in outputs if isinstance(o, Frame)] == frames
+    assert [o.data for o in outputs if isinstance(o, FrameReceived)] == frames
     assert not [o for o in outputs if isinstance(o, InvalidFrame)]
     server.receive_data(wire.data_to_send())
     answers = list(server.events())

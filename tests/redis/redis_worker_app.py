@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+import livepanel.events.builtin  # noqa: F401 - it publishes and reads the session types
 from livepanel import LivePanelApp, get_broadcaster, health_app
 from tests.redis.redis_helpers import Tick
 

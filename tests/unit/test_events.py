@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import livepanel.events
+import livepanel.events.redaction
 from livepanel import Event, event_type
 from livepanel.events import (
     REDACTED,
@@ -998,7 +998,8 @@ def test_secret_patterns_are_linear_on_hostile_output() -> None:
 def test_add_secret_pattern_redacts_a_new_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pattern added at run time applies to later payloads; a group named secret narrows
     what is replaced; a pattern that matches nothing or everything is refused."""
-    monkeypatch.setattr(livepanel.events, "_scrubber", livepanel.events._scrubber)  # restored
+    redaction = livepanel.events.redaction
+    monkeypatch.setattr(redaction, "_scrubber", redaction._scrubber)  # restored
     add_secret_pattern(r"acme_(?P<secret>[0-9a-f]{32})")
     prepared = prepare_payload(
         "test.config.changed", {"service": "acme_" + "0f" * 16, "settings": {}}

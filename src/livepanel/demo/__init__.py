@@ -16,6 +16,7 @@ from typing import TextIO
 
 from livepanel.broadcaster import Broadcaster
 from livepanel.demo.app import DemoApp
+from livepanel.events.redaction import redact_url
 
 __all__ = ["DemoApp", "credentials", "serve"]
 
@@ -86,7 +87,6 @@ def serve(
     print(f"  username: {username}", file=out)
     note = "  (generated; set DASHBOARD_PASSWORD to choose one)" if generated else ""
     print(f"  password: {password}{note}", file=out)
-    # the backend's own description: a Redis URL's password is masked
-    shown_backend = getattr(app.broadcaster.backend, "location", None) or "memory://"
+    shown_backend = redact_url(backend) if backend else "memory://"  # a password as ***
     print(f"  backend:  {shown_backend}", file=out, flush=True)
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level="warning")

@@ -16,7 +16,13 @@ from datetime import datetime, timezone
 from typing import Literal
 
 from livepanel.broadcaster import Broadcaster
-from livepanel.events import AgentStatus, CronExecuted, GatewayStatus, SessionCreated, SessionKilled
+from livepanel.events.builtin import (
+    AgentStatus,
+    CronExecuted,
+    GatewayStatus,
+    SessionCreated,
+    SessionKilled,
+)
 
 __all__ = ["AGENTS", "GATEWAY_VERSION", "KINDS", "SimulatedGateway"]
 
