@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+from livepanel.backends.base import reader_status_of
+
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
 
@@ -58,17 +60,23 @@ async def check(
     draining = bool(broadcaster.draining)
     if not draining:
         broadcaster.start_soon()  # a reader that never started is as deaf as a stalled one
-    backend, lag = "ok", 0.0
-    probe = getattr(broadcaster.backend, "reader_status", None)
-    if probe is not None:
-        status = await probe(timeout)
-        lag = status["lagSeconds"]
+    backend = "ok"
+    lag: float | None = 0.0
+    reader = reader_status_of(broadcaster.backend)
+    if reader is not None:
+        status = await reader.reader_status(timeout)
+        lag, idle = status["lagSeconds"], status["idleSeconds"]
         if not status["reachable"]:
             backend = "unreachable"
         elif not status["running"]:
             # started, yet no reader: it died; otherwise it is on its way
             backend = "stalled" if _started(broadcaster) else "starting"
-        elif status["waiting"] and min(lag, status["idleSeconds"]) > stall_after:
+        elif (
+            status["waiting"]
+            and lag is not None
+            and idle is not None
+            and min(lag, idle) > stall_after
+        ):
             # an entry older than the threshold is unread and nothing was read meanwhile
             backend = "stalled"
     return {

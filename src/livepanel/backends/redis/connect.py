@@ -25,7 +25,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlencode
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -41,8 +41,11 @@ __all__ = [
     "RedisTarget",
     "check_deployment",
     "companion_key",
+    "describe_client",
+    "describe_error",
     "make_client",
     "parse_target",
+    "pop_query",
     "redact_url",
 ]
 
@@ -58,7 +61,7 @@ SCHEMES = (
 """The URL schemes the Redis backend accepts."""
 
 Topology = Literal["standalone", "sentinel", "cluster"]
-RedisClient = aioredis.Redis | RedisCluster
+RedisClient = aioredis.Redis | RedisCluster  # what every module of the backend talks to
 
 _USERINFO_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
 _QUERY_SECRET = re.compile(r"([?&](?:sentinel_)?password=)[^&#]*", re.IGNORECASE)
@@ -287,6 +290,49 @@ async def check_deployment(client: RedisClient, target: RedisTarget) -> None:
             f"livepanel: {target.location} is a read-only replica; point the URL at the "
             "primary, or use redis+sentinel://sentinel:26379/<service> to follow failovers"
         )
+
+
+def pop_query(url: str, name: str) -> tuple[str, str | None]:
+    """Take the query parameter ``name`` out of ``url``: (the rest of the URL, its value).
+
+    Example::
+
+        >>> pop_query("redis://cache:6379/0?stream=app:events&db=1", "stream")
+        ('redis://cache:6379/0?db=1', 'app:events')
+    """
+    base, _, query = url.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    values = [value for key, value in pairs if key == name]
+    if not values:
+        return url, None
+    kept = urlencode([(key, value) for key, value in pairs if key != name])
+    return (f"{base}?{kept}" if kept else base), values[-1]
+
+
+def describe_client(client: Any) -> str:
+    """Where a client the application made connects, for logs (it has no URL of ours).
+
+    Example::
+
+        >>> describe_client(aioredis.Redis(host="cache", port=6380, db=2))
+        'cache:6380/2'
+    """
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An error as its type and message, for a log line or a ``BackendUnavailable``.
+
+    Example::
+
+        >>> describe_error(TimeoutError()), describe_error(OSError("refused"))
+        ('TimeoutError', 'OSError: refused')
+    """
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 # ---------------------------------------------------------------------- helpers
