@@ -116,7 +116,7 @@ class Reader:
         self._last_read_at = time.monotonic()  # when an XREAD last returned (health)
 
     def _enter(self, state: ReaderState) -> None:
-        assert state in _TRANSITIONS[self.state], f"reader: {self.state} -> {state}"
+        assert state in _TRANSITIONS[self.state], f"reader: {self.state.value} -> {state.value}"
         self.state = state
 
     @property

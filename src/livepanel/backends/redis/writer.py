@@ -107,7 +107,7 @@ class Writer:
         self._outage: int | None = None  # events lost since the last write that worked
 
     def _enter(self, state: WriterState) -> None:
-        assert state in _TRANSITIONS[self.state], f"writer: {self.state} -> {state}"
+        assert state in _TRANSITIONS[self.state], f"writer: {self.state.value} -> {state.value}"
         self.state = state
 
     @property
