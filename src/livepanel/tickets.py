@@ -346,9 +346,10 @@ class Tickets:
             kind = type(backend).__name__
             held = "no single-use claims" if claims is None else "single-use claims in one process"
             raise ConfigurationError(
-                f"Tickets: {self._workers_from} workers, but {kind} keeps {held}, so a ticket "
-                "could be accepted once by each worker; use a backend that shares claims "
-                "between processes (Broadcaster('redis://...')), or run one worker (workers=1)"
+                f"Tickets: {self.workers} workers ({self._workers_from}), but {kind} keeps "
+                f"{held}, so a ticket could be accepted once by each worker; use a backend "
+                "that shares claims between processes (Broadcaster('redis://...')), or run "
+                "one worker (workers=1)"
             )
         return claims
 
@@ -374,7 +375,7 @@ def _worker_count(workers: int | None) -> tuple[int, str]:
         return workers, f"workers={workers}"
     given = os.environ.get("WEB_CONCURRENCY", "").strip()
     if not given:
-        return 1, "one worker"
+        return 1, "WEB_CONCURRENCY unset"
     try:
         count = int(given)
     except ValueError:

@@ -87,7 +87,7 @@ def test_the_default_broadcaster_is_checked_at_the_first_ticket(
         return await auth(ticket_scope(text))
 
     assert run(scenario()) is None
-    assert "refusing every ticket: Tickets: workers=2" in server_logs.text()
+    assert "refusing every ticket: Tickets: 2 workers (workers=2)" in server_logs.text()
     assert [r for r in server_logs.records if r.levelno == logging.ERROR]
     assert text not in server_logs.text()
 
