@@ -139,3 +139,12 @@ def test_the_old_connect_module_path_still_imports_with_a_warning() -> None:
         old = importlib.import_module("livepanel.backends.redis_connect")
     assert old.parse_target is connect.parse_target
     assert old.RedisTarget is connect.RedisTarget
+
+
+def test_a_backend_describes_where_its_stream_lives_without_passwords() -> None:
+    """describe(): memory://, the Redis URL with its password hidden, else the class name."""
+    from livepanel.backends.redis import RedisBackend
+
+    assert MemoryBackend().describe() == "memory://"
+    assert RedisBackend("redis://:s3cret@cache:6379/0").describe() == "redis://:***@cache:6379/0"
+    assert ContractOnlyBackend().describe() == "ContractOnlyBackend"

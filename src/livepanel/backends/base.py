@@ -311,6 +311,10 @@ class Backend(abc.ABC):
         """Backend counters merged into ``Broadcaster.stats()``."""
         return {}
 
+    def describe(self) -> str:
+        """Where the stream lives, for people and logs: a URL with any password hidden."""
+        return type(self).__name__
+
 
 def single_use_claims_of(backend: Backend) -> SingleUseClaims | None:
     """The backend's :class:`SingleUseClaims` when it declares them, else ``None``.

@@ -148,6 +148,10 @@ class MemoryBackend(Backend):
     def stats(self) -> dict[str, int]:
         return {"state_evicted": self._fold.evicted}
 
+    @override
+    def describe(self) -> str:
+        return "memory://"
+
     # ------------------------------------------------------------------ capabilities
 
     async def claim_once(self, key: str, ttl: float) -> bool:

@@ -87,6 +87,5 @@ def serve(
     note = "  (generated; set DASHBOARD_PASSWORD to choose one)" if generated else ""
     print(f"  password: {password}{note}", file=out)
     # the backend's own description: a Redis URL's password is masked
-    shown_backend = getattr(app.broadcaster.backend, "location", None) or "memory://"
-    print(f"  backend:  {shown_backend}", file=out, flush=True)
+    print(f"  backend:  {app.broadcaster.backend.describe()}", file=out, flush=True)
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level="warning")

@@ -401,6 +401,11 @@ class RedisBackend(Backend):
             "state_evicted": reader.fold.evicted,
         }
 
+    @override
+    def describe(self) -> str:
+        """The Redis URL (or the client's address), passwords hidden."""
+        return self.location
+
     # ------------------------------------------------------------------ capabilities
 
     async def reader_status(self, timeout: float = 2.0) -> ReaderReport:
