@@ -9,11 +9,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import override
 
-from livepanel.backends.base import Backend, Capability, Control, Deliver, ReaderReport
+from livepanel.backends.base import (
+    Backend,
+    Capability,
+    Control,
+    Deliver,
+    ReaderReport,
+    ReaderStatus,
+    SingleUseClaims,
+)
 from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
 from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot
@@ -167,3 +175,8 @@ class MemoryBackend(Backend):
             "lagSeconds": 0.0,
             "idleSeconds": 0.0,
         }
+
+
+if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
+    _CLAIMS: type[SingleUseClaims] = MemoryBackend
+    _READER: type[ReaderStatus] = MemoryBackend

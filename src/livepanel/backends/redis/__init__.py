@@ -59,12 +59,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.asyncio.cluster import RedisCluster
 from typing_extensions import override
 
-from livepanel.backends.base import Backend, Capability, Control, Deliver, ReaderReport
+from livepanel.backends.base import (
+    Backend,
+    Capability,
+    Control,
+    Deliver,
+    ReaderReport,
+    ReaderStatus,
+    SingleUseClaims,
+    WorkerPresence,
+)
 from livepanel.backends.redis.codec import MAX_ENTRY_SIZE, RejectedEntry, decode_entry
 from livepanel.backends.redis.connect import (
     RedisClient,
@@ -196,7 +205,7 @@ class RedisBackend(Backend):
             "wait_timeout": wait_timeout,
             "state_limit": state_limit,
         }
-        check_values(**values)
+        check_values(**values)  # a bad setting is named before the URL is read
         target: RedisTarget | None = None
         client: RedisClient | None = None
         if url_or_client is None or isinstance(url_or_client, str):
@@ -293,7 +302,7 @@ class RedisBackend(Backend):
                 certificate file that does not exist).
         """
         loop = asyncio.get_running_loop()
-        reader, writer, link = self._reader, self._writer, self._link
+        reader, writer, link, settings = self._reader, self._writer, self._link, self.settings
         if reader.running and writer.loop is loop:
             assert reader.epoch is not None
             return make_id(reader.epoch, reader.last_id)
@@ -303,13 +312,13 @@ class RedisBackend(Backend):
         try:
             await link.check_once()
             scripts = link.scripts()
-            state = await scripts.stream_state(self.settings.keys, reader.last_id)
-            seed = await scripts.seed(self.settings.keys)
+            state = await scripts.stream_state(settings.keys, reader.last_id)
+            seed = await scripts.seed(settings.keys)
         except ConfigurationError:
             raise
         except Exception as exc:
             raise BackendUnavailable(
-                f"livepanel: cannot reach Redis at {self.location} ({describe_error(exc)}); "
+                f"livepanel: cannot reach Redis at {settings.location} ({describe_error(exc)}); "
                 "check LIVEPANEL_BACKEND_URL and that Redis is running"
             ) from None
         after = seed_fold(reader.fold, state, seed)
@@ -317,8 +326,8 @@ class RedisBackend(Backend):
         reader.begin(loop, deliver, control, state.epoch, after)
         logger.info(
             "livepanel: Redis stream %s at %s, epoch %s, from %s",
-            self.stream,
-            self.location,
+            settings.keys.stream,
+            settings.location,
             state.epoch,
             reader.last_id,
         )
@@ -328,7 +337,7 @@ class RedisBackend(Backend):
     async def stop(self) -> None:
         """Write what is queued (waiting at most ``timeout``), stop both tasks, disconnect."""
         await self._reader.stop()
-        await self._writer.stop(self.timeout)
+        await self._writer.stop(self.settings.timeout)
         await self._link.close()
 
     # ------------------------------------------------------------------ the contract
@@ -384,7 +393,7 @@ class RedisBackend(Backend):
         if self._reader.epoch is None or loop is None:
             raise BackendUnavailable("livepanel: the Redis backend is not started")
         # read your writes: what this process wrote is in the state it answers
-        await self._reader.caught_up(loop, self._writer.written, self.timeout)
+        await self._reader.caught_up(loop, self._writer.written, self.settings.timeout)
         return self._reader.snapshot()
 
     @override
@@ -404,7 +413,7 @@ class RedisBackend(Backend):
     @override
     def describe(self) -> str:
         """The Redis URL (or the client's address), passwords hidden."""
-        return self.location
+        return self.settings.location
 
     # ------------------------------------------------------------------ capabilities
 
@@ -444,3 +453,9 @@ class RedisBackend(Backend):
 
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
+
+
+if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
+    _CLAIMS: type[SingleUseClaims] = RedisBackend
+    _PRESENCE: type[WorkerPresence] = RedisBackend
+    _READER: type[ReaderStatus] = RedisBackend
