@@ -46,12 +46,12 @@ dropped, counted in ``stats()["publish_failures"]`` and logged once per outage.
 
 Parts
 -----
-:class:`RedisBackend` holds the parts together: :mod:`~.connect` (URLs and
-topologies), :mod:`~.settings`, :mod:`~.link` (the one client),
-:mod:`~.scripts` (the Lua scripts), :mod:`~.codec` (entries to events: the
-trust boundary), :mod:`~.writer` and :mod:`~.reader` (one task each, with
-named states), :mod:`~.replay` (``since`` ranges and the state at start) and
-:mod:`~.shared` (single-use claims and worker presence).
+:class:`RedisBackend` holds the parts together, each a module of this package:
+:mod:`livepanel.backends.redis.connect` (URLs and topologies), ``settings``,
+``link`` (the one client), ``scripts`` (the Lua scripts), ``codec`` (entries to
+events: the trust boundary), ``writer`` and ``reader`` (one task each, with
+named states), ``replay`` (``since`` ranges and the state at start) and
+``shared`` (single-use claims and worker presence).
 """
 
 from __future__ import annotations
