@@ -40,6 +40,11 @@ def uvicorn_logs_refused_handshakes(version: str | None = None) -> bool:
     ``False`` when uvicorn is not installed or is 0.55 or later; a version
     string that does not start with two numbers counts as fixed (a release
     built from a newer source tree).
+
+    Example::
+
+        >>> uvicorn_logs_refused_handshakes("0.34.0"), uvicorn_logs_refused_handshakes("0.55.1")
+        (True, False)
     """
     if version is None:
         try:
