@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from livepanel.backends import Backend, MemoryBackend, backend_from_url
-from livepanel.census import Census
+from livepanel.census import Census, presence_view
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.events import Event, audience_of, prepare_payload, registered_types
@@ -39,6 +39,7 @@ from livepanel.home import BackendHome, HomeState, call_on
 from livepanel.observer import Observer, Observers
 from livepanel.outbox import DeliveryCounters, SlowConsumerPolicy
 from livepanel.protocol import parse_id, type_globs
+from livepanel.readiness import check
 from livepanel.resume import Resume
 from livepanel.state import DEFAULT_STATE_LIMIT, state_payload
 from livepanel.subscription import SlowConsumer, Subscription
@@ -394,15 +395,13 @@ class Broadcaster:
         }
 
     async def presence(self) -> dict[str, Any]:
-        """Who is connected, on every worker: see :func:`livepanel.presence.collect`."""
-        from livepanel.presence import collect
-
-        return await collect(self)
+        """Who is connected: on every worker with :func:`livepanel.presence.track`, else in
+        this process (``{"users": [{"user", "connections"}], "connections"}``)."""
+        view = await self._observers.presence_view()
+        return view if view is not None else presence_view(self.census.users)
 
     async def health(self, *, stall_after: float = 5.0, timeout: float = 2.0) -> dict[str, Any]:
-        """Whether this process serves live events: see :func:`livepanel.health.check`."""
-        from livepanel.health import check
-
+        """Whether this process serves live events: see :func:`livepanel.readiness.check`."""
         return await check(self, stall_after=stall_after, timeout=timeout)
 
     def __repr__(self) -> str:

@@ -10,8 +10,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Census"]
+__all__ = ["Census", "presence_view"]
+
+
+def presence_view(counts: dict[str, int]) -> dict[str, Any]:
+    """Connections by user as ``Broadcaster.presence()`` shows them: named users, and the total
+    (anonymous connections, under ``""``, count in the total only).
+
+    Example::
+
+        >>> presence_view({"alice": 2, "": 1})
+        {'users': [{'user': 'alice', 'connections': 2}], 'connections': 3}
+    """
+    users = [{"user": u, "connections": n} for u, n in sorted(counts.items()) if u and n > 0]
+    return {"users": users, "connections": sum(n for n in counts.values() if n > 0)}
 
 
 class Census:

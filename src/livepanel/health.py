@@ -20,71 +20,12 @@ from typing import TYPE_CHECKING, Any
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
 from livepanel.mounting import Mounted, broadcaster_of
+from livepanel.readiness import DEFAULT_STALL_AFTER, check
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
 
 __all__ = ["DEFAULT_STALL_AFTER", "HealthApp", "check", "health_app"]
-
-DEFAULT_STALL_AFTER = 5.0
-"""Seconds without a read, while entries wait, after which a reader counts as stalled."""
-
-
-async def check(
-    broadcaster: Broadcaster, *, stall_after: float = DEFAULT_STALL_AFTER, timeout: float = 2.0
-) -> dict[str, Any]:
-    """The health report of ``broadcaster`` in this process (what ``Broadcaster.health()`` returns).
-
-    Keys:
-
-    - ``ok``: ``True`` when the backend is ``"ok"`` and the process is not draining.
-    - ``backend``: ``"ok"``; ``"unreachable"`` (Redis did not answer within
-      ``timeout`` seconds); ``"stalled"`` (an entry has waited unread for more
-      than ``stall_after`` seconds and the reader has read nothing meanwhile,
-      or its task has ended);
-      ``"starting"`` (the reader has not started yet: it starts on first use,
-      and this call starts it).
-    - ``readerLagSeconds``: how far this process's reader trails the stream,
-      the age of the oldest entry it has not read (``0.0`` when it is up to
-      date, always for the memory backend; ``None`` when Redis did not answer).
-    - ``connections``: this process's live WebSocket connections.
-    - ``draining``: ``True`` once ``LivePanelApp.shutdown()`` began (``SIGTERM``,
-      ``lifespan.shutdown``): a load balancer should stop sending new clients.
-
-    Example::
-
-        report = await check(broadcaster, stall_after=10)
-        if not report["ok"]:
-            logger.warning("livepanel unhealthy: %s", report)
-    """
-    draining = bool(broadcaster.draining)
-    if not draining:
-        broadcaster.start_soon()  # a reader that never started is as deaf as a stalled one
-    backend, lag = "ok", 0.0
-    probe = getattr(broadcaster.backend, "reader_status", None)
-    if probe is not None:
-        status = await probe(timeout)
-        lag = status["lagSeconds"]
-        if not status["reachable"]:
-            backend = "unreachable"
-        elif not status["running"]:
-            # started, yet no reader: it died; otherwise it is on its way
-            backend = "stalled" if _started(broadcaster) else "starting"
-        elif status["waiting"] and min(lag, status["idleSeconds"]) > stall_after:
-            # an entry older than the threshold is unread and nothing was read meanwhile
-            backend = "stalled"
-    return {
-        "ok": backend == "ok" and not draining,
-        "backend": backend,
-        "readerLagSeconds": None if lag is None else round(lag, 3),
-        "connections": broadcaster.connection_count,
-        "draining": draining,
-    }
-
-
-def _started(broadcaster: Broadcaster) -> bool:
-    """``broadcaster.start()`` has completed (and nothing closed it since)."""
-    return broadcaster.started
 
 
 class HealthApp:

@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
     ) from exc
 
 from livepanel.asgi import LivePanelApp, LivePanelMiddleware, endpoint_of
+from livepanel.backends.base import reader_status_of
 from livepanel.events import Event
 from livepanel.observer import Observer
 
@@ -142,8 +143,8 @@ class LivePanelCollector(Collector):
         and starts the next one, since it cannot wait for its own loop.
         """
         broadcaster = self.broadcaster
-        if getattr(broadcaster.backend, "reader_status", None) is None:
-            return 0.0  # in-process: nothing to trail
+        if reader_status_of(broadcaster.backend) is None:
+            return 0.0  # no reader that could trail
         loop = broadcaster.backend_loop
         if loop is None or loop.is_closed() or time.monotonic() - self._lag_at < _LAG_REFRESH:
             return self._lag

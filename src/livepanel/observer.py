@@ -9,6 +9,7 @@ nothing on the paths it does not watch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from livepanel.events import Event
 
@@ -40,6 +41,11 @@ class Observer:
     def users_changed(self) -> None:
         """A dashboard joined or left (on its event loop's thread)."""
 
+    async def presence_view(self) -> dict[str, Any] | None:
+        """Who is connected on every worker, when this observer keeps track (presence does);
+        ``None``: ask the next one, else the broadcaster counts this process alone."""
+        return None
+
     def overrides(self, name: str) -> bool:
         """Whether this observer's class overrides the method ``name`` of :class:`Observer`."""
         return getattr(type(self), name) is not getattr(Observer, name)
@@ -55,13 +61,14 @@ class Observers:
         >>> observers.fanned_out([])  # nobody overrides it: nothing runs
     """
 
-    __slots__ = ("_fanned_out", "_published", "_users_changed", "all")
+    __slots__ = ("_fanned_out", "_presence", "_published", "_users_changed", "all")
 
     def __init__(self) -> None:
         self.all: tuple[Observer, ...] = ()
         self._published: list[Callable[[Event], Event]] = []
         self._fanned_out: list[Callable[[Sequence[Event]], None]] = []
         self._users_changed: list[Callable[[], None]] = []
+        self._presence: list[Observer] = []
 
     def add(self, observer: Observer) -> None:
         """Register ``observer`` after the others."""
@@ -72,6 +79,8 @@ class Observers:
             self._fanned_out.append(observer.fanned_out)
         if observer.overrides("users_changed"):
             self._users_changed.append(observer.users_changed)
+        if observer.overrides("presence_view"):
+            self._presence.append(observer)
 
     def published(self, event: Event) -> Event:
         """Pass ``event`` through every observer's :meth:`Observer.published`, in order."""
@@ -88,3 +97,11 @@ class Observers:
         """Tell every observer that watches who is connected."""
         for changed in self._users_changed:
             changed()
+
+    async def presence_view(self) -> dict[str, Any] | None:
+        """The first presence view an observer keeps; ``None`` when none does."""
+        for observer in self._presence:
+            view = await observer.presence_view()
+            if view is not None:
+                return view
+        return None

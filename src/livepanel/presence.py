@@ -2,17 +2,20 @@
 
 Each process counts its connections by user (``Broadcaster.census.users``, counted
 from the connections themselves). With :func:`track`, a process with connections writes its
-counts to Redis under a key of its own that expires after ``expiry`` seconds
-and is rewritten well before, so a worker that dies (even with ``SIGKILL``)
-drops out of :func:`collect` within ``expiry`` seconds. With the memory
-backend there is one process and nothing to write.
+counts through the backend's worker presence
+(:class:`~livepanel.backends.base.WorkerPresence`; in Redis, under a key of
+its own) that expires after ``expiry`` seconds and is rewritten well before,
+so a worker that dies (even with ``SIGKILL``) drops out of :func:`collect`
+within ``expiry`` seconds. With a backend without worker presence, each
+process sees its own connections only.
 
 ``announce=True`` also publishes the built-in event ``presence.changed``
 (:class:`PresenceChanged`) whenever the view across workers changes, at most
-once a second across all workers (a short Redis lock, and no event when the
-view equals the last one announced). A dashboard shows who else is looking
-by subscribing to it. User names are what the endpoint counts connections by
-(see ``LivePanelApp``); anonymous connections count in ``connections`` only.
+once a second across all workers (the backend's turn to announce, in Redis a
+short lock, and no event when the view equals the last one announced). A
+dashboard shows who else is looking by subscribing to it. User names are what
+the endpoint counts connections by (see ``LivePanelApp``); anonymous
+connections count in ``connections`` only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+from livepanel.backends.base import worker_presence_of
+from livepanel.census import presence_view
 from livepanel.events import Event, NonNegative, event_type
 from livepanel.mounting import Mounted, broadcaster_of
 from livepanel.observer import Observer
@@ -77,11 +82,6 @@ class PresenceChanged:
     connections: Annotated[int, NonNegative()]
 
 
-def _view(counts: dict[str, int]) -> dict[str, Any]:
-    users = [{"user": u, "connections": n} for u, n in sorted(counts.items()) if u and n > 0]
-    return {"users": users, "connections": sum(n for n in counts.values() if n > 0)}
-
-
 class PresenceTracker(Observer):
     """Keeps one process's presence in the backend and announces changes (see :func:`track`).
 
@@ -96,11 +96,7 @@ class PresenceTracker(Observer):
         self.announce = announce
         self.expiry = expiry
         self.worker = secrets.token_hex(6)
-        backend = broadcaster.backend
-        self._redis = hasattr(backend, "reader_status")  # the Redis backend
-        stream = getattr(backend, "stream", "livepanel")
-        self.prefix = f"{stream}:presence:"
-        self.lock_key = f"{stream}:presence-announce"
+        self._presence = worker_presence_of(broadcaster.backend)
         self.last_announced: dict[str, Any] | None = None  # as last seen in the stream
         self._dirty: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -131,44 +127,27 @@ class PresenceTracker(Observer):
 
     # ------------------------------------------------------------------ the view
 
+    async def presence_view(self) -> dict[str, Any]:
+        """What ``Broadcaster.presence()`` answers once this tracker watches it: :meth:`view`."""
+        return await self.view()
+
     async def view(self) -> dict[str, Any]:
         """The presence across every worker: ``{"users": [...], "connections": n}``."""
-        if not self._redis:
-            return _view(self.broadcaster.census.users)
-        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
-        keys = [key async for key in client.scan_iter(match=f"{self.prefix}*", count=200)]
-        counts: dict[str, int] = {}
-        if keys:
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            for entries in await pipe.execute():
-                for user, count in (entries or {}).items():
-                    name = user.decode() if isinstance(user, bytes) else str(user)
-                    counts[name[1:]] = counts.get(name[1:], 0) + int(count)
-        return _view(counts)
+        if self._presence is None:
+            return presence_view(self.broadcaster.census.users)
+        return presence_view(await self._presence.read_presence())
 
     async def _write(self) -> None:
-        if not self._redis:
-            return
-        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
-        key = f"{self.prefix}{self.worker}"
-        users = dict(self.broadcaster.census.users)
-        pipe = client.pipeline(transaction=True)
-        pipe.delete(key)
-        if users:
-            # a prefix keeps the anonymous user's "" a valid, non-empty field name
-            pipe.hset(key, mapping={f"u{u}": n for u, n in users.items()})
-            pipe.pexpire(key, int(self.expiry * 1000))
-        await pipe.execute()
+        if self._presence is not None:
+            await self._presence.write_presence(
+                self.worker, dict(self.broadcaster.census.users), self.expiry
+            )
 
     async def _may_announce(self) -> bool:
         """Take the announcement slot for the next second: the lock across workers."""
-        if not self._redis:
+        if self._presence is None:
             return True
-        client = self.broadcaster.backend._require_client()  # type: ignore[attr-defined]
-        interval_ms = int(ANNOUNCE_INTERVAL * 1000)
-        return bool(await client.set(self.lock_key, self.worker, nx=True, px=interval_ms))
+        return await self._presence.claim_announcement(self.worker, ANNOUNCE_INTERVAL)
 
     # ------------------------------------------------------------------ the task
 
@@ -268,7 +247,4 @@ async def collect(broadcaster: Broadcaster) -> dict[str, Any]:
         view = await collect(broadcaster)
         names = [entry["user"] for entry in view["users"]]
     """
-    for observer in broadcaster.observers:
-        if isinstance(observer, PresenceTracker):
-            return await observer.view()
-    return _view(broadcaster.census.users)
+    return await broadcaster.presence()

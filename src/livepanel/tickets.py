@@ -10,10 +10,13 @@ them. See ``docs/audiences.md``.
 A ticket is ``<payload>.<signature>``, both base64url without padding: the
 payload is JSON holding the user, the audiences, the expiry (Unix time) and a
 random nonce; the signature is HMAC-SHA256 of it under the secret, checked in
-constant time. The nonce is consumed on first use: in this process's memory
-with the memory backend, and with ``SET <stream>:ticket:<nonce> 1 NX PX <ms>``
-in Redis when the broadcaster uses the Redis backend, so that a ticket is
-accepted once across every worker.
+constant time. The nonce is consumed on first use through the backend's
+single-use claims (:class:`~livepanel.backends.base.SingleUseClaims`): in
+this process's memory with the memory backend, and with ``SET
+<stream>:ticket:<nonce> 1 NX PX <ms>`` in Redis, so that a ticket is accepted
+once across every worker. With more than one worker and claims that are not
+shared between them, :class:`Tickets` refuses to run rather than accept a
+ticket once per worker.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import heapq
 import hmac
 import json
 import logging
@@ -30,8 +32,6 @@ import math
 import os
 import re
 import secrets
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,8 @@ from urllib.parse import parse_qsl
 
 from asgiref.typing import WWWScope
 
+from livepanel.backends.base import Backend, SingleUseClaims, single_use_claims_of
+from livepanel.backends.memory import InProcessClaims
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.mounting import Mounted, broadcaster_of
 
@@ -130,14 +132,22 @@ class Tickets:
         broadcaster: whose backend remembers used nonces; the default
             broadcaster (looked up at each use) when ``None``. With a
             ``RedisBackend`` a ticket is accepted once across all workers;
-            with any other backend, once by this object (in one process:
-            create one ``Tickets`` and share it). When your
-            ``LivePanelApp`` has a broadcaster of its own, pass that one, or
-            the ``LivePanelApp`` (or ``LivePanelMiddleware``) itself.
+            with the memory backend, once in this process; with a backend
+            without single-use claims, once by this object (create one
+            ``Tickets`` and share it). When your ``LivePanelApp`` has a
+            broadcaster of its own, pass that one, or the ``LivePanelApp``
+            (or ``LivePanelMiddleware``) itself: the worker check below
+            then runs here, not at the first ticket.
+        workers: how many worker processes redeem tickets; ``None`` reads
+            ``WEB_CONCURRENCY`` (which uvicorn's ``--workers`` and
+            gunicorn's ``-w`` default to), else 1. With more than one, the
+            backend must declare single-use claims shared between processes.
 
     Raises:
-        ConfigurationError: a short secret or a ``ttl`` that is not a
-            positive number of seconds.
+        ConfigurationError: a short secret, a ``ttl`` that is not a positive
+            number of seconds, a malformed ``workers`` or ``WEB_CONCURRENCY``,
+            or more than one worker with a backend whose single-use claims
+            do not reach them all.
 
     Example::
 
@@ -152,22 +162,19 @@ class Tickets:
         ttl: float = 30.0,
         *,
         broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
+        workers: int | None = None,
     ) -> None:
-        key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
-        if len(key) < MIN_SECRET_BYTES:
-            raise ConfigurationError(
-                f"Tickets: the secret must be at least {MIN_SECRET_BYTES} bytes; "
-                'make one with python -c "import secrets; print(secrets.token_urlsafe(32))"'
-            )
+        key = _secret_key(secret)
         if not isinstance(ttl, (int, float)) or not math.isfinite(ttl) or ttl <= 0:
             raise ConfigurationError("Tickets: ttl must be a positive number of seconds")
         self._key = key
         self.ttl = float(ttl)
         self._broadcaster = broadcaster
+        self.workers, self._workers_from = _worker_count(workers)
         self._clock: Callable[[], float] = time.time  # wall clock: tickets cross hosts
-        self._used: set[str] = set()
-        self._used_expiry: list[tuple[float, str]] = []  # a heap, to forget expired nonces
-        self._lock = threading.Lock()
+        self._used = InProcessClaims()  # for a backend without single-use claims
+        if broadcaster is not None:
+            self._claims(broadcaster_of(broadcaster).backend)  # refuse now, not at use
 
     @classmethod
     def from_env(
@@ -176,6 +183,7 @@ class Tickets:
         ttl: float = 30.0,
         *,
         broadcaster: Broadcaster | Mounted[Broadcaster] | None = None,
+        workers: int | None = None,
     ) -> Tickets:
         """Tickets signed with the secret in an environment variable, read now.
 
@@ -184,7 +192,8 @@ class Tickets:
             tickets = Tickets.from_env()  # LIVEPANEL_TICKET_SECRET
 
         Raises:
-            ConfigurationError: the variable is unset, empty or too short.
+            ConfigurationError: the variable is unset, empty or too short; or see
+                :class:`Tickets`.
         """
         secret = os.environ.get(var, "")
         if not secret:
@@ -193,9 +202,10 @@ class Tickets:
                 f"{MIN_SECRET_BYTES} bytes, the same in every worker"
             )
         try:
-            return cls(secret, ttl, broadcaster=broadcaster)
+            _secret_key(secret)
         except ConfigurationError as exc:
             raise ConfigurationError(f"Tickets.from_env: {var}: {exc}") from None
+        return cls(secret, ttl, broadcaster=broadcaster, workers=workers)
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -309,42 +319,75 @@ class Tickets:
         return ticket if first else None
 
     async def _consume(self, ticket: Ticket) -> bool:
-        """Mark the nonce used; ``True`` when nobody had (here, or on any worker on Redis)."""
+        """Mark the nonce used; ``True`` when nobody had (here, or on any worker on Redis).
+
+        Raises:
+            BackendUnavailable: the backend could not say whether it was used.
+            ConfigurationError: more than one worker, and claims that do not reach them all.
+        """
         broadcaster = self.broadcaster
+        claims = self._claims(broadcaster.backend)
         # keep it at least until the ticket expires, and as long as a ttl (clock skew)
         keep = max(ticket.expires - self._clock(), self.ttl)
-        redis_module = sys.modules.get("livepanel.backends.redis")
-        if redis_module is not None and isinstance(broadcaster.backend, redis_module.RedisBackend):
-            backend = broadcaster.backend
-            key = f"{backend.stream}:ticket:{ticket.nonce}"
-            milliseconds = max(1, math.ceil(keep * 1000))
+        if claims is None:
+            return self._used.claim(ticket.nonce, keep)
+        key = f"ticket:{ticket.nonce}"
+        try:
+            return await broadcaster.call_backend(lambda: claims.claim_once(key, keep))
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # a backend's own errors: fail closed
+            raise BackendUnavailable(
+                f"livepanel: cannot check a ticket's nonce ({type(exc).__name__})"
+            ) from None
 
-            async def set_once() -> Any:
-                client = backend._require_client()
-                return await client.set(key, 1, nx=True, px=milliseconds)
-
-            try:
-                await broadcaster.start()
-                stored = await broadcaster.call_backend(set_once)
-            except BackendUnavailable:
-                raise
-            except Exception as exc:  # redis-py's errors, OSError, a timeout
-                raise BackendUnavailable(
-                    f"livepanel: cannot check a ticket's nonce in Redis ({type(exc).__name__})"
-                ) from None
-            return bool(stored)
-        now = self._clock()
-        with self._lock:
-            while self._used_expiry and self._used_expiry[0][0] <= now:
-                self._used.discard(heapq.heappop(self._used_expiry)[1])
-            if ticket.nonce in self._used:
-                return False
-            self._used.add(ticket.nonce)
-            heapq.heappush(self._used_expiry, (now + keep, ticket.nonce))
-        return True
+    def _claims(self, backend: Backend) -> SingleUseClaims | None:
+        """The backend's claims, when they make a ticket single-use across every worker."""
+        claims = single_use_claims_of(backend)
+        if self.workers > 1 and (claims is None or not claims.claims_shared):
+            kind = type(backend).__name__
+            held = "no single-use claims" if claims is None else "single-use claims in one process"
+            raise ConfigurationError(
+                f"Tickets: {self.workers} workers ({self._workers_from}), but {kind} keeps "
+                f"{held}, so a ticket could be accepted once by each worker; use a backend "
+                "that shares claims between processes (Broadcaster('redis://...')), or run "
+                "one worker (workers=1)"
+            )
+        return claims
 
     def __repr__(self) -> str:
         return f"Tickets(ttl={self.ttl:g})"
+
+
+def _secret_key(secret: str | bytes) -> bytes:
+    key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if len(key) < MIN_SECRET_BYTES:
+        raise ConfigurationError(
+            f"Tickets: the secret must be at least {MIN_SECRET_BYTES} bytes; "
+            'make one with python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return key
+
+
+def _worker_count(workers: int | None) -> tuple[int, str]:
+    """How many workers redeem tickets, and where that was learned (for messages)."""
+    if workers is not None:
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise ConfigurationError("Tickets: workers must be an integer >= 1")
+        return workers, f"workers={workers}"
+    given = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not given:
+        return 1, "WEB_CONCURRENCY unset"
+    try:
+        count = int(given)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigurationError(
+            f"Tickets: WEB_CONCURRENCY={given!r} is not a number of workers; "
+            "set it to an integer >= 1, or pass workers="
+        )
+    return count, f"WEB_CONCURRENCY={count}"
 
 
 def _query_values(scope: WWWScope, name: str) -> list[str]:
@@ -404,6 +447,9 @@ class TicketAuth:
             ticket = await self.tickets.redeem(values[0])
         except BackendUnavailable as exc:
             logger.warning("livepanel: refusing a ticket that cannot be checked now: %s", exc)
+            return None
+        except ConfigurationError as exc:  # our own words: no part of the request in them
+            logger.error("livepanel: refusing every ticket: %s", exc)
             return None
         if ticket is None:
             return None

@@ -274,6 +274,7 @@ def test_serve_prints_the_url_and_credentials_then_runs_uvicorn(
     assert "http://127.0.0.1:8123/" in text
     assert "username: ops" in text
     assert "(generated; set DASHBOARD_PASSWORD" in text
+    assert "backend:  memory://" in text
     ((app, options),) = calls
     assert isinstance(app, DemoApp)
     assert isinstance(app.broadcaster, Broadcaster)

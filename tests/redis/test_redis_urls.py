@@ -10,7 +10,7 @@ import pytest
 from livepanel import ConfigurationError
 from livepanel.backends import backend_from_url
 from livepanel.backends.redis import RedisBackend
-from livepanel.backends.redis_connect import companion_key, parse_target
+from livepanel.backends.redis.connect import companion_key, parse_target
 
 pytestmark = pytest.mark.redis
 

@@ -1,16 +1,47 @@
-"""Where events live between ``publish`` and the clients: memory or Redis Streams."""
+"""Where events live between ``publish`` and the clients: memory or Redis Streams.
+
+The contract a backend implements, and the capabilities it may declare, are in
+:mod:`livepanel.backends.base`; ``livepanel.backends.redis`` (the ``redis``
+extra) is the Redis Streams backend.
+"""
 
 from __future__ import annotations
 
 import importlib
-import re
 
-from livepanel.backends.base import Backend, Deliver
+from livepanel.backends.base import (
+    Backend,
+    Capability,
+    Control,
+    Deliver,
+    ReaderReport,
+    ReaderStatus,
+    SingleUseClaims,
+    WorkerPresence,
+    reader_status_of,
+    single_use_claims_of,
+    worker_presence_of,
+)
 from livepanel.backends.memory import MemoryBackend
 from livepanel.errors import ConfigurationError
+from livepanel.events.redaction import redact_url
 from livepanel.state import DEFAULT_STATE_LIMIT
 
-__all__ = ["Backend", "Deliver", "MemoryBackend", "backend_from_url"]
+__all__ = [
+    "Backend",
+    "Capability",
+    "Control",
+    "Deliver",
+    "MemoryBackend",
+    "ReaderReport",
+    "ReaderStatus",
+    "SingleUseClaims",
+    "WorkerPresence",
+    "backend_from_url",
+    "reader_status_of",
+    "single_use_claims_of",
+    "worker_presence_of",
+]
 
 
 def backend_from_url(
@@ -42,7 +73,7 @@ def backend_from_url(
             url, history=history, state_limit=state_limit
         )
         return backend
-    shown = re.sub(r"//[^/@]*@", "//***@", url)  # never show credentials
+    shown = redact_url(url)  # never show credentials
     raise ConfigurationError(
         f"unknown backend URL {shown!r}; expected memory://, redis://host:port/db, "
         "redis+sentinel://host:26379/<service> or redis+cluster://host:port"

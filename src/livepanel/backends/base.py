@@ -1,6 +1,6 @@
-"""The contract between the broadcaster and a backend: store, replay a range, deliver in order.
+"""The contract between the broadcaster and a backend, and the capabilities a backend may declare.
 
-A backend does three things, and nothing else:
+A backend has four duties, and nothing else:
 
 * **store**: :meth:`Backend.publish` / :meth:`Backend.publish_nowait` append
   an event to the stream and give it an id, ``"<epoch>:<position>"`` (see
@@ -10,27 +10,57 @@ A backend does three things, and nothing else:
   retained in the current epoch;
 * **deliver in order**: once started, it calls ``deliver`` with every new
   event of the stream exactly once, in stream order, one call at a time (from
-  any thread);
-* **keep the state**: :meth:`Backend.state` returns the fold of the stream's
-  events (:class:`livepanel.state.StateFold`) up to and including one event
-  id, read in one step with that id, so that it matches a stream position.
+  any thread), and ``control`` with every message of
+  :meth:`Backend.send_control`, from this process or any other sharing the
+  stream;
+* **keep the state** (optional): :meth:`Backend.state` returns the fold of
+  the stream's events (:class:`livepanel.state.StateFold`) up to and
+  including one event id, read in one step with that id, so that it matches
+  a stream position. Without it, a ``?state=1`` connection is refused.
 
 What a backend need not do is line its live feed up with a replay: the
 broadcaster holds live events back while a replay runs and drops the ones
 the replay covers, whether the feed runs ahead of the stored range or behind
 it. See ``docs/concepts.md``.
+
+Beyond the contract, a backend may declare **capabilities** in
+:attr:`Backend.capabilities` and implement the matching protocol; the
+features built on them ask through :func:`single_use_claims_of`,
+:func:`worker_presence_of` and :func:`reader_status_of`, never by probing:
+
+* :class:`SingleUseClaims` makes a connect ticket single-use
+  (:mod:`livepanel.tickets`); without claims shared by every process,
+  ``Tickets`` refuses to run with more than one worker;
+* :class:`WorkerPresence` lets every worker see the others' connections
+  (:mod:`livepanel.presence`);
+* :class:`ReaderStatus` tells health checks and metrics how far this
+  process's reader trails the stream (:mod:`livepanel.health`).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from typing import Any
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypedDict, runtime_checkable
 
+from livepanel.errors import ConfigurationError
 from livepanel.events import Event
 from livepanel.state import StateSnapshot
 
-__all__ = ["Backend", "Control", "Deliver"]
+__all__ = [
+    "Backend",
+    "Capability",
+    "Control",
+    "Deliver",
+    "ReaderReport",
+    "ReaderStatus",
+    "SingleUseClaims",
+    "WorkerPresence",
+    "reader_status_of",
+    "single_use_claims_of",
+    "worker_presence_of",
+]
 
 Deliver = Callable[[Sequence[Event]], None]
 """Called with newly stored events, in stream order, one call at a time, from any thread."""
@@ -38,21 +68,200 @@ Control = Callable[[dict[str, Any]], None]
 """Called with each control message (a revocation) sent through the stream, on any thread."""
 
 
+class Capability(enum.Enum):
+    """An ability beyond the contract, declared in :attr:`Backend.capabilities`.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> sorted(capability.value for capability in MemoryBackend.capabilities)
+        ['reader_status', 'single_use_claims']
+    """
+
+    SINGLE_USE_CLAIMS = "single_use_claims"
+    """The backend implements :class:`SingleUseClaims`."""
+    WORKER_PRESENCE = "worker_presence"
+    """The backend implements :class:`WorkerPresence`."""
+    READER_STATUS = "reader_status"
+    """The backend implements :class:`ReaderStatus`."""
+
+
+@runtime_checkable
+class SingleUseClaims(Protocol):
+    """Keys that can be claimed once until they expire: what makes a connect ticket single-use.
+
+    ``claims_shared`` is ``True`` when a claim holds in every process that
+    shares the backend (Redis: ``SET NX``), ``False`` when it holds in this
+    process only (memory). Declare it on the class.
+
+    Example::
+
+        claims = single_use_claims_of(broadcaster.backend)
+        if claims is not None:
+            first = await broadcaster.call_backend(lambda: claims.claim_once("ticket:n1", 30.0))
+    """
+
+    claims_shared: ClassVar[bool]
+
+    async def claim_once(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` for ``ttl`` seconds: ``True`` the first time, ``False`` while it holds.
+
+        Raises:
+            BackendUnavailable: the backend cannot say whether ``key`` was claimed.
+        """
+        ...
+
+
+@runtime_checkable
+class WorkerPresence(Protocol):
+    """Each worker's connection counts, where every worker can read them.
+
+    Example::
+
+        presence = worker_presence_of(broadcaster.backend)
+        await presence.write_presence("w1", {"alice": 2}, expiry=15.0)
+        await presence.read_presence()  # {"alice": 2, ...}: every live worker's counts summed
+    """
+
+    async def write_presence(self, worker: str, counts: Mapping[str, int], expiry: float) -> None:
+        """Replace ``worker``'s counts by user; they stop counting after ``expiry`` seconds
+        unless written again (a worker that dies drops out on its own).
+
+        Raises:
+            BackendUnavailable: the backend cannot take them now.
+        """
+        ...
+
+    async def read_presence(self) -> dict[str, int]:
+        """Connections by user, summed over every worker whose counts have not expired.
+
+        Raises:
+            BackendUnavailable: the backend cannot answer now.
+        """
+        ...
+
+    async def claim_announcement(self, worker: str, interval: float) -> bool:
+        """Take the turn to announce presence for ``interval`` seconds, across every worker:
+        ``True`` when no worker holds it.
+
+        Raises:
+            BackendUnavailable: the backend cannot answer now.
+        """
+        ...
+
+
+class ReaderReport(TypedDict):
+    """Where a process's reader stands against the stream (see :class:`ReaderStatus`).
+
+    Example::
+
+        {"reachable": True, "running": True, "waiting": False, "lagSeconds": 0.0,
+         "idleSeconds": 0.4}
+    """
+
+    reachable: bool
+    """The backend answered in time."""
+    running: bool
+    """The reader is alive (a backend without a reader task: always)."""
+    waiting: bool
+    """The stream holds entries the reader has not read."""
+    lagSeconds: float | None
+    """Age of the oldest unread entry (``0.0`` when none waits, ``None`` when unreachable)."""
+    idleSeconds: float | None
+    """Seconds since the reader last read (``None`` when it is not running)."""
+
+
+@runtime_checkable
+class ReaderStatus(Protocol):
+    """A reader that can say how far it trails the stream: for health checks and metrics.
+
+    Example::
+
+        status = await reader_status_of(backend).reader_status(timeout=2.0)
+        status["lagSeconds"]  # 0.0: up to date
+    """
+
+    async def reader_status(self, timeout: float = 2.0) -> ReaderReport:
+        """Where this process's reader stands, asked of the backend now, within ``timeout`` s."""
+        ...
+
+
+_PROTOCOLS: dict[Capability, type[Any]] = {
+    Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
+    Capability.WORKER_PRESENCE: WorkerPresence,
+    Capability.READER_STATUS: ReaderStatus,
+}
+_MEMBERS: dict[Capability, tuple[str, ...]] = {
+    Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
+    Capability.WORKER_PRESENCE: ("write_presence", "read_presence", "claim_announcement"),
+    Capability.READER_STATUS: ("reader_status",),
+}
+
+
 class Backend(abc.ABC):
     """Stores the stream of events, replays a range of it, delivers new events in order.
 
-    Example, handing a broadcaster a backend of your own (``MemoryBackend``
-    and ``RedisBackend`` are the two that ship)::
+    ``MemoryBackend`` and ``RedisBackend`` are the two that ship. Example, a
+    complete backend of your own (one process, every event kept)::
 
-        class PostgresBackend(Backend):
-            async def start(self, deliver): ...
-            def publish_nowait(self, event): ...
-            async def publish(self, event): ...
-            async def replay(self, since): ...
-            async def state(self): ...
+        import dataclasses
+        import secrets
+        import threading
 
-        broadcaster = Broadcaster(PostgresBackend(dsn))
+        from livepanel import Broadcaster
+        from livepanel.backends import Backend
+        from livepanel.protocol import make_id, parse_id
+
+
+        class ListBackend(Backend):
+            def __init__(self):
+                self.epoch = secrets.token_hex(4)  # a new history: a new epoch
+                self.events = []
+                self.lock = threading.Lock()  # ids and delivery in one order
+                self.deliver = self.control = None
+
+            async def start(self, deliver, control=None):
+                with self.lock:
+                    self.deliver, self.control = deliver, control
+                    return make_id(self.epoch, str(len(self.events)))
+
+            def publish_nowait(self, event):
+                with self.lock:
+                    event = dataclasses.replace(
+                        event, id=make_id(self.epoch, str(len(self.events) + 1))
+                    )
+                    self.events.append(event)
+                    if self.deliver is not None:
+                        self.deliver([event])
+                return event
+
+            async def publish(self, event):
+                return self.publish_nowait(event)
+
+            async def replay(self, since):
+                epoch, position = parse_id(since)
+                with self.lock:
+                    if epoch != self.epoch or len(position) != 1 or position[0] > len(self.events):
+                        return None
+                    return self.events[position[0] :]
+
+            async def send_control(self, message):
+                if self.control is not None:  # one process: straight back
+                    self.control(message)
+
+
+        broadcaster = Broadcaster(ListBackend())
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    """What the backend offers beyond the contract; each needs its protocol implemented."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for capability in cls.capabilities:
+            missing = [name for name in _MEMBERS[capability] if not hasattr(cls, name)]
+            if missing:
+                raise TypeError(_undelivered(cls.__name__, capability, missing))
 
     @abc.abstractmethod
     async def start(self, deliver: Deliver, control: Control | None = None) -> str:
@@ -101,3 +310,76 @@ class Backend(abc.ABC):
     def stats(self) -> dict[str, Any]:
         """Backend counters merged into ``Broadcaster.stats()``."""
         return {}
+
+    def describe(self) -> str:
+        """Where the stream lives, for people and logs: a URL with any password hidden."""
+        return type(self).__name__
+
+
+def single_use_claims_of(backend: Backend) -> SingleUseClaims | None:
+    """The backend's :class:`SingleUseClaims` when it declares them, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> single_use_claims_of(MemoryBackend()).claims_shared
+        False
+    """
+    if Capability.SINGLE_USE_CLAIMS not in backend.capabilities:
+        return None
+    if not isinstance(backend, SingleUseClaims):
+        raise ConfigurationError(_broken(backend, Capability.SINGLE_USE_CLAIMS))
+    return backend
+
+
+def worker_presence_of(backend: Backend) -> WorkerPresence | None:
+    """The backend's :class:`WorkerPresence` when it declares it, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        presence = worker_presence_of(broadcaster.backend)
+        counts = await presence.read_presence() if presence else dict(broadcaster.users)
+    """
+    if Capability.WORKER_PRESENCE not in backend.capabilities:
+        return None
+    if not isinstance(backend, WorkerPresence):
+        raise ConfigurationError(_broken(backend, Capability.WORKER_PRESENCE))
+    return backend
+
+
+def reader_status_of(backend: Backend) -> ReaderStatus | None:
+    """The backend's :class:`ReaderStatus` when it declares it, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        reader = reader_status_of(broadcaster.backend)
+        lag = (await reader.reader_status())["lagSeconds"] if reader else 0.0
+    """
+    if Capability.READER_STATUS not in backend.capabilities:
+        return None
+    if not isinstance(backend, ReaderStatus):
+        raise ConfigurationError(_broken(backend, Capability.READER_STATUS))
+    return backend
+
+
+def _broken(backend: Backend, capability: Capability) -> str:
+    missing = [name for name in _MEMBERS[capability] if not hasattr(backend, name)]
+    return _undelivered(type(backend).__name__, capability, missing)
+
+
+def _undelivered(name: str, capability: Capability, missing: list[str]) -> str:
+    protocol = _PROTOCOLS[capability].__name__
+    return (
+        f"{name} declares {capability} but does not implement {protocol} "
+        f"({', '.join(missing) or 'its members'}); implement them, or leave {capability} "
+        f"out of {name}.capabilities"
+    )

@@ -3,17 +3,61 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import secrets
 import threading
+import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from livepanel.backends.base import Backend, Control, Deliver
+from typing_extensions import override
+
+from livepanel.backends.base import (
+    Backend,
+    Capability,
+    Control,
+    Deliver,
+    ReaderReport,
+    ReaderStatus,
+    SingleUseClaims,
+)
 from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
 from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot
 
-__all__ = ["MemoryBackend"]
+__all__ = ["InProcessClaims", "MemoryBackend"]
+
+
+class InProcessClaims:
+    """Single-use claims held in this process's memory, each forgotten once it expires.
+
+    Thread-safe and without I/O; ``clock`` is any monotonic clock in seconds.
+
+    Example::
+
+        >>> claims = InProcessClaims()
+        >>> claims.claim("ticket:n1", ttl=30.0), claims.claim("ticket:n1", ttl=30.0)
+        (True, False)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []  # a heap, to forget expired claims
+        self._lock = threading.Lock()
+
+    def claim(self, key: str, ttl: float) -> bool:
+        """``True`` the first time ``key`` is claimed, ``False`` for the next ``ttl`` seconds."""
+        now = self._clock()
+        with self._lock:
+            while self._expiry and self._expiry[0][0] <= now:
+                self._held.discard(heapq.heappop(self._expiry)[1])
+            if key in self._held:
+                return False
+            self._held.add(key)
+            heapq.heappush(self._expiry, (now + ttl, key))
+        return True
 
 
 class MemoryBackend(Backend):
@@ -24,10 +68,20 @@ class MemoryBackend(Backend):
     delivered at once, on the publisher's thread: the broadcaster takes them
     to each event loop's connections from there.
 
+    Its capabilities hold in this process only: single-use claims are not
+    shared with other workers (``claims_shared`` is ``False``), and its reader,
+    being the publisher itself, never trails. It keeps no worker presence:
+    with one process, presence is that process's own connections.
+
     Example::
 
         Broadcaster(MemoryBackend(history=5000, state_limit=50_000))
     """
+
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.SINGLE_USE_CLAIMS, Capability.READER_STATUS}
+    )
+    claims_shared: ClassVar[bool] = False
 
     def __init__(self, *, history: int = 1000, state_limit: int = DEFAULT_STATE_LIMIT) -> None:
         self.history_size = history
@@ -38,27 +92,32 @@ class MemoryBackend(Backend):
         self._lock = threading.Lock()  # ids, history and delivery go in one order
         self._deliver: Deliver | None = None
         self._control: Control | None = None
+        self._claims = InProcessClaims()
 
     @property
     def start_id(self) -> str:
         """The id that marks the start of this epoch: ``"<epoch>:0"``."""
         return make_id(self.epoch, "0")
 
+    @override
     async def start(self, deliver: Deliver, control: Control | None = None) -> str:
         with self._lock:
             self._deliver = deliver
             self._control = control
             return make_id(self.epoch, str(self._seq))
 
+    @override
     async def stop(self) -> None:
         with self._lock:
             self._deliver = self._control = None
 
+    @override
     async def send_control(self, message: dict[str, Any]) -> None:
         control = self._control  # one process: straight back
         if control is not None:
             control(message)
 
+    @override
     def publish_nowait(self, event: Event) -> Event:
         with self._lock:
             self._seq += 1
@@ -69,9 +128,11 @@ class MemoryBackend(Backend):
                 self._deliver((event,))
         return event
 
+    @override
     async def publish(self, event: Event) -> Event:
         return self.publish_nowait(event)
 
+    @override
     async def replay(self, since: str) -> list[Event] | None:
         epoch, position = parse_id(since)
         if epoch != self.epoch or len(position) != 1:
@@ -86,9 +147,36 @@ class MemoryBackend(Backend):
                 return None  # unknown, or trimmed (the epoch's start only while nothing is)
             return list(self._history)[seq - first + 1 :]
 
+    @override
     async def state(self) -> StateSnapshot:
         with self._lock:
             return self._fold.snapshot()
 
+    @override
     def stats(self) -> dict[str, int]:
         return {"state_evicted": self._fold.evicted}
+
+    @override
+    def describe(self) -> str:
+        return "memory://"
+
+    # ------------------------------------------------------------------ capabilities
+
+    async def claim_once(self, key: str, ttl: float) -> bool:
+        """Claim ``key`` in this process for ``ttl`` seconds (:class:`SingleUseClaims`)."""
+        return self._claims.claim(key, ttl)
+
+    async def reader_status(self, timeout: float = 2.0) -> ReaderReport:
+        """Always up to date: events are delivered as they are published (:class:`ReaderStatus`)."""
+        return {
+            "reachable": True,
+            "running": True,
+            "waiting": False,
+            "lagSeconds": 0.0,
+            "idleSeconds": 0.0,
+        }
+
+
+if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
+    _CLAIMS: type[SingleUseClaims] = MemoryBackend
+    _READER: type[ReaderStatus] = MemoryBackend

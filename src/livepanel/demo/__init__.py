@@ -16,7 +16,6 @@ from typing import TextIO
 
 from livepanel.broadcaster import Broadcaster
 from livepanel.demo.app import DemoApp
-from livepanel.events.redaction import redact_url
 
 __all__ = ["DemoApp", "credentials", "serve"]
 
@@ -87,6 +86,6 @@ def serve(
     print(f"  username: {username}", file=out)
     note = "  (generated; set DASHBOARD_PASSWORD to choose one)" if generated else ""
     print(f"  password: {password}{note}", file=out)
-    shown_backend = redact_url(backend) if backend else "memory://"  # a password as ***
-    print(f"  backend:  {shown_backend}", file=out, flush=True)
+    # the backend's own description: a Redis URL's password is masked
+    print(f"  backend:  {app.broadcaster.backend.describe()}", file=out, flush=True)
     uvicorn.run(app, host=host, port=port, lifespan="on", log_level="warning")

@@ -36,7 +36,7 @@ from livepanel.broadcaster import Broadcaster
 from livepanel.demo.gateway import AGENTS, KINDS, SimulatedGateway
 from livepanel.origin import OriginPolicy
 from livepanel.presence import track
-from livepanel.protocol import CLOSE_POLICY_VIOLATION
+from livepanel.protocol import CLOSE_POLICY_VIOLATION, decode_json
 from livepanel.throttle import client_address
 
 __all__ = ["DemoApp"]
@@ -277,13 +277,9 @@ async def _read_json(receive: ASGIReceiveCallable) -> Any:
     if not body.strip():
         return {}
     try:
-        return json.loads(body, parse_constant=_not_json)  # no NaN or Infinity
+        return decode_json(body)  # no NaN or Infinity
     except (ValueError, RecursionError):
         return None
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 async def _json(

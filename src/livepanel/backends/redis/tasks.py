@@ -1,0 +1,40 @@
+"""The Redis backend's tasks: ending one for sure, and waking those who wait on one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+__all__ = ["finish", "notify"]
+
+logger = logging.getLogger("livepanel")
+
+
+async def finish(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; cancel again if a cancellation was swallowed
+    (``asyncio.wait_for`` can lose one on Python < 3.12).
+
+    Example::
+
+        await finish(reader_task)  # it is done when this returns
+    """
+    for _ in range(50):
+        if task.done():
+            break
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        logger.warning("livepanel: a Redis backend task ended with %r", task.exception())
+
+
+def notify(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake every waiter and forget them.
+
+    Example::
+
+        notify(self._idle_waiters)  # the writer has nothing left to write
+    """
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
