@@ -269,7 +269,10 @@ class Outbox:
         return False
 
     def _push_rare(self, frame: Frame) -> bool:
-        """:meth:`push` off the common path: a replay running or just done, closed, full."""
+        """:meth:`push` off the common path: a replay running or just done, closed, full.
+
+        Its tail repeats :meth:`push`'s on purpose: the common path stays one call.
+        """
         handover = self.handover
         if handover is Handover.CLOSED:
             return False

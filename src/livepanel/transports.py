@@ -183,7 +183,29 @@ async def _read(
         slots.closed(conn)
 
 
-class WebSocketTransport:
+class _Request:
+    """What both transports hold: one request's ASGI callables and the endpoint's settings.
+
+    A plain holder, nothing to override: each transport is a sibling built on it.
+    """
+
+    def __init__(
+        self,
+        scope: WWWScope,
+        receive: ASGIReceiveCallable,
+        send: Any,
+        settings: EndpointSettings,
+        refusals: Refusals,
+    ) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.settings = settings
+        self.refusals = refusals
+        self.id = secrets.token_urlsafe(9)  # names the connection in logs and in welcome
+
+
+class WebSocketTransport(_Request):
     """One WebSocket: accepted with ``websocket.accept``, frames as text messages.
 
     Args:
@@ -199,21 +221,6 @@ class WebSocketTransport:
     """
 
     name = "websocket"
-
-    def __init__(
-        self,
-        scope: WWWScope,
-        receive: ASGIReceiveCallable,
-        send: Any,
-        settings: EndpointSettings,
-        refusals: Refusals,
-    ) -> None:
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.settings = settings
-        self.refusals = refusals
-        self.id = secrets.token_urlsafe(9)
 
     def options(self) -> ConnectOptions:
         """``?types=``, ``since``, ``state`` and ``batch`` of the connect URL."""
@@ -288,7 +295,7 @@ class WebSocketTransport:
             pass
 
 
-class EventStreamTransport:
+class EventStreamTransport(_Request):
     """One Server-Sent Events stream: a streaming ``200``, frames as SSE messages.
 
     Args:
@@ -304,21 +311,6 @@ class EventStreamTransport:
     """
 
     name = "sse"
-
-    def __init__(
-        self,
-        scope: WWWScope,
-        receive: ASGIReceiveCallable,
-        send: Any,
-        settings: EndpointSettings,
-        refusals: Refusals,
-    ) -> None:
-        self.scope = scope
-        self.receive = receive
-        self.send = send
-        self.settings = settings
-        self.refusals = refusals
-        self.id = secrets.token_urlsafe(9)
 
     def options(self) -> ConnectOptions:
         """The connect URL's options, ``Last-Event-ID`` as ``since``; never batched."""

@@ -344,7 +344,7 @@ def worker_presence_of(backend: Backend) -> WorkerPresence | None:
     Example::
 
         presence = worker_presence_of(broadcaster.backend)
-        counts = await presence.read_presence() if presence else dict(broadcaster.users)
+        counts = await presence.read_presence() if presence else broadcaster.census.users
     """
     if Capability.WORKER_PRESENCE not in backend.capabilities:
         return None
