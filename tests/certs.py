@@ -27,10 +27,12 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-def make_test_ca(directory: Path) -> dict[str, Path]:
-    """A certificate authority and, signed by it, a server certificate for 127.0.0.1 and
-    localhost and a client certificate: ``ca``, ``server_cert``, ``server_key``,
-    ``client_cert``, ``client_key`` (PEM files in ``directory``)."""
+def make_test_ca(
+    directory: Path, server_names: str = "IP:127.0.0.1,DNS:localhost"
+) -> dict[str, Path]:
+    """A certificate authority and, signed by it, a server certificate for ``server_names``
+    (127.0.0.1 and localhost unless told) and a client certificate: ``ca``, ``server_cert``,
+    ``server_key``, ``client_cert``, ``client_key`` (PEM files in ``directory``)."""
     openssl = shutil.which("openssl")
     if openssl is None:
         raise RuntimeError("the openssl command is needed to make test certificates")
@@ -43,7 +45,7 @@ def make_test_ca(directory: Path) -> dict[str, Path]:
     run("req", "-x509", *ec, "-days", "1", "-subj", "/CN=livepanel test CA",
         "-keyout", str(paths["ca_key"]), "-out", str(paths["ca"]))  # fmt: skip
     for name, extension in (
-        ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost"),
+        ("server", f"subjectAltName={server_names}"),
         ("client", "extendedKeyUsage=clientAuth"),
     ):
         key, cert, request = (

@@ -18,6 +18,7 @@ __all__ = [
     "SECRET_KEY_WORDS",
     "SECRET_PATTERNS",
     "STREAM_OUTPUT_LIMIT",
+    "URL_SECRET_KEYS",
     "add_secret_pattern",
     "looks_secret",
     "redact_payload",
@@ -80,12 +81,17 @@ A group named ``secret`` marks the part replaced; without it the whole match is.
 ``"curl -H 'Authorization: Bearer abcdef123456' https://u:hunter2@example.com"`` is sent as
 ``"curl -H 'Authorization: Bearer [redacted]' https://u:[redacted]@example.com"``.
 """
+URL_SECRET_KEYS = frozenset({"ticket", "sig", "signature", "code", "key"})
+"""Query keys whose values :func:`redact_url` masks besides the secret-looking ones: a
+``?ticket=`` (:class:`~livepanel.Tickets`), a signed URL's signature, an OAuth ``code``.
+URL-only: a payload's ``ticket`` or ``code`` field is ordinary data."""
 STREAM_OUTPUT_LIMIT = 65536
 """Most UTF-8 bytes kept of ``stdout`` / ``stderr``, truncation marker included."""
 
 _OUTPUT_KEYS = frozenset({"stdout", "stderr"})
 _USERINFO_PASSWORD = re.compile(r"(//[^/@:]*:)[^/]*@")
-_QUERY_PARAM = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+# a value runs to the next "&": a "#" inside a secret is masked with it, not shown as a fragment
+_QUERY_PARAM = re.compile(r"([?&])([^=&#\s]*)=([^&\s]*)")
 
 
 # --------------------------------------------------------------------------- payloads
@@ -213,14 +219,17 @@ def redact_payload(value: Any, key: str | None = None) -> Any:
 
 def redact_url(url: str) -> str:
     """``url`` with its password (``user:password@``) and every query value under a
-    secret-looking key (:func:`looks_secret`) shown as ``***``: safe for logs and reprs.
+    secret-looking key (:func:`looks_secret`: ``ssl_password``, ``sentinel_password``,
+    ``access_token``...) or a key of :data:`URL_SECRET_KEYS` (``ticket``...) shown as
+    ``***``: safe for logs, reprs and error messages. It also works on a message that
+    quotes a URL.
 
     Example::
 
-        >>> redact_url("rediss://app:s3cret@cache:6380/0?sentinel_password=x&db=1")
-        'rediss://app:***@cache:6380/0?sentinel_password=***&db=1'
-        >>> redact_url("wss://admin:hunter2@panel.example.com/ws")
-        'wss://admin:***@panel.example.com/ws'
+        >>> redact_url("rediss://app:s3cret@cache:6380/0?ssl_password=x&db=1")
+        'rediss://app:***@cache:6380/0?ssl_password=***&db=1'
+        >>> redact_url("wss://admin:hunter2@panel.example.com/ws?ticket=v1.alice.f00d")
+        'wss://admin:***@panel.example.com/ws?ticket=***'
     """
     url = _USERINFO_PASSWORD.sub(r"\1***@", url)
     return _QUERY_PARAM.sub(_mask_query_value, url)
@@ -228,4 +237,6 @@ def redact_url(url: str) -> str:
 
 def _mask_query_value(match: re.Match[str]) -> str:
     separator, key, _ = match.groups()
-    return f"{separator}{key}=***" if looks_secret(unquote(key)) else match.group(0)
+    name = unquote(key)
+    secret = looks_secret(name) or name.lower() in URL_SECRET_KEYS
+    return f"{separator}{key}=***" if secret else match.group(0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode
@@ -83,8 +84,8 @@ class RedisTarget:
     topology: Topology
     location: str
     """The URL with every password replaced by ``***``: safe for logs and reprs."""
-    url: str | None = None
-    """Standalone only: the URL given to redis-py."""
+    url: str | None = dataclasses.field(default=None, repr=False)
+    """Standalone only: the URL given to redis-py, credentials included (never shown)."""
     nodes: tuple[tuple[str, int], ...] = ()
     """Sentinel: the sentinels; Cluster: the startup nodes."""
     service: str | None = None
@@ -212,7 +213,7 @@ def make_client(target: RedisTarget, defaults: Mapping[str, Any]) -> RedisClient
         return master
     except (ValueError, TypeError) as exc:
         raise ConfigurationError(
-            f"RedisBackend: cannot use {target.location!r}: {exc}; expected "
+            f"RedisBackend: cannot use {target.location!r}: {redact_url(str(exc))}; expected "
             "redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path, "
             "redis+sentinel://host:26379[,...]/<service>[/<db>] or redis+cluster://host:port[,...]"
         ) from None
@@ -310,14 +311,17 @@ def describe_client(client: Any) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """An error as its type and message, for a log line or a ``BackendUnavailable``.
+    """An error as its type and message, for a log line or a ``BackendUnavailable``; a URL
+    the message quotes is shown as :func:`redact_url` shows it.
 
     Example::
 
         >>> describe_error(TimeoutError()), describe_error(OSError("refused"))
         ('TimeoutError', 'OSError: refused')
+        >>> describe_error(ValueError("bad rediss://u:pw@cache/0?ssl_password=x"))
+        'ValueError: bad rediss://u:***@cache/0?ssl_password=***'
     """
-    message = str(exc)
+    message = redact_url(str(exc))
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
@@ -381,7 +385,10 @@ def _query_options(query: str, location: str) -> dict[str, Any]:
 
 
 def _check_tls(tls: bool, options: dict[str, Any], location: str) -> None:
-    """TLS options make sense only with TLS; their values are checked here, not at connect."""
+    """TLS options make sense only with TLS; their values are checked here, not at connect.
+
+    With TLS, the server's certificate must name the host connected to unless the user
+    set ``ssl_check_hostname`` or turned verification off (``ssl_cert_reqs=none``)."""
     query = dict(parse_qsl(location.partition("?")[2]))
     merged = {**options, **{k: v for k, v in query.items() if k.startswith("ssl_")}}
     ssl_given = sorted(k for k in merged if k.startswith("ssl_"))
@@ -390,11 +397,16 @@ def _check_tls(tls: bool, options: dict[str, Any], location: str) -> None:
             f"RedisBackend: {', '.join(ssl_given)} need TLS; use rediss:// "
             f"(or rediss+sentinel://, rediss+cluster://), not {location.partition(':')[0]}://"
         )
-    reqs = merged.get("ssl_cert_reqs")
+    reqs = merged.get("ssl_cert_reqs", "required")
     if isinstance(reqs, str) and reqs.lower() not in _CERT_REQS:
         raise ConfigurationError(
             f"RedisBackend: ssl_cert_reqs={reqs!r}; expected one of {', '.join(_CERT_REQS)}"
         )
+    if tls and "ssl_check_hostname" not in merged:
+        # redis-py before 6 checked no name by default, and it refuses the check without a
+        # verified certificate: say what we mean, whatever its version
+        unverified = reqs is None or reqs == ssl.CERT_NONE or str(reqs).lower() == "none"
+        options["ssl_check_hostname"] = not unverified
 
 
 def _check_files(target: RedisTarget) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from livepanel.backends.redis.connect import describe_error
+
 __all__ = ["finish", "notify"]
 
 logger = logging.getLogger("livepanel")
@@ -23,8 +25,9 @@ async def finish(task: asyncio.Task[None]) -> None:
             break
         task.cancel()
         await asyncio.wait({task}, timeout=0.1)
-    if task.done() and not task.cancelled() and task.exception() is not None:
-        logger.warning("livepanel: a Redis backend task ended with %r", task.exception())
+    error = task.exception() if task.done() and not task.cancelled() else None
+    if error is not None:
+        logger.warning("livepanel: a Redis backend task ended with %s", describe_error(error))
 
 
 def notify(waiters: list[asyncio.Future[None]]) -> None:
