@@ -50,7 +50,8 @@ class Endpoint:
     """A livepanel endpoint as a client reaches it.
 
     Attributes:
-        url: the URL without its password (safe to log).
+        url: the URL with its password and its ``ticket`` (and any other secret query
+            value) masked: safe to log.
         host: the host name or address to connect to.
         port: the TCP port (443 or 80 when the URL names none).
         host_header: the ``Host`` header (``"example.com:8080"``).
@@ -168,7 +169,7 @@ class Endpoint:
         :class:`~livepanel.client.errors.AuthenticationError`, 403 a
         :class:`~livepanel.client.errors.PermissionDenied`."""
         code, message = refusal_reason(body)
-        why = f": {message}" if message else ""
+        why = f": {redact_url(message)}" if message else ""  # a server may quote the URL back
         if status == 401:
             return AuthenticationError(
                 status,
