@@ -17,7 +17,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import ssl
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ from urllib.parse import urlsplit
 
 from livepanel.__about__ import __version__
 from livepanel.events import Event, format_timestamp
+from livepanel.terminal import printable
 
 __all__ = ["main", "printable", "summarize"]
 
@@ -36,9 +36,6 @@ EXIT_INTERRUPTED = 130
 
 _VALUE_WIDTH = 40
 _SUMMARY_WIDTH = 160
-# what a terminal may act on (C0, DEL, C1: escape sequences, bells, carriage returns) and
-# lone surrogates, which no terminal encoding can write
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +172,7 @@ def _run_tail(args: argparse.Namespace) -> int:
     from livepanel.client import connect
 
     def fail(message: str) -> int:
-        print(f"livepanel tail: {message}", file=sys.stderr)
+        print(f"livepanel tail: {printable(message)}", file=sys.stderr)
         return EXIT_USAGE
 
     if urlsplit(args.url).password is not None:
@@ -285,20 +282,6 @@ def _state_lines(frame: Event) -> list[str]:
 
 def _line(event: Event) -> str:
     return f"{format_timestamp(event.timestamp)}  {event.type}  {summarize(event.payload)}"
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (C0, DEL, C1) and lone surrogates written as ``\\uXXXX``.
-
-    What a payload holds cannot move the cursor, retitle the window or hide a line
-    in the terminal that shows it; a JSON line stays valid JSON.
-
-    Example::
-
-        >>> printable("ok\\x1b]0;pwned\\x07 \\x9b2J")
-        'ok\\\\u001b]0;pwned\\\\u0007 \\\\u009b2J'
-    """
-    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def summarize(payload: Mapping[str, Any], width: int = _SUMMARY_WIDTH) -> str:

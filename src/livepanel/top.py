@@ -5,6 +5,9 @@ each either a health check (``livepanel.health_app``: JSON) or a Prometheus
 ``/metrics`` page (``livepanel.metrics``), and redraws one screen every
 ``interval`` seconds with plain ANSI escapes; rates are the change between two
 reads. Only the standard library: it runs wherever livepanel is installed.
+Every value it read is printed through :func:`livepanel.terminal.printable`, as
+``tail`` prints payloads: a health check or a metrics page (or whatever answers
+at their address) cannot drive the terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+from livepanel.terminal import printable
 
 __all__ = ["Reading", "parse_metrics", "read", "render", "top"]
 
@@ -105,9 +110,12 @@ def read(urls: Sequence[str], timeout: float = 3.0) -> Reading:
             continue
         if "json" in kind:
             try:
-                reading.health = json.loads(body)
-                reading.health_status = status
+                report = json.loads(body)
             except ValueError:
+                report = None
+            if isinstance(report, dict):
+                reading.health, reading.health_status = report, status
+            else:
                 reading.errors[url] = "not a livepanel health report"
         else:
             reading.samples.update(parse_metrics(body))
@@ -153,16 +161,16 @@ def render(
     def paint(text: str, code: str) -> str:
         return f"{code}{text}{_RESET}" if color else text
 
-    lines = [paint(title, _BOLD), ""]
+    lines = [paint(printable(title), _BOLD), ""]
     health = now.health
     if health is not None:
-        ok = bool(health.get("ok"))
+        ok = health.get("ok") is True
         verdict = paint("OK" if ok else "NOT OK", _GREEN if ok else _RED)
         code = f" ({now.health_status})" if now.health_status is not None else ""
         lag = health.get("readerLagSeconds")
         lines.append(
-            f"health      {verdict}{code}  backend {health.get('backend')}  "
-            f"reader lag {_seconds(lag)}  connections {health.get('connections')}  "
+            f"health      {verdict}{code}  backend {_text(health.get('backend'))}  "
+            f"reader lag {_seconds(lag)}  connections {_text(health.get('connections'))}  "
             f"draining {'yes' if health.get('draining') else 'no'}"
         )
     if now.samples:
@@ -178,7 +186,10 @@ def render(
             for name, labels in now.samples
             if name == "livepanel_handshakes_total" and "status" in dict(labels)
         )
-        rows += [(f"handshakes {s}", "livepanel_handshakes_total", {"status": s}) for s in statuses]
+        rows += [
+            (f"handshakes {printable(s)}", "livepanel_handshakes_total", {"status": s})
+            for s in statuses
+        ]
         elapsed = now.at - before.at if before is not None else 0.0
         for label, name, labels in rows:
             total = now.value(name, **labels)
@@ -194,7 +205,7 @@ def render(
             lines.append("")
             lines.append(f"delivery    p50 <= {_seconds(p50)}  p99 <= {_seconds(p99)}")
     for url, reason in now.errors.items():
-        lines.append(paint(f"{url}: {reason}", _RED))
+        lines.append(paint(printable(f"{url}: {reason}"), _RED))
     if health is None and not now.samples and not now.errors:
         lines.append("nothing to show yet")
     return lines
@@ -203,11 +214,22 @@ def render(
 def _number(value: float | None) -> str:
     if value is None:
         return "-"
-    return str(int(value)) if value == int(value) else f"{value:g}"
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return f"{value:g}"  # fractions, and inf or nan from a page that says so
 
 
 def _seconds(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.3f} s"
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{float(value):.3f} s"
+    return _text(value)  # not a number: shown as it came, escaped
+
+
+def _text(value: Any) -> str:
+    """A value read from elsewhere, as the terminal may show it."""
+    return printable(value if isinstance(value, str) else json.dumps(value))
 
 
 def _quantiles(samples: Samples, name: str) -> tuple[float, float] | None:
