@@ -16,6 +16,13 @@ short lock, and no event when the view equals the last one announced). A
 dashboard shows who else is looking by subscribing to it. User names are what
 the endpoint counts connections by (see ``LivePanelApp``); anonymous
 connections count in ``connections`` only.
+
+The view names every user of every tenant, so ``presence.changed`` is published
+to the audience :data:`PRESENCE_AUDIENCE` unless ``track(audience=...)`` names
+another: connections that see everything (audiences ``None``) receive it, a
+restricted connection only when the application gives it that audience string.
+Being an audience, it holds for live events, replays and every worker alike
+(``docs/security.md``, "Presence and tenants").
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from livepanel.backends.base import worker_presence_of
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANNOUNCE_INTERVAL",
+    "PRESENCE_AUDIENCE",
     "PresenceChanged",
     "PresenceTracker",
     "PresenceUser",
@@ -50,6 +58,10 @@ logger = logging.getLogger("livepanel")
 
 ANNOUNCE_INTERVAL = 1.0
 """Seconds between two ``presence.changed`` events, at least, across all workers."""
+
+PRESENCE_AUDIENCE = "livepanel:presence"
+"""The audience of ``presence.changed`` by default: connections that see everything get it,
+and a restricted connection only when ``audiences()`` returns this string among its own."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,9 +103,18 @@ class PresenceTracker(Observer):
         await tracker.view()  # {"users": [...], "connections": 3}
     """
 
-    def __init__(self, broadcaster: Broadcaster, *, announce: bool, expiry: float) -> None:
+    def __init__(
+        self,
+        broadcaster: Broadcaster,
+        *,
+        announce: bool,
+        expiry: float,
+        audience: Iterable[str] | str | None = PRESENCE_AUDIENCE,
+    ) -> None:
         self.broadcaster = broadcaster
         self.announce = announce
+        self.audience = audience if audience is None or isinstance(audience, str) else set(audience)
+        """Who receives ``presence.changed`` (``None``: every connection)."""
         self.expiry = expiry
         self.worker = secrets.token_hex(6)
         self._presence = worker_presence_of(broadcaster.backend)
@@ -202,12 +223,16 @@ class PresenceTracker(Observer):
             return True  # another worker announced within the second: look again after it
         self._last_time = asyncio.get_running_loop().time()
         self.last_announced = view
-        self.broadcaster.publish(PresenceChanged.type, view)
+        self.broadcaster.publish(PresenceChanged.type, view, audience=self.audience)
         return False
 
 
 def track(
-    broadcaster: Broadcaster | Mounted[Broadcaster], *, announce: bool = False, expiry: float = 15.0
+    broadcaster: Broadcaster | Mounted[Broadcaster],
+    *,
+    announce: bool = False,
+    expiry: float = 15.0,
+    audience: Iterable[str] | str | None = PRESENCE_AUDIENCE,
 ) -> PresenceTracker:
     """Keep this process's presence where every worker sees it; call it in every worker.
 
@@ -217,6 +242,14 @@ def track(
         announce: publish ``presence.changed`` when the view changes (at most
             once a second across workers).
         expiry: seconds after which a dead worker's connections stop counting.
+        audience: who receives ``presence.changed``, which names every connected
+            user: by default :data:`PRESENCE_AUDIENCE`, so only connections that see
+            everything, and those the application gives that string; another
+            audience (``"team:ops"``) for a group you choose; ``None`` for every
+            connection (an application with one tenant only).
+
+    Raises:
+        ValueError: ``expiry`` is not positive, or ``audience`` is an empty set.
 
     Returns:
         The tracker; ``await broadcaster.presence()`` reads through it.
@@ -225,14 +258,19 @@ def track(
 
         from livepanel.presence import track
 
-        track(broadcaster, announce=True)
+        track(broadcaster, announce=True)  # presence.changed to PRESENCE_AUDIENCE
         await broadcaster.presence()
         # {"users": [{"user": "alice", "connections": 2}], "connections": 2}
     """
     if expiry <= 0:
         raise ValueError("track: expiry must be > 0 seconds")
+    if audience is not None and not (audience if isinstance(audience, str) else set(audience)):
+        raise ValueError(
+            "track: audience is empty, so presence.changed would reach nobody; name an "
+            "audience, or leave the default PRESENCE_AUDIENCE"
+        )
     broadcaster = broadcaster_of(broadcaster)
-    tracker = PresenceTracker(broadcaster, announce=announce, expiry=expiry)
+    tracker = PresenceTracker(broadcaster, announce=announce, expiry=expiry, audience=audience)
     broadcaster.observe(tracker)
     return tracker
 
