@@ -3,14 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+# every development and test tool at the version CI last passed with; `make lock` moves them
+CONSTRAINTS := constraints/dev.txt
+# the lowest-versions run: the runtime floors of pyproject.toml and the few tools its tests use
+LOWEST_VENV := .venv-lowest
+LOWEST_EXTRAS := redis,metrics,otel,demo
+LOWEST_TOOLS := pytest pytest-timeout hypothesis starlette httpx websockets hypercorn
+LOCK_VENV := .venv-lock
 
-.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench soak clean services
+.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench soak clean \
+	services test-lowest lock dist
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	touch $(STAMP)
+
+# the demo needs livepanel[demo] only; a checkout that has the whole set already uses it
+$(DEMO_STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -f $(STAMP) || $(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[demo]'
+	touch $(DEMO_STAMP)
 
 install: $(STAMP)
 
@@ -66,7 +81,7 @@ docscheck: $(STAMP)
 
 test: lint typecheck docscheck jstest reacttest pytest
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/livepanel demo
 
 # fan-out against peers (table, JSON, docs/img/benchmarks.png), then memory vs Redis latency
@@ -79,5 +94,50 @@ bench: $(STAMP) services
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py --duration 600
 
+# what the package index receives: the sdist and the wheel in dist/, checked as the index checks
+# them (twine check renders the README as the package page does), then the wheel installed in a
+# new virtualenv, away from this checkout, and imported there
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(PYTHON) -m venv "$$tmp/venv" && \
+		"$$tmp/venv/bin/python" -m pip install --quiet -c $(CONSTRAINTS) dist/*.whl && \
+		cd "$$tmp" && env -u PYTHONPATH "$$tmp/venv/bin/python" -c \
+		'import livepanel; print("installed and imported livepanel", livepanel.__version__)'
+
+# the unit and Redis tests with the lowest version of each runtime dependency that
+# pyproject.toml admits (constraints/lowest.txt), checked to be those versions before running
+test-lowest: services
+	test -x $(LOWEST_VENV)/bin/python || $(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c constraints/lowest.txt --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -c constraints/lowest.txt \
+		-e '.[$(LOWEST_EXTRAS)]' $(LOWEST_TOOLS)
+	$(LOWEST_VENV)/bin/python constraints/floors.py --check
+	$(LOWEST_VENV)/bin/pytest -q -p no:cacheprovider tests/unit tests/redis $(PYTEST_ARGS)
+
+# on purpose only: resolve the newest versions pyproject.toml admits into constraints/dev.txt,
+# and the floors with their test tools into constraints/lowest.txt; then run make test and
+# make test-lowest, and commit both files with what moved (docs/releasing.md)
+lock:
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	{ printf '%s\n' "# Development and test tools at the versions CI passed with (make lock)." \
+		"# Used as pip constraints by make install and make test: nothing here is a requirement."; \
+		$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^setuptools=='; \
+	} > $(CONSTRAINTS)
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(PYTHON) constraints/floors.py > $(LOCK_VENV)/floors.txt
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -c $(LOCK_VENV)/floors.txt \
+		-e '.[$(LOWEST_EXTRAS)]' $(LOWEST_TOOLS)
+	{ printf '%s\n' "# The lowest runtime versions pyproject.toml admits, with the test tools that fit" \
+		"# them (make lock); make test-lowest runs the unit and Redis tests on exactly these."; \
+		$(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v '^setuptools=='; \
+	} > constraints/lowest.txt
+	rm -rf $(LOCK_VENV)
+
 clean:
-	rm -rf $(VENV) .coverage .pytest_cache .mypy_cache .ruff_cache site
+	rm -rf $(VENV) $(LOWEST_VENV) $(LOCK_VENV) .coverage .pytest_cache .mypy_cache .ruff_cache site

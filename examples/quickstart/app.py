@@ -38,7 +38,7 @@ def page(user: str = Depends(login)) -> str:
     return (Path(__file__).parent / "index.html").read_text(encoding="utf-8")
 
 
-@app.post("/api/sessions")
+@app.post("/api/sessions/spawn")
 def spawn_session(agent: str = "atlas", user: str = Depends(login)) -> dict[str, str]:
     """Your business code: do the work, then tell every open dashboard."""
     key = f"session-{uuid.uuid4().hex[:8]}"

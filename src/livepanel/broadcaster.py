@@ -139,8 +139,9 @@ class Broadcaster:
             self._counters.publish_failures += 1
             raise
         self._counters.published += 1
-        if not self._home.claimed():
-            self.start_soon()  # a worker that only publishes must still reach its backend
+        # a worker that only publishes must still reach its backend
+        if not self._home.start_soon(self.start):
+            self._home.warn_waiting()
         return accepted
 
     async def apublish(

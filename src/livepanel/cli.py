@@ -77,7 +77,11 @@ def _parser() -> argparse.ArgumentParser:
             "2 when the credentials are refused, 130 on Ctrl-C."
         ),
     )
-    tail.add_argument("url", metavar="URL", help="the endpoint, ws://host:port/ws or wss://...")
+    tail.add_argument(
+        "url",
+        metavar="URL",
+        help="the endpoint, ws://host:port/ws or wss://... (http:// and https:// mean the same)",
+    )
     tail.add_argument(
         "-u",
         "--user",
@@ -88,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         "--password-env",
         metavar="VAR",
         help="read the password from this environment variable (never pass it on the command line)",
+    )
+    tail.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of standard input (for scripts and CI)",
     )
     tail.add_argument(
         "--types",
@@ -148,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Read a livepanel health check (livepanel.health_app) and/or a Prometheus "
             "/metrics page (livepanel.metrics) every few seconds and show health, totals "
-            "and rates. Exit status: 0, or 1 with --once when no URL answered."
+            "and rates. Exit status: 0, or 1 with --once when a URL could not be read "
+            "as a health report or a metrics page."
         ),
     )
     top.add_argument(
@@ -177,16 +187,26 @@ def _run_tail(args: argparse.Namespace) -> int:
 
     if urlsplit(args.url).password is not None:
         return fail("do not put a password in the URL; use -u USER and --password-env VAR")
-    if args.password_env and not args.user:
-        return fail("--password-env needs -u USER")
+    if (args.password_env or args.password_stdin) and not args.user:
+        return fail("--password-env and --password-stdin need -u USER")
+    if args.password_env and args.password_stdin:
+        return fail("give --password-env or --password-stdin, not both")
     password: str | None = None
     if args.user:
         if args.password_env:
             password = os.environ.get(args.password_env)
             if password is None:
                 return fail(f"the environment variable {args.password_env} is not set")
+        elif args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif not sys.stdin.isatty():
+            return fail(
+                f"no terminal to ask the password for {args.user} on; "
+                "use --password-env VAR or --password-stdin"
+            )
         else:
             password = getpass.getpass(f"Password for {args.user}: ")
+    args.url = _websocket_url(args.url)
     context: ssl.SSLContext | None = None
     if args.insecure and args.url.lower().startswith("wss:"):
         context = ssl.create_default_context()
@@ -215,6 +235,13 @@ def _run_tail(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         logging.getLogger("livepanel").removeHandler(handler)
+
+
+def _websocket_url(url: str) -> str:
+    """``http(s)://`` as ``ws(s)://``, as livepanel.js takes them; anything else unchanged."""
+    scheme, sep, rest = url.partition("://")
+    mapped = {"http": "ws", "https": "wss"}.get(scheme.lower())
+    return f"{mapped}{sep}{rest}" if mapped and sep else url
 
 
 async def _tail(client: Any, *, as_json: bool, out: TextIO) -> int:

@@ -69,6 +69,7 @@ class BackendHome:
         "_on_started",
         "_ready",
         "_tasks",
+        "_warned_waiting",
         "backend",
     )
 
@@ -87,6 +88,7 @@ class BackendHome:
         self._loop: asyncio.AbstractEventLoop | None = None  # where the backend runs
         self._ready: concurrent.futures.Future[str] | None = None  # its start: the head id
         self._tasks: set[asyncio.Task[None]] = set()
+        self._warned_waiting = False  # warn_waiting() says it once
 
     @property
     def state(self) -> HomeState:
@@ -142,23 +144,38 @@ class BackendHome:
         self._on_started(head)
         ready.set_result(head)
 
-    def start_soon(self, start: Callable[[], Awaitable[object]]) -> None:
+    def start_soon(self, start: Callable[[], Awaitable[object]]) -> bool:
         """Run ``start()`` in a task of the running loop, unless started or starting there.
 
         A no-op outside a running loop. A :class:`BackendUnavailable` is logged;
-        the next use tries again.
+        the next use tries again. Returns whether the backend is started, or a
+        start is under way on a live loop: ``False`` only when nothing will start
+        it until a loop calls this (or ``start()``) again.
         """
         if self.claimed():
-            return
+            return True
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # a plain thread: events wait for the first start in a loop
+        except RuntimeError:  # a plain thread: events wait for the first start in a loop
+            return any(not task.done() and _alive(task.get_loop()) for task in self._tasks)
         if any(not task.done() and task.get_loop() is loop for task in self._tasks):
-            return
+            return True
         task = loop.create_task(_logged(start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
+
+    def warn_waiting(self) -> None:
+        """Say once that published events wait here, when the backend keeps them back."""
+        if self._warned_waiting or not self.backend.stats().get("publish_pending"):
+            return  # said already, or this backend keeps nothing back (memory)
+        self._warned_waiting = True
+        logger.warning(
+            "livepanel: events published in this process wait until its broadcaster starts, "
+            "and no event loop is starting it; call await broadcaster.start() at startup "
+            "(or serve the endpoint with LivePanelMiddleware, which starts it) so that other "
+            "workers receive them"
+        )
 
     def detach(self) -> asyncio.AbstractEventLoop | None:
         """``STOPPED`` from now on; return the loop the backend ran on, to stop it there."""

@@ -10,7 +10,9 @@ Every metric is prefixed ``livepanel_``. Labels take a handful of fixed values
 (``transport``, ``status``, ``outcome``) and never an id, a key, a user or a
 payload value. With ``PROMETHEUS_MULTIPROC_DIR`` set (several worker
 processes behind one ``/metrics``), the same numbers are copied into
-multi-process metrics once a second instead; see docs/operating.md.
+multi-process metrics once a second instead, and every live worker forgets the
+live gauges of workers that died (:func:`forget_dead_workers`), so the totals
+add up on a server without a ``child_exit`` hook; see docs/operating.md.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.multiprocess import mark_process_dead as _untyped_mark_process_dead
     from prometheus_client.registry import Collector
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
     raise ImportError(
@@ -40,7 +45,7 @@ from livepanel.observer import Observer
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
 
-__all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "instrument"]
+__all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "forget_dead_workers", "instrument"]
 
 DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Buckets of ``livepanel_delivery_seconds``: a millisecond to ten seconds."""
@@ -59,6 +64,9 @@ _HELP_LAG = "How far this process's reader trails the stream, in seconds."
 _HELP_DELIVERY = "Seconds from publish to hand-over to the server (once per broadcast)."
 _LAG_REFRESH = 1.0  # seconds a measured lag is reused for
 _SYNC_INTERVAL = 1.0  # multi-process mode: seconds between two copies
+_mark_process_dead: Callable[[int, str], None] = _untyped_mark_process_dead  # it has no hints
+# prometheus_client's file per process and live gauge mode: gauge_livesum_1234.db
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
 
 class LivePanelCollector(Collector):
@@ -280,7 +288,10 @@ class _Copier:
                 "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None
             ),
             "livepanel_backend_lag_seconds": Gauge(
-                "livepanel_backend_lag_seconds", _HELP_LAG, multiprocess_mode="max", registry=None
+                "livepanel_backend_lag_seconds",
+                _HELP_LAG,
+                multiprocess_mode="livemax",
+                registry=None,
             ),
         }
         for name, _, help_text in _COUNTERS:
@@ -308,10 +319,63 @@ class _Copier:
                     child.set(sample.value)
 
     def start(self) -> None:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
         def run() -> None:
             while True:
                 with contextlib.suppress(Exception):  # a bad moment must not end the copying
                     self.copy_once()
+                with contextlib.suppress(Exception):
+                    forget_dead_workers(directory)
                 time.sleep(_SYNC_INTERVAL)
 
         threading.Thread(target=run, name="livepanel-metrics", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive, and not ours to judge
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): the signal said it exists
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def forget_dead_workers(directory: str | os.PathLike[str]) -> list[int]:
+    """Drop the live gauges that dead processes left in a ``PROMETHEUS_MULTIPROC_DIR``.
+
+    ``prometheus_client`` sums ``livepanel_connections`` over the files of
+    every process that wrote one, until ``mark_process_dead(pid)`` removes a
+    process's; gunicorn can call that from ``child_exit``, ``uvicorn
+    --workers`` has no such hook. So every worker that :func:`instrument`
+    set up in multi-process mode calls this once a second: a worker
+    SIGKILLed and replaced stops counting within a second, while counters
+    (totals since start) keep what it counted. Only for a directory that the
+    processes of one host (one PID namespace) share.
+
+    Args:
+        directory: the ``PROMETHEUS_MULTIPROC_DIR``.
+
+    Returns:
+        The process ids whose live gauges were removed.
+
+    Example::
+
+        forget_dead_workers(os.environ["PROMETHEUS_MULTIPROC_DIR"])  # [] when all live
+    """
+    pids = set()
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        match = _LIVE_GAUGE_FILE.fullmatch(path.name)
+        if match:
+            pids.add(int(match.group(1)))
+    dead = sorted(pid for pid in pids if pid != os.getpid() and not _alive(pid))
+    for pid in dead:
+        with contextlib.suppress(FileNotFoundError):  # another worker forgot it first
+            _mark_process_dead(pid, str(directory))
+    return dead

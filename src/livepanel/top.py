@@ -110,13 +110,14 @@ def read(urls: Sequence[str], timeout: float = 3.0) -> Reading:
             continue
         if "json" in kind:
             try:
-                report = json.loads(body)
+                document = json.loads(body)
             except ValueError:
-                report = None
-            if isinstance(report, dict):
-                reading.health, reading.health_status = report, status
-            else:
-                reading.errors[url] = "not a livepanel health report"
+                document = None
+            if not isinstance(document, dict) or "ok" not in document or status not in (200, 503):
+                reading.errors[url] = f"not a livepanel health report (HTTP {status})"
+                continue
+            reading.health = document
+            reading.health_status = status
         else:
             reading.samples.update(parse_metrics(body))
     return reading
@@ -265,7 +266,8 @@ def top(
     Args:
         urls: health check and/or ``/metrics`` URLs of one process.
         interval: seconds between two reads.
-        once: print one screen, without escape codes, and exit (1 when nothing answered).
+        once: print one screen, without escape codes, and exit (1 when a URL could not
+            be read as a health report or a metrics page).
         out: where to draw (stdout by default); colors and in-place refresh only on a
             terminal.
         rounds: stop after this many screens (``None``: until Ctrl-C).
@@ -280,7 +282,7 @@ def top(
         reading = read(urls)
         out.write("\n".join(render(reading, None, title=title)) + "\n")
         out.flush()
-        return 1 if len(reading.errors) == len(urls) else 0
+        return 1 if reading.errors else 0
     tty = out.isatty()
     before: Reading | None = None
     shown = 0

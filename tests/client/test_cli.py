@@ -197,12 +197,6 @@ def test_tail_reports_an_unset_password_variable(capsys: pytest.CaptureFixture[s
     assert f"{env} is not set" in capsys.readouterr().err
 
 
-def test_tail_rejects_a_non_websocket_url(capsys: pytest.CaptureFixture[str]) -> None:
-    """An http:// URL is a usage error naming the expected schemes."""
-    assert main(["tail", "http://localhost/ws"]) == 2
-    assert "ws:// or wss://" in capsys.readouterr().err
-
-
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     """Plain `livepanel` shows the commands and exits 2."""
     assert main([]) == 2

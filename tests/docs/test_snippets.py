@@ -572,7 +572,13 @@ def check_pip(args: list[str], where: str) -> None:
     assert args[:1] == ["install"], f"{where}: pip {args}"
     extras = EXTRAS
     for requirement in args[1:]:
-        if requirement.startswith("-"):
+        if requirement.startswith("-") or requirement == ".":
+            continue
+        if requirement.startswith("dist/"):  # the wheel make dist builds, of this version
+            from livepanel.__about__ import __version__
+
+            wheel = f"dist/livepanel-{__version__}-py3-none-any.whl"
+            assert requirement == wheel, f"{where}: {requirement} is not {wheel}"
             continue
         match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[([\w,-]+)\])?", requirement)
         assert match, f"{where}: not a requirement: {requirement}"

@@ -152,11 +152,12 @@ def test_attack_a_health_report_that_is_not_an_object_is_an_error(
     attacker: RunningServer,
 ) -> None:
     """JSON that is not an object (a list holding escapes, with 503) is reported as not a
-    health report, not shown as one, and top goes on showing the other pages."""
+    health report, not shown as one, and top goes on showing the other pages (exiting 1, as
+    for any page it could not read)."""
     other = f"{attacker.http_url}/other"
     reading = read([other])
     assert reading.health is None
-    assert reading.errors == {other: "not a livepanel health report"}
+    assert reading.errors == {other: "not a livepanel health report (HTTP 503)"}
     done = subprocess.run(
         [sys.executable, "-m", "livepanel", "top", "--once", other, *urls(attacker)],
         capture_output=True,
@@ -164,6 +165,6 @@ def test_attack_a_health_report_that_is_not_an_object_is_an_error(
         timeout=30,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    assert f"{other}: not a livepanel health report" in done.stdout
+    assert done.returncode == 1, done.stderr
+    assert f"{other}: not a livepanel health report (HTTP 503)" in done.stdout
     assert "handshakes 401" in done.stdout

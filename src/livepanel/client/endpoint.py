@@ -171,13 +171,18 @@ class Endpoint:
         code, message = refusal_reason(body)
         why = f": {redact_url(message)}" if message else ""  # a server may quote the URL back
         if status == 401:
-            return AuthenticationError(
-                status,
-                f"{self.url}: authentication failed (401); check the username and password",
-                code,
-            )
+            hint = why or "; check the username and password, or the ticket"
+            failed = f"{self.url}: authentication failed (401){hint}"
+            return AuthenticationError(status, failed, code)
         if status == 403:
             return PermissionDenied(status, f"{self.url}: permission denied (403){why}", code)
+        if status < 300 or status == 404:  # a web page or nothing: the path is wrong
+            return HandshakeRejected(
+                status,
+                f"{self.url}: no livepanel endpoint at this path (the server answered {status} "
+                "to the WebSocket handshake); check the URL's path, e.g. /ws",
+                code,
+            )
         return HandshakeRejected(status, f"{self.url}: the server answered {status}{why}", code)
 
 

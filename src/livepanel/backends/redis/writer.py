@@ -247,13 +247,7 @@ class Writer:
         if len(self._held) >= self.settings.max_pending:
             self.publish_failures += 1
             return
-        if not self._held:  # the first since start: say so once
-            logger.warning(
-                "livepanel: events wait in this process until its broadcaster starts; "
-                "with several workers, start it at startup (await broadcaster.start()) "
-                "so every worker's events reach Redis"
-            )
-        self._held.append(event)
+        self._held.append(event)  # the broadcaster warns when no start is coming
 
     def _enqueue(self, event: Event, future: asyncio.Future[Event] | None) -> None:
         """Put an event in the outbox (on the loop's thread)."""
