@@ -12,8 +12,9 @@ see ``docs/typed-events.md``.
 
 Example::
 
-    >>> import livepanel.events.builtin  # the built-in types are opt-in
-    >>> schema_document()["events"]["session.created"]["required"]
+    >>> from livepanel.events.builtin import SessionCreated
+    >>> document = schema_document({"session.created": SessionCreated})
+    >>> document["events"]["session.created"]["required"]
     ['sessionKey', 'agentId', 'kind']
 """
 

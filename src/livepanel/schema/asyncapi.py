@@ -7,8 +7,7 @@ schemes (HTTP Basic, connect tickets). Serve it next to an app's OpenAPI.
 
 Example::
 
-    >>> import livepanel.events.builtin  # the built-in types are opt-in
-    >>> document = asyncapi_document(url="wss://panel.example.com/ws")
+    >>> document = asyncapi_document(url="wss://panel.example.com/ws", events={})
     >>> document["asyncapi"], document["servers"]["websocket"]["host"]
     ('3.0.0', 'panel.example.com')
 """

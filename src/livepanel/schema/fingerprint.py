@@ -7,8 +7,8 @@ tab running the bundle of an earlier deploy.
 
 Example::
 
-    >>> import livepanel.events.builtin  # the built-in types are opt-in
-    >>> len(current_fingerprint())
+    >>> from livepanel.events.builtin import SessionKilled
+    >>> len(fingerprint(schema_document({"session.killed": SessionKilled})))
     16
 """
 

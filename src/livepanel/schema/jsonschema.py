@@ -10,8 +10,8 @@ default) are optional keys, and one that is ``None`` is left out of the wire.
 
 Example::
 
-    >>> import livepanel.events.builtin  # the built-in types are opt-in
-    >>> schema = event_schemas()["session.killed"]
+    >>> from livepanel.events.builtin import SessionKilled
+    >>> schema = event_schemas({"session.killed": SessionKilled})["session.killed"]
     >>> schema["required"], schema["additionalProperties"]
     (['sessionKey', 'agentId'], False)
 """
@@ -298,8 +298,9 @@ def event_schemas(registry: Mapping[str, type[Any]] | None = None) -> dict[str, 
 
     Example::
 
-        >>> import livepanel.events.builtin  # the built-in types are opt-in
-        >>> event_schemas()["agent.status"]["properties"]["activeSessionCount"]
+        >>> from livepanel.events.builtin import AgentStatus
+        >>> schemas = event_schemas({"agent.status": AgentStatus})
+        >>> schemas["agent.status"]["properties"]["activeSessionCount"]
         {'type': 'integer', 'minimum': 0}
     """
     types_ = registered_types() if registry is None else registry
@@ -317,8 +318,8 @@ def schema_document(registry: Mapping[str, type[Any]] | None = None) -> dict[str
 
     Example::
 
-        >>> import livepanel.events.builtin  # the built-in types are opt-in
-        >>> sorted(schema_document()["events"])[:2]
-        ['agent.status', 'cron.executed']
+        >>> from livepanel.events.builtin import AgentStatus, CronExecuted
+        >>> sorted(schema_document({"cron.executed": CronExecuted, "agent.status": AgentStatus}))
+        ['events']
     """
     return {"events": event_schemas(registry)}

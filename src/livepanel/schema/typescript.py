@@ -10,8 +10,8 @@ the same schemas as ``livepanel schema``, so the two cannot disagree.
 
 Example::
 
-    >>> import livepanel.events.builtin  # the built-in types are opt-in
-    >>> module = typescript_module(schema_document())
+    >>> from livepanel.events.builtin import SessionKilled
+    >>> module = typescript_module(schema_document({"session.killed": SessionKilled}))
     >>> "  sessionKey: string;" in module
     True
 """
