@@ -158,7 +158,9 @@ def _check(value: Any, hint: Any, path: str) -> Any:
             _validate_instance(value, path)
             return value
         if isinstance(value, Mapping):
-            return from_wire(hint, value, path)
+            nested = from_wire(hint, value, path)
+            _validate_instance(nested, path)  # a nested class need not be registered itself
+            return nested
         raise ValueError(f"{path} must be an object")
     raise TypeError(f"{path}: livepanel cannot validate fields of type {hint!r}")
 
