@@ -121,8 +121,10 @@ def test_a_breaking_change_is_reported_as_breaking(name: str) -> None:
     changes = diff_schemas(old, edit(change))
     assert is_breaking(changes), [str(c) for c in changes]
     if line is not None:
-        assert any(str(c).startswith("breaking  deploy.finished") and str(c).endswith(line)
-                   for c in changes), [str(c) for c in changes]
+        assert any(
+            str(c).startswith("breaking  deploy.finished") and str(c).endswith(line)
+            for c in changes
+        ), [str(c) for c in changes]
 
 
 @pytest.mark.parametrize("name", list(ADDITIVE))
@@ -187,7 +189,10 @@ def test_the_command_exits_0_on_additive_changes(
     old = _write(tmp_path / "old.json", base())
     new = _write(tmp_path / "new.json", edit(ADDITIVE["optional field added"][0]))
     assert main(["schema", "diff", old, new]) == 0
-    assert capsys.readouterr().out == "additive  deploy.finished: payload.region: optional field added\n"
+    assert (
+        capsys.readouterr().out
+        == "additive  deploy.finished: payload.region: optional field added\n"
+    )
 
 
 def test_the_command_refuses_what_is_not_a_schema(

@@ -19,7 +19,7 @@ import pytest
 
 import livepanel.events.builtin as builtin  # registered before any test's registry snapshot
 from livepanel import BasicAuth, LivePanelApp
-from livepanel.events import event_type
+from livepanel.events import _REGISTRY, event_type
 from livepanel.schema import asyncapi_document, event_schemas, schema_document, typescript_module
 from livepanel.tickets import TicketAuth, Tickets
 from tests.requirements import unavailable
@@ -48,10 +48,16 @@ class Host:
 
 def app_types() -> dict[str, type[Any]]:
     """The five built-in types and one of an app's own, nested dataclass and all."""
-    types = {cls.type: cls for cls in (
-        builtin.SessionCreated, builtin.SessionKilled, builtin.AgentStatus,
-        builtin.CronExecuted, builtin.GatewayStatus,
-    )}
+    types = {
+        cls.type: cls
+        for cls in (
+            builtin.SessionCreated,
+            builtin.SessionKilled,
+            builtin.AgentStatus,
+            builtin.CronExecuted,
+            builtin.GatewayStatus,
+        )
+    }
     types["deploy.finished"] = Deploy
     return types
 
@@ -79,7 +85,10 @@ def parse_asyncapi(document: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     source.write_text(json.dumps(document), encoding="utf-8")
     result = subprocess.run(
         ["node", str(TOOLS / "validate-asyncapi.mjs"), str(source)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
@@ -91,14 +100,26 @@ def test_the_asyncapi_document_parses_with_no_error(tmp_path: Path) -> None:
     document = asyncapi_document(events=event_schemas(app_types()))
     report = parse_asyncapi(document, tmp_path)
     errors = [d for d in report["diagnostics"] if d["severity"] == 0]
-    assert report["parsed"] and errors == []
+    assert report["parsed"]
+    assert errors == []
     assert set(report["messages"]) >= {
-        "welcome", "ping", "pong", "error", "state", "batch", "clientPing", "ack", "subscribe",
-        "event.session.created", "event.deploy.finished",
+        "welcome",
+        "ping",
+        "pong",
+        "error",
+        "state",
+        "batch",
+        "clientPing",
+        "ack",
+        "subscribe",
+        "event.session.created",
+        "event.deploy.finished",
     }
     assert set(report["servers"]) == {"websocket", "eventStream"}
     assert set(report["operations"]) == {
-        "receiveFrames", "sendClientMessages", "receiveEventStream",
+        "receiveFrames",
+        "sendClientMessages",
+        "receiveEventStream",
     }
     assert set(document["components"]["securitySchemes"]) == {"basic", "ticket"}
     assert document["components"]["schemas"]["Host"]["required"] == ["name", "port"]
@@ -106,15 +127,16 @@ def test_the_asyncapi_document_parses_with_no_error(tmp_path: Path) -> None:
 
 def test_an_apps_asyncapi_names_its_own_security(tmp_path: Path) -> None:
     """LivePanelApp.asyncapi(): HTTP Basic for BasicAuth, tickets for TicketAuth, none for None."""
+    _REGISTRY.clear()  # the app's types only (other tests register odd ones); restored after
+    _REGISTRY.update(app_types())
     basic = LivePanelApp(auth=BasicAuth(lambda user, password: True), shutdown_signals=())
     document = basic.asyncapi("wss://panel.example.com/live", title="ClawPanel")
     assert list(document["components"]["securitySchemes"]) == ["basic"]
     assert document["servers"]["websocket"]["protocol"] == "wss"
     assert document["servers"]["eventStream"]["protocol"] == "https"
     assert document["channels"]["websocket"]["address"] == "/live"
-    assert parse_asyncapi(document, tmp_path)["diagnostics"] == [
-        d for d in parse_asyncapi(document, tmp_path)["diagnostics"] if d["severity"] != 0
-    ]
+    diagnostics = parse_asyncapi(document, tmp_path)["diagnostics"]
+    assert [d for d in diagnostics if d["severity"] == 0] == []
     tickets = LivePanelApp(auth=TicketAuth(Tickets("s" * 32)), shutdown_signals=())
     assert list(tickets.asyncapi()["components"]["securitySchemes"]) == ["ticket"]
     anonymous = LivePanelApp(auth=None, shutdown_signals=())
@@ -131,8 +153,13 @@ def compile_typescript(tmp_path: Path, usage: str) -> subprocess.CompletedProces
     (tmp_path / "usage.ts").write_text(usage, encoding="utf-8")
     config = {
         "compilerOptions": {
-            "strict": True, "noEmit": True, "target": "ES2022", "module": "ESNext",
-            "moduleResolution": "bundler", "lib": ["ES2022", "DOM"], "types": [],
+            "strict": True,
+            "noEmit": True,
+            "target": "ES2022",
+            "module": "ESNext",
+            "moduleResolution": "bundler",
+            "lib": ["ES2022", "DOM"],
+            "types": [],
             "paths": {"livepanel": [str(CLIENT_TYPES)]},
         },
         "files": ["usage.ts", "events.ts"],
@@ -140,7 +167,10 @@ def compile_typescript(tmp_path: Path, usage: str) -> subprocess.CompletedProces
     (tmp_path / "tsconfig.json").write_text(json.dumps(config), encoding="utf-8")
     return subprocess.run(
         ["node", str(tsc), "-p", str(tmp_path / "tsconfig.json"), "--pretty", "false"],
-        capture_output=True, text=True, timeout=180, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
 
 
@@ -158,9 +188,13 @@ def test_each_negative_case_fails_for_its_own_line(tmp_path: Path) -> None:
     lines = USAGE.splitlines()
     marked = [line.strip().startswith("// @ts-expect-error") for line in lines]
     expected = {n + 2 for n, mark in enumerate(marked) if mark}
-    bare = "\n".join("// (an error below)" if mark else line for mark, line in zip(marked, lines))
+    bare = "\n".join(
+        "// (an error below)" if mark else line for mark, line in zip(marked, lines, strict=True)
+    )
     result = compile_typescript(tmp_path, bare)
-    failing = {int(m.group(1)) for m in re.finditer(r"usage\.ts\((\d+),\d+\): error", result.stdout)}
+    failing = {
+        int(m.group(1)) for m in re.finditer(r"usage\.ts\((\d+),\d+\): error", result.stdout)
+    }
     assert len(expected) == 10
     assert failing == expected, result.stdout
 
@@ -172,3 +206,14 @@ def test_the_module_carries_the_fingerprint_the_server_sends() -> None:
     document = schema_document(app_types())
     module = typescript_module(document)
     assert f'export const SCHEMA_FINGERPRINT = "{fingerprint(document)}";' in module
+
+
+def test_the_examples_generated_module_is_current() -> None:
+    """examples/react/src/events.ts is what `livepanel typescript` prints for the built-in
+    types today: regenerate it when they change."""
+    example = ROOT / "examples" / "react" / "src" / "events.ts"
+    assert example.read_text(encoding="utf-8") == typescript_module(
+        schema_document(
+            {name: cls for name, cls in app_types().items() if name != "deploy.finished"}
+        )
+    )
