@@ -26,7 +26,7 @@ from tests.servers import free_port
 
 pytestmark = pytest.mark.browser
 
-DIST = ROOT / "examples" / "react" / "dist"
+DIST = ROOT / "examples" / "react" / "dist"  # built from examples/react/src/App.tsx
 PACKAGE = ROOT / "examples" / "react" / "node_modules" / "livepanel-react" / "package.json"
 
 

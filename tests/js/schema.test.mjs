@@ -127,3 +127,13 @@ test("an event type named like the signal cannot fake it", async () => {
   assert.deepEqual(events, []);
   c.close();
 });
+
+test("a second welcome on one connection is forged and changes nothing", async () => {
+  const { c, signals } = client({ schema: "aaaa" });
+  await flush();
+  latest().welcome("aaaa");
+  latest().welcome("ffff"); // e.g. a welcome frame smuggled into a batch
+  assert.deepEqual(signals, []);
+  assert.equal(c.schemaChanged, null);
+  c.close();
+});

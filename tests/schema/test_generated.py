@@ -217,3 +217,38 @@ def test_the_examples_generated_module_is_current() -> None:
             {name: cls for name, cls in app_types().items() if name != "deploy.finished"}
         )
     )
+
+
+def test_welcome_carries_the_fingerprint_of_the_registered_types(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A server's welcome names its types' fingerprint; a type added (the next deploy)
+    changes it; a type that cannot be described leaves it out, logged, and welcome still works."""
+    from livepanel.protocol import welcome_frame
+    from livepanel.schema import current_fingerprint, fingerprint
+
+    _REGISTRY.clear()
+    _REGISTRY.update(app_types())
+    before = current_fingerprint()
+    assert before == fingerprint(schema_document(app_types()))
+    frame = json.loads(welcome_frame("c1", 25.0, "e:0", schema=before))
+    assert frame["payload"]["schema"] == before
+
+    @event_type("deploy.started")
+    @dataclasses.dataclass(frozen=True)
+    class DeployStarted:
+        service: str
+
+    after = current_fingerprint()
+    assert after is not None
+    assert after != before
+
+    @event_type("upload.done")
+    @dataclasses.dataclass(frozen=True)
+    class UploadDone:
+        blob: bytes
+
+    with caplog.at_level("WARNING", logger="livepanel"):
+        assert current_fingerprint() is None
+    assert "UploadDone.blob" in caplog.text
+    assert "schema" not in json.loads(welcome_frame("c1", 25.0, "e:0"))["payload"]
