@@ -12,8 +12,8 @@ LOWEST_EXTRAS := redis,metrics,otel,demo
 LOWEST_TOOLS := pytest pytest-timeout hypothesis starlette httpx websockets hypercorn
 LOCK_VENV := .venv-lock
 
-.PHONY: install demo test lint typecheck pytest jstest reacttest docs docscheck bench soak clean \
-	services test-lowest lock dist
+.PHONY: install demo test lint typecheck pytest jstest reactpkg reacttest typed docs docscheck bench \
+	soak clean services test-lowest lock dist
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,16 +58,30 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-pytest: $(STAMP) services
+pytest: $(STAMP) services typed reacttest
 	$(BIN)/pytest --cov --cov-report=term $(PYTEST_ARGS)
 
 # livepanel.js's pure parts (backoff, jitter, give-up) on Node's own test runner
 jstest:
 	node --test tests/js/
 
-# the React example's hook, with vitest, from the committed lock file
-reacttest:
-	cd examples/react && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run typecheck
+# the React hooks as an npm package (packages/livepanel-react), built and packed with npm pack
+reactpkg:
+	cd packages/livepanel-react && npm ci --no-audit --no-fund --loglevel=error && \
+		rm -f livepanel-react-*.tgz && npm pack --silent >/dev/null
+
+# the React example (ClawPanel on the generated types) with the packed package installed from
+# its tarball, not from source: vitest, tsc, and the bundle the browser tests load
+reacttest: reactpkg
+	cd examples/react && npm ci --no-audit --no-fund --loglevel=error && \
+		npm install --no-save --no-audit --no-fund --loglevel=error \
+			../../packages/livepanel-react/livepanel-react-*.tgz && \
+		npm test && npm run typecheck && npm run build
+
+# the official AsyncAPI parser and the TypeScript compiler that tests/schema checks the
+# generated documents with, from the committed lock file
+typed:
+	cd tests/schema/node && npm ci --no-audit --no-fund --loglevel=error
 
 # the documentation site into site/ (gitignored); --strict fails on a broken link, reference
 # or include (never add -q: mkdocs then hides the warnings that --strict turns into errors)
@@ -79,7 +93,7 @@ docscheck: $(STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$tmp"
 
-test: lint typecheck docscheck jstest reacttest pytest
+test: lint typecheck docscheck jstest reacttest typed pytest
 
 demo: $(DEMO_STAMP)
 	$(BIN)/livepanel demo

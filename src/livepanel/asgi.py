@@ -30,7 +30,7 @@ from asgiref.typing import (
     WWWScope,
 )
 
-from livepanel.auth import Authenticator
+from livepanel.auth import Authenticator, BasicAuth
 from livepanel.broadcaster import Broadcaster, get_broadcaster
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.handshake import (
@@ -47,11 +47,13 @@ from livepanel.mounting import Mounted
 from livepanel.origin import OriginPolicy
 from livepanel.protocol import CLOSE_GOING_AWAY
 from livepanel.refusals import Refusals, cors_headers, denial_response
+from livepanel.schema.asyncapi import asyncapi_document
 from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
 from livepanel.slots import ConnectionSlots, EndpointState
 from livepanel.sse import wants_event_stream
 from livepanel.throttle import AuthThrottle
+from livepanel.tickets import TicketAuth
 from livepanel.transports import (
     EventStreamTransport,
     Transport,
@@ -184,6 +186,44 @@ class LivePanelApp(Mounted[Broadcaster]):
     def draining(self) -> bool:
         """Whether :meth:`shutdown` began: new handshakes are refused with 503."""
         return self._slots.state is EndpointState.SHUTTING_DOWN
+
+    def asyncapi(
+        self, url: str = "ws://localhost:8000/ws", *, title: str = "livepanel"
+    ) -> dict[str, Any]:
+        """This endpoint as an AsyncAPI 3.0 document (JSON-ready), to serve beside an OpenAPI:
+        the registered event types, its heartbeat, and the security schemes of its ``auth``
+        (``BasicAuth``: HTTP Basic; ``TicketAuth``: tickets; another authenticator: both, as
+        the common cases; ``None``: none).
+
+        Args:
+            url: where clients reach the endpoint, ``ws://`` or ``wss://``.
+            title: the document's ``info.title``.
+
+        Raises:
+            ValueError: ``url`` is not a WebSocket URL.
+            UnsupportedAnnotation: a registered event type cannot be described.
+
+        Example::
+
+            @api.get("/asyncapi.json")
+            def asyncapi() -> dict:
+                return live.asyncapi("wss://panel.example.com/ws")
+        """
+        auth = self.settings.auth
+        if auth is None:
+            security: tuple[str, ...] = ()
+        elif isinstance(auth, BasicAuth):
+            security = ("basic",)
+        elif isinstance(auth, TicketAuth):
+            security = ("ticket",)
+        else:
+            security = ("basic", "ticket")
+        return asyncapi_document(
+            url=url,
+            security=security,
+            heartbeat_interval=self.settings.heartbeat_interval,
+            title=title,
+        )
 
     def cors_headers(self, scope: WWWScope) -> list[tuple[bytes, bytes]]:
         """CORS headers for an event stream requested by a page of an allowed origin, so that

@@ -1,4 +1,5 @@
-"""The ``livepanel`` command: ``tail`` an endpoint's events, ``top`` its health, run the ``demo``.
+"""The ``livepanel`` command: ``tail`` an endpoint's events, ``top`` its health, run the ``demo``;
+print the event types as ``schema``, ``asyncapi`` or ``typescript``; ``schema diff`` two schemas.
 
 Example::
 
@@ -6,6 +7,8 @@ Example::
     Password for admin:
     2026-02-21T10:00:00.123Z  session.created  sessionKey=s1 agentId=a1 kind=direct
     $ livepanel top http://127.0.0.1:8000/healthz http://127.0.0.1:8000/metrics
+    $ livepanel typescript --import myapp.events > dashboard/src/events.ts
+    $ livepanel schema diff deployed.json new.json || echo "breaks open dashboards"
 """
 
 from __future__ import annotations
@@ -172,7 +175,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--once", action="store_true", help="print one screen and exit")
     top.set_defaults(run=_run_top)
+    _typed_commands(commands)
     return parser
+
+
+def _typed_commands(commands: Any) -> None:
+    """``schema`` (and ``schema diff``), ``asyncapi`` and ``typescript``."""
+    from livepanel.schema.cli import add_commands  # its generators load on use only
+
+    add_commands(commands)
 
 
 # --------------------------------------------------------------------------- tail

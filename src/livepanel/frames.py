@@ -86,6 +86,7 @@ class WelcomePayload(TypedDict):
     heartbeatInterval: float
     lastEventId: str
     server: str
+    schema: NotRequired[str]  # the event types' fingerprint (livepanel.schema.fingerprint)
 
 
 class WelcomeFrame(TypedDict):

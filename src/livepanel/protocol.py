@@ -144,8 +144,12 @@ def error_frame(code: ErrorCode, message: str) -> str:
     return _dumps(frame)
 
 
-def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: str) -> str:
+def welcome_frame(
+    connection_id: str, heartbeat_interval: float, last_event_id: str, schema: str | None = None
+) -> str:
     """The first frame of every connection (:class:`~livepanel.frames.WelcomeFrame`).
+
+    ``schema``: the fingerprint of the registered event types, when there is one.
 
     Example::
 
@@ -162,6 +166,8 @@ def welcome_frame(connection_id: str, heartbeat_interval: float, last_event_id: 
             "server": SERVER_NAME,
         },
     }
+    if schema is not None:
+        frame["payload"]["schema"] = schema
     return _dumps(frame)
 
 

@@ -48,6 +48,7 @@ from livepanel.protocol import (
     welcome_frame,
 )
 from livepanel.refusals import Refusals, cors_headers
+from livepanel.schema.fingerprint import current_fingerprint
 from livepanel.settings import EndpointSettings
 from livepanel.slots import ConnectionSlots
 from livepanel.sse import SSE_HEADERS, sse_chunk
@@ -148,7 +149,12 @@ async def carry(
         batch=options.batch, user=user, audiences=audiences, transport=transport.name
     ) as conn:
         conn.push_control(
-            welcome_frame(transport.id, settings.heartbeat_interval, conn.last_event_id)
+            welcome_frame(
+                transport.id,
+                settings.heartbeat_interval,
+                conn.last_event_id,
+                schema=current_fingerprint(),
+            )
         )
         if options.error is not None:
             conn.push_control(error_frame("invalid_message", options.error))

@@ -115,7 +115,14 @@ def simple_commands(line: str) -> list[Command]:
     tokens = list(lexer)
     commands: list[Command] = []
     words: list[str] = []
+    redirect = False
     for token in [*tokens, ";"]:
+        if redirect:  # the file a redirection names is no argument of the command
+            redirect = False
+            continue
+        if token in (">", ">>", "<", "2>"):
+            redirect = True
+            continue
         if token in ("|", "||", "&&", ";", "&"):
             if words:
                 env: dict[str, str] = {}

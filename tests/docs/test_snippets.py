@@ -126,6 +126,7 @@ TESTED_BY = {
     "examples/django_asgi/asgi.py": "tests/examples/test_examples.py",
     "examples/django_asgi/views.py": "tests/examples/test_examples.py",
     "examples/react/src/Header.tsx": "examples/react/test/Header.test.tsx",
+    "examples/react/src/App.tsx": "tests/browser/test_typed_dashboard.py",
     "examples/metrics/app.py": "tests/ops/test_metrics_example.py",
     "examples/tickets/app.py": "tests/tickets/test_example.py",
     "examples/metrics/alerts.yml": "tests/ops/test_recipes.py",

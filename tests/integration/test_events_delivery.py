@@ -9,6 +9,7 @@ from typing import Any
 
 from livepanel import Broadcaster, LivePanelApp, __version__
 from livepanel.events import CronExecuted
+from livepanel.schema import current_fingerprint
 from tests.integration.helpers import (
     TIMESTAMP,
     Serve,
@@ -27,7 +28,8 @@ from tests.integration.helpers import (
 
 
 def test_welcome_is_the_first_frame(serve: Serve) -> None:
-    """welcome comes first, with connectionId, heartbeatInterval, lastEventId and server."""
+    """welcome comes first, with connectionId, heartbeatInterval, lastEventId and server,
+    and the registered types' schema fingerprint when they can be described."""
     broadcaster = Broadcaster()
     server = serve(LivePanelApp(broadcaster, auth=admin_only(), heartbeat_interval=7.5))
     with open_ws(server) as ws:
@@ -36,7 +38,10 @@ def test_welcome_is_the_first_frame(serve: Serve) -> None:
     assert set(frame) == {"type", "timestamp", "payload"}
     assert re.match(TIMESTAMP, frame["timestamp"])
     payload = frame["payload"]
-    assert set(payload) == {"connectionId", "heartbeatInterval", "lastEventId", "server"}
+    expected = current_fingerprint()
+    keys = {"connectionId", "heartbeatInterval", "lastEventId", "server"}
+    assert set(payload) == (keys if expected is None else keys | {"schema"})
+    assert payload.get("schema") == expected
     assert isinstance(payload["connectionId"], str)
     assert payload["connectionId"]
     assert payload["heartbeatInterval"] == 7.5

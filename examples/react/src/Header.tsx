@@ -1,7 +1,5 @@
-import type { LivePanelEvent } from "livepanel";
-
-import { ConnectionStatus } from "./ConnectionStatus";
-import { useLivePanel } from "./useLivePanel";
+import { ConnectionStatus, useLivePanel } from "livepanel-react";
+import type { LivePanelEvent } from "livepanel-react";
 
 export interface HeaderProps {
   /** Apply one event to the app's state (a reducer's `dispatch`, say). */

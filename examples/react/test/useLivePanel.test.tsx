@@ -2,8 +2,8 @@ import { act, render, renderHook, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ClientOptions, WebSocketLike } from "livepanel";
 
-import { ConnectionStatus, useLivePanel } from "../src";
-import type { UseLivePanelOptions } from "../src";
+import { ConnectionStatus, useLivePanel } from "livepanel-react";
+import type { UseLivePanelOptions } from "livepanel-react";
 
 /** Stands in for the browser's WebSocket: the test plays the server. */
 class FakeSocket implements WebSocketLike {

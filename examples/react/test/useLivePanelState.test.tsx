@@ -2,8 +2,8 @@ import { act, renderHook } from "@testing-library/react";
 import { beforeEach, expect, it } from "vitest";
 import type { ClientOptions, WebSocketLike } from "livepanel";
 
-import { useLivePanelState } from "../src";
-import type { UseLivePanelStateOptions } from "../src";
+import { useLivePanelState } from "livepanel-react";
+import type { UseLivePanelStateOptions } from "livepanel-react";
 
 /** Stands in for the browser's WebSocket: the test plays the server. */
 class FakeSocket implements WebSocketLike {

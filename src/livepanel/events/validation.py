@@ -10,6 +10,7 @@ understood are listed in ``docs/concepts.md``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -125,6 +126,16 @@ def _check(value: Any, hint: Any, path: str) -> Any:
             except ValueError:
                 raise ValueError(f"{path} must be an ISO 8601 date-time, got {value!r}") from None
         raise ValueError(f"{path} must be a datetime or an ISO 8601 string")
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if isinstance(value, hint):
+            return value
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return hint(value)
+        except (ValueError, TypeError):
+            choices = ", ".join(repr(m.value) for m in hint)
+            raise ValueError(f"{path} must be one of {choices}, got {value!r}") from None
     if origin in (list, tuple, Sequence) or hint in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{path} must be a list, got {type(value).__name__}")
@@ -147,7 +158,9 @@ def _check(value: Any, hint: Any, path: str) -> Any:
             _validate_instance(value, path)
             return value
         if isinstance(value, Mapping):
-            return from_wire(hint, value, path)
+            nested = from_wire(hint, value, path)
+            _validate_instance(nested, path)  # a nested class need not be registered itself
+            return nested
         raise ValueError(f"{path} must be an object")
     raise TypeError(f"{path}: livepanel cannot validate fields of type {hint!r}")
 
@@ -235,6 +248,8 @@ def to_wire(value: Any) -> Any:
         return out
     if isinstance(value, datetime):
         return format_timestamp(value)
+    if isinstance(value, enum.Enum):
+        return value.value
     if isinstance(value, Mapping):
         return {k: to_wire(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -5,11 +5,30 @@ export type Transport = "websocket" | "sse";
 export type Status = "connecting" | "open" | "reconnecting" | "auth_failed" | "closed";
 
 /** A server frame carrying a broadcast event. */
-export interface LivePanelEvent<P = Record<string, unknown>> {
-  type: string;
+export interface LivePanelEvent<P = Record<string, unknown>, T extends string = string> {
+  type: T;
   id: string;
   timestamp: string;
   payload: P;
+}
+
+/**
+ * Without a module from `livepanel typescript`: any event type, payloads as plain records.
+ * With one, pass its `EventPayloads` (each type string to its payload interface) as the
+ * client's first type parameter: `new LivePanelClient<EventPayloads>(url, {schema: SCHEMA_FINGERPRINT})`.
+ */
+export type UntypedPayloads = Record<string, Record<string, unknown>>;
+
+/** The event of type `K` of a payload map (`EventPayloads`). */
+export type EventOf<M, K extends keyof M & string> = LivePanelEvent<M[K], K>;
+
+/** Every event of a payload map, discriminated by `type`. */
+export type AnyEventOf<M> = { [K in keyof M & string]: EventOf<M, K> }[keyof M & string];
+
+/** `schemaChanged`: the fingerprint this bundle was built on, and the server's. */
+export interface SchemaChange {
+  expected: string;
+  actual: string;
 }
 
 export interface Welcome {
@@ -17,6 +36,8 @@ export interface Welcome {
   heartbeatInterval: number;
   lastEventId: string;
   server: string;
+  /** The fingerprint of the server's event types (`livepanel schema`). */
+  schema?: string;
 }
 
 export interface ServerError {
@@ -56,6 +77,12 @@ export interface ClientOptions extends BackoffOptions {
   since?: string | null;
   /** Ask for the state on connect (`?state=1`) and keep `client.state` up to date. */
   state?: boolean;
+  /**
+   * The `SCHEMA_FINGERPRINT` of the module `livepanel typescript` generated: when the server's
+   * `welcome.schema` differs (a deploy since this bundle was built) the client emits
+   * `schemaChanged`, and keeps receiving.
+   */
+  schema?: string | null;
   /**
    * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
    * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
@@ -120,6 +147,7 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   fallbackAfter: number;
   websocketRetryAfter: number;
   shared: boolean;
+  schema: null;
 }>;
 export const STATUSES: readonly Status[];
 export const TRANSPORTS: readonly ("auto" | Transport)[];
@@ -170,13 +198,13 @@ export interface StateRule {
   removes: boolean;
 }
 
-export interface StateChange {
-  state: StateCollections;
+export interface StateChange<C = StateCollections, E = LivePanelEvent> {
+  state: C;
   /** `true` for a state frame (everything may have changed). */
   reset: boolean;
   /** The collection a live event changed (`null` on reset). */
-  collection: string | null;
-  event: LivePanelEvent | null;
+  collection: (keyof C & string) | null;
+  event: E | null;
 }
 
 export function stateFromFrame(payload: unknown): { collections: StateCollections; rules: Record<string, StateRule> };
@@ -188,7 +216,12 @@ export function applyToState(
 
 export type Unsubscribe = () => void;
 
-export class LivePanelClient {
+/**
+ * `M`: the event payloads by type (`EventPayloads` from `livepanel typescript`), so that
+ * `client.on("session.created", (e) => e.payload.sessionKey)` is checked; `C`: the state
+ * collections (`LivePanelCollections`). Both default to untyped.
+ */
+export class LivePanelClient<M extends object = UntypedPayloads, C extends object = StateCollections> {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
   readonly status: Status;
@@ -198,18 +231,28 @@ export class LivePanelClient {
   readonly transport: Transport;
   readonly isConnected: boolean;
   readonly lastEventId: string | null;
-  readonly lastEvent: LivePanelEvent | null;
+  readonly lastEvent: AnyEventOf<M> | null;
   readonly heartbeatInterval: number | null;
   /** With `{state: true}`: the collections, `null` until the first state frame. */
-  readonly state: StateCollections | null;
+  readonly state: C | null;
+  /** With `schema`: the two fingerprints while the server's event types differ; else `null`. */
+  readonly schemaChanged: SchemaChange | null;
   on(name: "status", listener: (change: StatusChange) => void): Unsubscribe;
   on(name: "welcome", listener: (welcome: Welcome) => void): Unsubscribe;
-  on(name: "state", listener: (change: StateChange) => void): Unsubscribe;
+  on(name: "state", listener: (change: StateChange<C, AnyEventOf<M>>) => void): Unsubscribe;
   on(name: "resume_unavailable" | "error", listener: (error: ServerError) => void): Unsubscribe;
-  on<P = Record<string, unknown>>(name: string, listener: (event: LivePanelEvent<P>) => void): Unsubscribe;
+  /** `null` when the server's types match the bundle's again (a rollback). */
+  on(name: "schemaChanged", listener: (change: SchemaChange | null) => void): Unsubscribe;
+  /** Every event. */
+  on(name: "*", listener: (event: AnyEventOf<M>) => void): Unsubscribe;
+  /** The events of one type. */
+  on<K extends keyof M & string>(name: K, listener: (event: EventOf<M, K>) => void): Unsubscribe;
   off(name: string, listener: (...args: never[]) => void): void;
   reconnect(options?: { since?: string | null }): void;
   close(): void;
 }
 
-export function connect(url: string, options?: ClientOptions): LivePanelClient;
+export function connect<M extends object = UntypedPayloads, C extends object = StateCollections>(
+  url: string,
+  options?: ClientOptions,
+): LivePanelClient<M, C>;

@@ -82,6 +82,12 @@ export const DEFAULT_OPTIONS = Object.freeze({
    * with `since`, when that one closes.
    */
   shared: false,
+  /**
+   * The schema fingerprint this bundle was built on (`SCHEMA_FINGERPRINT` from the module
+   * `livepanel typescript` generates); when the server's `welcome.schema` differs the client
+   * emits `schemaChanged`. `null`: no comparison.
+   */
+  schema: null,
 });
 
 /** The transports the `transport` option names. */
@@ -91,7 +97,7 @@ export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
 
 /** Names the client emits itself; server event types never use them. */
-const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable", "state"]);
+const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable", "state", "schemaChanged"]);
 
 // ---------------------------------------------------------------------------- pure functions
 
@@ -329,7 +335,9 @@ export function probeUrl(wsUrl, ticket = null) {
  * (`{status, previous, ...detail}`), `"welcome"`, `"resume_unavailable"`
  * (the events since the last one seen are gone: refetch your state),
  * `"error"` (other server error frames) and, with `{state: true}`, `"state"`
- * (`{state, reset, collection, event}` on every change of `client.state`).
+ * (`{state, reset, collection, event}` on every change of `client.state`) and, with
+ * `{schema}`, `"schemaChanged"` (`{expected, actual}` when the server's event types differ
+ * from the bundle's, `null` when they match again).
  */
 export class LivePanelClient {
   constructor(url, options = {}) {
@@ -344,6 +352,12 @@ export class LivePanelClient {
     /** With `{state: true}`: the collections, `{name: Map(key -> event)}`; `null` until the first state frame. */
     this.state = null;
     this._stateRules = {};
+    /**
+     * With `schema` (the `SCHEMA_FINGERPRINT` of the module `livepanel typescript` made):
+     * `{expected, actual}` while the server's event types differ from this bundle's (a deploy
+     * happened since the page loaded); else `null`. Events keep flowing either way.
+     */
+    this.schemaChanged = null;
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
     if (!TRANSPORTS.includes(this.options.transport)) {
@@ -731,6 +745,17 @@ export class LivePanelClient {
     }
   }
 
+  /** Compare `welcome.schema` with the bundle's fingerprint; say so when that changes. */
+  _checkSchema(welcome) {
+    const expected = this.options.schema;
+    const actual = typeof welcome.schema === "string" ? welcome.schema : null;
+    if (!expected || actual === null) return; // an older server sends none: nothing to compare
+    const changed = actual === expected ? null : { expected, actual };
+    if ((changed?.actual ?? null) === (this.schemaChanged?.actual ?? null)) return; // said once
+    this.schemaChanged = changed;
+    this._emit("schemaChanged", changed);
+  }
+
   _dispatch(frame, fromChannel = false) {
     const payload = frame.payload ?? {};
     if (this.role === "leader" && !fromChannel && frame.type !== "ping" && frame.type !== "pong") {
@@ -745,6 +770,7 @@ export class LivePanelClient {
           this.heartbeatInterval = Number(payload.heartbeatInterval) || 25;
           if (this.lastEventId === null) this.lastEventId = payload.lastEventId ?? null;
           this._emit("welcome", payload);
+          this._checkSchema(payload);
           return;
         }
         if (this._welcome !== null) return; // one welcome per connection: a later one is forged
@@ -761,6 +787,7 @@ export class LivePanelClient {
         else if (this.options.transport === "auto") this._planTrial(); // WebSocket may come back
         this._setStatus("open", { transport: this.transport });
         this._emit("welcome", payload);
+        this._checkSchema(payload);
         return;
       }
       case "ping":

@@ -1,20 +1,26 @@
 import { useCallback, useEffect, useRef, useState } from "react";
-import { LivePanelClient } from "livepanel";
-import type { ClientOptions, LivePanelEvent, ServerError, Status } from "livepanel";
+import { LivePanelClient } from "./livepanel.js";
+import type { AnyEventOf, ClientOptions, SchemaChange, ServerError, Status, UntypedPayloads } from "./livepanel.js";
 
-export interface UseLivePanelOptions extends ClientOptions {
+/** `M`: the payloads by event type, `EventPayloads` from `livepanel typescript`. */
+export interface UseLivePanelOptions<M extends object = UntypedPayloads> extends ClientOptions {
   /** Called with every event the server broadcasts. */
-  onEvent?: (event: LivePanelEvent) => void;
+  onEvent?: (event: AnyEventOf<M>) => void;
   /** The events since the last one seen are gone (the server restarted): refetch your state. */
   onResumeUnavailable?: (error: ServerError) => void;
   /** `false` keeps the hook disconnected (status `closed`). Default `true`. */
   enabled?: boolean;
 }
 
-export interface LivePanelState {
+export interface LivePanelState<M extends object = UntypedPayloads> {
   status: Status;
   isConnected: boolean;
-  lastEvent: LivePanelEvent | null;
+  lastEvent: AnyEventOf<M> | null;
+  /**
+   * With the `schema` option: the two fingerprints while the server's event types differ
+   * from this bundle's (a deploy since the page loaded: offer a reload); else `null`.
+   */
+  schemaChanged: SchemaChange | null;
   /** Connect again now, with a fresh retry budget (also after `auth_failed` or `closed`). */
   reconnect: () => void;
 }
@@ -36,6 +42,11 @@ export interface LivePanelState {
  *
  *   useLivePanel("/ws", { shared: true, onEvent: (event) => dispatch(event) });
  *
+ * Typed by the module `livepanel typescript` generates, and told when the server's
+ * event types are no longer the bundle's:
+ *
+ *   const { lastEvent, schemaChanged } = useLivePanel<EventPayloads>("/ws", { schema: SCHEMA_FINGERPRINT });
+ *
  * A single-page app that logs in on its own passes `ticket`, called before every
  * (re)connection for a fresh ticket from its REST endpoint:
  *
@@ -43,11 +54,15 @@ export interface LivePanelState {
  *     ticket: async () => (await (await fetch("/api/livepanel-ticket", { method: "POST" })).json()).ticket,
  *   });
  */
-export function useLivePanel(url: string, options: UseLivePanelOptions = {}): LivePanelState {
+export function useLivePanel<M extends object = UntypedPayloads>(
+  url: string,
+  options: UseLivePanelOptions<M> = {},
+): LivePanelState<M> {
   const { enabled = true } = options;
   const [status, setStatus] = useState<Status>(enabled ? "connecting" : "closed");
-  const [lastEvent, setLastEvent] = useState<LivePanelEvent | null>(null);
-  const client = useRef<LivePanelClient | null>(null);
+  const [lastEvent, setLastEvent] = useState<AnyEventOf<M> | null>(null);
+  const [schemaChanged, setSchemaChanged] = useState<SchemaChange | null>(null);
+  const client = useRef<LivePanelClient<M> | null>(null);
   const latest = useRef(options);
   latest.current = options;
   const types = options.types?.join(",") ?? "";
@@ -64,7 +79,7 @@ export function useLivePanel(url: string, options: UseLivePanelOptions = {}): Li
       ticket,
       ...clientOptions
     } = latest.current;
-    const current = new LivePanelClient(url, {
+    const current = new LivePanelClient<M>(url, {
       ...clientOptions,
       // whether there is one is fixed per connection; which function, the latest render's
       ticket: ticket ? () => (latest.current.ticket ?? ticket)() : null,
@@ -78,14 +93,15 @@ export function useLivePanel(url: string, options: UseLivePanelOptions = {}): Li
         latest.current.onEvent?.(event);
       }),
       current.on("resume_unavailable", (error) => latest.current.onResumeUnavailable?.(error)),
+      current.on("schemaChanged", (change) => setSchemaChanged(change)),
     ];
     return () => {
       for (const off of unsubscribe) off();
       current.close();
       if (client.current === current) client.current = null;
     };
-  }, [url, types, options.transport, options.shared, enabled]);
+  }, [url, types, options.transport, options.shared, options.schema, enabled]);
 
   const reconnect = useCallback(() => client.current?.reconnect(), []);
-  return { status, isConnected: status === "open", lastEvent, reconnect };
+  return { status, isConnected: status === "open", lastEvent, schemaChanged, reconnect };
 }

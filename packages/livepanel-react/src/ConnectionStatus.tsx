@@ -1,5 +1,5 @@
 import type { CSSProperties } from "react";
-import type { Status } from "livepanel";
+import type { SchemaChange, Status } from "./livepanel.js";
 
 const LABELS: Record<Status, string> = {
   connecting: "Connecting…",
@@ -24,10 +24,27 @@ export interface ConnectionStatusProps {
   /** Replace the default labels, e.g. to translate them. */
   labels?: Partial<Record<Status, string>>;
   className?: string;
+  /**
+   * The hook's `schemaChanged`: when set, the server's event types are newer than this
+   * bundle's, and a reload is offered (events keep arriving meanwhile).
+   */
+  schemaChanged?: SchemaChange | null;
+  /** What the reload offer does; default `location.reload()`. */
+  onReload?: () => void;
+  /** The reload offer's text. */
+  reloadLabel?: string;
 }
 
 /** A dot and a word for the connection's state; its colour follows the status. */
-export function ConnectionStatus({ status, onReconnect, labels, className }: ConnectionStatusProps) {
+export function ConnectionStatus({
+  status,
+  onReconnect,
+  labels,
+  className,
+  schemaChanged,
+  onReload,
+  reloadLabel = "A new version is available",
+}: ConnectionStatusProps) {
   const color = COLORS[status];
   const dot: CSSProperties = {
     display: "inline-block",
@@ -46,6 +63,14 @@ export function ConnectionStatus({ status, onReconnect, labels, className }: Con
         <button type="button" onClick={onReconnect} style={{ marginLeft: 8 }}>
           Reconnect
         </button>
+      ) : null}
+      {schemaChanged ? (
+        <span data-schema-changed={schemaChanged.actual} style={{ marginLeft: 8, color: "#344054" }}>
+          {reloadLabel}{" "}
+          <button type="button" onClick={onReload ?? (() => globalThis.location?.reload())}>
+            Reload
+          </button>
+        </span>
       ) : null}
     </span>
   );
