@@ -49,7 +49,7 @@ from livepanel.protocol import CLOSE_GOING_AWAY
 from livepanel.refusals import Refusals, cors_headers, denial_response
 from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
-from livepanel.slots import ConnectionSlots, EndpointState
+from livepanel.slots import ConnectionSlots, EndpointState, Slot
 from livepanel.sse import wants_event_stream
 from livepanel.throttle import AuthThrottle
 from livepanel.transports import (
@@ -224,6 +224,7 @@ class LivePanelApp(Mounted[Broadcaster]):
             await transport.refuse(verdict)
             return
         admission = verdict
+        slot = Slot(self._slots, admission.user)
         try:  # the slot is ours from here: every way out gives it back
             denial = await self._unready()
             audiences: frozenset[str] | None = None
@@ -239,13 +240,19 @@ class LivePanelApp(Mounted[Broadcaster]):
                 return
             scope["livepanel.principal"] = admission.principal  # type: ignore[typeddict-unknown-key]
             await carry(
-                transport, self.broadcaster, self.settings, self._slots, admission.user, audiences
+                transport,
+                self.broadcaster,
+                self.settings,
+                self._slots,
+                admission.user,
+                audiences,
+                slot,
             )
         except asyncio.CancelledError:
             await transport.abandon()  # the server stops without a word: say so if we can
             raise
         finally:
-            self._slots.release(admission.user)
+            slot.release()  # unless its connection's close gave it back already
 
     async def _unready(self) -> Denial | None:
         """Why an admitted handshake must still be refused: shutdown began, or the backend
