@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -216,6 +217,7 @@ class LivePanelApp(Mounted[Broadcaster]):
     async def _serve(self, transport: Transport) -> None:
         """A WebSocket handshake or an event stream request: the checks, then the transport."""
         scope = transport.scope
+        began = time.monotonic()  # a revocation heard after this closes the connection
         verdict = await admit(scope, self.settings, self.auth_throttle)
         if isinstance(verdict, Admission):
             verdict = self._slots.admit(verdict, reserve=True)
@@ -247,6 +249,7 @@ class LivePanelApp(Mounted[Broadcaster]):
                 admission.user,
                 audiences,
                 slot,
+                began,
             )
         except asyncio.CancelledError:
             await transport.abandon()  # the server stops without a word: say so if we can

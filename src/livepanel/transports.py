@@ -142,14 +142,17 @@ async def carry(
     user: str,
     audiences: frozenset[str] | None,
     slot: Slot | None = None,
+    authenticated_at: float | None = None,
 ) -> None:
     """Serve one admitted connection from accept to close.
 
     ``slot`` (the handshake's) is given back as soon as the connection
-    closes. A writer stuck on a client that stopped reading is abandoned a
-    few seconds after the close (:data:`~livepanel.connection.ABANDON_AFTER`)
-    and the close is said within :data:`CLOSE_TIMEOUT` seconds or not at all,
-    so the task ends whether or not the client reads.
+    closes; a revocation heard since ``authenticated_at`` (``time.monotonic()``
+    when the handshake began) closes it as it opens. A writer stuck on a
+    client that stopped reading is abandoned a few seconds after the close
+    (:data:`~livepanel.connection.ABANDON_AFTER`) and the close is said within
+    :data:`CLOSE_TIMEOUT` seconds or not at all, so the task ends whether or
+    not the client reads.
 
     Example::
 
@@ -163,7 +166,11 @@ async def carry(
     options = transport.options()
     await transport.accept()
     async with broadcaster.connection(
-        batch=options.batch, user=user, audiences=audiences, transport=transport.name
+        batch=options.batch,
+        user=user,
+        audiences=audiences,
+        transport=transport.name,
+        authenticated_at=authenticated_at,
     ) as conn:
         if slot is not None:
             conn.when_closed(slot.release)
