@@ -498,10 +498,10 @@ class Outbox:
         else:
             self._replaying -= 1
 
-    def discard(self) -> list[Frame]:
-        """Empty the queue without sending (a closed connection frees its memory)."""
-        frames = list(self.pending)
+    def discard(self) -> int:
+        """Drop every queued frame unsent, so that a closed connection frees its memory at
+        once; the counters keep what was queued when it closed. Returns how many went."""
+        dropped = len(self.pending)
         self.pending.clear()
-        self.live_count = self.controls = self.queued_bytes = self._replaying = 0
-        self._state = None
-        return frames
+        self._held = []
+        return dropped
