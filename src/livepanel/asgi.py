@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -50,7 +51,7 @@ from livepanel.refusals import Refusals, cors_headers, denial_response
 from livepanel.schema.asyncapi import asyncapi_document
 from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
-from livepanel.slots import ConnectionSlots, EndpointState
+from livepanel.slots import ConnectionSlots, EndpointState, Slot
 from livepanel.sse import wants_event_stream
 from livepanel.throttle import AuthThrottle
 from livepanel.tickets import TicketAuth
@@ -256,6 +257,7 @@ class LivePanelApp(Mounted[Broadcaster]):
     async def _serve(self, transport: Transport) -> None:
         """A WebSocket handshake or an event stream request: the checks, then the transport."""
         scope = transport.scope
+        began = time.monotonic()  # a revocation heard after this closes the connection
         verdict = await admit(scope, self.settings, self.auth_throttle)
         if isinstance(verdict, Admission):
             verdict = self._slots.admit(verdict, reserve=True)
@@ -264,6 +266,7 @@ class LivePanelApp(Mounted[Broadcaster]):
             await transport.refuse(verdict)
             return
         admission = verdict
+        slot = Slot(self._slots, admission.user)
         try:  # the slot is ours from here: every way out gives it back
             denial = await self._unready()
             audiences: frozenset[str] | None = None
@@ -279,13 +282,20 @@ class LivePanelApp(Mounted[Broadcaster]):
                 return
             scope["livepanel.principal"] = admission.principal  # type: ignore[typeddict-unknown-key]
             await carry(
-                transport, self.broadcaster, self.settings, self._slots, admission.user, audiences
+                transport,
+                self.broadcaster,
+                self.settings,
+                self._slots,
+                admission.user,
+                audiences,
+                slot,
+                began,
             )
         except asyncio.CancelledError:
             await transport.abandon()  # the server stops without a word: say so if we can
             raise
         finally:
-            self._slots.release(admission.user)
+            slot.release()  # unless its connection's close gave it back already
 
     async def _unready(self) -> Denial | None:
         """Why an admitted handshake must still be refused: shutdown began, or the backend

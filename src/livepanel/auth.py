@@ -23,6 +23,7 @@ __all__ = [
     "Authenticator",
     "BasicAuth",
     "credentials_presented",
+    "made_by_script",
     "parse_basic_authorization",
 ]
 
@@ -67,6 +68,29 @@ def credentials_presented(auth: Any, scope: WWWScope) -> bool:
     if callable(own):
         return bool(own(scope))
     return any(key.lower() in (b"authorization", b"cookie") for key, _ in scope["headers"])
+
+
+def made_by_script(scope: WWWScope) -> bool:
+    """Whether only a page's script could have made this request: a WebSocket handshake, or
+    a ``GET`` that asks for an event stream (``EventSource``, ``fetch``).
+
+    Any page can make the others without script (an ``<img>``, a link, a form), with
+    whatever URL it likes: a ``?ticket=`` there is nobody's guess, so it neither counts as
+    a failed login nor consumes the ticket.
+
+    Example::
+
+        >>> made_by_script({"type": "http", "method": "GET", "headers": [(b"accept", b"image/*")]})
+        False
+        >>> made_by_script({"type": "websocket", "headers": []})
+        True
+    """
+    if scope.get("type") == "websocket":
+        return True
+    return scope.get("method") == "GET" and any(
+        key.lower() == b"accept" and b"text/event-stream" in value.lower()
+        for key, value in scope["headers"]
+    )
 
 
 def parse_basic_authorization(value: bytes | str | None) -> tuple[str, str] | None:

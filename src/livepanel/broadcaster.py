@@ -25,6 +25,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -41,6 +42,7 @@ from livepanel.outbox import DeliveryCounters, SlowConsumerPolicy
 from livepanel.protocol import parse_id, type_globs
 from livepanel.readiness import check
 from livepanel.resume import Resume
+from livepanel.revocations import Revocations
 from livepanel.state import DEFAULT_STATE_LIMIT, state_payload
 from livepanel.subscription import SlowConsumer, Subscription
 
@@ -114,6 +116,8 @@ class Broadcaster:
             self.backend, self._deliver, self._on_control, self._fanout.started_at
         )
         self._draining = False
+        self.revocations: Revocations = self._fanout.revocations
+        """The :meth:`disconnect` orders this process heard (its own and other workers')."""
 
     # ------------------------------------------------------------------ publish
 
@@ -193,10 +197,8 @@ class Broadcaster:
             await call_on(home, self.backend.stop)
 
     async def call_backend(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call()`` on the loop the backend runs on, starting it first if needed.
-
-        For features built on a backend capability (tickets' single-use claims,
-        presence, health): a backend's client belongs to the loop that started it.
+        """Await ``call()`` on the loop the backend runs on, starting it first if needed: for
+        features built on a backend capability (a backend's client belongs to its loop).
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -233,6 +235,7 @@ class Broadcaster:
         user: str | None = None,
         audiences: Iterable[str] | None = None,
         transport: str = "websocket",
+        authenticated_at: float | None = None,
     ) -> AsyncIterator[Connection]:
         """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
 
@@ -242,6 +245,7 @@ class Broadcaster:
         subscribes, and runs its writer in the client's own task. ``dashboard=False``
         opens an in-process consumer (as :meth:`subscribe` does): not counted
         as a connection, never revoked, never told ``resume_unavailable``.
+        A :meth:`disconnect` heard since ``authenticated_at`` (monotonic) closes it.
         """
         await self.start()
         hub = self._fanout.here()
@@ -260,6 +264,7 @@ class Broadcaster:
             transport=transport,
         )
         hub.join(conn)
+        self._fanout.screen(conn, authenticated_at)  # revoked while its handshake ran?
         try:
             yield conn
         finally:
@@ -277,8 +282,9 @@ class Broadcaster:
 
         A connection matches when its user is ``user``, or when it belongs to one
         of ``audience`` (a connection that sees everything belongs to none). The
-        other workers hear of it through the backend. Returns how many it closed
-        in this process.
+        other workers hear of it through the backend; handshakes in flight and
+        tickets issued before it are refused (:attr:`revocations`). Returns how many
+        it closed in this process.
 
         Raises:
             ValueError: neither ``user`` nor ``audience``, or a close code a server
@@ -289,7 +295,7 @@ class Broadcaster:
 
             closed_here = await broadcaster.disconnect(user="alice")  # access revoked
         """
-        message = disconnect_order(user, audience_of(audience), code)
+        message = disconnect_order(user, audience_of(audience), code, time.time())
         closed = self._fanout.obey(message)
         await self.call_backend(lambda: self.backend.send_control(message))
         return closed
@@ -379,13 +385,10 @@ class Broadcaster:
     def stats(self) -> dict[str, Any]:
         """Counters for dashboards and tests.
 
-        Keys: ``connections``, ``connections_by_transport``, ``published``,
-        ``delivered``, ``dropped``, ``slow_disconnects``, ``replayed``,
-        ``conflated``, ``subscribers``, ``publish_failures`` (the publishes that
-        raised ``BackendUnavailable``, unless the backend counts its own, as the
-        Redis backend does for the events its outbox could not write), plus
-        what the backend adds (``state_evicted``: state entries evicted by
-        ``state_limit``).
+        Keys: ``connections``, ``connections_by_transport``, ``published``, ``delivered``,
+        ``dropped``, ``slow_disconnects``, ``replayed``, ``conflated``, ``subscribers``,
+        ``publish_failures`` (publishes that raised ``BackendUnavailable``, unless the
+        backend counts its own, as Redis does), and the backend's (``state_evicted``).
         """
         return {
             "connections": self.census.connections,

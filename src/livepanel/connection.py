@@ -38,6 +38,7 @@ from livepanel.outbox import (
 from livepanel.protocol import TypeFilter, control_frame
 
 __all__ = [
+    "ABANDON_AFTER",
     "MAX_CONTROL_FRAMES",
     "CloseReason",
     "Connection",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger("livepanel")
+
+ABANDON_AFTER = 2.0
+"""Seconds a closed connection's writer may still spend on the frame it is sending; then it
+is cancelled (a client that stopped reading never lets it finish)."""
 
 SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
@@ -152,9 +157,12 @@ class Connection:
     """
 
     __slots__ = (
+        "_abandon",
         "_counters",
         "_membership",
+        "_on_close",
         "_waiter",
+        "_writer",
         "audiences",
         "batch",
         "close_reason",
@@ -209,6 +217,9 @@ class Connection:
         self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = self.loop.time()
+        self._writer: asyncio.Task[object] | None = None  # the task running write(), while it runs
+        self._abandon: asyncio.TimerHandle | None = None  # armed once a close is decided
+        self._on_close: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ fan-out side
 
@@ -222,25 +233,54 @@ class Connection:
         if self.outbox.push_control(text):
             self.wake()
 
+    def push_state(self, text: str) -> None:
+        """Queue a ``state`` frame: in flight, as a replay is, until the writer takes it."""
+        if self.outbox.push_state(text):
+            self.wake()
+
     def _too_slow(self) -> None:
         self.close(CloseReason.SLOW_CONSUMER)
 
     @property
     def replaying(self) -> bool:
-        """Whether events of the last replay are still waiting to be sent."""
+        """Whether events of the last replay, or the last state frame, are still waiting."""
         return self.outbox.replaying
 
     def close(self, reason: CloseReason) -> None:
         """Stop queueing; the writer returns ``reason`` (the first reason given wins).
 
-        The connection leaves the fan-out at once (it no longer counts as
-        live), even while its writer is still stuck on a full socket.
+        It leaves the fan-out and frees its queue at once (unless the reason
+        flushes it first), even while its writer is stuck on a full socket; a
+        writer still inside ``send`` :data:`ABANDON_AFTER` seconds later is cancelled.
         """
         if self.close_reason is None:
             self.close_reason = reason
             self.outbox.close()
+            if not reason.flushes_first:
+                self.outbox.discard()  # the client resumes with since: free its backlog now
             self._membership.leave(self)
             self.wake()
+            if self._writer is not None:  # one timer per close, never one per frame
+                self._abandon = self.loop.call_later(ABANDON_AFTER, self._give_up)
+            if self._on_close is not None:  # once: close_reason is set from here
+                self._on_close()
+
+    def when_closed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the connection closes (now if it has): its slot goes back
+        when the close is decided, not when a client that stopped reading lets it end."""
+        if self.close_reason is not None:
+            callback()
+        else:
+            self._on_close = callback
+
+    def _give_up(self) -> None:
+        """:data:`ABANDON_AFTER` seconds after the close: cancel a writer still sending."""
+        self._abandon = None
+        writer = self._writer
+        if writer is not None and not writer.done():
+            logger.info("livepanel: a closed connection's client is not reading; abandoned")
+            self.outbox.discard()
+            writer.cancel()
 
     def sees(self, event: Event) -> bool:
         """Whether this connection may receive ``event`` (its audience allows it)."""
@@ -314,9 +354,8 @@ class Connection:
 
     async def _park(self) -> None:
         """Wait until the hub or a control frame wakes us."""
-        outbox = self.outbox
         waiter = self._waiter = self.loop.create_future()
-        outbox.park()
+        self.outbox.park()
         try:
             await waiter
         finally:
@@ -348,10 +387,12 @@ class Connection:
         left; any other exception is logged and ends this connection alone
         with :attr:`CloseReason.INTERNAL_ERROR`. With ``encode``, each wake
         sends ``encode(frames)`` of everything queued, as one piece (an event
-        stream's chunk).
+        stream's chunk). A ``send`` still running :data:`ABANDON_AFTER` seconds
+        after the close is cancelled, with this coroutine's task.
         """
         loop = self.loop
         timer: asyncio.TimerHandle | None = None
+        self._writer = asyncio.current_task()
 
         def heartbeat() -> None:
             nonlocal timer
@@ -413,8 +454,12 @@ class Connection:
             self.close(CloseReason.INTERNAL_ERROR)
             return CloseReason.INTERNAL_ERROR
         finally:
+            self._writer = None
             if timer is not None:
                 timer.cancel()
+            if self._abandon is not None:
+                self._abandon.cancel()
+                self._abandon = None
 
     async def next_event(self) -> Event | None:
         """The next event for an in-process consumer; ``None`` once closed."""

@@ -16,18 +16,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from livepanel.census import Census
-from livepanel.connection import CloseReason
+from livepanel.connection import CloseReason, Connection
 from livepanel.events import Event
 from livepanel.hub import Hub, Resubscribe
 from livepanel.outbox import Frame
+from livepanel.revocations import Revocations
 
 __all__ = ["Fanout", "RecentTexts", "disconnect_order"]
 
 
 def disconnect_order(
-    user: str | None, audiences: frozenset[str] | None, code: int
+    user: str | None, audiences: frozenset[str] | None, code: int, at: float | None = None
 ) -> dict[str, Any]:
-    """The control message ``Broadcaster.disconnect()`` sends every worker (:meth:`Fanout.obey`).
+    """The control message ``Broadcaster.disconnect()`` sends every worker (:meth:`Fanout.obey`);
+    ``at``: when it was given (Unix time), for the tickets issued before it.
 
     Raises:
         ValueError: neither a user nor audiences, or a close code a server may not send.
@@ -41,7 +43,10 @@ def disconnect_order(
         raise ValueError("disconnect() needs a user, an audience or both")
     if code not in (1000, 1001, 1008, 1011, 1013) and not 4000 <= code <= 4999:
         raise ValueError(f"close code {code} is not one a server may send")
-    return {"disconnect": {"user": user, "audience": sorted(audiences or ()), "code": code}}
+    order: dict[str, Any] = {"user": user, "audience": sorted(audiences or ()), "code": code}
+    if at is not None:
+        order["at"] = at
+    return {"disconnect": order}
 
 
 class RecentTexts:
@@ -95,7 +100,7 @@ class Fanout:
         hub = fanout.here()  # this loop's hub, for a new connection
     """
 
-    __slots__ = ("_hubs", "_lock", "census", "head_id", "resubscribe", "texts")
+    __slots__ = ("_hubs", "_lock", "census", "head_id", "resubscribe", "revocations", "texts")
 
     def __init__(self, census: Census, resubscribe: Resubscribe, texts: RecentTexts) -> None:
         self.census = census
@@ -104,6 +109,7 @@ class Fanout:
         self._lock = threading.Lock()  # the hubs and the head id
         self._hubs: dict[asyncio.AbstractEventLoop, Hub] = {}
         self.head_id = ""  # the newest event id delivered in this process
+        self.revocations = Revocations()  # for handshakes in flight and tickets issued before
 
     def started_at(self, head: str) -> None:
         """The backend started with ``head`` as the stream's newest id."""
@@ -157,8 +163,9 @@ class Fanout:
             return list(self._hubs.values())
 
     def obey(self, message: dict[str, Any]) -> int:
-        """Close the dashboards a ``{"disconnect": {"user", "audience", "code"}}`` order
-        names (from this process or, through the backend, another); return how many.
+        """Close the dashboards a ``{"disconnect": {"user", "audience", "code", "at"}}`` order
+        names (from this process or, through the backend, another); return how many. The
+        order is remembered (:attr:`revocations`) for the handshakes still in flight.
 
         A malformed order (another version, a hostile stream entry) closes nothing.
         """
@@ -173,7 +180,20 @@ class Fanout:
             who = frozenset(a for a in audience if isinstance(a, str))
         except TypeError:
             return 0
+        given = order.get("at")
+        if not isinstance(given, (int, float)) or given != given:  # absent (older), or NaN
+            given = None
+        self.revocations.record(user, who, code, given)  # first: a joining connection checks it
         return sum(hub.revoke(user, who, code) for hub in self.hubs())
+
+    def screen(self, conn: Connection, authenticated_at: float | None) -> None:
+        """Close a dashboard joining now if an order heard since its handshake began
+        (``authenticated_at``, monotonic) names it: it was in flight when the order came."""
+        if authenticated_at is None or not conn.dashboard:
+            return
+        code = self.revocations.heard_since(authenticated_at, conn.user, conn.audiences)
+        if code is not None:
+            conn.revoke(code)
 
     def close_all(self, reason: CloseReason) -> None:
         """Close every connection on every loop with ``reason``."""

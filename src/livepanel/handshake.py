@@ -17,11 +17,16 @@ import inspect
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asgiref.typing import WWWScope
 
-from livepanel.auth import Authenticator, credentials_presented, parse_basic_authorization
+from livepanel.auth import (
+    Authenticator,
+    credentials_presented,
+    made_by_script,
+    parse_basic_authorization,
+)
 from livepanel.settings import EndpointSettings
 from livepanel.throttle import AuthThrottle, client_address
 
@@ -252,7 +257,8 @@ async def authenticate(
     if throttle is not None:
         # a locked-out address learns nothing: its credentials are not even read
         address = client_address(scope.get("client"))
-        counted = credentials_presented(auth, scope)
+        # a URL any page can load without script (<img src=...?ticket=x>) is nobody's guess
+        counted = credentials_presented(auth, scope if made_by_script(scope) else _no_query(scope))
         claimed = parse_basic_authorization(header(scope, b"authorization"))
         claimed_user = claimed[0] if claimed else None
         # only presented credentials count: a request without any is not a guess
@@ -370,6 +376,11 @@ async def audiences_of(
     if isinstance(value, str):
         return frozenset({value})
     return frozenset(str(item) for item in value)
+
+
+def _no_query(scope: WWWScope) -> WWWScope:
+    """The request without its query string: only what a page cannot set without script."""
+    return cast(WWWScope, {**scope, "query_string": b""})
 
 
 def _unauthorized(auth: Authenticator) -> Denial:

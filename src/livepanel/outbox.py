@@ -186,6 +186,7 @@ class Outbox:
         "_replaying",
         "_sent",
         "_skip",
+        "_state",
         "controls",
         "handover",
         "live_count",
@@ -196,6 +197,7 @@ class Outbox:
         "queue_size",
         "queued_bytes",
         "replayed",
+        "state_bytes",
     )
 
     def __init__(
@@ -225,6 +227,8 @@ class Outbox:
         self.queued_bytes = 0  # text of live and control frames in the queue: max_bytes
         self._replaying = 0  # replayed events still in the queue: one replay at a time
         self.replayed = 0  # events replayed to this consumer, in all
+        self._state: Frame | None = None  # the state frame still queued: one at a time
+        self.state_bytes = 0  # bytes of state frames queued for this consumer, in all
         self.parked = False  # the writer waits, and no live event told it yet
 
     # ------------------------------------------------------------------ reading it
@@ -238,8 +242,8 @@ class Outbox:
 
     @property
     def replaying(self) -> bool:
-        """Whether events of the last replay are still waiting to be sent."""
-        return self._replaying > 0
+        """Whether events of the last replay, or the last state frame, still wait."""
+        return self._replaying > 0 or self._state is not None
 
     @property
     def closed(self) -> bool:
@@ -269,10 +273,8 @@ class Outbox:
         return False
 
     def _push_rare(self, frame: Frame) -> bool:
-        """:meth:`push` off the common path: a replay running or just done, closed, full.
-
-        Its tail repeats :meth:`push`'s on purpose: the common path stays one call.
-        """
+        """:meth:`push` off the common path: a replay running or just done, closed, full
+        (its tail repeats :meth:`push`'s on purpose: the common path stays one call)."""
         handover = self.handover
         if handover is Handover.CLOSED:
             return False
@@ -300,11 +302,9 @@ class Outbox:
         return False
 
     def push_control(self, text: str) -> bool:
-        """Queue a frame that is not a broadcast event (welcome, pong, error, state).
+        """Queue a frame that is not a broadcast event (welcome, pong, error); whether it was.
 
-        Returns whether it was queued. A client that makes the server queue
-        more than ``MAX_CONTROL_FRAMES`` of them, or more than ``max_bytes`` in
-        all, without reading them overflows (``on_overflow``).
+        Beyond ``MAX_CONTROL_FRAMES`` of them, or ``max_bytes`` in all, it overflows.
         """
         if self.handover is Handover.CLOSED:
             return False
@@ -314,6 +314,14 @@ class Outbox:
         self.pending.append(Frame(None, text))
         self.controls += 1
         self.queued_bytes += len(text)
+        return True
+
+    def push_state(self, text: str) -> bool:
+        """Queue a ``state`` frame: a control frame, in flight (:attr:`replaying`) until taken."""
+        if not self.push_control(text):
+            return False
+        self._state = self.pending[-1]
+        self.state_bytes += len(text)
         return True
 
     def close(self) -> bool:
@@ -359,12 +367,8 @@ class Outbox:
     # ------------------------------------------------------------------ the replay hand-over
 
     def hold(self) -> None:
-        """``LIVE``/``SKIPPING`` → ``HOLDING``: live events wait aside until :meth:`release`.
-
-        Events already queued but not sent (live, or from an earlier replay)
-        are held too: the new replay carries them again if they are retained,
-        and :meth:`release` decides.
-        """
+        """``LIVE``/``SKIPPING`` → ``HOLDING``: live events wait aside until :meth:`release`;
+        so do events queued but not sent (the new replay carries them again if retained)."""
         if self.handover is Handover.CLOSED:
             return
         queue = self.pending
@@ -389,15 +393,12 @@ class Outbox:
     ) -> bool:
         """``HOLDING`` → ``SKIPPING`` (or ``LIVE``): queue the replay, then what was held.
 
-        ``replayed`` is every retained event after ``since`` in stream order, or
-        ``None`` when ``since`` is not retained: then the held events come back
-        as they were (the caller queues ``resume_unavailable`` first, if it
-        wants) and the outbox is ``LIVE``. Otherwise the replay's events that
-        ``keep`` allows and that were not already sent are queued, beyond
-        ``queue_size``; held events it covers are dropped, later ones follow;
-        live events still on their way that it covers are dropped as they come
-        (``SKIPPING``). ``text_of`` gives an event's JSON (a shared copy, not
-        one per connection). Returns whether it resumed.
+        ``replayed``: every retained event after ``since`` in stream order, or ``None``
+        when ``since`` is not retained (the held events come back as they were, after
+        any ``resume_unavailable`` the caller queues; ``LIVE``). Otherwise the replay's
+        events that ``keep`` allows and were not sent already are queued, beyond
+        ``queue_size``; held and live events it covers are dropped (``SKIPPING``), later
+        ones follow. ``text_of``: an event's shared JSON. Returns whether it resumed.
         """
         if self.handover is not Handover.HOLDING:
             return False
@@ -456,8 +457,7 @@ class Outbox:
 
     def park(self) -> None:
         """The writer is about to wait: the next live event tells it (:meth:`push` returns
-        ``True`` once). A writer woken otherwise (a control frame, a close) may be told once
-        more for nothing: a wake finds it running, or re-checks the queue."""
+        ``True`` once; a writer woken otherwise may be told once more, for nothing)."""
         self.parked = True
 
     def pop(self) -> Frame:
@@ -479,6 +479,7 @@ class Outbox:
         self.pending.clear()
         if self.controls:
             self._sent.extend(frame for frame in frames if frame.event is not None)
+            self._state = None
         else:
             self._sent.extend(frames)
         self.live_count = self.controls = self.queued_bytes = self._replaying = 0
@@ -492,12 +493,15 @@ class Outbox:
         elif frame.event is None:
             self.controls -= 1
             self.queued_bytes -= frame.size
+            if frame is self._state:
+                self._state = None
         else:
             self._replaying -= 1
 
-    def discard(self) -> list[Frame]:
-        """Empty the queue without sending (a closed connection frees its memory)."""
-        frames = list(self.pending)
+    def discard(self) -> int:
+        """Drop every queued frame unsent, so that a closed connection frees its memory at
+        once; the counters keep what was queued when it closed. Returns how many went."""
+        dropped = len(self.pending)
         self.pending.clear()
-        self.live_count = self.controls = self.queued_bytes = self._replaying = 0
-        return frames
+        self._held = []
+        return dropped

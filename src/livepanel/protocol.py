@@ -36,6 +36,7 @@ __all__ = [
     "MAX_PONG_SIZE",
     "REPLAY_EVENTS_PER_TOKEN",
     "SERVER_NAME",
+    "STATE_BYTES_PER_TOKEN",
     "Ack",
     "Action",
     "ClientProtocol",
@@ -75,6 +76,8 @@ MAX_PONG_SIZE = 4096
 """Most bytes of a ``pong`` frame: a ping whose echo would be larger is ``invalid_message``."""
 REPLAY_EVENTS_PER_TOKEN = 100
 """A replay costs the client one rate-limit token per this many events it replays."""
+STATE_BYTES_PER_TOKEN = 16384
+"""A ``state`` frame costs the client one rate-limit token per this many bytes of it."""
 
 _ID = re.compile(r"([A-Za-z0-9]{1,32}):([0-9]{1,20}(?:-[0-9]{1,20})?)")
 
@@ -385,6 +388,7 @@ class ClientProtocol:
         self._tokens = float(self.client_burst)
         self._refilled = clock()
         self._warned = False
+        self._refused_busy = False  # told once that a replay or state is still in flight
         self.last_ack: str | None = None
 
     # -- rate limit
@@ -402,11 +406,31 @@ class ClientProtocol:
             return True
         return False
 
-    def charge(self, replayed: int) -> None:
-        """Charge a replay of ``replayed`` events to the rate bucket (it may go negative:
-        the client's next messages then wait, or are ``rate_limited``)."""
-        if self.client_rate is not None and replayed > 0:
-            self._tokens -= replayed / REPLAY_EVENTS_PER_TOKEN
+    def charge(self, replayed: int, state_bytes: int = 0) -> None:
+        """Charge a replay of ``replayed`` events and a ``state`` frame of ``state_bytes``
+        bytes to the rate bucket (it may go negative: the client's next messages then wait,
+        or are ``rate_limited``)."""
+        self._refused_busy = False
+        if self.client_rate is not None and (replayed > 0 or state_bytes > 0):
+            self._tokens -= replayed / REPLAY_EVENTS_PER_TOKEN + state_bytes / STATE_BYTES_PER_TOKEN
+
+    def refuse_busy(self, message: str) -> list[Action]:
+        """A ``subscribe`` with ``since`` or ``state`` while the last replay or state frame
+        is still unsent: ``rate_limited`` the first time, close 1008 if it asks again
+        before that one went out.
+
+        Example::
+
+            >>> p = ClientProtocol()
+            >>> [type(a).__name__ for a in p.refuse_busy("one at a time")]
+            ['Reply']
+            >>> [a.code for a in p.refuse_busy("one at a time")]
+            [1008]
+        """
+        if self._refused_busy:
+            return [Close(CLOSE_POLICY_VIOLATION, "kept asking for a replay or state")]
+        self._refused_busy = True
+        return [Reply(error_frame("rate_limited", message))]
 
     # -- input
 

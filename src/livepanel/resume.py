@@ -127,5 +127,5 @@ class Resume:
                 since or conn.last_event_id, None if since else [], unavailable=RESUME_UNAVAILABLE
             )
             raise
-        conn.push_control(state_frame(snapshot, conn.filter, sees=conn.sees))
+        conn.push_state(state_frame(snapshot, conn.filter, sees=conn.sees))
         conn.release(snapshot.last_event_id, [], self._text_of)

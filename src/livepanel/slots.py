@@ -4,7 +4,9 @@
 its limits and closes on shutdown. A handshake takes a slot in the same step
 as the limit check (:meth:`~ConnectionSlots.admit`, with no ``await`` between
 them, so no number of racing handshakes gets past a limit) and gives it back
-whichever way its connection ends (:meth:`~ConnectionSlots.release`). An
+whichever way its connection ends (:meth:`~ConnectionSlots.release`, through
+a :class:`Slot`, given back once: when its connection closes, even if a client
+that stopped reading keeps the task a few seconds longer). An
 accepted connection is :meth:`~ConnectionSlots.opened` and
 :meth:`~ConnectionSlots.closed` by its transport; :meth:`~ConnectionSlots.shut`
 closes every open one and turns the endpoint to
@@ -23,7 +25,7 @@ from livepanel.connection import CloseReason, Connection
 from livepanel.handshake import Admission, Denial, check_limits
 from livepanel.settings import EndpointSettings
 
-__all__ = ["ConnectionSlots", "EndpointState"]
+__all__ = ["ConnectionSlots", "EndpointState", "Slot"]
 
 
 class EndpointState(enum.Enum):
@@ -40,6 +42,31 @@ class EndpointState(enum.Enum):
 
     SERVING = "serving"
     SHUTTING_DOWN = "shutting_down"
+
+
+class Slot:
+    """One handshake's slot, reserved by :meth:`ConnectionSlots.admit`: given back once,
+    by whichever comes first, its connection's close or the end of its handshake's task.
+
+    Example::
+
+        slot = Slot(slots, admission.user)
+        conn.when_closed(slot.release)  # at the close decision...
+        slot.release()  # ...or here, in a finally: only the first one counts
+    """
+
+    __slots__ = ("_slots", "held", "user")
+
+    def __init__(self, slots: ConnectionSlots, user: str) -> None:
+        self._slots = slots
+        self.user = user
+        self.held = True
+
+    def release(self) -> None:
+        """Give the slot back, unless it was already."""
+        if self.held:
+            self.held = False
+            self._slots.release(self.user)
 
 
 class ConnectionSlots:
@@ -108,7 +135,11 @@ class ConnectionSlots:
             self._by_user[user] = left
         else:
             del self._by_user[user]
-        if not self._held and self._empty is not None:
+        self._check_empty()
+
+    def _check_empty(self) -> None:
+        """Wake :meth:`wait_empty` once no slot is held and no connection is still open."""
+        if not self._held and not self._open and self._empty is not None:
             self._empty.set()
             self._empty = None
 
@@ -135,6 +166,7 @@ class ConnectionSlots:
             slots.closed(conn)
         """
         self._open.discard(conn)
+        self._check_empty()
 
     def shut(self, reason: CloseReason) -> int:
         """Refuse new connections from now on and close the open ones with ``reason``;
@@ -160,14 +192,15 @@ class ConnectionSlots:
         self._state = EndpointState.SERVING
 
     async def wait_empty(self, timeout: float) -> bool:
-        """Wait until every slot is released, at most ``timeout`` seconds; whether they were.
+        """Wait until every slot is released and every connection has said its goodbye, at
+        most ``timeout`` seconds; whether they have.
 
         Example::
 
             if not await slots.wait_empty(5.0):
                 ...  # some connections are still open
         """
-        if not self._held:
+        if not self._held and not self._open:
             return True
         if self._empty is None:  # shared by concurrent waits (a signal, then lifespan)
             self._empty = asyncio.Event()

@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 
 from asgiref.typing import WWWScope
 
+from livepanel.auth import made_by_script
 from livepanel.backends.base import Backend, SingleUseClaims, single_use_claims_of
 from livepanel.backends.memory import InProcessClaims
 from livepanel.errors import BackendUnavailable, ConfigurationError
@@ -307,16 +308,29 @@ class Tickets:
 
             ticket = await tickets.redeem(text)
             if ticket is None:
-                ...  # forged, tampered with, expired or used already: refuse
+                ...  # forged, tampered with, expired, revoked or used already: refuse
 
         Raises:
             BackendUnavailable: Redis could not say whether the ticket was used.
         """
         ticket = self.verify(text)
-        if ticket is None:
+        if ticket is None or self.revoked(ticket):
             return None
         first = await self._consume(ticket)
         return ticket if first else None
+
+    def revoked(self, ticket: Ticket) -> bool:
+        """Whether ``Broadcaster.disconnect()`` named the ticket's user or one of its audiences
+        after it was issued (on any worker, once this one heard of it).
+
+        Example::
+
+            ticket = tickets.verify(text)
+            if ticket is not None and not tickets.revoked(ticket):
+                ...  # still good
+        """
+        issued = ticket.expires - self.ttl
+        return self.broadcaster.revocations.given_since(issued, ticket.user, ticket.audiences)
 
     async def _consume(self, ticket: Ticket) -> bool:
         """Mark the nonce used; ``True`` when nobody had (here, or on any worker on Redis).
@@ -399,11 +413,14 @@ def _query_values(scope: WWWScope, name: str) -> list[str]:
 class TicketAuth:
     """The :class:`~livepanel.auth.Authenticator` of ``?ticket=<t>`` on the connect URL.
 
-    It accepts a ticket :class:`Tickets` issued, once, before it expires, and
-    returns a :class:`TicketPrincipal`; anything else (no ticket, two, a
-    forged, tampered, expired or used one) is refused with 401. A refused
-    ticket counts toward the endpoint's throttle; a handshake without one
-    does not.
+    It accepts a ticket :class:`Tickets` issued, once, before it expires and
+    unless a revocation came after it, and returns a :class:`TicketPrincipal`;
+    anything else (no ticket, two, a forged, tampered, expired, revoked or
+    used one) is refused with 401. A refused ticket counts toward the
+    endpoint's throttle; a handshake without one does not. A request a page
+    can make without script (not a WebSocket handshake, not an event-stream
+    ``GET``: the endpoint's HTTP probe, an ``<img>``) has its ticket checked
+    but neither spent nor counted.
 
     The connect URL shows up in servers' access logs; unless
     ``redact_logs=False`` it installs :func:`redact_tickets` on uvicorn's and
@@ -443,6 +460,11 @@ class TicketAuth:
         values = _query_values(scope, self.param)
         if len(values) != 1:
             return None
+        if not made_by_script(scope):  # an <img>'s URL, say: checked, never spent
+            checked = self.tickets.verify(values[0])
+            if checked is None or self.tickets.revoked(checked):
+                return None
+            return TicketPrincipal(username=checked.user, audiences=checked.audiences)
         try:
             ticket = await self.tickets.redeem(values[0])
         except BackendUnavailable as exc:

@@ -50,10 +50,17 @@ from livepanel.protocol import (
 from livepanel.refusals import Refusals, cors_headers
 from livepanel.schema.fingerprint import current_fingerprint
 from livepanel.settings import EndpointSettings
-from livepanel.slots import ConnectionSlots
+from livepanel.slots import ConnectionSlots, Slot
 from livepanel.sse import SSE_HEADERS, sse_chunk
 
-__all__ = ["EventStreamTransport", "Transport", "WebSocketTransport", "carry", "close_reason"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "EventStreamTransport",
+    "Transport",
+    "WebSocketTransport",
+    "carry",
+    "close_reason",
+]
 
 logger = logging.getLogger("livepanel")
 
@@ -66,7 +73,11 @@ _CLOSE_CODES = {
     CloseReason.SLOW_CONSUMER: CLOSE_TRY_AGAIN_LATER,
 }
 _CLOSE_REASONS = {code: reason for reason, code in _CLOSE_CODES.items()}
-_ONE_REPLAY = "one replay at a time: read the last one before asking for another"
+_ONE_REPLAY = "one replay or state at a time: read the last one before asking for another"
+
+CLOSE_TIMEOUT = 1.0
+"""Seconds a transport waits to say its close (a close frame, the end of a stream) to a client
+that does not read; then the connection's task ends without it."""
 
 
 def close_reason(code: int, default: CloseReason = CloseReason.GOING_AWAY) -> CloseReason:
@@ -131,8 +142,18 @@ async def carry(
     slots: ConnectionSlots,
     user: str,
     audiences: frozenset[str] | None,
+    slot: Slot | None = None,
+    authenticated_at: float | None = None,
 ) -> None:
     """Serve one admitted connection from accept to close.
+
+    ``slot`` (the handshake's) is given back as soon as the connection
+    closes; a revocation heard since ``authenticated_at`` (``time.monotonic()``
+    when the handshake began) closes it as it opens. A writer stuck on a
+    client that stopped reading is abandoned a few seconds after the close
+    (:data:`~livepanel.connection.ABANDON_AFTER`) and the close is said within
+    :data:`CLOSE_TIMEOUT` seconds or not at all, so the task ends whether or
+    not the client reads.
 
     Example::
 
@@ -146,8 +167,14 @@ async def carry(
     options = transport.options()
     await transport.accept()
     async with broadcaster.connection(
-        batch=options.batch, user=user, audiences=audiences, transport=transport.name
+        batch=options.batch,
+        user=user,
+        audiences=audiences,
+        transport=transport.name,
+        authenticated_at=authenticated_at,
     ) as conn:
+        if slot is not None:
+            conn.when_closed(slot.release)
         conn.push_control(
             welcome_frame(
                 transport.id,
@@ -164,9 +191,8 @@ async def carry(
             if options.subscribe is not None:
                 wanted = options.subscribe
                 await conn.subscribe(wanted.types, wanted.since, wanted.state)
-                protocol.charge(conn.outbox.replayed)
-            # cancelling this task (the server stops) cancels the writer it awaits
-            reason = await loop.create_task(transport.write(conn))
+                protocol.charge(conn.outbox.replayed, conn.outbox.state_bytes)
+            reason = await _written(loop.create_task(transport.write(conn)), conn)
             code = conn.revoked_code if reason is CloseReason.REVOKED else _CLOSE_CODES.get(reason)
             if code is not None:
                 await transport.close(code)
@@ -176,6 +202,18 @@ async def carry(
                 await reader
             except (asyncio.CancelledError, OSError):
                 pass
+
+
+async def _written(writer: asyncio.Task[CloseReason], conn: Connection) -> CloseReason:
+    """Why the connection's writer ended, also when it was abandoned (cancelled)."""
+    try:
+        await asyncio.wait((writer,))
+    except asyncio.CancelledError:  # the server cancels this task: the writer goes with it
+        writer.cancel()
+        raise
+    if writer.cancelled():  # abandoned on a client that stopped reading
+        return conn.close_reason or CloseReason.CLIENT_LEFT
+    return writer.result()
 
 
 async def _read(
@@ -261,18 +299,22 @@ class WebSocketTransport(_Request):
             else:
                 actions = protocol.receive_bytes(cast(bytes, message.get("bytes") or b""))
             for action in actions:
-                if isinstance(action, Reply):
+                if isinstance(action, Subscribe) and (action.since is not None or action.state):
+                    if conn.replaying:  # one replay or state in flight: refused, then 1008
+                        actions.extend(protocol.refuse_busy(_ONE_REPLAY))
+                        continue
+                    outbox = conn.outbox
+                    replayed, state_bytes = outbox.replayed, outbox.state_bytes
+                    await conn.subscribe(action.types, action.since, action.state)
+                    # neither is free: the cost grows with the replay's events, the state's bytes
+                    protocol.charge(outbox.replayed - replayed, outbox.state_bytes - state_bytes)
+                elif isinstance(action, Reply):
                     conn.push_control(action.text)
                 elif isinstance(action, Close):
                     conn.close(close_reason(action.code, CloseReason.POLICY_VIOLATION))
                     return
                 elif isinstance(action, Subscribe):
-                    if (action.since is not None or action.state) and conn.replaying:
-                        conn.push_control(error_frame("rate_limited", _ONE_REPLAY))
-                        continue
-                    replayed = conn.outbox.replayed
                     await conn.subscribe(action.types, action.since, action.state)
-                    protocol.charge(conn.outbox.replayed - replayed)  # a replay is not free
                 elif isinstance(action, Ack):
                     pass  # recorded by the protocol (protocol.last_ack)
 
@@ -281,8 +323,10 @@ class WebSocketTransport(_Request):
         if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: closed slow connection %s (1013)", self.id)
         try:
-            await self.send({"type": "websocket.close", "code": code, "reason": ""})
-        except Exception:  # the client is gone, or the server refuses: nothing left to say
+            await asyncio.wait_for(
+                self.send({"type": "websocket.close", "code": code, "reason": ""}), CLOSE_TIMEOUT
+            )
+        except (Exception, asyncio.TimeoutError):  # gone, refused, or not reading: said enough
             pass
 
     async def refuse(self, denial: Denial) -> None:
@@ -357,7 +401,7 @@ class EventStreamTransport(_Request):
             logger.info("livepanel: ended slow event stream %s", self.id)
         end = {"type": "http.response.body", "body": b"", "more_body": False}
         try:
-            await asyncio.wait_for(self.send(end), 1.0)
+            await asyncio.wait_for(self.send(end), CLOSE_TIMEOUT)
         except (Exception, asyncio.TimeoutError):  # a stalled or vanished client
             pass
 

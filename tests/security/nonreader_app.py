@@ -1,0 +1,64 @@
+"""The app of the non-reader attacks, served by a process of its own so that its memory can be
+read: the livepanel endpoint at /ws (one connection per user), GET /health (its RSS, its slots
+and the broadcaster's numbers) and POST /publish (sessions with 4 kB labels, or agent statuses)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+import livepanel.events.builtin  # noqa: F401 - sessions and agents: the state the attack asks for
+from livepanel import Broadcaster, LivePanelApp
+from tests.integration.helpers import admin_only
+
+LABEL = "x" * 4000  # 300 sessions: a state frame of about 1.2 MB
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def create_app() -> Any:
+    """The endpoint and the two routes the test drives it with."""
+    broadcaster = Broadcaster(queue_size=16, history=100)
+    endpoint = LivePanelApp(broadcaster, auth=admin_only(), max_connections_per_user=1)
+
+    async def reply(send: Any, document: dict[str, Any]) -> None:
+        body = json.dumps(document).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan" or scope["path"].startswith("/ws"):
+            await endpoint(scope, receive, send)
+        elif scope["path"] == "/health":
+            stats = broadcaster.stats()
+            await reply(
+                send,
+                {
+                    "rss": rss_bytes(),
+                    "slots": endpoint.connection_count,
+                    "connections": stats["connections"],
+                    "slow_disconnects": stats["slow_disconnects"],
+                },
+            )
+        elif scope["path"] == "/publish":
+            query = dict(parse_qsl(scope["query_string"].decode()))
+            n = int(query.get("n", "1"))
+            for i in range(n):
+                if query.get("kind") == "sessions":
+                    payload = {"sessionKey": f"s{i}", "agentId": "a", "kind": "direct"}
+                    broadcaster.publish("session.created", {**payload, "label": LABEL})
+                else:
+                    status = {"agentId": f"a{i}", "status": "running", "activeSessionCount": i}
+                    broadcaster.publish("agent.status", status)
+            await reply(send, {"published": n})
+
+    return app
