@@ -329,7 +329,8 @@ class Tickets:
             if ticket is not None and not tickets.revoked(ticket):
                 ...  # still good
         """
-        issued = ticket.expires - self.ttl
+        # the expiry is written to the millisecond: the ticket may be up to that much older
+        issued = ticket.expires - self.ttl - 0.001
         return self.broadcaster.revocations.given_since(issued, ticket.user, ticket.audiences)
 
     async def _consume(self, ticket: Ticket) -> bool:
