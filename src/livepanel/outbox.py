@@ -405,9 +405,8 @@ class Outbox:
         held, self._held = self._held, []
         if replayed is None:
             self.handover = Handover.LIVE
-            for frame in held:  # what was queued stays queued, behind any error
-                if keep(frame.event):  # type: ignore[arg-type]
-                    self._requeue(frame)
+            for frame in held:  # what was queued stays queued, behind any error (as set_types)
+                self._requeue(frame)
             return False
         start = parse_id(since)
         end = parse_id(replayed[-1].id) if replayed and replayed[-1].id else start

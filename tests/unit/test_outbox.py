@@ -257,3 +257,15 @@ def test_counters_return_to_zero_when_everything_is_read(policy: SlowConsumerPol
         outbox.push(live(n))
     outbox.take()
     assert (outbox.live_count, outbox.controls, outbox.queued_bytes) == (0, 0, 0)
+
+
+def test_an_unavailable_replay_keeps_what_was_queued_whatever_the_new_filter() -> None:
+    """A since that is not retained: the held events come back as they were, as a plain
+    filter change keeps what is queued (found by the broadcast model: the new filter used to
+    drop some of them, behind resume_unavailable)."""
+    outbox, _, _ = box(queue_size=10)
+    outbox.push(live(1))
+    outbox.hold()
+    outbox.push(live(2))
+    assert outbox.release("e:0", None, keep=lambda _: False) is False
+    assert numbers(outbox.take()) == [1, 2]
