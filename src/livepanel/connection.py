@@ -36,6 +36,7 @@ from livepanel.outbox import (
     SlowConsumerPolicy,
 )
 from livepanel.protocol import TypeFilter, control_frame
+from livepanel.receipts import AckMark
 
 __all__ = [
     "MAX_CONTROL_FRAMES",
@@ -142,6 +143,7 @@ class Connection:
             event whose audience shares one of them, or has none. ``None``: every event.
         last_event_id: the newest event of the stream when it opened (``welcome``'s
             ``lastEventId``): every later event reaches it.
+        acks: where the client's ``ack`` messages are recorded (receipts), or ``None``.
 
     Example, what a transport does once the handshake passed::
 
@@ -155,6 +157,7 @@ class Connection:
         "_counters",
         "_membership",
         "_waiter",
+        "acks",
         "audiences",
         "batch",
         "close_reason",
@@ -184,6 +187,7 @@ class Connection:
         max_bytes: int = 16 * 2**20,
         audiences: frozenset[str] | None = None,
         transport: str = "websocket",
+        acks: AckMark | None = None,
     ) -> None:
         self._membership = membership
         self._counters = counters
@@ -206,6 +210,7 @@ class Connection:
         self.last_event_id = last_event_id  # the stream's newest event when it opened
         self.audiences = audiences  # None: sees every event
         self.transport = transport  # "websocket" or "sse", for the numbers
+        self.acks = acks  # the newest event the client acknowledged (dashboards only)
         self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = self.loop.time()

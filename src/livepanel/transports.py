@@ -273,8 +273,8 @@ class WebSocketTransport(_Request):
                     replayed = conn.outbox.replayed
                     await conn.subscribe(action.types, action.since, action.state)
                     protocol.charge(conn.outbox.replayed - replayed)  # a replay is not free
-                elif isinstance(action, Ack):
-                    pass  # recorded by the protocol (protocol.last_ack)
+                elif isinstance(action, Ack) and conn.acks is not None:
+                    conn.acks.record(action.id)  # what receipts count
 
     async def close(self, code: int) -> None:
         """``websocket.close`` with ``code``."""

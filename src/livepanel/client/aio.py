@@ -19,7 +19,7 @@ from livepanel.client.connector import Connector
 from livepanel.client.endpoint import Endpoint
 from livepanel.client.errors import ResumeUnavailable
 from livepanel.client.link import Link
-from livepanel.client.stream import ClientStream, Phase, Status
+from livepanel.client.stream import ACK_INTERVAL, ClientStream, Phase, Status
 from livepanel.events import Event
 from livepanel.protocol import CLOSE_NORMAL, parse_id
 from livepanel.state import ClientState
@@ -136,6 +136,8 @@ class Client:
             parse_id(since)
         self._busy = False
         self._wakeup = asyncio.Event()
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ public state
 
@@ -232,6 +234,9 @@ class Client:
         Safe to call more than once and from another task than the one iterating.
         """
         connector = self._connector
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if not self._stream.closing():
             if self._busy or connector.link is not None:
                 await connector.wait_disconnected(CLOSE_TIMEOUT)
@@ -282,6 +287,16 @@ class Client:
                 return
         self._stream.ack(event_id)
         await self._flush_ack()
+        if self._stream.ack_waiting and self._ack_timer is None:
+            # a quiet stream has no next read to carry it: send it when its turn comes
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(ACK_INTERVAL, self._ack_turn)
+
+    def _ack_turn(self) -> None:
+        self._ack_timer = None
+        task = asyncio.get_running_loop().create_task(self._send_waiting_ack())
+        self._ack_tasks.add(task)  # held until done: a bare task may be collected
+        task.add_done_callback(self._ack_tasks.discard)
 
     async def subscribe(self, types: Iterable[str] = ("*",), since: str | None = None) -> None:
         """Replace the type filter; with ``since``, replay what came after that id first.
@@ -357,6 +372,12 @@ class Client:
         link = self._connector.link
         if link is not None:
             link.abort()  # wakes the pending read with end of stream
+
+    async def _send_waiting_ack(self) -> None:
+        try:
+            await self._flush_ack()
+        except OSError:  # the connection is going: the ack goes with the next one
+            pass
 
     async def _flush_ack(self, force: bool = False) -> None:
         link = self._connector.link
