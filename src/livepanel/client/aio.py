@@ -10,6 +10,7 @@ watches the heartbeat, and reopens a lost connection with ``since``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
@@ -137,7 +138,7 @@ class Client:
         self._busy = False
         self._wakeup = asyncio.Event()
         self._ack_timer: asyncio.TimerHandle | None = None
-        self._ack_tasks: set[asyncio.Task[None]] = set()
+        self._ack_task: asyncio.Task[None] | None = None  # held: a bare task may be collected
 
     # ------------------------------------------------------------------ public state
 
@@ -236,7 +237,6 @@ class Client:
         connector = self._connector
         if self._ack_timer is not None:
             self._ack_timer.cancel()
-            self._ack_timer = None
         if not self._stream.closing():
             if self._busy or connector.link is not None:
                 await connector.wait_disconnected(CLOSE_TIMEOUT)
@@ -287,16 +287,13 @@ class Client:
                 return
         self._stream.ack(event_id)
         await self._flush_ack()
-        if self._stream.ack_waiting and self._ack_timer is None:
-            # a quiet stream has no next read to carry it: send it when its turn comes
+        if self._stream.ack_waiting and self._ack_timer is None:  # a quiet stream: send it later
             loop = asyncio.get_running_loop()
             self._ack_timer = loop.call_later(ACK_INTERVAL, self._ack_turn)
 
     def _ack_turn(self) -> None:
         self._ack_timer = None
-        task = asyncio.get_running_loop().create_task(self._send_waiting_ack())
-        self._ack_tasks.add(task)  # held until done: a bare task may be collected
-        task.add_done_callback(self._ack_tasks.discard)
+        self._ack_task = asyncio.get_running_loop().create_task(self._send_waiting_ack())
 
     async def subscribe(self, types: Iterable[str] = ("*",), since: str | None = None) -> None:
         """Replace the type filter; with ``since``, replay what came after that id first.
@@ -374,10 +371,8 @@ class Client:
             link.abort()  # wakes the pending read with end of stream
 
     async def _send_waiting_ack(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # the connection is going: the next one gets it
             await self._flush_ack()
-        except OSError:  # the connection is going: the ack goes with the next one
-            pass
 
     async def _flush_ack(self, force: bool = False) -> None:
         link = self._connector.link
