@@ -25,6 +25,7 @@ from livepanel.broadcaster import (
 from livepanel.errors import BackendUnavailable, ConfigurationError, LivePanelError
 from livepanel.events import Event, event_type
 from livepanel.health import health_app
+from livepanel.receipts import Receipt
 from livepanel.tickets import TicketAuth, Tickets
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "LivePanelError",
     "LivePanelMiddleware",
     "MemoryBackend",
+    "Receipt",
     "SlowConsumer",
     "Subscription",
     "TicketAuth",

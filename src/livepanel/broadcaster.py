@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from livepanel.backends import Backend, MemoryBackend, backend_from_url
+from livepanel.backends import Backend, MemoryBackend, backend_from_url, shared_receipts_of
 from livepanel.census import Census, presence_view
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
@@ -41,6 +41,7 @@ from livepanel.observer import Observer, Observers
 from livepanel.outbox import DeliveryCounters, SlowConsumerPolicy
 from livepanel.protocol import parse_id, type_globs
 from livepanel.readiness import check
+from livepanel.receipts import Receipt, ReceiptBook, check_confirm
 from livepanel.resume import Resume
 from livepanel.revocations import Revocations
 from livepanel.state import DEFAULT_STATE_LIMIT, state_payload
@@ -118,6 +119,9 @@ class Broadcaster:
         self._draining = False
         self.revocations: Revocations = self._fanout.revocations
         """The :meth:`disconnect` orders this process heard (its own and other workers')."""
+        self._receipts = ReceiptBook(
+            shared_receipts_of(self.backend), self.call_backend, lambda: self._fanout.head_id
+        )
 
     # ------------------------------------------------------------------ publish
 
@@ -126,12 +130,10 @@ class Broadcaster:
     ) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
-        ``event`` is an :class:`Event`, a registered payload object such as
-        ``SessionCreated(...)``, or a type name with its ``payload``.
-        ``audience`` (a string or a set of strings, e.g. ``{"team:ops"}``) limits
-        who receives it to the connections sharing one of them; ``None``, everyone. Returns
-        the accepted event (with its ``id`` where the backend assigns it
-        synchronously, as the memory backend does).
+        ``event``: an :class:`Event`, a registered payload object (``SessionCreated(...)``)
+        or a type name with its ``payload``. ``audience`` (a string or a set of strings,
+        ``{"team:ops"}``) limits it to the connections sharing one; ``None``, everyone.
+        Returns the accepted event (with its ``id`` where the backend assigns it at once).
 
         Raises:
             ValueError: an unregistered type or a payload that does not fit it.
@@ -149,14 +151,23 @@ class Broadcaster:
         return accepted
 
     async def apublish(
-        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+        self,
+        event: object,
+        payload: object = None,
+        *,
+        audience: Iterable[str] | str | None = None,
+        confirm: int = 0,
+        within: float = 5.0,
     ) -> Event:
-        """Like :meth:`publish`, but returns once the backend has stored the event.
+        """Like :meth:`publish`, but returns once the backend has stored the event; with
+        ``confirm=N``, once ``N`` dashboards (on any worker) acknowledged it, or after
+        ``within`` seconds: :meth:`receipts` says who did.
 
         Raises:
-            ValueError: as :meth:`publish`.
+            ValueError: as :meth:`publish`, or a negative ``confirm`` or ``within``.
             BackendUnavailable: the backend cannot take the event.
         """
+        within = check_confirm(confirm, within)
         prepared = self._prepared(event, payload, audience)
         try:
             stored = await self.call_backend(lambda: self.backend.publish(prepared))
@@ -164,7 +175,15 @@ class Broadcaster:
             self._counters.publish_failures += 1
             raise
         self._counters.published += 1
+        if confirm and stored.id is not None:
+            await self._receipts.wait(stored.id, confirm, within)
         return stored
+
+    async def receipts(self, event_id: str) -> Receipt:
+        """Who acknowledged ``event_id`` (or a later event), on every worker, as a
+        :class:`~livepanel.receipts.Receipt`; ``ValueError`` for a malformed id,
+        ``BackendUnavailable`` when the other workers' acks cannot be read."""
+        return await self._receipts.receipt(event_id)
 
     def _prepared(self, event: object, payload: object, audience: Any) -> Event:
         return self._observers.published(_prepare(event, payload, audience))
@@ -173,25 +192,19 @@ class Broadcaster:
 
     async def start(self) -> None:
         """Start the backend, on this loop unless it runs on a live one already (done on
-        first use anyway; call it at startup to fail early).
-
-        Raises:
-            BackendUnavailable: the backend cannot be reached.
-        """
+        first use anyway; call it at startup to fail early). Raises ``BackendUnavailable``."""
         await self._home.start()
 
     def start_soon(self) -> None:
-        """Start in the running loop without waiting; a no-op when started or outside a loop.
-
-        ``publish()`` and ``LivePanelMiddleware`` call it, so that a process
-        which publishes but serves no dashboard still hands its events to the
-        backend. A failure is logged; the next use tries again.
+        """Start in the running loop without waiting; a no-op when started or outside a loop
+        (so that a process which only publishes reaches its backend; a failure is logged).
         """
         self._home.start_soon(self.start)
 
     async def close(self) -> None:
         """Close every connection and subscription (1001) and stop the backend."""
         home = self._home.detach()
+        self._receipts.stop()
         self._fanout.close_all(CloseReason.GOING_AWAY)
         if home is not None:
             await call_on(home, self.backend.stop)
@@ -239,17 +252,16 @@ class Broadcaster:
     ) -> AsyncIterator[Connection]:
         """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
 
-        The endpoint-facing API: a transport opens one per client once the
-        handshake passed, queues ``welcome`` (with
-        :attr:`Connection.last_event_id <livepanel.connection.Connection.last_event_id>`),
-        subscribes, and runs its writer in the client's own task. ``dashboard=False``
-        opens an in-process consumer (as :meth:`subscribe` does): not counted
-        as a connection, never revoked, never told ``resume_unavailable``.
+        A transport opens one per client once the handshake passed, queues
+        ``welcome``, subscribes, and runs its writer in the client's own task.
+        ``dashboard=False``: an in-process consumer (as :meth:`subscribe`), not
+        counted, never revoked, never told ``resume_unavailable``, never acking.
         A :meth:`disconnect` heard since ``authenticated_at`` (monotonic) closes it.
         """
         await self.start()
         hub = self._fanout.here()
         hub.fan_out()  # what reached this loop before us is before our first event
+        acks = self._receipts.open(user) if dashboard else None
         conn = Connection(
             hub,
             self._counters,
@@ -262,6 +274,7 @@ class Broadcaster:
             max_bytes=self.queue_bytes,
             audiences=None if audiences is None else frozenset(audiences),
             transport=transport,
+            acks=acks,
         )
         hub.join(conn)
         self._fanout.screen(conn, authenticated_at)  # revoked while its handshake ran?
@@ -270,6 +283,7 @@ class Broadcaster:
         finally:
             conn.close(CloseReason.CLIENT_LEFT)  # leaves the fan-out, unless it already did
             self._fanout.release(hub)
+            self._receipts.close(acks)
 
     async def disconnect(
         self,
@@ -290,10 +304,6 @@ class Broadcaster:
             ValueError: neither ``user`` nor ``audience``, or a close code a server
                 may not send (use 1000, 1001, 1008, 1011, 1013 or 4000-4999).
             BackendUnavailable: the other workers could not be told.
-
-        Example::
-
-            closed_here = await broadcaster.disconnect(user="alice")  # access revoked
         """
         message = disconnect_order(user, audience_of(audience), code, time.time())
         closed = self._fanout.obey(message)
@@ -305,17 +315,8 @@ class Broadcaster:
         self._fanout.obey(message)
 
     async def state(self) -> dict[str, Any]:
-        """The state kept for clients: the ``state`` frame's payload, every collection.
-
-        ``{"lastEventId", "collections": {name: {"key", "keep", "entries"}},
-        "types": {type: {"collection", "removes"}}}``, entries as wire objects;
-        the fold of the stream up to and including ``lastEventId``.
-
-        Example::
-
-            state = await broadcaster.state()
-            sessions = {e["payload"]["sessionKey"]: e for e in
-                        state["collections"]["sessions"]["entries"]}
+        """The state kept for clients: the ``state`` frame's payload, every collection
+        (``{"lastEventId", "collections", "types"}``, see ``docs/state.md``).
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -383,12 +384,10 @@ class Broadcaster:
         self._draining = draining
 
     def stats(self) -> dict[str, Any]:
-        """Counters for dashboards and tests.
-
-        Keys: ``connections``, ``connections_by_transport``, ``published``, ``delivered``,
-        ``dropped``, ``slow_disconnects``, ``replayed``, ``conflated``, ``subscribers``,
-        ``publish_failures`` (publishes that raised ``BackendUnavailable``, unless the
-        backend counts its own, as Redis does), and the backend's (``state_evicted``).
+        """Counters for dashboards and tests: ``connections``, ``connections_by_transport``,
+        ``published``, ``delivered``, ``dropped``, ``slow_disconnects``, ``replayed``,
+        ``conflated``, ``subscribers``, ``publish_failures`` (unless the backend counts its
+        own, as Redis does), plus the backend's (``state_evicted``). See ``docs/operating.md``.
         """
         return {
             "connections": self.census.connections,

@@ -36,6 +36,7 @@ from livepanel.outbox import (
     SlowConsumerPolicy,
 )
 from livepanel.protocol import TypeFilter, control_frame
+from livepanel.receipts import AckMark
 
 __all__ = [
     "ABANDON_AFTER",
@@ -127,8 +128,7 @@ class Membership(Protocol):
 class Connection:
     """The outbox, filter, audiences and writer of one consumer of the stream.
 
-    Created by :meth:`Broadcaster.connection() <livepanel.Broadcaster.connection>`
-    on the running event loop, which it belongs to.
+    Made by :meth:`Broadcaster.connection() <livepanel.Broadcaster.connection>`, on its loop.
 
     Args:
         membership: the fan-out of this loop (see :class:`Membership`).
@@ -138,15 +138,14 @@ class Connection:
             ``"drop"`` (lose the oldest live event) or ``"conflate"`` (replace a
             queued event of the same state entry, else as ``"disconnect"``).
         batch: pack every queued frame into one, newline-delimited (``?batch=1``).
-        dashboard: a dashboard (counted in ``connection_count``, told
-            ``resume_unavailable``), not an in-process ``subscribe()`` consumer.
+        dashboard: a dashboard (counted, told ``resume_unavailable``), not a ``subscribe()``.
         user: who holds it, for revocation and per-user numbers.
         max_bytes: how many bytes of live and control frames may wait; beyond,
             the connection is closed as a slow consumer (a replay is not counted).
         audiences: the audience strings this connection belongs to; it receives an
             event whose audience shares one of them, or has none. ``None``: every event.
-        last_event_id: the newest event of the stream when it opened (``welcome``'s
-            ``lastEventId``): every later event reaches it.
+        last_event_id: the stream's newest event when it opened (``welcome.lastEventId``).
+        acks: where the client's ``ack`` messages are recorded (receipts), or ``None``.
 
     Example, what a transport does once the handshake passed::
 
@@ -163,6 +162,7 @@ class Connection:
         "_on_close",
         "_waiter",
         "_writer",
+        "acks",
         "audiences",
         "batch",
         "close_reason",
@@ -192,6 +192,7 @@ class Connection:
         max_bytes: int = 16 * 2**20,
         audiences: frozenset[str] | None = None,
         transport: str = "websocket",
+        acks: AckMark | None = None,
     ) -> None:
         self._membership = membership
         self._counters = counters
@@ -204,8 +205,7 @@ class Connection:
             max_bytes=max_bytes,
             on_overflow=self._too_slow,
         )
-        # Queue a live event; returns whether the writer waits for it (the hub wakes it then).
-        # The outbox's own method, bound once: the hub calls it for every event and connection.
+        # queue a live event (True: wake the writer); bound once, the hub calls it per event
         self.push = self.outbox.push
         self.filter = TypeFilter()
         self.batch = batch
@@ -214,6 +214,7 @@ class Connection:
         self.last_event_id = last_event_id  # the stream's newest event when it opened
         self.audiences = audiences  # None: sees every event
         self.transport = transport  # "websocket" or "sse", for the numbers
+        self.acks = acks  # the newest event the client acknowledged (dashboards only)
         self.revoked_code: int | None = None
         self.close_reason: CloseReason | None = None
         self.last_sent = self.loop.time()

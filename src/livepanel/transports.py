@@ -315,8 +315,8 @@ class WebSocketTransport(_Request):
                     return
                 elif isinstance(action, Subscribe):
                     await conn.subscribe(action.types, action.since, action.state)
-                elif isinstance(action, Ack):
-                    pass  # recorded by the protocol (protocol.last_ack)
+                elif isinstance(action, Ack) and conn.acks is not None:
+                    conn.acks.record(action.id)  # what receipts count
 
     async def close(self, code: int) -> None:
         """``websocket.close`` with ``code``."""

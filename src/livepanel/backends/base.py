@@ -34,7 +34,9 @@ features built on them ask through :func:`single_use_claims_of`,
 * :class:`WorkerPresence` lets every worker see the others' connections
   (:mod:`livepanel.presence`);
 * :class:`ReaderStatus` tells health checks and metrics how far this
-  process's reader trails the stream (:mod:`livepanel.health`).
+  process's reader trails the stream (:mod:`livepanel.health`);
+* :class:`SharedReceipts` lets every worker read the others' ack summaries
+  (:mod:`livepanel.receipts`), so receipts count every worker's dashboards.
 """
 
 from __future__ import annotations
@@ -49,15 +51,18 @@ from livepanel.events import Event
 from livepanel.state import StateSnapshot
 
 __all__ = [
+    "AckSummary",
     "Backend",
     "Capability",
     "Control",
     "Deliver",
     "ReaderReport",
     "ReaderStatus",
+    "SharedReceipts",
     "SingleUseClaims",
     "WorkerPresence",
     "reader_status_of",
+    "shared_receipts_of",
     "single_use_claims_of",
     "worker_presence_of",
 ]
@@ -75,7 +80,7 @@ class Capability(enum.Enum):
 
         >>> from livepanel import MemoryBackend
         >>> sorted(capability.value for capability in MemoryBackend.capabilities)
-        ['reader_status', 'single_use_claims']
+        ['reader_status', 'shared_receipts', 'single_use_claims']
     """
 
     SINGLE_USE_CLAIMS = "single_use_claims"
@@ -84,6 +89,8 @@ class Capability(enum.Enum):
     """The backend implements :class:`WorkerPresence`."""
     READER_STATUS = "reader_status"
     """The backend implements :class:`ReaderStatus`."""
+    SHARED_RECEIPTS = "shared_receipts"
+    """The backend implements :class:`SharedReceipts`."""
 
 
 @runtime_checkable
@@ -186,15 +193,54 @@ class ReaderStatus(Protocol):
         ...
 
 
+AckSummary = list[tuple[str, str, int]]
+"""One worker's acks: ``(user, newest acked id, how many connections)`` rows (user ``""``:
+anonymous)."""
+
+
+@runtime_checkable
+class SharedReceipts(Protocol):
+    """Each worker's ack summary, where every worker can read it: receipts across workers.
+
+    A summary is small (a row per user and acked id) and written at most a few
+    times a second by :class:`livepanel.receipts.ReceiptBook`, never per ack.
+
+    Example::
+
+        receipts = shared_receipts_of(broadcaster.backend)
+        await receipts.write_receipts("w1", [("alice", "3f9a1c2e:7", 2)], expiry=15.0)
+        await receipts.read_receipts()  # {"w1": [("alice", "3f9a1c2e:7", 2)], ...}
+    """
+
+    async def write_receipts(self, worker: str, acks: AckSummary, expiry: float) -> None:
+        """Replace ``worker``'s summary; it stops counting after ``expiry`` seconds unless
+        written again (a worker that dies drops out on its own).
+
+        Raises:
+            BackendUnavailable: the backend cannot take it now.
+        """
+        ...
+
+    async def read_receipts(self) -> dict[str, AckSummary]:
+        """Every worker's summary that has not expired, by worker.
+
+        Raises:
+            BackendUnavailable: the backend cannot answer now.
+        """
+        ...
+
+
 _PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
     Capability.WORKER_PRESENCE: WorkerPresence,
     Capability.READER_STATUS: ReaderStatus,
+    Capability.SHARED_RECEIPTS: SharedReceipts,
 }
 _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
     Capability.WORKER_PRESENCE: ("write_presence", "read_presence", "claim_announcement"),
     Capability.READER_STATUS: ("reader_status",),
+    Capability.SHARED_RECEIPTS: ("write_receipts", "read_receipts"),
 }
 
 
@@ -368,6 +414,25 @@ def reader_status_of(backend: Backend) -> ReaderStatus | None:
         return None
     if not isinstance(backend, ReaderStatus):
         raise ConfigurationError(_broken(backend, Capability.READER_STATUS))
+    return backend
+
+
+def shared_receipts_of(backend: Backend) -> SharedReceipts | None:
+    """The backend's :class:`SharedReceipts` when it declares them, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> shared_receipts_of(MemoryBackend()) is not None
+        True
+    """
+    if Capability.SHARED_RECEIPTS not in backend.capabilities:
+        return None
+    if not isinstance(backend, SharedReceipts):
+        raise ConfigurationError(_broken(backend, Capability.SHARED_RECEIPTS))
     return backend
 
 

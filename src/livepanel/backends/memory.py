@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from typing_extensions import override
 
 from livepanel.backends.base import (
+    AckSummary,
     Backend,
     Capability,
     Control,
     Deliver,
     ReaderReport,
     ReaderStatus,
+    SharedReceipts,
     SingleUseClaims,
 )
 from livepanel.events import Event
@@ -70,7 +72,8 @@ class MemoryBackend(Backend):
 
     Its capabilities hold in this process only: single-use claims are not
     shared with other workers (``claims_shared`` is ``False``), and its reader,
-    being the publisher itself, never trails. It keeps no worker presence:
+    being the publisher itself, never trails; ack summaries are shared by the
+    broadcasters of this process that use it. It keeps no worker presence:
     with one process, presence is that process's own connections.
 
     Example::
@@ -79,7 +82,7 @@ class MemoryBackend(Backend):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SINGLE_USE_CLAIMS, Capability.READER_STATUS}
+        {Capability.SINGLE_USE_CLAIMS, Capability.READER_STATUS, Capability.SHARED_RECEIPTS}
     )
     claims_shared: ClassVar[bool] = False
 
@@ -93,6 +96,7 @@ class MemoryBackend(Backend):
         self._deliver: Deliver | None = None
         self._control: Control | None = None
         self._claims = InProcessClaims()
+        self._receipts: dict[str, tuple[float, AckSummary]] = {}  # worker: (expires at, acks)
 
     @property
     def start_id(self) -> str:
@@ -176,7 +180,24 @@ class MemoryBackend(Backend):
             "idleSeconds": 0.0,
         }
 
+    async def write_receipts(self, worker: str, acks: AckSummary, expiry: float) -> None:
+        """Replace ``worker``'s ack summary for ``expiry`` seconds (:class:`SharedReceipts`)."""
+        with self._lock:
+            if acks:
+                self._receipts[worker] = (time.monotonic() + expiry, list(acks))
+            else:
+                self._receipts.pop(worker, None)
+
+    async def read_receipts(self) -> dict[str, AckSummary]:
+        """Every ack summary that has not expired, by worker (:class:`SharedReceipts`)."""
+        now = time.monotonic()
+        with self._lock:
+            for worker in [w for w, (until, _) in self._receipts.items() if until <= now]:
+                del self._receipts[worker]
+            return {worker: list(acks) for worker, (_, acks) in self._receipts.items()}
+
 
 if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
+    _RECEIPTS: type[SharedReceipts] = MemoryBackend
     _CLAIMS: type[SingleUseClaims] = MemoryBackend
     _READER: type[ReaderStatus] = MemoryBackend

@@ -10,6 +10,7 @@ watches the heartbeat, and reopens a lost connection with ``since``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl as ssl_module
 import time
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from livepanel.client.connector import Connector
 from livepanel.client.endpoint import Endpoint
 from livepanel.client.errors import ResumeUnavailable
 from livepanel.client.link import Link
-from livepanel.client.stream import ClientStream, Phase, Status
+from livepanel.client.stream import ACK_INTERVAL, ClientStream, Phase, Status
 from livepanel.events import Event
 from livepanel.protocol import CLOSE_NORMAL, parse_id
 from livepanel.state import ClientState
@@ -136,6 +137,8 @@ class Client:
             parse_id(since)
         self._busy = False
         self._wakeup = asyncio.Event()
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._ack_task: asyncio.Task[None] | None = None  # held: a bare task may be collected
 
     # ------------------------------------------------------------------ public state
 
@@ -232,6 +235,8 @@ class Client:
         Safe to call more than once and from another task than the one iterating.
         """
         connector = self._connector
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         if not self._stream.closing():
             if self._busy or connector.link is not None:
                 await connector.wait_disconnected(CLOSE_TIMEOUT)
@@ -282,6 +287,13 @@ class Client:
                 return
         self._stream.ack(event_id)
         await self._flush_ack()
+        if self._stream.ack_waiting and self._ack_timer is None:  # a quiet stream: send it later
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(ACK_INTERVAL, self._ack_turn)
+
+    def _ack_turn(self) -> None:
+        self._ack_timer = None
+        self._ack_task = asyncio.get_running_loop().create_task(self._send_waiting_ack())
 
     async def subscribe(self, types: Iterable[str] = ("*",), since: str | None = None) -> None:
         """Replace the type filter; with ``since``, replay what came after that id first.
@@ -357,6 +369,10 @@ class Client:
         link = self._connector.link
         if link is not None:
             link.abort()  # wakes the pending read with end of stream
+
+    async def _send_waiting_ack(self) -> None:
+        with contextlib.suppress(OSError):  # the connection is going: the next one gets it
+            await self._flush_ack()
 
     async def _flush_ack(self, force: bool = False) -> None:
         link = self._connector.link

@@ -239,6 +239,11 @@ class ClientStream:
         parse_id(event_id)
         self._ack_pending = event_id
 
+    @property
+    def ack_waiting(self) -> bool:
+        """Whether an ack waits for its turn (:data:`ACK_INTERVAL` after the last one)."""
+        return self._ack_pending is not None
+
     def take_ack(self, now: float, force: bool = False) -> AckMessage | None:
         """The ``ack`` to send now, at most one every :data:`ACK_INTERVAL` seconds (any time
         with ``force``), or ``None``."""

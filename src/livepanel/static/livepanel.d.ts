@@ -84,6 +84,11 @@ export interface ClientOptions extends BackoffOptions {
    */
   schema?: string | null;
   /**
+   * Milliseconds between two acks at least: the client acks the newest event id whose
+   * handlers all ran without throwing (and whose returned promises resolved). Default 250.
+   */
+  ackInterval?: number;
+  /**
    * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
    * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
    * is an `error` (`code: "ticket_unavailable"`) and a retry with backoff.
@@ -231,6 +236,8 @@ export class LivePanelClient<M extends object = UntypedPayloads, C extends objec
   readonly transport: Transport;
   readonly isConnected: boolean;
   readonly lastEventId: string | null;
+  /** The newest event id every handler has run for: what the server is told in `ack`. */
+  readonly ackedId: string | null;
   readonly lastEvent: AnyEventOf<M> | null;
   readonly heartbeatInterval: number | null;
   /** With `{state: true}`: the collections, `null` until the first state frame. */
@@ -244,9 +251,12 @@ export class LivePanelClient<M extends object = UntypedPayloads, C extends objec
   /** `null` when the server's types match the bundle's again (a rollback). */
   on(name: "schemaChanged", listener: (change: SchemaChange | null) => void): Unsubscribe;
   /** Every event. */
-  on(name: "*", listener: (event: AnyEventOf<M>) => void): Unsubscribe;
+  on(name: "*", listener: (event: AnyEventOf<M>) => void | Promise<unknown>): Unsubscribe;
   /** The events of one type. */
-  on<K extends keyof M & string>(name: K, listener: (event: EventOf<M, K>) => void): Unsubscribe;
+  on<K extends keyof M & string>(
+    name: K,
+    listener: (event: EventOf<M, K>) => void | Promise<unknown>,
+  ): Unsubscribe;
   off(name: string, listener: (...args: never[]) => void): void;
   reconnect(options?: { since?: string | null }): void;
   close(): void;

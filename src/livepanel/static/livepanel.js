@@ -88,6 +88,11 @@ export const DEFAULT_OPTIONS = Object.freeze({
    * emits `schemaChanged`. `null`: no comparison.
    */
   schema: null,
+  /**
+   * Acks are coalesced to at most one per this many milliseconds: the newest event id whose
+   * handlers all ran (and whose returned promises resolved) is told to the server.
+   */
+  ackInterval: 250,
 });
 
 /** The transports the `transport` option names. */
@@ -387,6 +392,13 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._watching = false;
+    /** The newest event id every handler has run for (what the server is told in `ack`). */
+    this.ackedId = null;
+    this._ackSent = null; // the id last sent on this connection
+    this._ackSentAt = -Infinity;
+    this._ackTimer = null;
+    this._ackChain = Promise.resolve(); // handlers that returned promises, in event order
+    this._ackWaits = 0;
     if (this.transport === "websocket" && typeof this._WebSocket !== "function") {
       throw new TypeError("livepanel: no WebSocket here; pass options.WebSocket");
     }
@@ -466,12 +478,16 @@ export class LivePanelClient {
 
   // ------------------------------------------------------------------------ internals
 
+  /** Call the listeners of `name`; returns whether one threw, and the promises they returned. */
   _emit(name, value) {
+    const outcome = { failed: false, pending: [] };
     for (const key of CLIENT_EVENTS.has(name) ? [name] : [name, "*"]) {
       for (const listener of [...(this._listeners.get(key) ?? [])]) {
         try {
-          listener(value);
+          const result = listener(value);
+          if (typeof result?.then === "function") outcome.pending.push(result);
         } catch (error) {
+          outcome.failed = true;
           // one broken listener must not break the client or the others
           queueMicrotask(() => {
             throw error;
@@ -479,6 +495,48 @@ export class LivePanelClient {
         }
       }
     }
+    return outcome;
+  }
+
+  /** An event's handlers were called: ack it once they all ran, after every earlier one. */
+  _handled(id, { failed, pending }) {
+    if (failed) return; // a handler threw: this event was not processed, so it is not acked
+    if (pending.length === 0 && this._ackWaits === 0) {
+      this._ackReady(id);
+      return;
+    }
+    this._ackWaits += 1;
+    // an ack counts for every earlier event: wait for their handlers too
+    this._ackChain = Promise.all([this._ackChain, ...pending])
+      .then(
+        () => this._ackReady(id),
+        () => {}, // a handler's promise rejected: not processed, not acked
+      )
+      .finally(() => {
+        this._ackWaits -= 1;
+      });
+  }
+
+  _ackReady(id) {
+    this.ackedId = id;
+    this._flushAck();
+  }
+
+  /** Send the newest ack now, or when `ackInterval` has passed since the last one. */
+  _flushAck() {
+    if (this._ackTimer !== null || this.ackedId === null || this.ackedId === this._ackSent) return;
+    if (this.transport !== "websocket" || this._socket === null || this._welcome === null) return;
+    const wait = this._ackSentAt + this.options.ackInterval - Date.now();
+    if (wait > 0) {
+      this._ackTimer = setTimeout(() => {
+        this._ackTimer = null;
+        this._flushAck();
+      }, wait);
+      return;
+    }
+    this._ackSent = this.ackedId;
+    this._ackSentAt = Date.now();
+    this._send({ type: "ack", payload: { id: this.ackedId } });
   }
 
   _setStatus(status, detail = {}) {
@@ -788,6 +846,8 @@ export class LivePanelClient {
         this._setStatus("open", { transport: this.transport });
         this._emit("welcome", payload);
         this._checkSchema(payload);
+        this._ackSent = null; // a new connection knows nothing: tell it the newest ack again
+        this._flushAck();
         return;
       }
       case "ping":
@@ -831,7 +891,9 @@ export class LivePanelClient {
             this._emit("state", { state: this.state, reset: false, collection, event: frame });
           }
         }
-        this._emit(frame.type, frame);
+        const outcome = this._emit(frame.type, frame);
+        // a follower's tab is not the connection's: the leader acks what its handlers ran
+        if (frame.id != null && this.role !== "follower") this._handled(frame.id, outcome);
       }
     }
   }

@@ -65,12 +65,14 @@ from redis.asyncio.cluster import RedisCluster
 from typing_extensions import override
 
 from livepanel.backends.base import (
+    AckSummary,
     Backend,
     Capability,
     Control,
     Deliver,
     ReaderReport,
     ReaderStatus,
+    SharedReceipts,
     SingleUseClaims,
     WorkerPresence,
 )
@@ -173,7 +175,12 @@ class RedisBackend(Backend):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SINGLE_USE_CLAIMS, Capability.WORKER_PRESENCE, Capability.READER_STATUS}
+        {
+            Capability.SINGLE_USE_CLAIMS,
+            Capability.WORKER_PRESENCE,
+            Capability.READER_STATUS,
+            Capability.SHARED_RECEIPTS,
+        }
     )
     claims_shared: ClassVar[bool] = True
 
@@ -451,6 +458,14 @@ class RedisBackend(Backend):
         """Take the turn to announce presence for ``interval`` seconds, across every worker."""
         return await self._shared.claim_announcement(worker, interval)
 
+    async def write_receipts(self, worker: str, acks: AckSummary, expiry: float) -> None:
+        """Replace ``worker``'s ack summary in Redis; it stops counting after ``expiry`` s."""
+        await self._shared.write_receipts(worker, acks, expiry)
+
+    async def read_receipts(self) -> dict[str, AckSummary]:
+        """Every worker's ack summary that has not expired (one ``HGETALL``)."""
+        return await self._shared.read_receipts()
+
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
 
@@ -459,3 +474,4 @@ if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
     _CLAIMS: type[SingleUseClaims] = RedisBackend
     _PRESENCE: type[WorkerPresence] = RedisBackend
     _READER: type[ReaderStatus] = RedisBackend
+    _RECEIPTS: type[SharedReceipts] = RedisBackend

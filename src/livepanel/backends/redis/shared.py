@@ -1,19 +1,25 @@
-"""What the Redis backend shares between workers beside the stream: claims and presence.
+"""What the Redis backend shares between workers beside the stream: claims, presence, acks.
 
 Keys live under the stream's name: a claim ``<key>`` at ``<stream>:<key>``
 (``SET NX PX``), a worker's presence at ``<stream>:presence:<worker>`` (a
-hash of counts by user that expires unless rewritten), and the turn to
-announce presence at ``<stream>:presence-announce``.
+hash of counts by user that expires unless rewritten), the turn to
+announce presence at ``<stream>:presence-announce``, and every worker's ack
+summary in one hash, ``<stream>:receipts`` (a field per worker: its rows and
+when they stop counting).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import math
+import time
 from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
+from livepanel.backends.base import AckSummary
 from livepanel.backends.redis.connect import describe_error
 from livepanel.backends.redis.link import Link
 from livepanel.backends.redis.settings import RedisSettings
@@ -43,6 +49,7 @@ class SharedRecords:
         stream = settings.keys.stream
         self.presence_prefix = f"{stream}:presence:"
         self.announce_key = f"{stream}:presence-announce"
+        self.receipts_key = f"{stream}:receipts"
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         """``SET <stream>:<key> 1 NX PX <ttl>``: ``True`` when nobody held it.
@@ -107,8 +114,48 @@ class SharedRecords:
             raise self._unavailable(exc) from None
         return bool(taken)
 
-    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+    async def write_receipts(self, worker: str, acks: AckSummary, expiry: float) -> None:
+        """``HSET <stream>:receipts <worker> {"until", "acks"}`` (``HDEL`` when empty)."""
+        client = self.link.require()
+        try:
+            if acks:
+                until = time.time() + expiry  # wall clock: compared by every worker
+                row = json.dumps({"until": until, "acks": [list(a) for a in acks]})
+                pipe = client.pipeline(transaction=False)
+                pipe.hset(self.receipts_key, worker, row)
+                pipe.pexpire(self.receipts_key, int(expiry * 1000))
+                await pipe.execute()
+            else:
+                await client.hdel(self.receipts_key, worker)
+        except _FAILURES as exc:
+            raise self._unavailable(exc, "share acks") from None
+
+    async def read_receipts(self) -> dict[str, AckSummary]:
+        """Every worker's summary that has not expired (``HGETALL``); expired ones are dropped."""
+        client = self.link.require()
+        try:
+            rows = await client.hgetall(self.receipts_key)
+        except _FAILURES as exc:
+            raise self._unavailable(exc, "read acks") from None
+        now = time.time()
+        summaries: dict[str, AckSummary] = {}
+        expired: list[bytes | str] = []
+        for field, value in (rows or {}).items():
+            worker = field.decode() if isinstance(field, bytes) else str(field)
+            try:
+                row = json.loads(value)
+                if float(row["until"]) <= now:
+                    expired.append(field)  # a worker that died: its row goes
+                    continue
+                summaries[worker] = [(str(u), str(i), int(n)) for u, i, n in row["acks"]]
+            except (ValueError, TypeError, KeyError):  # not a summary livepanel wrote
+                continue
+        if expired:
+            with contextlib.suppress(*_FAILURES):  # dropped next time if not now
+                await client.hdel(self.receipts_key, *expired)
+        return summaries
+
+    def _unavailable(self, exc: BaseException, what: str = "keep presence") -> BackendUnavailable:
         return BackendUnavailable(
-            f"livepanel: Redis at {self.settings.location} cannot keep presence "
-            f"({describe_error(exc)})"
+            f"livepanel: Redis at {self.settings.location} cannot {what} ({describe_error(exc)})"
         )
