@@ -34,7 +34,9 @@ features built on them ask through :func:`single_use_claims_of`,
 * :class:`WorkerPresence` lets every worker see the others' connections
   (:mod:`livepanel.presence`);
 * :class:`ReaderStatus` tells health checks and metrics how far this
-  process's reader trails the stream (:mod:`livepanel.health`).
+  process's reader trails the stream (:mod:`livepanel.health`);
+* :class:`Leases` lets one worker at a time run a periodic publisher
+  (:mod:`livepanel.leader`), asked through :func:`leases_of`.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ __all__ = [
     "Capability",
     "Control",
     "Deliver",
+    "Leases",
     "ReaderReport",
     "ReaderStatus",
     "SingleUseClaims",
     "WorkerPresence",
+    "leases_of",
     "reader_status_of",
     "single_use_claims_of",
     "worker_presence_of",
@@ -75,7 +79,7 @@ class Capability(enum.Enum):
 
         >>> from livepanel import MemoryBackend
         >>> sorted(capability.value for capability in MemoryBackend.capabilities)
-        ['reader_status', 'single_use_claims']
+        ['leases', 'reader_status', 'single_use_claims']
     """
 
     SINGLE_USE_CLAIMS = "single_use_claims"
@@ -84,6 +88,8 @@ class Capability(enum.Enum):
     """The backend implements :class:`WorkerPresence`."""
     READER_STATUS = "reader_status"
     """The backend implements :class:`ReaderStatus`."""
+    LEASES = "leases"
+    """The backend implements :class:`Leases`."""
 
 
 @runtime_checkable
@@ -186,15 +192,55 @@ class ReaderStatus(Protocol):
         ...
 
 
+@runtime_checkable
+class Leases(Protocol):
+    """Named leases with an expiry, held by one holder at a time: what runs a job once.
+
+    ``leases_shared`` is ``True`` when a lease excludes every process sharing
+    the backend (Redis), ``False`` when it excludes this process's other
+    holders only (memory). The backend's clock decides expiry, so a holder's
+    clock that runs fast, slow or stopped cannot stretch a lease. Declare it
+    on the class.
+
+    Example::
+
+        leases = leases_of(broadcaster.backend)
+        token = await leases.acquire_lease("cron-poller", "worker-1", ttl=15.0)
+        # an int while worker-1 holds it (renewed), None while another holder does
+    """
+
+    leases_shared: ClassVar[bool]
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take lease ``name`` for ``holder`` for ``ttl`` seconds, or renew it if ``holder``
+        has it: its fencing token (a number that grows each time the lease changes
+        hands), or ``None`` while another holder has it.
+
+        Raises:
+            BackendUnavailable: the backend cannot say who holds it.
+        """
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` has it; nothing otherwise.
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached (the lease then expires).
+        """
+        ...
+
+
 _PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
     Capability.WORKER_PRESENCE: WorkerPresence,
     Capability.READER_STATUS: ReaderStatus,
+    Capability.LEASES: Leases,
 }
 _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
     Capability.WORKER_PRESENCE: ("write_presence", "read_presence", "claim_announcement"),
     Capability.READER_STATUS: ("reader_status",),
+    Capability.LEASES: ("leases_shared", "acquire_lease", "release_lease"),
 }
 
 
@@ -368,6 +414,25 @@ def reader_status_of(backend: Backend) -> ReaderStatus | None:
         return None
     if not isinstance(backend, ReaderStatus):
         raise ConfigurationError(_broken(backend, Capability.READER_STATUS))
+    return backend
+
+
+def leases_of(backend: Backend) -> Leases | None:
+    """The backend's :class:`Leases` when it declares them, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> leases_of(MemoryBackend()).leases_shared
+        False
+    """
+    if Capability.LEASES not in backend.capabilities:
+        return None
+    if not isinstance(backend, Leases):
+        raise ConfigurationError(_broken(backend, Capability.LEASES))
     return backend
 
 

@@ -69,6 +69,7 @@ from livepanel.backends.base import (
     Capability,
     Control,
     Deliver,
+    Leases,
     ReaderReport,
     ReaderStatus,
     SingleUseClaims,
@@ -173,9 +174,15 @@ class RedisBackend(Backend):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SINGLE_USE_CLAIMS, Capability.WORKER_PRESENCE, Capability.READER_STATUS}
+        {
+            Capability.SINGLE_USE_CLAIMS,
+            Capability.WORKER_PRESENCE,
+            Capability.READER_STATUS,
+            Capability.LEASES,
+        }
     )
     claims_shared: ClassVar[bool] = True
+    leases_shared: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -331,6 +338,7 @@ class RedisBackend(Backend):
             state.epoch,
             reader.last_id,
         )
+        await self._shared.warn_of_unknown_types()
         return make_id(state.epoch, reader.last_id)
 
     @override
@@ -451,6 +459,14 @@ class RedisBackend(Backend):
         """Take the turn to announce presence for ``interval`` seconds, across every worker."""
         return await self._shared.claim_announcement(worker, interval)
 
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew lease ``name`` for ``holder`` across every worker (:class:`Leases`)."""
+        return await self._shared.acquire_lease(name, holder, ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` has it (:class:`Leases`)."""
+        await self._shared.release_lease(name, holder)
+
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
 
@@ -459,3 +475,4 @@ if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
     _CLAIMS: type[SingleUseClaims] = RedisBackend
     _PRESENCE: type[WorkerPresence] = RedisBackend
     _READER: type[ReaderStatus] = RedisBackend
+    _LEASES: type[Leases] = RedisBackend

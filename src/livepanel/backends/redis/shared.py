@@ -1,27 +1,53 @@
-"""What the Redis backend shares between workers beside the stream: claims and presence.
+"""What the Redis backend shares between workers beside the stream: claims, presence, leases.
 
 Keys live under the stream's name: a claim ``<key>`` at ``<stream>:<key>``
 (``SET NX PX``), a worker's presence at ``<stream>:presence:<worker>`` (a
 hash of counts by user that expires unless rewritten), and the turn to
-announce presence at ``<stream>:presence-announce``.
+announce presence at ``<stream>:presence-announce``. A lease ``<name>`` is
+``<stream>:lease:<name>`` (its holder, expiring with ``PX``) and its fencing
+token counter ``<stream>:lease:<name>:token``, changed together by one script
+so no two holders ever hold it at once; Redis's clock decides the expiry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import math
 from collections.abc import Mapping
 
 from redis.exceptions import RedisError
 
+from livepanel.backends.redis.codec import FIELD, entry_list, text
 from livepanel.backends.redis.connect import describe_error
 from livepanel.backends.redis.link import Link
 from livepanel.backends.redis.settings import RedisSettings
 from livepanel.errors import BackendUnavailable
+from livepanel.events import registered_types
 
 __all__ = ["SharedRecords"]
 
+logger = logging.getLogger("livepanel")
+
 _FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+# KEYS: the lease, its token counter; ARGV: holder, ttl in ms. Renew if ours, take if free.
+_ACQUIRE = """
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return tonumber(redis.call('GET', KEYS[2]) or '0')
+end
+if current then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return token
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class SharedRecords:
@@ -43,6 +69,7 @@ class SharedRecords:
         stream = settings.keys.stream
         self.presence_prefix = f"{stream}:presence:"
         self.announce_key = f"{stream}:presence-announce"
+        self._checked_types = False
 
     async def claim_once(self, key: str, ttl: float) -> bool:
         """``SET <stream>:<key> 1 NX PX <ttl>``: ``True`` when nobody held it.
@@ -107,8 +134,82 @@ class SharedRecords:
             raise self._unavailable(exc) from None
         return bool(taken)
 
-    def _unavailable(self, exc: BaseException) -> BackendUnavailable:
+    async def unknown_types(self, count: int = 50) -> tuple[int, int]:
+        """Of the stream's newest ``count`` events, how many have a type this process does
+        not register, and how many were looked at: another application's, when the
+        stream is shared by mistake. Entries that are not JSON events are not counted.
+
+        Raises:
+            BackendUnavailable: Redis could not say.
+        """
+        client = self.link.require()
+        try:
+            entries = await client.xrevrange(self.settings.keys.stream, count=count)
+        except _FAILURES as exc:
+            raise self._unavailable(exc, "read the stream") from None
+        known = registered_types()
+        unknown = examined = 0
+        for _, fields in entry_list(entries):
+            if not isinstance(fields, dict):
+                continue
+            raw = fields.get(FIELD.encode()) or fields.get(FIELD)
+            try:
+                kind = json.loads(text(raw)).get("type") if raw is not None else None
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(kind, str):
+                examined += 1
+                unknown += kind not in known
+        return unknown, examined
+
+    async def warn_of_unknown_types(self) -> None:
+        """Once per backend: say so when the stream's newest events are of types this
+        process does not register (another application's, on the default stream name)."""
+        if self._checked_types:
+            return
+        self._checked_types = True
+        try:
+            unknown, examined = await self.unknown_types()
+        except BackendUnavailable:
+            return  # the reader says so soon enough
+        if unknown:
+            # the types' names are whoever wrote them's choice: counted, not quoted
+            logger.warning(
+                "livepanel: %d of the newest %d events in the Redis stream %s are of types this "
+                "process does not register: is another application using the same stream? "
+                'Give each application its own: RedisBackend(url, stream="<app>:events"); or '
+                "import the modules declaring those types in every worker",
+                unknown,
+                examined,
+                self.settings.keys.stream,
+            )
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew ``<stream>:lease:<name>`` for ``holder``: its fencing token, or
+        ``None`` while another holder has it.
+
+        Raises:
+            BackendUnavailable: Redis could not say.
+        """
+        client = self.link.require()
+        key = f"{self.settings.keys.stream}:lease:{name}"
+        milliseconds = max(1, math.ceil(ttl * 1000))
+        try:
+            token = await client.eval(_ACQUIRE, 2, key, f"{key}:token", holder, milliseconds)
+        except _FAILURES as exc:
+            raise self._unavailable(exc, "keep a lease") from None
+        return None if token is None else int(token)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Delete ``<stream>:lease:<name>`` if ``holder`` has it."""
+        client = self.link.require()
+        key = f"{self.settings.keys.stream}:lease:{name}"
+        try:
+            await client.eval(_RELEASE, 1, key, holder)
+        except _FAILURES as exc:
+            raise self._unavailable(exc, "release a lease") from None
+
+    def _unavailable(self, exc: BaseException, what: str = "keep presence") -> BackendUnavailable:
         return BackendUnavailable(
-            f"livepanel: Redis at {self.settings.location} cannot keep presence "
-            f"({describe_error(exc)})"
+            f"livepanel: Redis at {self.settings.location} cannot {what} ({describe_error(exc)})"
         )
