@@ -52,7 +52,7 @@ from livepanel.schema.asyncapi import asyncapi_document
 from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
 from livepanel.slots import ConnectionSlots, EndpointState, Slot
-from livepanel.sse import wants_event_stream
+from livepanel.sse import is_fallback, wants_event_stream
 from livepanel.throttle import AuthThrottle
 from livepanel.tickets import TicketAuth
 from livepanel.transports import (
@@ -172,6 +172,8 @@ class LivePanelApp(Mounted[Broadcaster]):
         self._refusals = Refusals()
         self.handshakes: dict[int, int] = {}
         """Handshakes (WebSocket and event stream) answered, by status (101: accepted)."""
+        self.sse_fallbacks = 0
+        """Event streams accepted that came as a fallback from WebSocket (``?fallback=1``)."""
 
     @property
     def broadcaster(self) -> Broadcaster:
@@ -280,6 +282,9 @@ class LivePanelApp(Mounted[Broadcaster]):
             if denial is not None:
                 await transport.refuse(denial)
                 return
+            if isinstance(transport, EventStreamTransport) and is_fallback(scope):
+                self.sse_fallbacks += 1  # accepted only: a refused client cannot move it
+                logger.info("livepanel: an event stream opened as a fallback from WebSocket")
             scope["livepanel.principal"] = admission.principal  # type: ignore[typeddict-unknown-key]
             await carry(
                 transport,

@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between simulated gateway events; 0 turns the simulation off (1.5)",
     )
+    demo.add_argument(
+        "--heartbeat",
+        type=float,
+        default=25.0,
+        metavar="SECONDS",
+        help="the endpoint's heartbeat: a page notices a silent server within two (25)",
+    )
     demo.set_defaults(run=_run_demo)
 
     top = commands.add_parser(
@@ -373,5 +380,11 @@ def _run_demo(args: argparse.Namespace) -> int:
             why = f"{exc}; install the demo extra: pip install 'livepanel[demo]'"
         print(f"livepanel demo: cannot start the demo: {why}", file=sys.stderr)
         return EXIT_FAILURE
-    serve(host=args.host, port=args.port, backend_url=args.backend_url, interval=args.interval)
+    serve(
+        host=args.host,
+        port=args.port,
+        backend_url=args.backend_url,
+        interval=args.interval,
+        heartbeat_interval=args.heartbeat,
+    )
     return EXIT_OK

@@ -59,6 +59,7 @@ _COUNTERS = (
 )
 _HELP_CONNECTIONS = "Live connections of this process, by transport."
 _HELP_HANDSHAKES = "WebSocket handshakes answered, by HTTP status (101: accepted)."
+_HELP_FALLBACKS = "Event streams accepted as a fallback from failed WebSocket handshakes."
 _HELP_REPLAYS = "Resumes with since, by outcome: granted or unavailable (refetch)."
 _HELP_LAG = "How far this process's reader trails the stream, in seconds."
 _HELP_DELIVERY = "Seconds from publish to hand-over to the server (once per broadcast)."
@@ -96,14 +97,15 @@ class LivePanelCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The metric families, without samples (read once at registration)."""
-        return self._families({}, {}, {}, 0.0, samples=False)
+        return self._families({}, {}, {}, 0.0, 0, samples=False)
 
     def collect(self) -> Iterable[Metric]:
         """The metric families with their current values."""
         stats = self.broadcaster.stats()
         handshakes = dict(self.app.handshakes) if self.app is not None else {}
         replays = dict(self.broadcaster.replays)
-        return self._families(stats, handshakes, replays, self.backend_lag())
+        fallbacks = self.app.sse_fallbacks if self.app is not None else 0
+        return self._families(stats, handshakes, replays, self.backend_lag(), fallbacks)
 
     def _families(
         self,
@@ -111,6 +113,7 @@ class LivePanelCollector(Collector):
         handshakes: dict[int, int],
         replays: dict[str, int],
         lag: float,
+        fallbacks: int,
         *,
         samples: bool = True,
     ) -> Iterator[Metric]:
@@ -119,6 +122,7 @@ class LivePanelCollector(Collector):
         )
         shakes = CounterMetricFamily("livepanel_handshakes", _HELP_HANDSHAKES, labels=["status"])
         replayed = CounterMetricFamily("livepanel_replays", _HELP_REPLAYS, labels=["outcome"])
+        sse_fallbacks = CounterMetricFamily("livepanel_sse_fallbacks", _HELP_FALLBACKS)
         counters = [CounterMetricFamily(f"livepanel_{n}", h) for n, _, h in _COUNTERS]
         backend_lag = GaugeMetricFamily("livepanel_backend_lag_seconds", _HELP_LAG)
         if samples:
@@ -127,6 +131,7 @@ class LivePanelCollector(Collector):
                 connections.add_metric([transport], by_transport.get(transport, 0))
             for status, count in sorted(handshakes.items()):
                 shakes.add_metric([str(status)], count)
+            sse_fallbacks.add_metric([], fallbacks)
             for outcome in ("granted", "unavailable"):
                 replayed.add_metric([outcome], replays.get(outcome, 0))
             for family, (_, key, _) in zip(counters, _COUNTERS, strict=True):
@@ -134,6 +139,7 @@ class LivePanelCollector(Collector):
             backend_lag.add_metric([], lag)
         yield connections
         yield shakes
+        yield sse_fallbacks
         yield from counters
         yield replayed
         yield backend_lag
@@ -215,7 +221,8 @@ def instrument(
 
     Registers in ``registry`` (``prometheus_client.REGISTRY`` by default):
     ``livepanel_connections{transport}``, ``livepanel_handshakes_total{status}``
-    (needs ``app``), ``livepanel_events_published_total``,
+    and ``livepanel_sse_fallbacks_total`` (both need ``app``),
+    ``livepanel_events_published_total``,
     ``livepanel_events_delivered_total``, ``livepanel_events_dropped_total``,
     ``livepanel_slow_disconnects_total``, ``livepanel_replays_total{outcome}``,
     ``livepanel_delivery_seconds`` (a histogram) and
@@ -283,6 +290,9 @@ class _Copier:
             ),
             "livepanel_handshakes": Counter(
                 "livepanel_handshakes", _HELP_HANDSHAKES, ["status"], registry=None
+            ),
+            "livepanel_sse_fallbacks": Counter(
+                "livepanel_sse_fallbacks", _HELP_FALLBACKS, registry=None
             ),
             "livepanel_replays": Counter(
                 "livepanel_replays", _HELP_REPLAYS, ["outcome"], registry=None

@@ -10,12 +10,13 @@ and its JSON is the one the broadcast made.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 from asgiref.typing import WWWScope
 
 from livepanel.connection import Frame
 
-__all__ = ["SSE_HEADERS", "sse_chunk", "wants_event_stream"]
+__all__ = ["SSE_HEADERS", "is_fallback", "sse_chunk", "wants_event_stream"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -42,6 +43,19 @@ def wants_event_stream(scope: WWWScope) -> bool:
         if key.lower() == b"accept" and b"text/event-stream" in value.lower():
             return True
     return False
+
+
+def is_fallback(scope: WWWScope) -> bool:
+    """Whether an event stream request says it came after WebSocket handshakes failed:
+    ``?fallback=1``, which ``livepanel.js`` adds when ``transport: "auto"`` falls back.
+
+    Example::
+
+        >>> is_fallback({"query_string": b"batch=1&fallback=1"})
+        True
+    """
+    query = (scope.get("query_string") or b"").decode("latin-1")
+    return any(key == "fallback" and value == "1" for key, value in parse_qsl(query))
 
 
 def sse_chunk(frames: Sequence[Frame]) -> str:

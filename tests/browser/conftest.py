@@ -12,6 +12,7 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,10 +98,18 @@ def browser() -> Iterator[Any]:
 class DemoServer:
     """``python -m livepanel.demo`` in a subprocess, which a test may kill and start again."""
 
-    def __init__(self, log_dir: Path, *, backend_url: str | None, interval: float) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        backend_url: str | None,
+        interval: float,
+        heartbeat: float | None = None,
+    ) -> None:
         self.port = free_port()
         self.backend_url = backend_url
         self.interval = interval
+        self.heartbeat = heartbeat
         self.log_dir = log_dir
         self.password = PASSWORD
         self.process: subprocess.Popen[bytes] | None = None
@@ -116,6 +125,8 @@ class DemoServer:
             self.password = password
         args = [sys.executable, "-m", "livepanel.demo", "--port", str(self.port)]
         args += ["--interval", str(self.interval)]
+        if self.heartbeat is not None:
+            args += ["--heartbeat", str(self.heartbeat)]
         if self.backend_url:
             args += ["--backend-url", self.backend_url]
         env = {
@@ -145,6 +156,16 @@ class DemoServer:
             self.process.kill()
             self.process.wait(10)
         self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering but its sockets stay open, as a hung host's."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -177,11 +198,16 @@ class DemoServer:
 
 @pytest.fixture
 def start_demo(tmp_path: Path) -> Iterator[Callable[..., DemoServer]]:
-    """A factory: ``start_demo(backend_url=None, interval=1.5)``; every server killed at the end."""
+    """A factory: ``start_demo(backend_url=None, interval=1.5, heartbeat=None)``; every server
+    killed at the end."""
     servers: list[DemoServer] = []
 
-    def start(*, backend_url: str | None = None, interval: float = 1.5) -> DemoServer:
-        server = DemoServer(tmp_path, backend_url=backend_url, interval=interval)
+    def start(
+        *, backend_url: str | None = None, interval: float = 1.5, heartbeat: float | None = None
+    ) -> DemoServer:
+        server = DemoServer(
+            tmp_path, backend_url=backend_url, interval=interval, heartbeat=heartbeat
+        )
         servers.append(server)
         server.start()
         return server

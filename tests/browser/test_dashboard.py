@@ -210,3 +210,61 @@ def test_a_page_opened_with_credentials_in_its_url_works_or_says_why(
             assert "server" in outcome or "credentials" in outcome, outcome
     finally:
         context.close()
+
+
+# whether the page shows itself stale: the tables' opacity, the gateway line, who watches
+READ_STALENESS = """() => ({
+  stale: document.body.dataset.stale === "true",
+  opacity: Number(getComputedStyle(document.querySelector("#sessions-card .table-wrap")).opacity),
+  gateway: document.getElementById("gateway-detail").textContent,
+  watching: document.getElementById("watching").hidden
+    ? null : document.getElementById("watching").textContent,
+})"""
+
+HEARTBEAT = 1.0
+
+
+def test_a_hung_server_dims_the_tables_freezes_the_uptime_and_clears_watching(
+    start_demo: Any, open_dashboard: Any
+) -> None:
+    """SIGSTOP (sockets open, nothing sent): within two heartbeats the tables are dimmed, the
+    gateway's uptime stops counting and "watching" is gone; SIGCONT brings it all back."""
+    demo = start_demo(heartbeat=HEARTBEAT, interval=0.5)
+    page = open_dashboard(demo)
+    expect(page.locator("#watching")).to_have_text("1 watching")
+    wait_until(page, "() => document.getElementById('gateway-detail').textContent.includes('up')")
+    live = page.evaluate(READ_STALENESS)
+    assert (live["stale"], live["opacity"]) == (False, 1.0)
+    demo.pause()
+    paused_at = time.monotonic()
+    try:
+        wait_until(page, "() => document.body.dataset.stale === 'true'", timeout=2 * HEARTBEAT + 3)
+        noticed_after = time.monotonic() - paused_at
+        # the watchdog's two heartbeats, plus the browser's and this test's polling
+        assert noticed_after <= 2 * HEARTBEAT + 1.0, noticed_after
+        stale = page.evaluate(READ_STALENESS)
+        assert stale["opacity"] < 0.5
+        assert stale["watching"] is None
+        assert " · as of " in stale["gateway"]
+        page.wait_for_timeout(2_500)  # the page's clock ticks every second: the uptime must not
+        assert page.evaluate(READ_STALENESS)["gateway"] == stale["gateway"]
+    finally:
+        demo.resume()
+    wait_for_status(page, "open")
+    expect(page.locator("#watching")).to_have_text("1 watching")
+    back = page.evaluate(READ_STALENESS)
+    assert (back["stale"], back["opacity"]) == (False, 1.0)
+    assert " · as of " not in back["gateway"]
+    assert page.page_errors == []
+
+
+def test_a_killed_server_dims_the_page_at_once(start_demo: Any, open_dashboard: Any) -> None:
+    """SIGKILL closes the sockets: the page is dimmed, with nobody watching, within a heartbeat."""
+    demo = start_demo(heartbeat=HEARTBEAT)
+    page = open_dashboard(demo)
+    expect(page.locator("#watching")).to_have_text("1 watching")
+    demo.kill()
+    wait_until(page, "() => document.body.dataset.stale === 'true'", timeout=HEARTBEAT)
+    stale = page.evaluate(READ_STALENESS)
+    assert stale["opacity"] < 0.5
+    assert stale["watching"] is None

@@ -228,8 +228,10 @@ def test_multiprocess_copies_move_counters_by_their_change() -> None:
     copier.copy_once()
     endpoint.handshakes[101] = 5
     endpoint.handshakes[429] = 1
+    endpoint.sse_fallbacks = 3
     copier.copy_once()
     copier.copy_once()  # nothing moved: nothing added
+    assert copied("livepanel_sse_fallbacks") == 3
     assert copied("livepanel_handshakes", status="101") == 5
     assert copied("livepanel_handshakes", status="429") == 1
     assert copied("livepanel_replays", outcome="granted") == 1

@@ -141,3 +141,20 @@ def test_uvicorn_sansio_from_0_55_logs_no_error_per_refused_handshake(
 def test_the_filter_is_needed_only_before_uvicorn_0_55(version: str, logs: bool) -> None:
     """The version rule behind quiet_refused_handshakes(): releases before 0.55 need it."""
     assert uvicorn_logs_refused_handshakes(version) is logs
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-websockets", "uvicorn-wsproto", SANSIO])
+def test_which_uvicorn_implementations_log_an_error_per_refused_handshake(
+    kind: str, unfiltered: None, server_logs: LogCapture
+) -> None:
+    """What docs/deployment.md says of the installed uvicorn: websockets-sansio logs the ERROR
+    before 0.55 only; the legacy websockets and the wsproto implementations never do."""
+    app = LivePanelApp(Broadcaster(), auth=admin_only(), auth_failure_limit=None)
+    with run_server(app, kind) as server:
+        refuse_many(server, 3)
+        with open_ws(server) as ws:
+            expect_welcome(ws)  # every refusal before it was handled, and would have been logged
+    expected = 6 if kind == SANSIO and uvicorn_logs_refused_handshakes() else 0
+    if expected:
+        wait_until(lambda: len(incomplete_handshake_lines(server_logs)) == expected, what="ERRORs")
+    assert len(incomplete_handshake_lines(server_logs)) == expected

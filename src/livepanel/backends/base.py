@@ -37,6 +37,8 @@ features built on them ask through :func:`single_use_claims_of`,
   process's reader trails the stream (:mod:`livepanel.health`);
 * :class:`SharedReceipts` lets every worker read the others' ack summaries
   (:mod:`livepanel.receipts`), so receipts count every worker's dashboards.
+* :class:`Leases` lets one worker at a time run a periodic publisher
+  (:mod:`livepanel.leader`), asked through :func:`leases_of`.
 """
 
 from __future__ import annotations
@@ -56,11 +58,13 @@ __all__ = [
     "Capability",
     "Control",
     "Deliver",
+    "Leases",
     "ReaderReport",
     "ReaderStatus",
     "SharedReceipts",
     "SingleUseClaims",
     "WorkerPresence",
+    "leases_of",
     "reader_status_of",
     "shared_receipts_of",
     "single_use_claims_of",
@@ -80,7 +84,7 @@ class Capability(enum.Enum):
 
         >>> from livepanel import MemoryBackend
         >>> sorted(capability.value for capability in MemoryBackend.capabilities)
-        ['reader_status', 'shared_receipts', 'single_use_claims']
+        ['leases', 'reader_status', 'shared_receipts', 'single_use_claims']
     """
 
     SINGLE_USE_CLAIMS = "single_use_claims"
@@ -91,6 +95,8 @@ class Capability(enum.Enum):
     """The backend implements :class:`ReaderStatus`."""
     SHARED_RECEIPTS = "shared_receipts"
     """The backend implements :class:`SharedReceipts`."""
+    LEASES = "leases"
+    """The backend implements :class:`Leases`."""
 
 
 @runtime_checkable
@@ -230,17 +236,57 @@ class SharedReceipts(Protocol):
         ...
 
 
+@runtime_checkable
+class Leases(Protocol):
+    """Named leases with an expiry, held by one holder at a time: what runs a job once.
+
+    ``leases_shared`` is ``True`` when a lease excludes every process sharing
+    the backend (Redis), ``False`` when it excludes this process's other
+    holders only (memory). The backend's clock decides expiry, so a holder's
+    clock that runs fast, slow or stopped cannot stretch a lease. Declare it
+    on the class.
+
+    Example::
+
+        leases = leases_of(broadcaster.backend)
+        token = await leases.acquire_lease("cron-poller", "worker-1", ttl=15.0)
+        # an int while worker-1 holds it (renewed), None while another holder does
+    """
+
+    leases_shared: ClassVar[bool]
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take lease ``name`` for ``holder`` for ``ttl`` seconds, or renew it if ``holder``
+        has it: its fencing token (a number that grows each time the lease changes
+        hands), or ``None`` while another holder has it.
+
+        Raises:
+            BackendUnavailable: the backend cannot say who holds it.
+        """
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` has it; nothing otherwise.
+
+        Raises:
+            BackendUnavailable: the backend cannot be reached (the lease then expires).
+        """
+        ...
+
+
 _PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
     Capability.WORKER_PRESENCE: WorkerPresence,
     Capability.READER_STATUS: ReaderStatus,
     Capability.SHARED_RECEIPTS: SharedReceipts,
+    Capability.LEASES: Leases,
 }
 _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
     Capability.WORKER_PRESENCE: ("write_presence", "read_presence", "claim_announcement"),
     Capability.READER_STATUS: ("reader_status",),
     Capability.SHARED_RECEIPTS: ("write_receipts", "read_receipts"),
+    Capability.LEASES: ("leases_shared", "acquire_lease", "release_lease"),
 }
 
 
@@ -433,6 +479,25 @@ def shared_receipts_of(backend: Backend) -> SharedReceipts | None:
         return None
     if not isinstance(backend, SharedReceipts):
         raise ConfigurationError(_broken(backend, Capability.SHARED_RECEIPTS))
+    return backend
+
+
+def leases_of(backend: Backend) -> Leases | None:
+    """The backend's :class:`Leases` when it declares them, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> leases_of(MemoryBackend()).leases_shared
+        False
+    """
+    if Capability.LEASES not in backend.capabilities:
+        return None
+    if not isinstance(backend, Leases):
+        raise ConfigurationError(_broken(backend, Capability.LEASES))
     return backend
 
 

@@ -19,6 +19,7 @@ from livepanel.backends.base import (
     Capability,
     Control,
     Deliver,
+    Leases,
     ReaderReport,
     ReaderStatus,
     SharedReceipts,
@@ -28,7 +29,7 @@ from livepanel.events import Event
 from livepanel.protocol import make_id, parse_id
 from livepanel.state import DEFAULT_STATE_LIMIT, StateFold, StateSnapshot
 
-__all__ = ["InProcessClaims", "MemoryBackend"]
+__all__ = ["InProcessClaims", "InProcessLeases", "MemoryBackend"]
 
 
 class InProcessClaims:
@@ -62,6 +63,44 @@ class InProcessClaims:
         return True
 
 
+class InProcessLeases:
+    """Leases held in this process's memory: one holder at a time among its tasks and loops.
+
+    Thread-safe and without I/O; ``clock`` is any monotonic clock in seconds.
+
+    Example::
+
+        >>> leases = InProcessLeases()
+        >>> leases.acquire("poller", "a", 10.0), leases.acquire("poller", "b", 10.0)
+        (1, None)
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._held: dict[str, tuple[str, float]] = {}  # name -> (holder, expiry)
+        self._tokens: dict[str, int] = {}  # name -> the last token given: never reused
+        self._lock = threading.Lock()
+
+    def acquire(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew ``name`` for ``holder``: its token, or ``None`` while another has it."""
+        now = self._clock()
+        with self._lock:
+            current = self._held.get(name)
+            if current is not None and current[0] != holder and current[1] > now:
+                return None
+            if current is None or current[0] != holder or current[1] <= now:
+                self._tokens[name] = self._tokens.get(name, 0) + 1  # changes hands
+            self._held[name] = (holder, now + ttl)
+            return self._tokens[name]
+
+    def release(self, name: str, holder: str) -> None:
+        """Give ``name`` up if ``holder`` has it."""
+        with self._lock:
+            current = self._held.get(name)
+            if current is not None and current[0] == holder:
+                del self._held[name]
+
+
 class MemoryBackend(Backend):
     """Keeps the last ``history`` events in memory, and the state folded from all of them.
 
@@ -73,7 +112,8 @@ class MemoryBackend(Backend):
     Its capabilities hold in this process only: single-use claims are not
     shared with other workers (``claims_shared`` is ``False``), and its reader,
     being the publisher itself, never trails; ack summaries are shared by the
-    broadcasters of this process that use it. It keeps no worker presence:
+    broadcasters of this process that use it; a lease excludes this process's
+    other holders only (``leases_shared`` is ``False``). It keeps no worker presence:
     with one process, presence is that process's own connections.
 
     Example::
@@ -82,9 +122,15 @@ class MemoryBackend(Backend):
     """
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.SINGLE_USE_CLAIMS, Capability.READER_STATUS, Capability.SHARED_RECEIPTS}
+        {
+            Capability.SINGLE_USE_CLAIMS,
+            Capability.READER_STATUS,
+            Capability.SHARED_RECEIPTS,
+            Capability.LEASES,
+        }
     )
     claims_shared: ClassVar[bool] = False
+    leases_shared: ClassVar[bool] = False
 
     def __init__(self, *, history: int = 1000, state_limit: int = DEFAULT_STATE_LIMIT) -> None:
         self.history_size = history
@@ -97,6 +143,7 @@ class MemoryBackend(Backend):
         self._control: Control | None = None
         self._claims = InProcessClaims()
         self._receipts: dict[str, tuple[float, AckSummary]] = {}  # worker: (expires at, acks)
+        self._leases = InProcessLeases()
 
     @property
     def start_id(self) -> str:
@@ -170,6 +217,14 @@ class MemoryBackend(Backend):
         """Claim ``key`` in this process for ``ttl`` seconds (:class:`SingleUseClaims`)."""
         return self._claims.claim(key, ttl)
 
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew lease ``name`` in this process (:class:`Leases`)."""
+        return self._leases.acquire(name, holder, ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give lease ``name`` up if ``holder`` has it (:class:`Leases`)."""
+        self._leases.release(name, holder)
+
     async def reader_status(self, timeout: float = 2.0) -> ReaderReport:
         """Always up to date: events are delivered as they are published (:class:`ReaderStatus`)."""
         return {
@@ -201,3 +256,4 @@ if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
     _RECEIPTS: type[SharedReceipts] = MemoryBackend
     _CLAIMS: type[SingleUseClaims] = MemoryBackend
     _READER: type[ReaderStatus] = MemoryBackend
+    _LEASES: type[Leases] = MemoryBackend

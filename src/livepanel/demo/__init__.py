@@ -47,6 +47,7 @@ def serve(
     backend_url: str | None = None,
     *,
     interval: float = 1.5,
+    heartbeat_interval: float = 25.0,
     out: TextIO | None = None,
 ) -> None:
     """Run the demo dashboard until interrupted, printing its URL and credentials first.
@@ -57,6 +58,8 @@ def serve(
         backend_url: the broadcaster's backend (``"redis://localhost:6379/0"``);
             ``LIVEPANEL_BACKEND_URL``, else in-process memory, when ``None``.
         interval: mean seconds between simulated gateway events (``0``: none).
+        heartbeat_interval: the endpoint's heartbeat in seconds; a page shows
+            a server that went silent as stale within two.
         out: where to print the URL and credentials (standard output by default).
 
     Raises:
@@ -80,6 +83,7 @@ def serve(
         password=password,
         broadcaster=Broadcaster(backend),
         interval=interval,
+        heartbeat_interval=heartbeat_interval,
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"livepanel demo: http://{shown}:{port}/", file=out)

@@ -50,6 +50,8 @@ export interface StatusChange {
   previous: Status | null;
   /** `open`: the transport the connection uses. */
   transport?: Transport;
+  /** `open` on SSE in `auto`: the WebSocket handshakes failed, this is the fallback. */
+  fallback?: boolean;
   /** `reconnecting`: the attempt about to be made (1 for the first). */
   attempt?: number;
   /** `reconnecting`: milliseconds until that attempt. */
@@ -115,6 +117,8 @@ export interface ClientOptions extends BackoffOptions {
    * or BroadcastChannel the client connects on its own.
    */
   shared?: boolean;
+  /** Where the client logs a followed redirect (`info`) and a fallback to SSE (`warn`); default `console`. */
+  console?: { info(message: string): void; warn(message: string): void } | null;
   /** Resolve relative URLs against this (default: the page's location). */
   base?: string;
   /** For tests and non-browser runtimes. */
@@ -122,7 +126,7 @@ export interface ClientOptions extends BackoffOptions {
   fetch?: (
     url: string,
     init?: RequestInit,
-  ) => Promise<{ status: number; ok?: boolean; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
+  ) => Promise<{ status: number; ok?: boolean; redirected?: boolean; url?: string; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
   random?: () => number;
   locks?: { request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown> | unknown): Promise<unknown> } | null;
   BroadcastChannel?: new (name: string) => {
@@ -172,12 +176,14 @@ export function connectUrl(
     batch?: boolean;
     state?: boolean;
     ticket?: string | null;
+    /** Mark the request as a fallback from WebSocket (`?fallback=1`), which the server counts. */
+    fallback?: boolean;
   },
   base?: string,
 ): string;
 export function streamUrl(
   url: string,
-  query?: { since?: string | null; types?: string[] | null; state?: boolean; ticket?: string | null },
+  query?: { since?: string | null; types?: string[] | null; state?: boolean; ticket?: string | null; fallback?: boolean },
   base?: string,
 ): string;
 /** The Web Lock and BroadcastChannel name of `shared: true` tabs. */
@@ -192,6 +198,11 @@ export interface SseMessage {
 /** An incremental `text/event-stream` parser. */
 export function sseParser(): { push(text: string): SseMessage[] };
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
+/**
+ * Where to connect after a probe of `from` was redirected to `to`: `to` as `ws(s):` without a
+ * query when it is on the same origin at the same path but for a trailing slash, else `null`.
+ */
+export function slashRedirect(from: string, to: string): string | null;
 
 /** The collections kept for a client: `{name: Map(key -> event)}`, oldest update first. */
 export type StateCollections = Record<string, Map<unknown, LivePanelEvent>>;
@@ -229,6 +240,8 @@ export type Unsubscribe = () => void;
 export class LivePanelClient<M extends object = UntypedPayloads, C extends object = StateCollections> {
   constructor(url: string, options?: ClientOptions);
   readonly url: string;
+  /** Where the client connects: `url`, or where a same-origin slash redirect of it leads. */
+  readonly endpoint: string;
   readonly status: Status;
   /** With `shared: true`: whether this tab holds the connection (`null` before the lock answers or unshared). */
   readonly role: "leader" | "follower" | null;

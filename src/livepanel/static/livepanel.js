@@ -28,7 +28,14 @@
  *
  * Where a proxy drops WebSocket upgrades, `transport: "auto"` (the default) falls
  * back to Server-Sent Events on the same URL, with the same frames, statuses and
- * resume; `transport: "sse"` uses them from the start.
+ * resume; `transport: "sse"` uses them from the start. The fallback is logged
+ * (`console.warn`), shown in the `open` status (`fallback: true`) and counted by the
+ * server (`?fallback=1`, `livepanel_sse_fallbacks_total`).
+ *
+ * A mount that redirects `/ws` to `/ws/` (Starlette's `app.mount`) redirects HTTP only:
+ * the probe of a refused handshake follows it, and when it lands on the same origin at
+ * the same path but for a trailing slash, the client connects there from then on and
+ * logs it (`console.info`).
  *
  * The backoff schedule, its jitter and the give-up rule are pure functions
  * exported below, so they can be tested without a browser.
@@ -100,6 +107,33 @@ export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 
 /** Every status the client reports, in the order a connection usually goes through them. */
 export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
+
+/**
+ * The URL a probe was redirected to, when the client should connect there instead: same
+ * origin, and the same path but for one trailing slash added or removed (what a mount's
+ * slash redirect does), as `ws:`/`wss:` without a query. `null` for any other redirect,
+ * which is never followed.
+ */
+export function slashRedirect(from, to) {
+  let source, target;
+  try {
+    source = new URL(from);
+    target = new URL(to);
+  } catch {
+    return null;
+  }
+  const secure = (url) => url.protocol === "wss:" || url.protocol === "https:";
+  if (secure(source) !== secure(target) || source.host !== target.host) return null;
+  const a = source.pathname;
+  const b = target.pathname;
+  if (a + "/" !== b && b + "/" !== a) return null;
+  target.search = "";
+  target.hash = "";
+  target.username = "";
+  target.password = "";
+  target.protocol = secure(source) ? "wss:" : "ws:";
+  return target.href;
+}
 
 /** Names the client emits itself; server event types never use them. */
 const CLIENT_EVENTS = new Set(["status", "welcome", "error", "resume_unavailable", "state", "schemaChanged"]);
@@ -218,7 +252,7 @@ export function splitFrames(data) {
  */
 export function connectUrl(
   url,
-  { since = null, types = null, batch = true, state = false, ticket = null } = {},
+  { since = null, types = null, batch = true, state = false, ticket = null, fallback = false } = {},
   base,
 ) {
   const target = new URL(url, base ?? globalThis.location?.href);
@@ -238,6 +272,7 @@ export function connectUrl(
   else target.searchParams.delete("since");
   if (state) target.searchParams.set("state", "1");
   if (ticket) target.searchParams.set("ticket", ticket);
+  if (fallback) target.searchParams.set("fallback", "1");
   return target.href;
 }
 
@@ -348,6 +383,8 @@ export class LivePanelClient {
   constructor(url, options = {}) {
     this.options = { ...DEFAULT_OPTIONS, ...options };
     this.url = url;
+    /** Where the client connects: `url`, or where a same-origin slash redirect sent it. */
+    this.endpoint = url;
     /** One of STATUSES. */
     this.status = "connecting";
     /** The id to resume after: the newest event seen, else the last welcome's `lastEventId`. */
@@ -378,6 +415,7 @@ export class LivePanelClient {
     this._WebSocket = this.options.WebSocket ?? globalThis.WebSocket;
     this._fetch = this.options.fetch ?? globalThis.fetch?.bind(globalThis);
     this._random = this.options.random ?? Math.random;
+    this._console = this.options.console ?? globalThis.console;
     this._locks = this.options.locks ?? globalThis.navigator?.locks;
     this._BroadcastChannel = this.options.BroadcastChannel ?? globalThis.BroadcastChannel;
     this._listeners = new Map();
@@ -713,7 +751,8 @@ export class LivePanelClient {
   _openStream(generation, ticket) {
     // fetch, not EventSource: the server names each message by its event type, and an
     // EventSource only hands over the names it was given listeners for (no "*")
-    const url = streamUrl(this.url, this._query(ticket), this.options.base);
+    const fallback = this.options.transport === "auto"; // SSE in auto is always a fallback
+    const url = streamUrl(this.endpoint, { ...this._query(ticket), fallback }, this.options.base);
     const controller = new AbortController();
     this._stream = controller;
     this._welcome = null;
@@ -774,7 +813,7 @@ export class LivePanelClient {
   }
 
   _openSocket(generation, ticket) {
-    const url = connectUrl(this.url, this._query(ticket), this.options.base);
+    const url = connectUrl(this.endpoint, this._query(ticket), this.options.base);
     const socket = new this._WebSocket(url);
     this._socket = socket;
     this._welcome = null;
@@ -843,7 +882,8 @@ export class LivePanelClient {
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
         if (this.transport === "websocket") this._fallbacks = 0;
         else if (this.options.transport === "auto") this._planTrial(); // WebSocket may come back
-        this._setStatus("open", { transport: this.transport });
+        const fallback = this.transport === "sse" && this.options.transport === "auto";
+        this._setStatus("open", fallback ? { transport: "sse", fallback } : { transport: this.transport });
         this._emit("welcome", payload);
         this._checkSchema(payload);
         this._ackSent = null; // a new connection knows nothing: tell it the newest ack again
@@ -948,6 +988,16 @@ export class LivePanelClient {
       this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
       return;
     }
+    const moved = response?.redirected ? slashRedirect(url, response.url) : null;
+    if (moved !== null && this.transport === "websocket" && shouldFallBack(response.status)) {
+      // a mount's slash redirect, which WebSocket handshakes do not get: connect there
+      const from = new URL(url).pathname;
+      const to = new URL(moved).pathname;
+      this.endpoint = moved;
+      this._console?.info?.(`livepanel: ${from} redirects to ${to}; connecting the WebSocket to ${to}`);
+      this._scheduleReconnect();
+      return;
+    }
     if (
       this.options.transport === "auto" &&
       this.transport === "websocket" &&
@@ -959,6 +1009,11 @@ export class LivePanelClient {
       if (this._fallbacks >= this.options.fallbackAfter) {
         this.transport = "sse";
         this._sseSince = Date.now();
+        this._console?.warn?.(
+          `livepanel: WebSocket handshakes to ${new URL(url).pathname} fail although the ` +
+            `endpoint answers HTTP ${response.status}; falling back to Server-Sent Events ` +
+            "(does a proxy drop the upgrade?)",
+        );
       }
     }
     this._scheduleReconnect();
@@ -1042,7 +1097,7 @@ export class LivePanelClient {
     const query = { types: this.options.types, batch: this.options.batch, ticket };
     let socket;
     try {
-      socket = new this._WebSocket(connectUrl(this.url, query, this.options.base));
+      socket = new this._WebSocket(connectUrl(this.endpoint, query, this.options.base));
     } catch {
       return this._planTrial();
     }

@@ -58,18 +58,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from redis.asyncio.cluster import RedisCluster
 from typing_extensions import override
 
 from livepanel.backends.base import (
-    AckSummary,
     Backend,
     Capability,
     Control,
     Deliver,
+    Leases,
     ReaderReport,
     ReaderStatus,
     SharedReceipts,
@@ -95,7 +95,7 @@ from livepanel.backends.redis.settings import (
     RedisSettings,
     check_values,
 )
-from livepanel.backends.redis.shared import SharedRecords
+from livepanel.backends.redis.shared import SharedCapabilities, SharedRecords
 from livepanel.backends.redis.writer import Writer
 from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.events import Event
@@ -122,7 +122,7 @@ _URL_NUMBERS: tuple[tuple[str, type[int] | type[float]], ...] = (
 )
 
 
-class RedisBackend(Backend):
+class RedisBackend(SharedCapabilities, Backend):
     """Events in a Redis stream shared by every worker process and host.
 
     Args:
@@ -180,9 +180,11 @@ class RedisBackend(Backend):
             Capability.WORKER_PRESENCE,
             Capability.READER_STATUS,
             Capability.SHARED_RECEIPTS,
+            Capability.LEASES,
         }
     )
     claims_shared: ClassVar[bool] = True
+    leases_shared: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -338,6 +340,7 @@ class RedisBackend(Backend):
             state.epoch,
             reader.last_id,
         )
+        await self._shared.warn_of_unknown_types()
         return make_id(state.epoch, reader.last_id)
 
     @override
@@ -438,34 +441,6 @@ class RedisBackend(Backend):
         """
         return await self._reader.status(timeout)
 
-    async def claim_once(self, key: str, ttl: float) -> bool:
-        """Claim ``key`` for ``ttl`` seconds across every worker (``SET NX``).
-
-        Raises:
-            BackendUnavailable: Redis could not say whether ``key`` was claimed.
-        """
-        return await self._shared.claim_once(key, ttl)
-
-    async def write_presence(self, worker: str, counts: Mapping[str, int], expiry: float) -> None:
-        """Replace ``worker``'s connection counts in Redis; they expire after ``expiry`` s."""
-        await self._shared.write_presence(worker, counts, expiry)
-
-    async def read_presence(self) -> dict[str, int]:
-        """Connections by user, summed over every worker whose counts have not expired."""
-        return await self._shared.read_presence()
-
-    async def claim_announcement(self, worker: str, interval: float) -> bool:
-        """Take the turn to announce presence for ``interval`` seconds, across every worker."""
-        return await self._shared.claim_announcement(worker, interval)
-
-    async def write_receipts(self, worker: str, acks: AckSummary, expiry: float) -> None:
-        """Replace ``worker``'s ack summary in Redis; it stops counting after ``expiry`` s."""
-        await self._shared.write_receipts(worker, acks, expiry)
-
-    async def read_receipts(self) -> dict[str, AckSummary]:
-        """Every worker's ack summary that has not expired (one ``HGETALL``)."""
-        return await self._shared.read_receipts()
-
     def __repr__(self) -> str:
         return f"RedisBackend({self.location!r}, stream={self.stream!r}, epoch={self.epoch!r})"
 
@@ -475,3 +450,4 @@ if TYPE_CHECKING:  # mypy holds the declared capabilities to their protocols
     _PRESENCE: type[WorkerPresence] = RedisBackend
     _READER: type[ReaderStatus] = RedisBackend
     _RECEIPTS: type[SharedReceipts] = RedisBackend
+    _LEASES: type[Leases] = RedisBackend

@@ -28,6 +28,7 @@ const TONES = {
 };
 
 let client = null;
+let staleSince = null; // Date.now() when the connection was lost; null while live
 const feed = [];
 const counters = { states: 0, events: 0 };
 
@@ -265,9 +266,12 @@ function renderGateway() {
   status.textContent = g ? g.status : "unknown";
   status.dataset.tone = g ? (TONES[g.status] ?? "muted") : "muted";
   if (!g) return;
-  // uptime as reported, plus the time since the report
-  const live = g.status === "running" ? g.uptime + (Date.now() - Date.parse(g.at)) / 1000 : g.uptime;
-  $("gateway-detail").textContent = `v${g.version} · up ${uptime(live)}`;
+  // uptime as reported, plus the time since the report, but not past the moment we lost
+  // the server: from then on nobody knows whether the gateway is still up
+  const now = staleSince ?? Date.now();
+  const live = g.status === "running" ? g.uptime + Math.max(0, now - Date.parse(g.at)) / 1000 : g.uptime;
+  const asOf = staleSince === null ? "" : ` · as of ${clock(new Date(staleSince).toISOString())}`;
+  $("gateway-detail").textContent = `v${g.version} · up ${uptime(live)}${asOf}`;
 }
 
 function render() {
@@ -292,7 +296,24 @@ function tick() {
   renderGateway();
 }
 
+/** Live or not: while not, the numbers are the last ones known, and the page says so. */
+function renderStaleness(live) {
+  if (live === (staleSince === null)) return;
+  staleSince = live ? null : Date.now();
+  if (live) delete document.body.dataset.stale;
+  else document.body.dataset.stale = "true";
+  if (!live) {
+    // who watches is only known while connected; the server sends it again on the next open
+    const box = $("watching");
+    box.textContent = "";
+    box.title = "";
+    box.hidden = true;
+  }
+  renderGateway();
+}
+
 function renderStatus({ status, attempt, delay, reason, message }) {
+  renderStaleness(status === "open");
   const box = $("connection");
   box.dataset.status = status;
   $("connection-text").textContent =
