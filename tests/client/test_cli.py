@@ -224,8 +224,9 @@ def test_demo_passes_host_port_redis_and_interval_to_serve(
     assert main(["demo", "--interval", "0"]) == 0
     assert calls == [
         {"host": "127.0.0.1", "port": 9000, "backend_url": "redis://localhost:6379/0",
-         "interval": 1.5},
-        {"host": "127.0.0.1", "port": 8000, "backend_url": None, "interval": 0.0},
+         "interval": 1.5, "heartbeat_interval": 25.0},
+        {"host": "127.0.0.1", "port": 8000, "backend_url": None, "interval": 0.0,
+         "heartbeat_interval": 25.0},
     ]  # fmt: skip
 
 

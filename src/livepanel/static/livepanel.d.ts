@@ -263,12 +263,12 @@ export class LivePanelClient<M extends object = UntypedPayloads, C extends objec
   on(name: "resume_unavailable" | "error", listener: (error: ServerError) => void): Unsubscribe;
   /** `null` when the server's types match the bundle's again (a rollback). */
   on(name: "schemaChanged", listener: (change: SchemaChange | null) => void): Unsubscribe;
-  /** Every event. */
-  on(name: "*", listener: (event: AnyEventOf<M>) => void | Promise<unknown>): Unsubscribe;
+  /** Every event. A listener that returns a promise is acknowledged once it resolves. */
+  on(name: "*", listener: (event: AnyEventOf<M>) => unknown): Unsubscribe;
   /** The events of one type. */
   on<K extends keyof M & string>(
     name: K,
-    listener: (event: EventOf<M, K>) => void | Promise<unknown>,
+    listener: (event: EventOf<M, K>) => unknown,
   ): Unsubscribe;
   off(name: string, listener: (...args: never[]) => void): void;
   reconnect(options?: { since?: string | null }): void;
