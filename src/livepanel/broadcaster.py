@@ -29,7 +29,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from livepanel.backends import Backend, MemoryBackend, backend_from_url
+from livepanel.backends import (
+    Backend,
+    MemoryBackend,
+    TransactionalPublish,
+    backend_from_url,
+    transactional_publish_of,
+)
 from livepanel.census import Census, presence_view
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
@@ -118,7 +124,12 @@ class Broadcaster:
     # ------------------------------------------------------------------ publish
 
     def publish(
-        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+        self,
+        event: object,
+        payload: object = None,
+        *,
+        audience: Iterable[str] | str | None = None,
+        transaction: object = None,
     ) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
@@ -129,10 +140,20 @@ class Broadcaster:
         the accepted event (with its ``id`` where the backend assigns it
         synchronously, as the memory backend does).
 
+        ``transaction``: the database driver's sync connection with a transaction
+        open (a backend with :class:`~livepanel.backends.TransactionalPublish`,
+        e.g. PostgreSQL): the event is written in that transaction, delivered if
+        it commits, never if it rolls back; this call then waits for the insert.
+
         Raises:
             ValueError: an unregistered type or a payload that does not fit it.
+            ConfigurationError: ``transaction`` on a backend that cannot write in one.
         """
         prepared = self._prepared(event, payload, audience)
+        if transaction is not None:
+            written = self._transactional().publish_in(transaction, prepared)
+            self._counters.published += 1
+            return written
         try:
             accepted = self.backend.publish_nowait(prepared)
         except BackendUnavailable:
@@ -144,15 +165,33 @@ class Broadcaster:
         return accepted
 
     async def apublish(
-        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+        self,
+        event: object,
+        payload: object = None,
+        *,
+        audience: Iterable[str] | str | None = None,
+        transaction: object = None,
     ) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event.
+
+        ``transaction``: the database driver's async connection with a transaction
+        open (psycopg's ``AsyncConnection`` on the PostgreSQL backend): the event
+        is written in that transaction and delivered exactly once if it commits,
+        never if it rolls back. Its id is given at commit, so the event returned
+        has none.
 
         Raises:
             ValueError: as :meth:`publish`.
             BackendUnavailable: the backend cannot take the event.
+            ConfigurationError: ``transaction`` on a backend that cannot write in one.
         """
         prepared = self._prepared(event, payload, audience)
+        if transaction is not None:
+            writer = self._transactional()
+            await self._home.start()  # the stream's tables exist once the backend started
+            written = await writer.apublish_in(transaction, prepared)
+            self._counters.published += 1
+            return written
         try:
             stored = await self.call_backend(lambda: self.backend.publish(prepared))
         except BackendUnavailable:
@@ -160,6 +199,15 @@ class Broadcaster:
             raise
         self._counters.published += 1
         return stored
+
+    def _transactional(self) -> TransactionalPublish:
+        writer = transactional_publish_of(self.backend)
+        if writer is None:
+            raise ConfigurationError(
+                f"{type(self.backend).__name__} cannot publish in a database transaction; "
+                "use the PostgreSQL backend (postgresql://...) or publish after the commit"
+            )
+        return writer
 
     def _prepared(self, event: object, payload: object, audience: Any) -> Event:
         return self._observers.published(_prepare(event, payload, audience))

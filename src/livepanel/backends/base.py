@@ -34,7 +34,10 @@ features built on them ask through :func:`single_use_claims_of`,
 * :class:`WorkerPresence` lets every worker see the others' connections
   (:mod:`livepanel.presence`);
 * :class:`ReaderStatus` tells health checks and metrics how far this
-  process's reader trails the stream (:mod:`livepanel.health`).
+  process's reader trails the stream (:mod:`livepanel.health`);
+* :class:`TransactionalPublish` writes an event inside the caller's open
+  database transaction (``Broadcaster.apublish(..., transaction=conn)``):
+  delivered once if it commits, never if it rolls back.
 """
 
 from __future__ import annotations
@@ -56,9 +59,11 @@ __all__ = [
     "ReaderReport",
     "ReaderStatus",
     "SingleUseClaims",
+    "TransactionalPublish",
     "WorkerPresence",
     "reader_status_of",
     "single_use_claims_of",
+    "transactional_publish_of",
     "worker_presence_of",
 ]
 
@@ -84,6 +89,8 @@ class Capability(enum.Enum):
     """The backend implements :class:`WorkerPresence`."""
     READER_STATUS = "reader_status"
     """The backend implements :class:`ReaderStatus`."""
+    TRANSACTIONAL_PUBLISH = "transactional_publish"
+    """The backend implements :class:`TransactionalPublish`."""
 
 
 @runtime_checkable
@@ -186,15 +193,50 @@ class ReaderStatus(Protocol):
         ...
 
 
+@runtime_checkable
+class TransactionalPublish(Protocol):
+    """Writes an event inside the caller's open database transaction, through the caller's
+    own connection: delivered exactly once if the transaction commits, never if it rolls back.
+
+    The event's id is given at commit, so the event returned has none; it
+    reaches dashboards (and ``subscribe()``) with its id once committed.
+
+    Example::
+
+        writer = transactional_publish_of(broadcaster.backend)
+        async with conn.transaction():
+            await conn.execute("DELETE FROM sessions WHERE key = %s", (key,))
+            await writer.apublish_in(conn, event)  # what apublish(..., transaction=conn) does
+    """
+
+    def publish_in(self, transaction: Any, event: Event) -> Event:
+        """Write ``event`` through ``transaction``, the driver's sync connection.
+
+        Raises:
+            ConfigurationError: ``transaction`` is not a connection with a transaction open.
+        """
+        ...
+
+    async def apublish_in(self, transaction: Any, event: Event) -> Event:
+        """Write ``event`` through ``transaction``, the driver's async connection.
+
+        Raises:
+            ConfigurationError: ``transaction`` is not a connection with a transaction open.
+        """
+        ...
+
+
 _PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
     Capability.WORKER_PRESENCE: WorkerPresence,
     Capability.READER_STATUS: ReaderStatus,
+    Capability.TRANSACTIONAL_PUBLISH: TransactionalPublish,
 }
 _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
     Capability.WORKER_PRESENCE: ("write_presence", "read_presence", "claim_announcement"),
     Capability.READER_STATUS: ("reader_status",),
+    Capability.TRANSACTIONAL_PUBLISH: ("publish_in", "apublish_in"),
 }
 
 
@@ -368,6 +410,25 @@ def reader_status_of(backend: Backend) -> ReaderStatus | None:
         return None
     if not isinstance(backend, ReaderStatus):
         raise ConfigurationError(_broken(backend, Capability.READER_STATUS))
+    return backend
+
+
+def transactional_publish_of(backend: Backend) -> TransactionalPublish | None:
+    """The backend's :class:`TransactionalPublish` when it declares it, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> transactional_publish_of(MemoryBackend()) is None
+        True
+    """
+    if Capability.TRANSACTIONAL_PUBLISH not in backend.capabilities:
+        return None
+    if not isinstance(backend, TransactionalPublish):
+        raise ConfigurationError(_broken(backend, Capability.TRANSACTIONAL_PUBLISH))
     return backend
 
 
