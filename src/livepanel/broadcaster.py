@@ -22,6 +22,7 @@ replay or the state and hands it to the connection's outbox. See
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -69,7 +70,8 @@ class Broadcaster:
 
     Args:
         backend: ``None`` or ``"memory://"`` for the in-process backend, a
-            ``"redis://host:6379/0"`` URL, or a :class:`~livepanel.backends.Backend`.
+            ``"redis://host:6379/0"`` or ``"postgresql://host/db"`` URL, or a
+            :class:`~livepanel.backends.Backend`.
         history: how many recent events are kept for ``since``.
         queue_size: how many live events may wait for one client.
         queue_bytes: how many bytes of live and control frames may wait for one
@@ -82,11 +84,10 @@ class Broadcaster:
             updated longest ago is evicted); for a backend given as a URL or
             ``None``.
 
-    The broadcaster starts itself inside the running event loop on first use,
-    so it needs no lifespan wiring. One broadcaster serves connections on any
-    number of event loops in its process; the backend runs on the loop that
-    started it first (and moves to the next loop that uses it once that one
-    is closed).
+    It starts itself inside the running event loop on first use, so it needs no
+    lifespan wiring. It serves connections on any number of event loops in its
+    process; the backend runs on the loop that started it first (and moves to the
+    next loop that uses it once that one is closed).
 
     Example::
 
@@ -133,29 +134,18 @@ class Broadcaster:
     ) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
-        ``event`` is an :class:`Event`, a registered payload object such as
-        ``SessionCreated(...)``, or a type name with its ``payload``.
-        ``audience`` (a string or a set of strings, e.g. ``{"team:ops"}``) limits
-        who receives it to the connections sharing one of them; ``None``, everyone. Returns
-        the accepted event (with its ``id`` where the backend assigns it
-        synchronously, as the memory backend does).
-
-        ``transaction``: the database driver's sync connection with a transaction
-        open (a backend with :class:`~livepanel.backends.TransactionalPublish`,
-        e.g. PostgreSQL): the event is written in that transaction, delivered if
-        it commits, never if it rolls back; this call then waits for the insert.
+        ``event``: an :class:`Event`, a registered payload object (``SessionCreated(...)``),
+        or a type name with its ``payload``. ``audience`` (a string or a set, ``{"team:ops"}``)
+        limits who receives it to the connections sharing one; ``None``, everyone.
+        ``transaction``: a sync driver connection, as :meth:`apublish` (this call waits).
+        Returns the accepted event (with its ``id`` if the backend gives it at once).
 
         Raises:
             ValueError: an unregistered type or a payload that does not fit it.
-            ConfigurationError: ``transaction`` on a backend that cannot write in one.
         """
         prepared = self._prepared(event, payload, audience)
-        if transaction is not None:
-            written = self._transactional().publish_in(transaction, prepared)
-            self._counters.published += 1
-            return written
         try:
-            accepted = self.backend.publish_nowait(prepared)
+            accepted = _hand_on(self.backend, transaction)(prepared)
         except BackendUnavailable:
             self._counters.publish_failures += 1
             raise
@@ -173,41 +163,25 @@ class Broadcaster:
         transaction: object = None,
     ) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event.
-
-        ``transaction``: the database driver's async connection with a transaction
-        open (psycopg's ``AsyncConnection`` on the PostgreSQL backend): the event
-        is written in that transaction and delivered exactly once if it commits,
-        never if it rolls back. Its id is given at commit, so the event returned
-        has none.
+        ``transaction``: the driver's async connection with a transaction open (see
+        :class:`~livepanel.backends.TransactionalPublish`); its id is given at commit.
 
         Raises:
             ValueError: as :meth:`publish`.
             BackendUnavailable: the backend cannot take the event.
-            ConfigurationError: ``transaction`` on a backend that cannot write in one.
         """
         prepared = self._prepared(event, payload, audience)
-        if transaction is not None:
-            writer = self._transactional()
-            await self._home.start()  # the stream's tables exist once the backend started
-            written = await writer.apublish_in(transaction, prepared)
-            self._counters.published += 1
-            return written
         try:
-            stored = await self.call_backend(lambda: self.backend.publish(prepared))
+            if transaction is not None:  # the caller's connection, on its loop, once started
+                await self._home.start()
+                stored = await _in_transactions(self.backend).apublish_in(transaction, prepared)
+            else:
+                stored = await self.call_backend(lambda: self.backend.publish(prepared))
         except BackendUnavailable:
             self._counters.publish_failures += 1
             raise
         self._counters.published += 1
         return stored
-
-    def _transactional(self) -> TransactionalPublish:
-        writer = transactional_publish_of(self.backend)
-        if writer is None:
-            raise ConfigurationError(
-                f"{type(self.backend).__name__} cannot publish in a database transaction; "
-                "use the PostgreSQL backend (postgresql://...) or publish after the commit"
-            )
-        return writer
 
     def _prepared(self, event: object, payload: object, audience: Any) -> Event:
         return self._observers.published(_prepare(event, payload, audience))
@@ -215,8 +189,8 @@ class Broadcaster:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the backend, on this loop unless it runs on a live one already (done on
-        first use anyway; call it at startup to fail early).
+        """Start the backend, on this loop unless it runs on a live one already (done on first
+        use anyway; call it at startup to fail early).
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -226,9 +200,9 @@ class Broadcaster:
     def start_soon(self) -> None:
         """Start in the running loop without waiting; a no-op when started or outside a loop.
 
-        ``publish()`` and ``LivePanelMiddleware`` call it, so that a process
-        which publishes but serves no dashboard still hands its events to the
-        backend. A failure is logged; the next use tries again.
+        ``publish()`` and ``LivePanelMiddleware`` call it, so that a process which publishes
+        but serves no dashboard still reaches its backend. A failure is logged; the next use
+        tries again.
         """
         self._home.start_soon(self.start)
 
@@ -242,8 +216,8 @@ class Broadcaster:
     async def call_backend(self, call: Callable[[], Awaitable[T]]) -> T:
         """Await ``call()`` on the loop the backend runs on, starting it first if needed.
 
-        For features built on a backend capability (tickets' single-use claims,
-        presence, health): a backend's client belongs to the loop that started it.
+        For features built on a backend capability (tickets, presence, health): a backend's
+        client belongs to the loop that started it.
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -265,8 +239,7 @@ class Broadcaster:
     # ------------------------------------------------------------------ fan-out
 
     def _deliver(self, events: Sequence[Event]) -> None:
-        """The backend's callback: new events in stream order, from any thread, one call
-        at a time."""
+        """The backend's callback: new events in stream order, any thread, one call at a time."""
         if events:
             self._fanout.deliver(events)
             self._observers.fanned_out(events)
@@ -283,12 +256,11 @@ class Broadcaster:
     ) -> AsyncIterator[Connection]:
         """Open a :class:`~livepanel.connection.Connection` on this loop; close it on exit.
 
-        The endpoint-facing API: a transport opens one per client once the
-        handshake passed, queues ``welcome`` (with
-        :attr:`Connection.last_event_id <livepanel.connection.Connection.last_event_id>`),
-        subscribes, and runs its writer in the client's own task. ``dashboard=False``
-        opens an in-process consumer (as :meth:`subscribe` does): not counted
-        as a connection, never revoked, never told ``resume_unavailable``.
+        The endpoint-facing API: a transport opens one per client once the handshake
+        passed, queues ``welcome`` (with :attr:`Connection.last_event_id
+        <livepanel.connection.Connection.last_event_id>`), subscribes, and runs its writer
+        in the client's own task. ``dashboard=False`` opens an in-process consumer (as
+        :meth:`subscribe` does): not counted, never revoked, never told ``resume_unavailable``.
         """
         await self.start()
         hub = self._fanout.here()
@@ -322,10 +294,9 @@ class Broadcaster:
     ) -> int:
         """Close the connections of ``user`` and/or of ``audience``, on every worker.
 
-        A connection matches when its user is ``user``, or when it belongs to one
-        of ``audience`` (a connection that sees everything belongs to none). The
-        other workers hear of it through the backend. Returns how many it closed
-        in this process.
+        A connection matches when its user is ``user``, or when it belongs to one of
+        ``audience`` (one that sees everything belongs to none). The other workers hear
+        of it through the backend. Returns how many it closed in this process.
 
         Raises:
             ValueError: neither ``user`` nor ``audience``, or a close code a server
@@ -346,17 +317,13 @@ class Broadcaster:
         self._fanout.obey(message)
 
     async def state(self) -> dict[str, Any]:
-        """The state kept for clients: the ``state`` frame's payload, every collection.
-
-        ``{"lastEventId", "collections": {name: {"key", "keep", "entries"}},
-        "types": {type: {"collection", "removes"}}}``, entries as wire objects;
-        the fold of the stream up to and including ``lastEventId``.
+        """The state kept for clients: the ``state`` frame's payload, every collection,
+        ``{"lastEventId", "collections": {name: {"key", "keep", "entries"}}, "types": {type:
+        {"collection", "removes"}}}``: the fold of the stream through ``lastEventId``.
 
         Example::
 
-            state = await broadcaster.state()
-            sessions = {e["payload"]["sessionKey"]: e for e in
-                        state["collections"]["sessions"]["entries"]}
+            entries = (await broadcaster.state())["collections"]["sessions"]["entries"]
 
         Raises:
             BackendUnavailable: the backend cannot be reached.
@@ -368,9 +335,7 @@ class Broadcaster:
     async def subscribe(
         self, types: Sequence[str] = ("*",), since: str | None = None
     ) -> AsyncIterator[Subscription]:
-        """Receive events in Python: an async iterator of :class:`Event`.
-
-        Example::
+        """Receive events in Python: an async iterator of :class:`Event`. Example::
 
             async with broadcaster.subscribe(["cron.*"]) as events:
                 async for event in events:
@@ -424,15 +389,11 @@ class Broadcaster:
         self._draining = draining
 
     def stats(self) -> dict[str, Any]:
-        """Counters for dashboards and tests.
-
-        Keys: ``connections``, ``connections_by_transport``, ``published``,
-        ``delivered``, ``dropped``, ``slow_disconnects``, ``replayed``,
-        ``conflated``, ``subscribers``, ``publish_failures`` (the publishes that
-        raised ``BackendUnavailable``, unless the backend counts its own, as the
-        Redis backend does for the events its outbox could not write), plus
-        what the backend adds (``state_evicted``: state entries evicted by
-        ``state_limit``).
+        """Counters for dashboards and tests: ``connections``, ``connections_by_transport``,
+        ``published``, ``delivered``, ``dropped``, ``slow_disconnects``, ``replayed``,
+        ``conflated``, ``subscribers``, ``publish_failures`` (publishes that raised
+        ``BackendUnavailable``, unless the backend counts its own, as Redis does for its
+        outbox), plus the backend's (``state_evicted``: entries evicted by ``state_limit``).
         """
         return {
             "connections": self.census.connections,
@@ -487,6 +448,24 @@ def _backend_for(
             "Broadcaster: backend must be None, a URL string or a Backend instance"
         )
     return backend
+
+
+def _hand_on(backend: Backend, transaction: object) -> Callable[[Event], Event]:
+    """How ``publish`` hands an event on: to the backend, or into the caller's transaction."""
+    if transaction is None:
+        return backend.publish_nowait
+    return functools.partial(_in_transactions(backend).publish_in, transaction)
+
+
+def _in_transactions(backend: Backend) -> TransactionalPublish:
+    """The backend's way to write in a caller's transaction, or a clear refusal."""
+    writer = transactional_publish_of(backend)
+    if writer is None:
+        raise ConfigurationError(
+            f"{type(backend).__name__} cannot publish in a database transaction; use the "
+            "PostgreSQL backend (postgresql://...), or publish after the commit"
+        )
+    return writer
 
 
 def _prepare(event_or_type: Any, payload: Any, audience: Any = None) -> Event:

@@ -85,8 +85,7 @@ def backend_from_url(
             postgres = importlib.import_module("livepanel.backends.postgres")
         except ImportError as exc:  # the postgres extra is not installed
             raise ConfigurationError(
-                f"the PostgreSQL backend needs psycopg 3: pip install 'livepanel[postgres]' "
-                f"({exc})"
+                f"the PostgreSQL backend needs psycopg 3: pip install 'livepanel[postgres]' ({exc})"
             ) from None
         found: Backend = postgres.PostgresBackend.from_url(
             url, history=history, state_limit=state_limit

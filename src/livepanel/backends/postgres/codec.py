@@ -30,7 +30,7 @@ class RejectedRow(ValueError):
         ...     decode_row('{"type": "welcome", "payload": {}}', "e1", 1)
         ... except RejectedRow as exc:
         ...     print(exc.reason)
-        not a livepanel event (JSON with type, timestamp, payload)
+        reserved type: welcome
     """
 
     def __init__(self, reason: str) -> None:

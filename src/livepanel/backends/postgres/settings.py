@@ -31,7 +31,7 @@ class TableNames:
 
         >>> names = TableNames.of("public", "livepanel_events")
         >>> names.meta, names.channel
-        ('livepanel_events_meta', 'livepanel_5a3a40a1b56f7c3a')
+        ('livepanel_events_meta', 'livepanel_4d95df9b270abea7')
     """
 
     schema: str
@@ -179,6 +179,8 @@ class PostgresSettings:
 
     def backoff(self, failures: int) -> float:
         """The pause after ``failures`` failures in a row: doubling, capped, with jitter."""
-        delay = min(self.reconnect_max_delay, self.reconnect_delay * 2.0 ** min(30, max(0, failures - 1)))
+        delay = min(
+            self.reconnect_max_delay, self.reconnect_delay * 2.0 ** min(30, max(0, failures - 1))
+        )
         jitter: float = random.uniform(0.5, 1.0)
         return delay * jitter
