@@ -116,9 +116,10 @@ class Cluster:
         raise TimeoutError(f"postgres did not start on port {self.port}")
 
     def answers(self) -> bool:
-        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(
-            self.url, connect_timeout=1
-        ) as conn:
+        with (
+            contextlib.suppress(psycopg.OperationalError),
+            psycopg.connect(self.url, connect_timeout=1) as conn,
+        ):
             conn.execute("SELECT 1")
             return True
         return False

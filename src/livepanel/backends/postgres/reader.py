@@ -370,8 +370,9 @@ class Reader:
     # ------------------------------------------------------------------ health
 
     async def status(self, timeout: float = 2.0) -> ReaderReport:
-        """Where the reader stands: rows committed that it has not read, and publishers
-        waiting for the stream lock (a commit holding the stream back)."""
+        """Where the reader stands: rows committed that it has not read, and a commit
+        holding the stream lock (since its session last changed state: how long it has
+        held the stream back; publishers wait behind it)."""
         running = self.running
         idle = time.monotonic() - self._last_read_at if running else None
         status: ReaderReport = {
@@ -390,9 +391,11 @@ class Reader:
                     sql.SQL(
                         "SELECT extract(epoch FROM clock_timestamp() - (SELECT committed_at "
                         "FROM {} WHERE position > %s ORDER BY position LIMIT 1)), "
-                        "extract(epoch FROM clock_timestamp() - (SELECT min(waitstart) "
-                        "FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                        "AND classid = %s AND objid = %s AND objsubid = 1))"
+                        "extract(epoch FROM clock_timestamp() - (SELECT min(coalesce("
+                        "a.state_change, a.query_start, l.waitstart)) FROM pg_locks l "
+                        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
+                        "AND l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+                        "AND l.objsubid = 1))"
                     ).format(qualified(names, names.events)),
                     (self.position, classid, objid),
                 )
