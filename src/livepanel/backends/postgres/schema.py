@@ -132,15 +132,17 @@ def _ddl(names: TableNames) -> list[sql.Composed]:
 
 
 async def tables_exist(conn: AsyncConnection[Any], names: TableNames) -> bool:
-    """Whether the stream's tables are there (the meta table is created last).
+    """Whether the stream's tables are there (all are created in one transaction).
 
     Example::
 
         if not await tables_exist(conn, settings.names):
             await create_tables(conn, settings.names)
     """
-    cursor = await conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL", (f'"{names.schema}"."{names.meta}"',)
+    cursor = await conn.execute(  # pg_class read in this statement's snapshot, not a cache
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s)",
+        (names.schema, names.meta),
     )
     row = await cursor.fetchone()
     return bool(row and row[0])
