@@ -212,8 +212,7 @@ class PostgresBackend(Backend):
         try:
             listening = await reader.listen()  # listen first: nothing after the seed is missed
             try:
-                async with self._queries.connection() as conn:
-                    seeded = await seed(conn, self.names, reader.fold)
+                seeded = await self._queries.run(lambda c: seed(c, self.names, reader.fold))
             except BaseException:
                 await listening.close()
                 raise
@@ -253,8 +252,7 @@ class PostgresBackend(Backend):
         interval = max(1.0, self.settings.poll_interval)
         while True:
             try:
-                async with self._queries.connection() as conn:
-                    removed = await trim(conn, self.settings)
+                removed = await self._queries.run(lambda conn: trim(conn, self.settings))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -303,8 +301,7 @@ class PostgresBackend(Backend):
         if self._writer.loop is None:
             return None
         try:
-            async with self._queries.connection() as conn:
-                return await replay(conn, self.names, since)
+            return await self._queries.run(lambda conn: replay(conn, self.names, since))
         except Exception as exc:
             logger.warning(
                 "livepanel: cannot replay from PostgreSQL at %s (%s); clients resuming now "

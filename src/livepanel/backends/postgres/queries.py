@@ -16,9 +16,10 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg import AsyncConnection, sql
 
 from livepanel.backends.postgres.codec import RejectedRow, decode_row
@@ -32,6 +33,8 @@ from livepanel.state import StateFold
 __all__ = ["Queries", "Seed", "replay", "seed", "trim"]
 
 logger = logging.getLogger("livepanel")
+
+T = TypeVar("T")
 
 _PAGE = 1000  # rows per fetch of a replay or a seed
 _TRIM_BATCH = 10_000  # rows one retention round deletes at most
@@ -78,6 +81,20 @@ class Queries:
                 conn, self._conn = self._conn, None
                 await close_quietly(conn)  # its state is unknown: start the next one afresh
                 raise
+
+    async def run(self, job: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """``job(connection)``, once more on a new connection when the one held turned out
+        broken (a server restarted since it was last used).
+
+        Raises:
+            psycopg.Error: PostgreSQL cannot be reached, or refused the job.
+        """
+        try:
+            async with self.connection() as conn:
+                return await job(conn)
+        except psycopg.OperationalError:
+            async with self.connection() as conn:
+                return await job(conn)
 
     async def close(self) -> None:
         """Close the connection."""

@@ -34,7 +34,7 @@ from livepanel.backends.postgres.link import (
     open_connection,
 )
 from livepanel.backends.postgres.queries import Queries, Seed
-from livepanel.backends.postgres.schema import qualified, retire_epoch
+from livepanel.backends.postgres.schema import check_survived, qualified, read_epoch
 from livepanel.backends.postgres.settings import PostgresSettings
 from livepanel.events import Event
 from livepanel.protocol import make_id
@@ -330,27 +330,21 @@ class Reader:
 
     async def _retire(self, conn: AsyncConnection[Any]) -> None:
         """The row read last is gone: positions may be issued again, so begin a new epoch
-        after the newest row committed before it."""
-        names = self.settings.names
-        cursor = await conn.execute(
-            sql.SQL(
-                "SELECT coalesce(max(position), 0) FROM {} WHERE position < %s "
-                "AND committed_at <= %s"
-            ).format(qualified(names, names.events)),
-            (self.position, self.position_at),
-        )
-        row = await cursor.fetchone()
-        floor = int(row[0]) if row else 0
+        after the newest row committed before it (unless another process did already)."""
         assert self.epoch is not None
-        record = await retire_epoch(conn, names, self.epoch, floor)
-        logger.warning(
-            "livepanel: PostgreSQL stream %s lost its newest rows (position %d is gone); "
-            "starting a new epoch after position %d",
-            names.events,
-            self.position,
-            floor,
+        record = await check_survived(
+            conn, self.settings.names, self.epoch, self.position, self.position_at
         )
-        if record is not None:
+        if record is None:
+            record = await read_epoch(conn, self.settings.names)
+        if record is not None and record[0] != self.epoch:
+            logger.warning(
+                "livepanel: PostgreSQL stream %s lost its newest rows (position %d is gone); "
+                "a new epoch begins after position %d",
+                self.settings.names.events,
+                self.position,
+                record[1],
+            )
             self._adopt(record[0], record[1])
 
     def _adopt(self, epoch: str, base: int) -> None:
@@ -385,24 +379,23 @@ class Reader:
         names = self.settings.names
         classid, objid = names.lock_parts()
 
-        async def ask() -> Any:
-            async with self.queries.connection() as conn:
-                cursor = await conn.execute(
-                    sql.SQL(
-                        "SELECT extract(epoch FROM clock_timestamp() - (SELECT committed_at "
-                        "FROM {} WHERE position > %s ORDER BY position LIMIT 1)), "
-                        "extract(epoch FROM clock_timestamp() - (SELECT min(coalesce("
-                        "a.state_change, a.query_start, l.waitstart)) FROM pg_locks l "
-                        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
-                        "AND l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
-                        "AND l.objsubid = 1))"
-                    ).format(qualified(names, names.events)),
-                    (self.position, classid, objid),
-                )
-                return await cursor.fetchone()
+        async def ask(conn: AsyncConnection[Any]) -> Any:
+            cursor = await conn.execute(
+                sql.SQL(
+                    "SELECT extract(epoch FROM clock_timestamp() - (SELECT committed_at "
+                    "FROM {} WHERE position > %s ORDER BY position LIMIT 1)), "
+                    "extract(epoch FROM clock_timestamp() - (SELECT min(coalesce("
+                    "a.state_change, a.query_start, l.waitstart)) FROM pg_locks l "
+                    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted "
+                    "AND l.locktype = 'advisory' AND l.classid = %s AND l.objid = %s "
+                    "AND l.objsubid = 1))"
+                ).format(qualified(names, names.events)),
+                (self.position, classid, objid),
+            )
+            return await cursor.fetchone()
 
         try:
-            row = await asyncio.wait_for(ask(), timeout)
+            row = await asyncio.wait_for(self.queries.run(ask), timeout)
         except Exception:  # unreachable, slow, or a connection in a bad state: all unhealthy
             return status
         status["reachable"] = True

@@ -31,6 +31,7 @@ from livepanel.backends.postgres.settings import TableNames
 
 __all__ = [
     "Epoch",
+    "check_survived",
     "create_tables",
     "ensure_epoch",
     "privileges",
@@ -229,6 +230,38 @@ async def retire_epoch(
         )
         await conn.execute(sql.SQL("DELETE FROM {}").format(qualified(names, names.state)))
     return await read_epoch(conn, names)
+
+
+async def check_survived(
+    conn: AsyncConnection[Any], names: TableNames, epoch: str, position: int, at: Any
+) -> Epoch | None:
+    """When the row at ``position`` of ``epoch``, committed at ``at``, is gone though neither
+    trimmed nor before the epoch (a failover lost it), begin a new epoch after the newest
+    row committed before it and return its record; else ``None``.
+
+    Example::
+
+        if await check_survived(conn, names, epoch, last, last_at) is not None:
+            ...  # positions may be issued again: the stream moved to a new epoch
+    """
+    record = await read_epoch(conn, names)
+    if record is None or record[0] != epoch or position <= max(record[1], record[2]):
+        return None
+    events = qualified(names, names.events)
+    cursor = await conn.execute(
+        sql.SQL("SELECT committed_at FROM {} WHERE position = %s").format(events), (position,)
+    )
+    row = await cursor.fetchone()
+    if row is not None and row[0] == at:
+        return None
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT coalesce(max(position), %s) FROM {} WHERE position < %s AND committed_at <= %s"
+        ).format(events),
+        (record[1], position, at),
+    )
+    floor = await cursor.fetchone()
+    return await retire_epoch(conn, names, epoch, int(floor[0]) if floor else record[1])
 
 
 def privileges(names: TableNames, role: str) -> list[str]:

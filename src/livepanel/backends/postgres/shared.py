@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 
 from livepanel.backends.postgres.link import describe_error
 from livepanel.backends.postgres.queries import Queries
@@ -106,9 +106,12 @@ class SharedRecords:
 
     async def _all(self, query: sql.Composed, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         try:
-            async with self.queries.connection() as conn:
+
+            async def job(conn: AsyncConnection[Any]) -> list[tuple[Any, ...]]:
                 cursor = await conn.execute(query, params)
                 return [tuple(row) for row in await cursor.fetchall()]
+
+            return await self.queries.run(job)
         except Exception as exc:
             raise BackendUnavailable(
                 f"livepanel: PostgreSQL at {self.queries.settings.location} did not answer "

@@ -29,7 +29,7 @@ from livepanel.backends.postgres.link import (
     notify,
     open_connection,
 )
-from livepanel.backends.postgres.schema import qualified
+from livepanel.backends.postgres.schema import check_survived, qualified
 from livepanel.backends.postgres.settings import PostgresSettings, TableNames
 from livepanel.errors import BackendUnavailable
 from livepanel.events import Event
@@ -75,10 +75,15 @@ _TRANSITIONS: dict[WriterState, frozenset[WriterState]] = {
 
 
 async def append(
-    conn: AsyncConnection[Any], names: TableNames, rows: list[tuple[bool, str]], lock_timeout: float
+    conn: AsyncConnection[Any],
+    names: TableNames,
+    rows: list[tuple[bool, str]],
+    lock_timeout: float,
+    last_written: list[Any],
 ) -> tuple[str, list[int]]:
     """Insert ``rows`` (``(is_control, body)``) with positions in commit order, in one
-    transaction; return the epoch and their positions, in order.
+    transaction; return the epoch and their positions, in order, and leave the commit time
+    of the last one in ``last_written``.
 
     Raises:
         psycopg.Error: PostgreSQL refused or could not be reached; nothing was written
@@ -86,7 +91,7 @@ async def append(
 
     Example::
 
-        epoch, positions = await append(conn, names, [(False, encode_event(event))], 5.0)
+        epoch, positions = await append(conn, names, [(False, encode_event(event))], 5.0, [])
     """
     async with conn.transaction():
         await conn.execute(
@@ -98,14 +103,15 @@ async def append(
                 "INSERT INTO {events} (position, committed_at, control, body) "
                 "SELECT nextval({sequence}), clock_timestamp(), c, b "
                 "FROM unnest(%s::boolean[], %s::text[]) WITH ORDINALITY AS u(c, b, n) "
-                "ORDER BY n RETURNING position"
+                "ORDER BY n RETURNING position, committed_at"
             ).format(
                 events=qualified(names, names.events),
                 sequence=sql.Literal(f"{names.schema}.{names.sequence}"),
             ),
             ([control for control, _ in rows], [body for _, body in rows]),
         )
-        positions = sorted(int(row[0]) for row in await inserted.fetchall())
+        rows_written = sorted((int(row[0]), row[1]) for row in await inserted.fetchall())
+        positions = [position for position, _ in rows_written]
         record = await conn.execute(
             sql.SQL("SELECT epoch FROM {}").format(qualified(names, names.meta))
         )
@@ -113,6 +119,9 @@ async def append(
         if epoch is None:
             raise LookupError("the stream's epoch record is gone")
         await conn.execute("SELECT pg_notify(%s, '')", (names.channel,))
+    if rows_written:
+        last_written.clear()
+        last_written.append(rows_written[-1][1])
     return str(epoch[0]), positions
 
 
@@ -137,6 +146,7 @@ class Writer:
         """Events dropped: not written to PostgreSQL."""
         self.written: tuple[str, int] | None = None
         """The epoch and position of the newest row this process wrote."""
+        self._written_at: list[Any] = []  # when that row committed: how it is known again
         self._lock = threading.Lock()  # the loop and the held events, reached from any thread
         self._held: list[Event] = []
         self._outbox: deque[_Item] = deque()
@@ -374,10 +384,14 @@ class Writer:
     async def _append(self, batch: list[_Item]) -> tuple[str, list[int]]:
         settings = self.settings
         if self._conn is None or self._conn.closed:
-            self._conn = await asyncio.wait_for(open_connection(settings), settings.timeout)
+            conn = await asyncio.wait_for(open_connection(settings), settings.timeout)
+            written, self._conn = self.written, conn
+            if written is not None and self._written_at:  # did a failover lose our rows?
+                await check_survived(conn, settings.names, *written, self._written_at[0])
         rows = [(event is None, body) for event, body, _ in batch]
         return await asyncio.wait_for(
-            append(self._conn, settings.names, rows, settings.timeout), settings.timeout * 2
+            append(self._conn, settings.names, rows, settings.timeout, self._written_at),
+            settings.timeout * 2,
         )
 
     def _write_failed(self, batch: list[_Item], exc: Exception) -> None:
