@@ -18,11 +18,14 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
 from livepanel import BackendUnavailable, Broadcaster, ConfigurationError, Event, MemoryBackend
 from livepanel.backends import backend_from_url, transactional_publish_of
 from livepanel.backends.postgres import PostgresBackend
+from livepanel.metrics import instrument
 from livepanel.protocol import parse_id
 from tests.redis.redis_helpers import Tick, nothing_more, numbers, run, started, take
 
@@ -326,14 +329,18 @@ def test_retention_by_age_trims_old_rows_within_history(postgres_url: str) -> No
 def test_a_commit_holding_the_stream_is_lag_in_health_not_a_hang(postgres_url: str) -> None:
     """A transaction that took the stream lock and does not finish (SET CONSTRAINTS ALL
     IMMEDIATE, then a long wait): apublish fails in bounded time (publish drops and counts),
-    health reports the lag and, past stall_after, not ok; once it commits, all flows again."""
+    health and the metrics report the lag and, past stall_after, health is not ok; once it
+    commits, all flows again."""
 
     async def scenario() -> None:
         pg = backend(postgres_url, timeout=1.0)
         dsn = postgres_url.partition("?")[0]
         holder = await psycopg.AsyncConnection.connect(dsn)
+        broadcaster = Broadcaster(pg)
+        registry = CollectorRegistry()
+        instrument(broadcaster, registry=registry)
         try:
-            async with started(Broadcaster(pg)) as broadcaster:
+            async with started(broadcaster):
                 async with broadcaster.subscribe(["test.*"]) as live:
                     await broadcaster.apublish(Tick(n=1), transaction=holder)
                     await holder.execute("SET CONSTRAINTS ALL IMMEDIATE")  # takes the lock now
@@ -348,6 +355,14 @@ def test_a_commit_holding_the_stream_is_lag_in_health_not_a_hang(postgres_url: s
                     assert report["readerLagSeconds"] > 0.5
                     assert report["backend"] == "stalled"
                     assert not report["ok"]
+                    scraped = await asyncio.to_thread(generate_latest, registry)  # off the loop
+                    lag = next(
+                        sample.value
+                        for family in text_string_to_metric_families(scraped.decode())
+                        for sample in family.samples
+                        if sample.name == "livepanel_backend_lag_seconds"
+                    )
+                    assert lag > 0.5
                     await holder.commit()
                     await broadcaster.apublish(Tick(n=4))
                     assert numbers(await take(live, 2, timeout=10)) == [1, 4]
