@@ -33,7 +33,9 @@ install: $(STAMP)
 # redis-tools' redis-cli (tests start their own instances, Sentinels and Clusters), nginx
 # (the deployment recipe's test), chromium (the browser tests; Playwright's own browser
 # download is never used), tmux (`livepanel top` in a real terminal) and haproxy (the
-# health-check recipe's test). Installed only when missing.
+# health-check recipe's test) and postgresql (the PostgreSQL backend's tests use the server
+# on 127.0.0.1:5432, and start private clusters with its initdb and postgres). Installed
+# only when missing; the server is started when it does not answer.
 APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(shell command -v redis-sentinel),,redis-sentinel) \
 	$(if $(shell command -v redis-cli),,redis-tools) \
@@ -41,13 +43,22 @@ APT_NEEDS := $(if $(shell command -v redis-server),,redis-server) \
 	$(if $(shell command -v chromium),,chromium) \
 	$(if $(shell command -v caddy),,caddy) \
 	$(if $(shell command -v tmux),,tmux) \
-	$(if $(shell PATH="$$PATH:/usr/sbin" command -v haproxy),,haproxy)
+	$(if $(shell PATH="$$PATH:/usr/sbin" command -v haproxy),,haproxy) \
+	$(if $(wildcard /usr/lib/postgresql/*/bin/initdb),,postgresql)
 
 services:
 	@if [ -n "$(strip $(APT_NEEDS))" ]; then \
 		echo "installing $(strip $(APT_NEEDS))"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_NEEDS) >/dev/null; \
 	fi
+	@if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+		echo "starting PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /usr/lib/postgresql | sort -n | tail -1) main start 2>/dev/null \
+			|| service postgresql start; \
+		for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done; \
+	fi
+	@psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1 \
+		|| su postgres -c "createdb -h 127.0.0.1 test" 2>/dev/null || true
 
 PY_DIRS := $(wildcard src tests examples benchmarks docs/hooks)
 

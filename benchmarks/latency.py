@@ -1,4 +1,5 @@
-"""Publish-to-receive latency for many WebSocket clients: memory backend vs Redis backend.
+"""Publish-to-receive latency for many WebSocket clients, and publish throughput: the memory,
+Redis and PostgreSQL backends.
 
 Each backend is served by uvicorn in a process of its own on 127.0.0.1; this
 process connects the clients (websockets' asyncio client), asks the server to
@@ -10,7 +11,11 @@ here (both read CLOCK_MONOTONIC). Prints a small markdown table.
     python benchmarks/latency.py --clients 200 --events 500 --redis-url redis://127.0.0.1:6379/15
 
 Without ``--redis-url`` a private ``redis-server`` (no persistence) is started
-in a temporary directory and stopped at the end.
+in a temporary directory and stopped at the end. PostgreSQL is the one at
+``--postgres-url`` (default: 127.0.0.1:5432, database ``test``, a table of its
+own); it is left out, with a note, when it does not answer. Throughput is the
+rate at which ``publish()`` of a burst of events reaches a subscriber in the
+server, from the first publish to the last delivery.
 """
 
 from __future__ import annotations
@@ -67,6 +72,20 @@ def serve(backend: str, port: int) -> None:
             broadcaster.publish(BenchPing(seq=seq, sent=time.monotonic()))
             await asyncio.sleep(max(0.0, began + (seq + 1) * interval - loop.time()))
 
+    async def throughput(request: Request) -> Response:
+        count = int(request.query_params["count"])
+        async with broadcaster.subscribe(["bench.*"]) as events:
+            began = time.monotonic()
+            for seq in range(count):
+                broadcaster.publish(BenchPing(seq=-1 - seq, sent=0.0))
+            received = 0
+            async for _ in events:
+                received += 1
+                if received == count:
+                    break
+            elapsed = time.monotonic() - began
+        return Response(json.dumps({"eventsPerSecond": count / elapsed}))
+
     async def start(request: Request) -> Response:
         count = int(request.query_params["count"])
         interval = float(request.query_params["interval"])
@@ -84,6 +103,7 @@ def serve(backend: str, port: int) -> None:
     app = Starlette(
         routes=[
             Route("/start", start, methods=["POST"]),
+            Route("/throughput", throughput, methods=["POST"]),
             Mount("/ws", LivePanelApp(broadcaster, auth=None, client_rate=None)),
         ],
         lifespan=lifespan,
@@ -100,14 +120,37 @@ class Result:
     clients: int
     events: int
     latencies_ms: list[float]
+    events_per_second: float
 
     def row(self) -> str:
         data = sorted(self.latencies_ms)
         cuts = statistics.quantiles(data, n=100, method="inclusive")
         return (
             f"| {self.backend} | {self.clients} | {self.events} | {len(data)} "
-            f"| {cuts[49]:.2f} | {cuts[98]:.2f} | {data[-1]:.2f} |"
+            f"| {cuts[49]:.2f} | {cuts[98]:.2f} | {data[-1]:.2f} "
+            f"| {self.events_per_second:,.0f} |"
         )
+
+
+def measure_throughput(port: int, count: int) -> float:
+    """Events a second from a burst of ``count`` publishes to their delivery, in the server."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/throughput?count={count}", method="POST"
+    )
+    with opener.open(request, timeout=120) as response:
+        return float(json.load(response)["eventsPerSecond"])
+
+
+def postgres_answers(url: str) -> bool:
+    """Whether PostgreSQL at ``url`` takes a connection (psycopg from the postgres extra)."""
+    try:
+        import psycopg
+
+        with psycopg.connect(url.partition("?")[0], connect_timeout=3):
+            return True
+    except Exception:
+        return False
 
 
 def free_port() -> int:
@@ -219,6 +262,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="events not measured (20)")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between events")
     parser.add_argument("--redis-url", help="an existing Redis (default: a private redis-server)")
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/test?table=livepanel_bench",
+        help="a PostgreSQL for its backend (default: 127.0.0.1:5432, database test)",
+    )
+    parser.add_argument("--burst", type=int, default=5000, help="events of the throughput burst")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -229,20 +278,29 @@ def main() -> None:
     results: list[Result] = []
     with contextlib.ExitStack() as stack:
         redis_url = args.redis_url or stack.enter_context(private_redis())
-        for name, backend in (("memory", "memory"), ("redis", redis_url)):
+        backends = [("memory", "memory"), ("redis", redis_url)]
+        if postgres_answers(args.postgres_url):
+            backends.append(("postgres", args.postgres_url))
+        else:
+            print(f"no PostgreSQL answers at {args.postgres_url}: left out", file=sys.stderr)
+        for name, backend in backends:
             with server(backend) as port:
                 latencies = asyncio.run(
                     measure(port, args.clients, args.events, args.warmup, args.interval)
                 )
-            results.append(Result(name, args.clients, args.events, latencies))
+                rate = measure_throughput(port, args.burst)
+            results.append(Result(name, args.clients, args.events, latencies, rate))
 
     print(
         f"\npublish-to-receive latency, uvicorn (wsproto) on 127.0.0.1, one event every "
         f"{args.interval * 1000:g} ms; Python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs\n"
     )
-    print("| backend | clients | events | samples | p50 (ms) | p99 (ms) | max (ms) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| backend | clients | events | samples | p50 (ms) | p99 (ms) | max (ms) "
+        "| throughput (events/s) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for result in results:
         print(result.row())
 

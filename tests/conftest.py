@@ -4,6 +4,7 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,41 @@ def persistent_redis(start_redis: Callable[..., RedisServer]) -> RedisServer:
 def redis_url(redis_server: RedisServer) -> str:
     """The URL of a private redis-server."""
     return redis_server.url
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+# The machine's server on 5432 with a schema of each test's own; tests that kill a server
+# start a private cluster on a free port. Without PostgreSQL the tests skip, unless
+# LIVEPANEL_REQUIRE_POSTGRES=1 (CI), where they fail.
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The shared PostgreSQL with a fresh schema for this test: a URL naming it."""
+    from tests.postgres.pg_helpers import private_schema, shared_server, with_query
+
+    url = shared_server()
+    with private_schema(url) as schema:
+        yield with_query(url, schema=schema)
+
+
+@pytest.fixture
+def start_postgres() -> Iterator[Callable[..., Any]]:
+    """A factory of private clusters (``start_postgres()``, ``start_postgres(primary=c)`` for
+    a streaming replica); all killed and removed at the end."""
+    from tests.postgres.pg_helpers import Cluster, postgres_binary
+
+    postgres_binary("initdb")  # skip (or fail) early without the server programs
+    clusters: list[Cluster] = []
+
+    def start(primary: Cluster | None = None) -> Cluster:
+        cluster = Cluster(primary=primary)
+        clusters.append(cluster)
+        cluster.start()
+        return cluster
+
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.remove()

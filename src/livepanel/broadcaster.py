@@ -22,6 +22,7 @@ replay or the state and hands it to the connection's outbox. See
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -30,7 +31,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from livepanel.backends import Backend, MemoryBackend, backend_from_url, shared_receipts_of
+from livepanel.backends import (
+    Backend,
+    MemoryBackend,
+    TransactionalPublish,
+    backend_from_url,
+    shared_receipts_of,
+    transactional_publish_of,
+)
 from livepanel.census import Census, presence_view
 from livepanel.connection import CloseReason, Connection
 from livepanel.errors import BackendUnavailable, ConfigurationError
@@ -66,7 +74,8 @@ class Broadcaster:
 
     Args:
         backend: ``None`` or ``"memory://"`` for the in-process backend, a
-            ``"redis://host:6379/0"`` URL, or a :class:`~livepanel.backends.Backend`.
+            ``"redis://host:6379/0"`` or ``"postgresql://host/db"`` URL, or a
+            :class:`~livepanel.backends.Backend`.
         history: how many recent events are kept for ``since``.
         queue_size: how many live events may wait for one client.
         queue_bytes: how many bytes of live and control frames may wait for one
@@ -79,11 +88,10 @@ class Broadcaster:
             updated longest ago is evicted); for a backend given as a URL or
             ``None``.
 
-    The broadcaster starts itself inside the running event loop on first use,
-    so it needs no lifespan wiring. One broadcaster serves connections on any
-    number of event loops in its process; the backend runs on the loop that
-    started it first (and moves to the next loop that uses it once that one
-    is closed).
+    It starts itself inside the running event loop on first use, so it needs no
+    lifespan wiring. It serves connections on any number of event loops in its
+    process; the backend runs on the loop that started it first (and moves to the
+    next loop that uses it once that one is closed).
 
     Example::
 
@@ -126,13 +134,19 @@ class Broadcaster:
     # ------------------------------------------------------------------ publish
 
     def publish(
-        self, event: object, payload: object = None, *, audience: Iterable[str] | str | None = None
+        self,
+        event: object,
+        payload: object = None,
+        *,
+        audience: Iterable[str] | str | None = None,
+        transaction: object = None,
     ) -> Event:
         """Validate, redact and hand the event on; never blocks, callable from any thread.
 
         ``event``: an :class:`Event`, a registered payload object (``SessionCreated(...)``)
         or a type name with its ``payload``. ``audience`` (a string or a set of strings,
         ``{"team:ops"}``) limits it to the connections sharing one; ``None``, everyone.
+        ``transaction``: a sync driver connection, as :meth:`apublish` (this call waits).
         Returns the accepted event (with its ``id`` where the backend assigns it at once).
 
         Raises:
@@ -140,7 +154,7 @@ class Broadcaster:
         """
         prepared = self._prepared(event, payload, audience)
         try:
-            accepted = self.backend.publish_nowait(prepared)
+            accepted = _hand_on(self.backend, transaction)(prepared)
         except BackendUnavailable:
             self._counters.publish_failures += 1
             raise
@@ -158,10 +172,12 @@ class Broadcaster:
         audience: Iterable[str] | str | None = None,
         confirm: int = 0,
         within: float = 5.0,
+        transaction: object = None,
     ) -> Event:
         """Like :meth:`publish`, but returns once the backend has stored the event; with
         ``confirm=N``, once ``N`` dashboards (on any worker) acknowledged it, or after
-        ``within`` seconds: :meth:`receipts` says who did.
+        ``within`` seconds: :meth:`receipts` says who did. ``transaction``: the driver's async
+        connection with a transaction open (see ``TransactionalPublish``); the id comes at commit.
 
         Raises:
             ValueError: as :meth:`publish`, or a negative ``confirm`` or ``within``.
@@ -170,7 +186,11 @@ class Broadcaster:
         within = check_confirm(confirm, within)
         prepared = self._prepared(event, payload, audience)
         try:
-            stored = await self.call_backend(lambda: self.backend.publish(prepared))
+            if transaction is not None:  # the caller's connection, on its loop, once started
+                await self._home.start()
+                stored = await _in_transactions(self.backend).apublish_in(transaction, prepared)
+            else:
+                stored = await self.call_backend(lambda: self.backend.publish(prepared))
         except BackendUnavailable:
             self._counters.publish_failures += 1
             raise
@@ -196,9 +216,7 @@ class Broadcaster:
         await self._home.start()
 
     def start_soon(self) -> None:
-        """Start in the running loop without waiting; a no-op when started or outside a loop
-        (so that a process which only publishes reaches its backend; a failure is logged).
-        """
+        """Start in the running loop without waiting (a no-op when started, or outside one)."""
         self._home.start_soon(self.start)
 
     async def close(self) -> None:
@@ -210,12 +228,8 @@ class Broadcaster:
             await call_on(home, self.backend.stop)
 
     async def call_backend(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call()`` on the loop the backend runs on, starting it first if needed: for
-        features built on a backend capability (a backend's client belongs to its loop).
-
-        Raises:
-            BackendUnavailable: the backend cannot be reached.
-        """
+        """Await ``call()`` on the loop the backend runs on (its client belongs to it), starting
+        it first if needed; ``BackendUnavailable`` when it cannot be reached."""
         await self._home.start()
         return await self._home.call(call)
 
@@ -225,16 +239,10 @@ class Broadcaster:
         self._observers.add(observer)
         return observer
 
-    @property
-    def observers(self) -> tuple[Observer, ...]:
-        """The observers registered with :meth:`observe`, in order."""
-        return self._observers.all
-
     # ------------------------------------------------------------------ fan-out
 
     def _deliver(self, events: Sequence[Event]) -> None:
-        """The backend's callback: new events in stream order, from any thread, one call
-        at a time."""
+        """The backend's callback: new events in stream order, any thread, one call at a time."""
         if events:
             self._fanout.deliver(events)
             self._observers.fanned_out(events)
@@ -328,9 +336,7 @@ class Broadcaster:
     async def subscribe(
         self, types: Sequence[str] = ("*",), since: str | None = None
     ) -> AsyncIterator[Subscription]:
-        """Receive events in Python: an async iterator of :class:`Event`.
-
-        Example::
+        """Receive events in Python: an async iterator of :class:`Event`. Example::
 
             async with broadcaster.subscribe(["cron.*"]) as events:
                 async for event in events:
@@ -442,6 +448,24 @@ def _backend_for(
             "Broadcaster: backend must be None, a URL string or a Backend instance"
         )
     return backend
+
+
+def _hand_on(backend: Backend, transaction: object) -> Callable[[Event], Event]:
+    """How ``publish`` hands an event on: to the backend, or into the caller's transaction."""
+    if transaction is None:
+        return backend.publish_nowait
+    return functools.partial(_in_transactions(backend).publish_in, transaction)
+
+
+def _in_transactions(backend: Backend) -> TransactionalPublish:
+    """The backend's way to write in a caller's transaction, or a clear refusal."""
+    writer = transactional_publish_of(backend)
+    if writer is None:
+        raise ConfigurationError(
+            f"{type(backend).__name__} cannot publish in a database transaction; use the "
+            "PostgreSQL backend (postgresql://...), or publish after the commit"
+        )
+    return writer
 
 
 def _prepare(event_or_type: Any, payload: Any, audience: Any = None) -> Event:

@@ -1,6 +1,7 @@
 """The backend contract of ``livepanel.backends.base``, checked on every backend we have.
 
-Each test runs on the memory backend, the Redis backend (a private server), a
+Each test runs on the memory backend, the Redis backend (a private server), the
+PostgreSQL backend (a schema of its own on the shared server), a
 backend written against ``base.py`` alone (``ContractOnlyBackend``) and the
 complete example in ``Backend``'s docstring. The capability tests run on the
 backends that declare the capability.
@@ -21,6 +22,7 @@ from livepanel.backends.base import (
     Capability,
     reader_status_of,
     single_use_claims_of,
+    transactional_publish_of,
     worker_presence_of,
 )
 from livepanel.protocol import make_id, parse_id
@@ -30,10 +32,12 @@ from tests.redis.redis_helpers import Tick, numbers, run, started, take, wait_un
 
 MakeBackend = Callable[[], Backend]
 REDIS = pytest.param("redis", marks=pytest.mark.redis)
-KINDS = ["memory", REDIS, "contract-only", "docstring-example"]
-CLAIMING = ["memory", REDIS]  # the kinds that declare SINGLE_USE_CLAIMS
-READING = ["memory", REDIS]  # READER_STATUS
-COUNTING = [REDIS]  # WORKER_PRESENCE
+POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+KINDS = ["memory", REDIS, POSTGRES, "contract-only", "docstring-example"]
+CLAIMING = ["memory", REDIS, POSTGRES]  # the kinds that declare SINGLE_USE_CLAIMS
+READING = ["memory", REDIS, POSTGRES]  # READER_STATUS
+COUNTING = [REDIS, POSTGRES]  # WORKER_PRESENCE
+TRANSACTING = [POSTGRES]  # TRANSACTIONAL_PUBLISH
 
 
 def factory(request: pytest.FixtureRequest) -> MakeBackend:
@@ -44,6 +48,11 @@ def factory(request: pytest.FixtureRequest) -> MakeBackend:
 
         url: str = request.getfixturevalue("redis_url")
         return lambda: RedisBackend(url, reconnect_delay=0.05, reconnect_max_delay=0.2)
+    if kind == "postgres":
+        from livepanel.backends.postgres import PostgresBackend
+
+        dsn: str = request.getfixturevalue("postgres_url")
+        return lambda: PostgresBackend.from_url(dsn, reconnect_delay=0.05, poll_interval=0.5)
     if kind == "memory":
         return MemoryBackend
     if kind == "contract-only":
@@ -267,6 +276,7 @@ def test_declared_capabilities_are_implemented(
         Capability.SINGLE_USE_CLAIMS: (single_use_claims_of, CLAIMING),
         Capability.WORKER_PRESENCE: (worker_presence_of, COUNTING),
         Capability.READER_STATUS: (reader_status_of, READING),
+        Capability.TRANSACTIONAL_PUBLISH: (transactional_publish_of, TRANSACTING),
     }
     for capability, (accessor, kinds) in accessors.items():
         declared = capability in backend.capabilities

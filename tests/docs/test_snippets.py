@@ -132,6 +132,8 @@ TESTED_BY = {
     "examples/metrics/alerts.yml": "tests/ops/test_recipes.py",
     "examples/metrics/kubernetes.yaml": "tests/ops/test_recipes.py",
     "examples/metrics/haproxy.cfg": "tests/ops/test_recipes.py",
+    "examples/postgres/recipes.py": "tests/postgres/test_recipes.py",
+    "examples/postgres/django_recipe.py": "tests/postgres/test_recipes.py",
 }
 
 
@@ -553,6 +555,9 @@ def check_command(argv: list[str], where: str) -> None:
         assert set(args) <= MAKE_TARGETS, f"{where}: make {args}: no such target"
     elif program == "node":
         assert args[:1] == ["--test"], f"{where}: node {args}"
+    elif program == "psql":
+        # the GRANT lines of postgres.md are run by tests/postgres/test_postgres_backend.py
+        assert args, f"{where}: psql without a command"
     elif program == "redis-cli":
         # the ACL SETUSER line of redis-production.md is run by tests/redis/test_redis_tls_acl.py
         assert args, f"{where}: redis-cli without a command"

@@ -39,6 +39,9 @@ features built on them ask through :func:`single_use_claims_of`,
   (:mod:`livepanel.receipts`), so receipts count every worker's dashboards.
 * :class:`Leases` lets one worker at a time run a periodic publisher
   (:mod:`livepanel.leader`), asked through :func:`leases_of`.
+* :class:`TransactionalPublish` writes an event inside the caller's open
+  database transaction (``Broadcaster.apublish(..., transaction=conn)``):
+  delivered once if it commits, never if it rolls back.
 """
 
 from __future__ import annotations
@@ -63,11 +66,13 @@ __all__ = [
     "ReaderStatus",
     "SharedReceipts",
     "SingleUseClaims",
+    "TransactionalPublish",
     "WorkerPresence",
     "leases_of",
     "reader_status_of",
     "shared_receipts_of",
     "single_use_claims_of",
+    "transactional_publish_of",
     "worker_presence_of",
 ]
 
@@ -97,6 +102,8 @@ class Capability(enum.Enum):
     """The backend implements :class:`SharedReceipts`."""
     LEASES = "leases"
     """The backend implements :class:`Leases`."""
+    TRANSACTIONAL_PUBLISH = "transactional_publish"
+    """The backend implements :class:`TransactionalPublish`."""
 
 
 @runtime_checkable
@@ -274,12 +281,46 @@ class Leases(Protocol):
         ...
 
 
+@runtime_checkable
+class TransactionalPublish(Protocol):
+    """Writes an event inside the caller's open database transaction, through the caller's
+    own connection: delivered exactly once if the transaction commits, never if it rolls back.
+
+    The event's id is given at commit, so the event returned has none; it
+    reaches dashboards (and ``subscribe()``) with its id once committed.
+
+    Example::
+
+        writer = transactional_publish_of(broadcaster.backend)
+        async with conn.transaction():
+            await conn.execute("DELETE FROM sessions WHERE key = %s", (key,))
+            await writer.apublish_in(conn, event)  # what apublish(..., transaction=conn) does
+    """
+
+    def publish_in(self, transaction: Any, event: Event) -> Event:
+        """Write ``event`` through ``transaction``, the driver's sync connection.
+
+        Raises:
+            ConfigurationError: ``transaction`` is not a connection with a transaction open.
+        """
+        ...
+
+    async def apublish_in(self, transaction: Any, event: Event) -> Event:
+        """Write ``event`` through ``transaction``, the driver's async connection.
+
+        Raises:
+            ConfigurationError: ``transaction`` is not a connection with a transaction open.
+        """
+        ...
+
+
 _PROTOCOLS: dict[Capability, type[Any]] = {
     Capability.SINGLE_USE_CLAIMS: SingleUseClaims,
     Capability.WORKER_PRESENCE: WorkerPresence,
     Capability.READER_STATUS: ReaderStatus,
     Capability.SHARED_RECEIPTS: SharedReceipts,
     Capability.LEASES: Leases,
+    Capability.TRANSACTIONAL_PUBLISH: TransactionalPublish,
 }
 _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.SINGLE_USE_CLAIMS: ("claims_shared", "claim_once"),
@@ -287,6 +328,7 @@ _MEMBERS: dict[Capability, tuple[str, ...]] = {
     Capability.READER_STATUS: ("reader_status",),
     Capability.SHARED_RECEIPTS: ("write_receipts", "read_receipts"),
     Capability.LEASES: ("leases_shared", "acquire_lease", "release_lease"),
+    Capability.TRANSACTIONAL_PUBLISH: ("publish_in", "apublish_in"),
 }
 
 
@@ -498,6 +540,25 @@ def leases_of(backend: Backend) -> Leases | None:
         return None
     if not isinstance(backend, Leases):
         raise ConfigurationError(_broken(backend, Capability.LEASES))
+    return backend
+
+
+def transactional_publish_of(backend: Backend) -> TransactionalPublish | None:
+    """The backend's :class:`TransactionalPublish` when it declares it, else ``None``.
+
+    Raises:
+        ConfigurationError: the backend declares the capability without implementing it.
+
+    Example::
+
+        >>> from livepanel import MemoryBackend
+        >>> transactional_publish_of(MemoryBackend()) is None
+        True
+    """
+    if Capability.TRANSACTIONAL_PUBLISH not in backend.capabilities:
+        return None
+    if not isinstance(backend, TransactionalPublish):
+        raise ConfigurationError(_broken(backend, Capability.TRANSACTIONAL_PUBLISH))
     return backend
 
 
