@@ -6,8 +6,8 @@ A :class:`Connection` is what belongs to one dashboard (or one
 * its :class:`~livepanel.outbox.Outbox` holds what waits to be sent, with the
   bounds, the slow-consumer policy and the replay hand-over (no I/O);
 * the fan-out (:mod:`livepanel.hub`) offers it each live event with
-  :meth:`Connection.push`, on the connection's own event loop; it never blocks
-  and never waits on the client;
+  :meth:`Outbox.push <livepanel.outbox.Outbox.push>`, on the connection's own event
+  loop; it never blocks and never waits on the client;
 * the transport (the ASGI endpoint) queues its own frames with
   :meth:`Connection.push_control` and runs :meth:`Connection.write`, the
   writer, inside the connection's own task, so every ``send`` of the server
@@ -172,7 +172,6 @@ class Connection:
         "last_sent",
         "loop",
         "outbox",
-        "push",
         "revoked_code",
         "transport",
         "user",
@@ -205,8 +204,6 @@ class Connection:
             max_bytes=max_bytes,
             on_overflow=self._too_slow,
         )
-        # queue a live event (True: wake the writer); bound once, the hub calls it per event
-        self.push = self.outbox.push
         self.filter = TypeFilter()
         self.batch = batch
         self.dashboard = dashboard

@@ -210,18 +210,18 @@ class Hub:
                     kind = event.type
                     if event.audience is None:
                         for conn in connections:
-                            accepts = conn.filter
-                            if (accepts.everything or accepts.matches(kind)) and conn.push(frame):
+                            if (
+                                conn.filter.everything or conn.filter.matches(kind)
+                            ) and conn.outbox.push(frame):
                                 (batchers if conn.batch else writers)(conn)
                         continue
                     # one set intersection per group of connections with the same audiences
                     for audiences, group in self.groups.items():
                         if audiences is None or not event.audience.isdisjoint(audiences):
                             for conn in group:
-                                accepts = conn.filter
-                                if (accepts.everything or accepts.matches(kind)) and conn.push(
-                                    frame
-                                ):
+                                if (
+                                    conn.filter.everything or conn.filter.matches(kind)
+                                ) and conn.outbox.push(frame):
                                     (batchers if conn.batch else writers)(conn)
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:
