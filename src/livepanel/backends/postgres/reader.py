@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import enum
 import logging
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from livepanel.backends.base import Control, Deliver, ReaderReport
+from livepanel.backends.lifecycle import READER_MOVES, ReaderState, move
 from livepanel.backends.postgres.codec import RejectedRow, control_of, decode_row
 from livepanel.backends.postgres.link import (
     close_quietly,
@@ -46,33 +46,6 @@ logger = logging.getLogger("livepanel")
 
 _READ_COUNT = 1000  # rows per read
 
-
-class ReaderState(enum.Enum):
-    """What the reader is doing; :meth:`Reader._enter` is the one place it changes.
-
-    Example::
-
-        >>> ReaderState.RECONNECTING.value
-        'reconnecting'
-    """
-
-    STOPPED = "stopped"
-    """No task."""
-    READING = "reading"
-    """Reading the stream, or listening for news."""
-    RECONNECTING = "reconnecting"
-    """A read failed: pausing, then opening a new connection before it reads again."""
-
-
-_TRANSITIONS: dict[ReaderState, frozenset[ReaderState]] = {
-    ReaderState.STOPPED: frozenset({ReaderState.READING, ReaderState.STOPPED}),
-    ReaderState.READING: frozenset(
-        {ReaderState.READING, ReaderState.RECONNECTING, ReaderState.STOPPED}
-    ),
-    ReaderState.RECONNECTING: frozenset(
-        {ReaderState.READING, ReaderState.RECONNECTING, ReaderState.STOPPED}
-    ),
-}
 
 _Row = tuple[Any, ...]
 
@@ -116,8 +89,7 @@ class Reader:
         self._behind_warned = False
 
     def _enter(self, state: ReaderState) -> None:
-        assert state in _TRANSITIONS[self.state], f"reader: {self.state.value} -> {state.value}"
-        self.state = state
+        self.state = move(READER_MOVES, self.state, state)
 
     @property
     def running(self) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import json
 import logging
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from livepanel.backends.lifecycle import WRITER_MOVES, WriterState, move
 from livepanel.backends.postgres.codec import encode_event
 from livepanel.backends.postgres.link import (
     close_quietly,
@@ -41,37 +41,6 @@ logger = logging.getLogger("livepanel")
 
 _WRITE_BATCH = 500  # rows per transaction
 _Item = tuple[Event | None, str, "asyncio.Future[Event | None] | None"]  # event, body, waiter
-
-
-class WriterState(enum.Enum):
-    """What the writer is doing; :meth:`Writer._enter` is the one place it changes.
-
-    Example::
-
-        >>> WriterState.BACKING_OFF.value
-        'backing_off'
-    """
-
-    STOPPED = "stopped"
-    """No task: events are held until the backend starts."""
-    IDLE = "idle"
-    """Started, and nothing waits to be written."""
-    WRITING = "writing"
-    """A batch is with PostgreSQL."""
-    BACKING_OFF = "backing_off"
-    """Pausing after a failure; only a waiting ``apublish()`` cuts it short."""
-
-
-_TRANSITIONS: dict[WriterState, frozenset[WriterState]] = {
-    WriterState.STOPPED: frozenset({WriterState.IDLE, WriterState.STOPPED}),
-    WriterState.IDLE: frozenset({WriterState.IDLE, WriterState.WRITING, WriterState.STOPPED}),
-    WriterState.WRITING: frozenset(
-        {WriterState.WRITING, WriterState.IDLE, WriterState.BACKING_OFF, WriterState.STOPPED}
-    ),
-    WriterState.BACKING_OFF: frozenset(
-        {WriterState.WRITING, WriterState.IDLE, WriterState.STOPPED}
-    ),
-}
 
 
 async def append(
@@ -159,8 +128,7 @@ class Writer:
         self._conn: AsyncConnection[Any] | None = None
 
     def _enter(self, state: WriterState) -> None:
-        assert state in _TRANSITIONS[self.state], f"writer: {self.state.value} -> {state.value}"
-        self.state = state
+        self.state = move(WRITER_MOVES, self.state, state)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

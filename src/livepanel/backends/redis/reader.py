@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 import time
 from typing import Any
@@ -23,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livepanel.backends.base import Control, Deliver, ReaderReport
+from livepanel.backends.lifecycle import READER_MOVES, ReaderState, move
 from livepanel.backends.redis.codec import (
     START,
     Position,
@@ -49,35 +49,6 @@ logger = logging.getLogger("livepanel")
 
 _READ_COUNT = 1000  # entries per XREAD
 _DECODE_SLICE = 100  # entries checked between two turns of the event loop
-
-
-class ReaderState(enum.Enum):
-    """What the reader is doing; :meth:`Reader._enter` is the one place it changes.
-
-    Example::
-
-        >>> ReaderState.RECONNECTING.value
-        'reconnecting'
-    """
-
-    STOPPED = "stopped"
-    """No task."""
-    READING = "reading"
-    """Reading the stream, or waiting in ``XREAD`` for news."""
-    RECONNECTING = "reconnecting"
-    """A read failed: pausing, then resyncing before it reads again."""
-
-
-_TRANSITIONS: dict[ReaderState, frozenset[ReaderState]] = {
-    # READING from anywhere: a new task, on a new loop, replaces one whose loop has closed
-    ReaderState.STOPPED: frozenset({ReaderState.READING, ReaderState.STOPPED}),
-    ReaderState.READING: frozenset(
-        {ReaderState.READING, ReaderState.RECONNECTING, ReaderState.STOPPED}
-    ),
-    ReaderState.RECONNECTING: frozenset(
-        {ReaderState.READING, ReaderState.RECONNECTING, ReaderState.STOPPED}
-    ),
-}
 
 
 class Reader:
@@ -116,8 +87,7 @@ class Reader:
         self._last_read_at = time.monotonic()  # when an XREAD last returned (health)
 
     def _enter(self, state: ReaderState) -> None:
-        assert state in _TRANSITIONS[self.state], f"reader: {self.state.value} -> {state.value}"
-        self.state = state
+        self.state = move(READER_MOVES, self.state, state)
 
     @property
     def running(self) -> bool:

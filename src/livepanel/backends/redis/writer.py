@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import json
 import logging
 import threading
@@ -19,6 +18,7 @@ from collections import deque
 
 from redis.exceptions import RedisError
 
+from livepanel.backends.lifecycle import WRITER_MOVES, WriterState, move
 from livepanel.backends.redis.codec import CONTROL_FIELD, FIELD, encode_entry, position
 from livepanel.backends.redis.connect import describe_error
 from livepanel.backends.redis.link import Link
@@ -35,38 +35,6 @@ logger = logging.getLogger("livepanel")
 
 _WRITE_BATCH = 200  # events per script call
 _Item = tuple[Event, "asyncio.Future[Event] | None"]  # an event, and who awaits its id
-
-
-class WriterState(enum.Enum):
-    """What the writer is doing; :meth:`Writer._enter` is the one place it changes.
-
-    Example::
-
-        >>> WriterState.BACKING_OFF.value
-        'backing_off'
-    """
-
-    STOPPED = "stopped"
-    """No task: events are held until the backend starts."""
-    IDLE = "idle"
-    """Started, and nothing waits to be written."""
-    WRITING = "writing"
-    """A batch is with Redis."""
-    BACKING_OFF = "backing_off"
-    """Pausing after a failure; only a waiting ``apublish()`` (or a flush) cuts it short."""
-
-
-_TRANSITIONS: dict[WriterState, frozenset[WriterState]] = {
-    # IDLE from anywhere: a new task, on a new loop, replaces one whose loop has closed
-    WriterState.STOPPED: frozenset({WriterState.IDLE, WriterState.STOPPED}),
-    WriterState.IDLE: frozenset({WriterState.IDLE, WriterState.WRITING, WriterState.STOPPED}),
-    WriterState.WRITING: frozenset(
-        {WriterState.WRITING, WriterState.IDLE, WriterState.BACKING_OFF, WriterState.STOPPED}
-    ),
-    WriterState.BACKING_OFF: frozenset(
-        {WriterState.WRITING, WriterState.IDLE, WriterState.STOPPED}
-    ),
-}
 
 
 class _Unreplicated(Exception):
@@ -107,8 +75,7 @@ class Writer:
         self._outage: int | None = None  # events lost since the last write that worked
 
     def _enter(self, state: WriterState) -> None:
-        assert state in _TRANSITIONS[self.state], f"writer: {self.state.value} -> {state.value}"
-        self.state = state
+        self.state = move(WRITER_MOVES, self.state, state)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
