@@ -147,8 +147,7 @@ def _reason(backend: str, draining: bool, stuck: bool, acking: int, limit: float
         return f"the backend is {backend}"
     if stuck:
         return (
-            f"every dashboard that acks ({acking}) has acknowledged nothing sent to it "
-            f"for more than {limit:g} s while events flow"
+            f"every dashboard that acks ({acking}) is behind by over {limit:g} s while events flow"
         )
     return None
 

@@ -163,3 +163,31 @@ def test_acks_from_the_future_another_epoch_or_garbage_make_no_bogus_lag() -> No
     summary = book.lag(4.0)
     assert summary.acking == 1
     assert summary.readings[0].events == 2
+
+
+def test_top_shows_the_dashboards_line_the_reason_and_the_lag_percentiles() -> None:
+    """A not-ok report and a lag histogram: top names the verdict, the counts and the reason."""
+    from livepanel.top import Reading, parse_metrics, render
+
+    report = {
+        "ok": False,
+        "backend": "ok",
+        "readerLagSeconds": 0.0,
+        "connections": 3,
+        "draining": False,
+        "dashboards": "not_acking",
+        "ackLag": {"acking": 2, "behind": 2, "maxSeconds": 7.5, "limitSeconds": 3.0},
+        "reason": "every dashboard that acks (2) is behind by over 3 s while events flow",
+    }
+    page = "\n".join(
+        [
+            'livepanel_connection_lag_seconds_bucket{le="1.0"} 0.0',
+            'livepanel_connection_lag_seconds_bucket{le="10.0"} 2.0',
+            'livepanel_connection_lag_seconds_bucket{le="+Inf"} 2.0',
+        ]
+    )
+    lines = render(Reading(at=0.0, health=report, samples=parse_metrics(page)), None)
+    assert "dashboards  not_acking  acking 2  behind 2 (over 3.000 s)  max lag 7.500 s" in lines
+    assert f"reason      {report['reason']}" in lines
+    assert "ack lag     p50 <= 10.000 s  p99 <= 10.000 s  acking 2" in lines
+    assert all(len(line) <= 100 for line in lines)
