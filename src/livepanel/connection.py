@@ -429,7 +429,8 @@ class Connection:
                         await send(frames[0].text)
                     else:
                         await send("\n".join([f.text for f in frames]))
-                    counters.delivered += len(frames) - controls
+                    sent = len(frames) - controls
+                    counters.delivered += sent
                 else:
                     sent = 0
                     while pending:
@@ -440,7 +441,9 @@ class Connection:
                             sent += 1
                         await send(frame.text)
                     counters.delivered += sent
-                self.last_sent = loop.time()
+                now = self.last_sent = loop.time()
+                if sent and self.acks is not None:  # the lag's record: once per write
+                    self.acks.sent.wrote(sent, outbox.newest_sent(), now)
         except OSError:
             self.close(CloseReason.CLIENT_LEFT)
             return CloseReason.CLIENT_LEFT
