@@ -329,8 +329,9 @@ class Outbox:
         if self.handover is Handover.CLOSED:
             return False
         self.handover = Handover.CLOSED
-        self._held = []
-        self._skip = None
+        # nothing replayed any more, no cycle through the connection: freed once dropped
+        self._held, self._skip, self._on_overflow = [], None, None
+        self._sent.clear()
         return True
 
     def _overflow(self) -> None:
@@ -502,5 +503,5 @@ class Outbox:
         once; the counters keep what was queued when it closed. Returns how many went."""
         dropped = len(self.pending)
         self.pending.clear()
-        self._held = []
+        self._held, self._state = [], None
         return dropped
