@@ -81,6 +81,12 @@ class SentLog:
         self.sent = 0  # events written in all
         self.acked_events = 0  # events written up to the newest acknowledged write
 
+    @property
+    def acking(self) -> bool:
+        """Whether the client acknowledged anything yet: until then the writer records
+        nothing (a client that never acks has no lag, and costs no record per write)."""
+        return self._ack is not None
+
     def wrote(self, events: int, position: Position | None, now: float) -> None:
         """The writer sent ``events`` events, the newest at ``position``, at ``now``.
 

@@ -329,8 +329,9 @@ class Outbox:
         if self.handover is Handover.CLOSED:
             return False
         self.handover = Handover.CLOSED
-        self._held = []
-        self._skip = None
+        # nothing replayed any more, no cycle through the connection: freed once dropped
+        self._held, self._skip, self._on_overflow = [], None, None
+        self._sent.clear()
         return True
 
     def _overflow(self) -> None:
@@ -452,8 +453,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ emptying it
     def park(self) -> None:
-        """The writer is about to wait: the next live event tells it (:meth:`push` returns
-        ``True`` once; a writer woken otherwise may be told once more, for nothing)."""
+        """The writer waits: the next live event tells it (:meth:`push` returns ``True`` once)."""
         self.parked = True
 
     def pop(self) -> Frame:
@@ -503,5 +503,5 @@ class Outbox:
         once; the counters keep what was queued when it closed. Returns how many went."""
         dropped = len(self.pending)
         self.pending.clear()
-        self._held = []
+        self._held, self._state = [], None
         return dropped
