@@ -577,6 +577,7 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._attempts = 0;
+    this._hintedRun = 0;
     if (this.options.transport === "auto") this._useWebSocket(); // a full reconnect tries WebSocket again
     this._drop(4000, "reconnect");
     this._watchPage(true);
@@ -871,7 +872,8 @@ export class LivePanelClient {
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       const parser = sseParser((comment) => {
-        if (comment === "ping" && this._welcome !== null && current()) this._heartbeat();
+        // the stream's heartbeat, handled (and passed on to shared tabs) as a `ping` frame
+        if (comment === "ping" && this._welcome !== null && current()) this._dispatch({ type: "ping", payload: {} });
       });
       try {
         for (;;) {
