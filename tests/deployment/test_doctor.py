@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from livepanel import BasicAuth, Broadcaster, LivePanelApp, LivePanelMiddleware
 from livepanel.cli import main
 from livepanel.metrics import instrument
+from tests.deployment.test_caddy import caddy_in_front  # noqa: F401 - a fixture
 from tests.deployment.test_nginx import adapt, nginx_binary, recipe, run_nginx
 from tests.servers import free_port, run_server
 
@@ -172,3 +173,17 @@ def test_an_unverifiable_certificate_is_a_finding(
     assert status == 1
     assert lines["tls"].startswith("FAIL")
     assert "not valid" in lines["tls"]
+
+
+def test_the_caddy_recipe_holds(
+    caddy_in_front: tuple[str, Broadcaster],  # noqa: F811 - the fixture imported above
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the documented Caddyfile (plain HTTP on loopback here) every check holds."""
+    base, _ = caddy_in_front
+    status, lines, _ = doctor(f"{base}/ws", capsys, monkeypatch)
+    assert status == 0, "\n".join(lines.values())
+    for check in ("tls", "endpoint", "upgrade", "compression", "heartbeat", "stream", "origin"):
+        assert lines[check].startswith("ok"), lines[check]
+    assert lines["clock"].startswith("ok")

@@ -75,10 +75,14 @@ class _Doctor(PlainChecks, SocketChecks):
             return self.findings
         self._clock_from_date(answer)
         upgrade = asyncio.ensure_future(self._websocket_checks())
-        others = await asyncio.gather(self._slash_check(), self._origin_check())
-        del others
-        await upgrade
-        await self._stream_check(upgraded=upgrade.result())
+        plain = asyncio.gather(self._slash_check(), self._origin_check())
+        welcomed = asyncio.ensure_future(self.welcomed.wait())
+        # the event stream is watched alongside the idle connection, once the heartbeat is known
+        await asyncio.wait((upgrade, welcomed), return_when=asyncio.FIRST_COMPLETED)
+        welcomed.cancel()
+        stream = asyncio.ensure_future(self._stream_check())
+        await asyncio.gather(upgrade, plain, stream)
+        self.only_sse(upgrade.result(), stream.result())
         order = ["tls", "endpoint", "slash", "upgrade", "compression", "heartbeat", "stream"]
         order += ["origin", "clock"]
         self.findings.sort(key=lambda f: order.index(f.check) if f.check in order else 99)

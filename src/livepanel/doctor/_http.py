@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -93,6 +93,7 @@ async def collect_messages(
     arrivals: list[tuple[float, str]],
     until: float,
     loop: asyncio.AbstractEventLoop,
+    rewatch: Callable[[str], float | None] = lambda message: None,
 ) -> float | None:
     """Note the arrival of each Server-Sent Events message (``welcome``, ``ping``...); the
     time the stream ended, or ``None`` when it was still open at ``until``."""
@@ -114,7 +115,10 @@ async def collect_messages(
         text += piece.decode("utf-8", "replace").replace("\r\n", "\n")
         *messages, text = text.split("\n\n")
         for message in messages:
-            arrivals.append((loop.time(), message_kind(message)))
+            kind = message_kind(message)
+            arrivals.append((loop.time(), kind))
+            if kind == "welcome" and (seconds := rewatch(message)) is not None:
+                until = loop.time() + seconds  # the stream's own welcome tells how long to watch
         if len(text) > _MAX_BODY:
             raise ValueError("an event stream message without an end")
     return None

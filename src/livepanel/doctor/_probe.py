@@ -82,6 +82,7 @@ class Probe:
         self.timeout = timeout
         self.findings: list[Finding] = []
         self.heartbeat: float | None = None
+        self.welcomed = asyncio.Event()  # set once welcome told the heartbeat
 
     def add(self, check: str, level: Level, message: str, fix: str = "") -> None:
         self.findings.append(Finding(check, level, message, fix))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import time
 from typing import Any
@@ -122,6 +123,7 @@ class SocketChecks(Probe):
             self.add("heartbeat", "FAIL", f"welcome announces no heartbeat ({announced!r})")
             return
         heartbeat = self.heartbeat = float(announced)
+        self.welcomed.set()  # the event stream's watch can start alongside
         window = min(2 * heartbeat + 1.0, MAX_WATCH)
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -182,7 +184,8 @@ class SocketChecks(Probe):
 
     # ------------------------------------------------------------------ Server-Sent Events
 
-    async def _stream_check(self, *, upgraded: bool) -> None:
+    async def _stream_check(self) -> bool:
+        """The event stream's checks; whether its welcome arrived."""
         heartbeat = self.heartbeat or 25.0
         window = min(heartbeat + max(1.0, heartbeat / 2), MAX_WATCH)
         writer: asyncio.StreamWriter | None = None
@@ -203,17 +206,24 @@ class SocketChecks(Probe):
                     "sends its headers and welcome at once): something in between buffers it",
                     BUFFERING_FIX,
                 )
-                return
+                return False
             if status != 200 or not fields.get("content-type", "").startswith("text/event-"):
                 self.add("stream", "FAIL", f"no event stream: the server answered {status}")
-                self._only_sse(upgraded, False)
-                return
+                return False
             start = loop.time()
-            ended = await collect_messages(reader, fields, arrivals, start + window, loop)
+            until = start + (window if self.heartbeat else self.timeout)
+
+            def rewatch(message: str) -> float | None:
+                nonlocal heartbeat
+                if self.heartbeat is not None:
+                    return None  # the WebSocket's welcome told it already
+                heartbeat = stream_heartbeat(message) or heartbeat
+                return min(heartbeat + max(1.0, heartbeat / 2), MAX_WATCH)
+
+            ended = await collect_messages(reader, fields, arrivals, until, loop, rewatch)
         except (OSError, ValueError, asyncio.TimeoutError) as exc:
             self.add("stream", "FAIL", f"the event stream could not be read: {why(exc)}")
-            self._only_sse(upgraded, False)
-            return
+            return False
         finally:
             if writer is not None:
                 writer.transport.abort()
@@ -228,7 +238,7 @@ class SocketChecks(Probe):
             )
         else:
             self._stream_finding(arrivals, start, heartbeat)
-        self._only_sse(upgraded, any(kind == "welcome" for _, kind in arrivals))
+        return any(kind == "welcome" for _, kind in arrivals)
 
     def _stream_finding(self, arrivals: list[tuple[float, str]], start: float, hb: float) -> None:
         fix = BUFFERING_FIX
@@ -266,9 +276,24 @@ class SocketChecks(Probe):
                 f"after {arrivals[1][0] - arrivals[0][0]:.1f}s)",
             )
 
-    def _only_sse(self, upgraded: bool, streamed: bool) -> None:
+    def only_sse(self, upgraded: bool, streamed: bool) -> None:
+        """When the upgrade failed and the event stream works, say so on the upgrade's line."""
         if not upgraded and streamed:
             for i, f in enumerate(self.findings):
                 if f.check == "upgrade" and f.level == "FAIL":
                     message = f"{f.message}; only Server-Sent Events work"
                     self.findings[i] = dataclasses.replace(f, message=message)
+
+
+def stream_heartbeat(message: str) -> float | None:
+    """The ``heartbeatInterval`` of an event stream's ``welcome`` message, if usable."""
+    for line in message.split("\n"):
+        if line.startswith("data:"):
+            try:
+                frame = json.loads(line[5:])
+                seconds = frame["payload"]["heartbeatInterval"]
+            except (ValueError, TypeError, KeyError):
+                return None
+            ok = isinstance(seconds, (int, float)) and 0 < seconds < math.inf
+            return float(seconds) if ok else None
+    return None
