@@ -259,6 +259,7 @@ def _run_tail(args: argparse.Namespace) -> int:
             since=args.since,
             ssl=context,
             state=args.state,
+            on_status=_status_news(),
         )
     except ValueError as exc:
         return fail(str(exc))
@@ -296,6 +297,22 @@ def _credentials(args: argparse.Namespace) -> tuple[str | None, str]:
             "use --password-env VAR or --password-stdin"
         )
     return getpass.getpass(f"Password for {args.user}: "), ""
+
+
+def _status_news() -> Any:
+    """Say on stderr when a replay or the state is in flight, and when it is done (the
+    connector already reports connecting, reconnecting and closing)."""
+    shown = {"catching_up": False}
+
+    def news(status: str) -> None:
+        if status == "catching_up":
+            shown["catching_up"] = True
+            print("livepanel tail: catching up (a replay or the state in flight)", file=sys.stderr)
+        elif status == "open" and shown["catching_up"]:
+            shown["catching_up"] = False
+            print("livepanel tail: caught up; live", file=sys.stderr)
+
+    return news
 
 
 def _websocket_url(url: str) -> str:
