@@ -174,3 +174,30 @@ def test_options_that_make_no_sense_are_usage_errors(capsys: pytest.CaptureFixtu
     assert main(["doctor", "https://example.invalid/ws", "--timeout", "0"]) == 2
     assert main(["doctor", "ftp://example.invalid/ws"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_server_clock_an_hour_behind_is_found(capsys: pytest.CaptureFixture[str]) -> None:
+    """welcome's timestamp an hour old: the skew is named with its fix."""
+    welcome = {
+        "type": "welcome",
+        "timestamp": "2020-01-01T00:00:00.000Z",
+        "payload": {"heartbeatInterval": 0.2},
+    }
+    with serving(silent_websocket(welcome)) as port:
+        status, out, _ = run_doctor(port, capsys)
+    assert status == 1
+    assert "FAIL  clock" in out
+    assert "behind this machine's (welcome's timestamp); fix: synchronise the clocks" in out
+
+
+def test_an_endpoint_that_accepts_any_origin_is_found(capsys: pytest.CaptureFixture[str]) -> None:
+    """A real livepanel with allowed_origins=["*"]: a foreign Origin is not refused."""
+    from livepanel import Broadcaster, LivePanelApp
+    from tests.servers import run_server
+
+    app = LivePanelApp(Broadcaster(), auth=None, allowed_origins=["*"], heartbeat_interval=0.3)
+    with run_server(app, "uvicorn-websockets") as server:
+        status, out, _ = run_doctor(server.port, capsys)
+    assert status == 1
+    assert "FAIL  origin       a handshake from Origin https://doctor.livepanel.invalid" in out
+    assert "ok    upgrade" in out

@@ -47,14 +47,17 @@ def behind_nginx(
     *,
     heartbeat: float = 0.5,
     edits: tuple[tuple[str, str], ...] = (),
+    app: Any = None,
+    proxy_headers: bool = True,
 ) -> Iterator[str]:
-    """The recipe (with ``edits`` applied) in front of the middleware app; yields the URL."""
+    """The recipe (with ``edits`` applied) in front of the middleware app (or ``app``);
+    yields the URL."""
     nginx_binary()
     cert, key = (Path(f) for f in tls)
     listen = free_port()
-    app = middleware_app(heartbeat)
+    app = app or middleware_app(heartbeat)
     with run_server(
-        app, "uvicorn-websockets", proxy_headers=True, forwarded_allow_ips="127.0.0.1"
+        app, "uvicorn-websockets", proxy_headers=proxy_headers, forwarded_allow_ips="127.0.0.1"
     ) as upstream:
         config = adapt(recipe(), listen=listen, upstream=upstream.port, cert=cert, key=key)
         for old, new in edits:
@@ -187,3 +190,49 @@ def test_the_caddy_recipe_holds(
     for check in ("tls", "endpoint", "upgrade", "compression", "heartbeat", "stream", "origin"):
         assert lines[check].startswith("ok"), lines[check]
     assert lines["clock"].startswith("ok")
+
+
+def mounted_app() -> Any:
+    """The endpoint mounted as a sub-app at /ws: Starlette answers /ws with a redirect to /ws/."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    endpoint = LivePanelApp(
+        Broadcaster(),
+        auth=BasicAuth(lambda u, p: (u, p) == ("admin", "secret")),
+        heartbeat_interval=0.5,
+    )
+    return Starlette(routes=[Mount("/ws", app=endpoint)])
+
+
+def test_a_redirect_within_the_origin_is_a_warning(
+    tmp_path: Path,
+    tls_certificate: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mount("/ws") behind the recipe: /ws redirects to https://.../ws/, which clients follow;
+    doctor says to use /ws/ and checks the rest there."""
+    with behind_nginx(tmp_path, tls_certificate, app=mounted_app()) as url:
+        status, lines, _ = doctor(url, capsys, monkeypatch, "--cafile", tls_certificate[0])
+    assert status == 0, "\n".join(lines.values())
+    assert lines["slash"].startswith("warn")
+    assert "/ws redirects to /ws/" in lines["slash"]
+    assert lines["upgrade"].startswith("ok")
+    assert lines["stream"].startswith("ok")
+
+
+def test_a_redirect_to_plain_http_behind_tls_is_found(
+    tmp_path: Path,
+    tls_certificate: tuple[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same app run without --proxy-headers: it redirects to http://, which no client
+    follows; doctor names it and the fix."""
+    with behind_nginx(tmp_path, tls_certificate, app=mounted_app(), proxy_headers=False) as url:
+        status, lines, _ = doctor(url, capsys, monkeypatch, "--cafile", tls_certificate[0])
+    assert status == 1
+    assert lines["slash"].startswith("FAIL")
+    assert "'http://" in lines["slash"]
+    assert "--proxy-headers" in lines["slash"]
