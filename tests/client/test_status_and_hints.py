@@ -277,3 +277,41 @@ def test_hostile_hints_fall_back_to_the_counted_backoff(reason: str) -> None:
             assert len(server.peers) == 4
 
     run(scenario())
+
+
+def test_state_on_connect_through_the_quickstart_middleware_app() -> None:
+    """FastAPI with the middleware at /ws, metrics on: state=True goes catching_up, then open
+    once the state frame is in; a 1012 from the server would be followed the same way."""
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
+
+    from livepanel import LivePanelMiddleware
+    from livepanel.metrics import instrument
+
+    broadcaster = Broadcaster()
+    endpoint = LivePanelApp(broadcaster, auth=None, heartbeat_interval=5.0)
+    instrument(broadcaster, app=endpoint, registry=CollectorRegistry())
+    app = FastAPI()
+    app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
+
+    async def scenario() -> None:
+        async with served(app, "uvicorn-websockets") as server:
+            await broadcaster.apublish(
+                SessionCreated(session_key="s0", agent_id="a1", kind="direct")
+            )
+            seen: list[str] = []
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect(url, state=True, on_status=seen.append, **FAST) as client:
+                collector = Collector(client)
+                await collector.wait_events(1)
+                assert collector.events[0].type == "state"
+                assert client.status == "open"
+                assert seen == ["catching_up", "open"]
+                assert client.state is not None
+                await broadcaster.apublish(
+                    SessionCreated(session_key="s1", agent_id="a1", kind="direct")
+                )
+                await collector.wait_events(2)
+                assert client.status == "open"
+
+    run(scenario())
