@@ -68,6 +68,7 @@ class SentLog:
         "_sent_at",
         "_totals",
         "acked_events",
+        "acking",
         "sent",
     )
 
@@ -78,14 +79,11 @@ class SentLog:
         self._first = 0  # the oldest unacknowledged write's slot
         self._count = 0  # unacknowledged writes kept
         self._ack: Position | None = None  # the newest position acknowledged
+        # whether the client acknowledged anything yet: until then the writer records
+        # nothing (a client that never acks has no lag, and costs no record per write)
+        self.acking = False
         self.sent = 0  # events written in all
         self.acked_events = 0  # events written up to the newest acknowledged write
-
-    @property
-    def acking(self) -> bool:
-        """Whether the client acknowledged anything yet: until then the writer records
-        nothing (a client that never acks has no lag, and costs no record per write)."""
-        return self._ack is not None
 
     def wrote(self, events: int, position: Position | None, now: float) -> None:
         """The writer sent ``events`` events, the newest at ``position``, at ``now``.
@@ -116,6 +114,7 @@ class SentLog:
         """The client acknowledged the event at ``position``: every write up to the newest
         one it covers is acknowledged (a write's events arrive in the order sent)."""
         self._ack = position
+        self.acking = True
         epoch, where = position
         first, count = self._first, self._count
         for back in range(count - 1, -1, -1):

@@ -107,6 +107,7 @@ class Writer:
         "_counters",
         "_encode",
         "_heartbeat",
+        "_log",
         "_suspended",
         "_task",
         "_timer",
@@ -134,6 +135,7 @@ class Writer:
         self._task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._suspended: _Suspended | None = None  # a send begun by flush() that had to wait
+        self._log = conn.acks.sent if conn.acks is not None else None  # the lag's record
 
     # ------------------------------------------------------------------ from the hub's round
 
@@ -185,7 +187,10 @@ class Writer:
         except Exception as exc:
             conn.close(self._failed(exc))
         self._counters.delivered += sent
-        self._wrote(sent)
+        now = conn.last_sent = conn.loop.time()
+        log = self._log
+        if sent and log is not None and log.acking:  # once per write, never per event
+            log.wrote(sent, outbox.newest_sent(), now)
         if self._suspended is None and conn.close_reason is None:
             if pending:  # control frames a send queued meanwhile: the task writes them
                 conn.wake()
@@ -265,7 +270,10 @@ class Writer:
                             sent += 1
                         await send(frame.text)
                     counters.delivered += sent
-                self._wrote(sent)
+                now = conn.last_sent = loop.time()
+                log = self._log
+                if sent and log is not None and log.acking:  # once per write, not per event
+                    log.wrote(sent, outbox.newest_sent(), now)
         except Exception as exc:
             reason = self._failed(exc)
             conn.close(reason)
@@ -274,15 +282,6 @@ class Writer:
             self._task = self._context = None
             if self._timer is not None:
                 self._timer.cancel()
-
-    def _wrote(self, sent: int) -> None:
-        """After each write (never each event): when it was, and the lag's record of it once
-        the client acks (see :mod:`livepanel.lag`)."""
-        conn = self.conn
-        now = conn.last_sent = conn.loop.time()
-        acks = conn.acks
-        if sent and acks is not None and acks.sent.acking:
-            acks.sent.wrote(sent, conn.outbox.newest_sent(), now)
 
     def _take_suspended(self) -> _Suspended:
         suspended = self._suspended
