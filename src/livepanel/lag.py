@@ -73,9 +73,10 @@ class SentLog:
     )
 
     def __init__(self) -> None:
-        self._positions: list[Position | None] = [None] * RING  # each write's newest event
-        self._totals = [0] * RING  # events sent in all once that write was made
-        self._sent_at = [0.0] * RING  # when it was made (the first of merged ones)
+        # made on the first write recorded (a connection that never acks has none)
+        self._positions: list[Position | None] = []  # each write's newest event
+        self._totals: list[int] = []  # events sent in all once that write was made
+        self._sent_at: list[float] = []  # when it was made (the first of merged ones)
         self._first = 0  # the oldest unacknowledged write's slot
         self._count = 0  # unacknowledged writes kept
         self._ack: Position | None = None  # the newest position acknowledged
@@ -101,6 +102,8 @@ class SentLog:
                 self.acked_events = self.sent
             return
         count = self._count
+        if not self._positions:
+            self._positions, self._totals, self._sent_at = [None] * RING, [0] * RING, [0.0] * RING
         if count == RING:
             slot = (self._first + count - 1) % RING  # merged: keeps the first one's time
         else:
