@@ -81,6 +81,7 @@ logger = logging.getLogger("livepanel")
 SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
 
+_Coroutine = types.CoroutineType
 _Suspended = tuple[Any, Any]  # a send's coroutine (or awaitable's iterator) and what it yielded
 
 
@@ -182,8 +183,15 @@ class Writer:
                     frame = pop()
                     if frame.event is not None:
                         sent += 1
-                    if self._begin(send(frame.text)):
-                        break  # the task finishes that send, then writes the rest
+                    sending = send(frame.text)  # _begin(), inlined: once per frame
+                    steps = sending if type(sending) is _Coroutine else sending.__await__()
+                    try:
+                        yielded = steps.send(None)
+                    except StopIteration:
+                        continue
+                    self._suspended = (steps, yielded)  # the task finishes it, then the rest
+                    conn.wake()
+                    break
         except Exception as exc:
             conn.close(self._failed(exc))
         self._counters.delivered += sent
@@ -195,11 +203,11 @@ class Writer:
             if pending:  # control frames a send queued meanwhile: the task writes them
                 conn.wake()
             else:
-                outbox.park()  # still parked: the next event tells the hub again
+                outbox.parked = True  # still parked: the next event tells the hub again
 
     def _begin(self, sending: Awaitable[object]) -> bool:
         """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
-        steps = sending if isinstance(sending, types.CoroutineType) else sending.__await__()
+        steps = sending if type(sending) is _Coroutine else sending.__await__()
         try:
             yielded = steps.send(None)
         except StopIteration:
