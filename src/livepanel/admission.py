@@ -1,0 +1,236 @@
+"""Admitting new connections at a steady rate, and telling the excess when to come back.
+
+:class:`AdmissionLimiter` is the worker's admission budget, without I/O: a
+handshake asks :meth:`~AdmissionLimiter.admit` with its key (the user and the
+client address) and the time, and is either admitted or told how many seconds
+to wait. Two schedules make it up:
+
+- the *accepts*: a token bucket in its GCRA form (``rate`` per second, at
+  most ``burst`` at once), which every admission passes, so no window of
+  ``t`` seconds holds more than ``rate * t + burst`` of them;
+- the *promises*: a handshake refused while others wait is promised the next
+  free slot, one slot per ``1 / rate`` seconds after those promised before,
+  and its hint is the time until that slot. A herd of 1,000 is told to come
+  back over ``1000 / rate`` seconds, not all after one. When the key comes
+  back at (or after) its slot, the slot is its own: a newcomer cannot take it.
+
+A client that ignores its hint gains nothing: coming back early it is told
+the time left until its slot, and a key holds at most ``per_key`` promises at
+once, so hammering cannot fill the queue ahead of everyone else. Further
+handshakes of a key at that bound (many dashboards behind one address under
+one user) are spread at random over the slots the key has been refused for,
+without a promise. A promise nobody claims lapses a while after its slot
+(:func:`claim_grace`). Memory is bounded by ``rate * max_wait`` promises. See
+``docs/staying-live.md`` ("Rolling deploys").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from collections.abc import Hashable
+
+from livepanel.errors import ConfigurationError
+
+__all__ = ["AdmissionLimiter", "claim_grace", "default_burst"]
+
+_EPSILON = 1e-9  # float slack when comparing a slot with the clock
+
+
+def default_burst(rate: float) -> int:
+    """The burst an admission ``rate`` gets unless told: a tenth of a second's worth, at least 1,
+    so that no second holds more than ``1.1 * rate`` accepts.
+
+    Example::
+
+        >>> default_burst(100.0)
+        10
+        >>> default_burst(2.0)
+        1
+    """
+    return max(1, round(rate / 10))
+
+
+def claim_grace(hint: float) -> float:
+    """Seconds after its slot a promise stays claimable: the client's whole-second rounding
+    (up to 1 s) and its jitter (up to a fifth of the hint), with room to spare.
+
+    Example::
+
+        >>> claim_grace(10.0)
+        5.0
+    """
+    return 2.0 + 0.3 * hint
+
+
+class _Key:
+    """One key's promised slots (oldest first) and how often it was refused beyond them."""
+
+    __slots__ = ("overflow", "slots")
+
+    def __init__(self) -> None:
+        self.slots: deque[tuple[float, float]] = deque()  # (slot, lapses at)
+        self.overflow = 0
+
+
+class AdmissionLimiter:
+    """A worker's admission budget: ``rate`` handshakes per second, ``burst`` at once.
+
+    Args:
+        rate: admissions per second (> 0).
+        burst: admissions that may follow one another without waiting (>= 1);
+            :func:`default_burst` by default.
+        per_key: promises one key holds at once (>= 1); ``burst`` by default.
+        max_wait: the longest hint it gives, in seconds; the promises it keeps
+            are bounded by ``rate * max_wait``.
+        rng: where the spread of a key's handshakes beyond ``per_key`` comes from.
+
+    Raises:
+        ConfigurationError: a rate or ``max_wait`` that is not positive, or a
+            ``burst``/``per_key`` below 1.
+
+    Example::
+
+        >>> limiter = AdmissionLimiter(rate=10.0, burst=1)
+        >>> limiter.admit("alice", now=0.0) is None
+        True
+        >>> limiter.admit("bob", now=0.0)
+        0.1
+        >>> limiter.admit("bob", now=0.1) is None
+        True
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int | None = None,
+        *,
+        per_key: int | None = None,
+        max_wait: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not rate > 0 or not max_wait > 0:
+            raise ConfigurationError(
+                "AdmissionLimiter: rate (handshakes per second) and max_wait must be > 0"
+            )
+        burst = default_burst(rate) if burst is None else burst
+        per_key = burst if per_key is None else per_key
+        if burst < 1 or per_key < 1:
+            raise ConfigurationError("AdmissionLimiter: burst and per_key must be >= 1")
+        self.rate = float(rate)
+        self.burst = burst
+        self.per_key = per_key
+        self.max_wait = float(max_wait)
+        self._interval = 1.0 / self.rate
+        self._tolerance = (burst - 1) * self._interval
+        self._capacity = max(1, math.ceil(self.rate * self.max_wait))
+        self._rng = rng or random.Random()
+        self._tat = -math.inf  # the accepts' theoretical arrival time (GCRA)
+        self._next_slot = -math.inf  # the first slot not yet promised
+        self._keys: dict[Hashable, _Key] = {}
+        self._order: deque[tuple[float, Hashable]] = deque()  # (lapses at, key), for sweeping
+        self._promised = 0
+        self.admitted = 0
+        """Handshakes admitted so far."""
+        self.refused = 0
+        """Handshakes refused with a hint so far (probes not counted)."""
+
+    @property
+    def promised(self) -> int:
+        """Promised slots not yet claimed nor lapsed."""
+        return self._promised
+
+    def admit(self, key: Hashable, now: float) -> float | None:
+        """Admit a handshake of ``key`` at ``now`` (``None``), or say how many seconds it waits.
+
+        Example::
+
+            wait = limiter.admit(("alice", "192.0.2.7"), time.monotonic())
+            if wait is not None:
+                ...  # 429 with Retry-After: ceil(wait)
+        """
+        self._sweep(now)
+        entry = self._keys.get(key)
+        if entry is not None and entry.slots and entry.slots[0][0] <= now + _EPSILON:
+            if not self._conforms(now):  # promised, but the accepts are bunched: a moment
+                slot, _ = entry.slots[0]
+                wait = self._tat - self._tolerance - now
+                lapses = now + wait + claim_grace(wait)
+                entry.slots[0] = (slot, lapses)
+                self._order.append((lapses, key))
+                return self._refuse(wait)
+            entry.slots.popleft()
+            self._promised -= 1
+            if not entry.slots:
+                del self._keys[key]
+            self._accept(now)
+            return None
+        if self._conforms(now) and self._next_slot <= now + _EPSILON:
+            self._accept(now)  # nobody waits for a slot: take the token
+            return None
+        if entry is not None and len(entry.slots) >= self.per_key:
+            # early (it ignored its hint), or one of many behind the same key: no new promise
+            entry.overflow += 1
+            spread = self._rng.uniform(0.0, entry.overflow * self._interval)
+            return self._refuse(entry.slots[0][0] - now + spread)
+        if self._promised >= self._capacity:
+            return self._refuse(self._next_slot - now)
+        slot = max(self._next_slot, self._tat - self._tolerance, now)
+        wait = slot - now
+        self._next_slot = slot + self._interval
+        if entry is None:
+            entry = self._keys[key] = _Key()
+        lapses = slot + claim_grace(wait)
+        entry.slots.append((slot, lapses))
+        self._order.append((lapses, key))
+        self._promised += 1
+        return self._refuse(wait)
+
+    def peek(self, key: Hashable, now: float) -> float | None:
+        """What :meth:`admit` would say, without taking a token or making a promise: ``None``
+        when a handshake would be admitted now, else a wait (an HTTP probe's answer).
+
+        Example::
+
+            wait = limiter.peek(("alice", "192.0.2.7"), time.monotonic())
+        """
+        self._sweep(now)
+        entry = self._keys.get(key)
+        conforms = self._conforms(now)
+        if entry is not None and entry.slots:
+            first = entry.slots[0][0]
+            if first <= now + _EPSILON:
+                return None if conforms else self._clip(self._tat - self._tolerance - now)
+            return self._clip(first - now)
+        if conforms and self._next_slot <= now + _EPSILON:
+            return None
+        return self._clip(max(self._next_slot, self._tat - self._tolerance) - now)
+
+    def _conforms(self, now: float) -> bool:
+        return now + _EPSILON >= self._tat - self._tolerance
+
+    def _accept(self, now: float) -> None:
+        self._tat = max(self._tat, now) + self._interval
+        self.admitted += 1
+
+    def _refuse(self, wait: float) -> float:
+        self.refused += 1
+        return self._clip(wait)
+
+    def _clip(self, wait: float) -> float:
+        return min(self.max_wait, max(self._interval, wait))
+
+    def _sweep(self, now: float) -> None:
+        """Drop the promises whose grace is over (each key's oldest first)."""
+        order = self._order
+        while order and order[0][0] < now:
+            _, key = order.popleft()
+            entry = self._keys.get(key)
+            if entry is None:
+                continue
+            while entry.slots and entry.slots[0][1] < now:
+                entry.slots.popleft()
+                self._promised -= 1
+            if not entry.slots:
+                del self._keys[key]
