@@ -2,30 +2,36 @@
 
 :class:`AdmissionLimiter` is the worker's admission budget, without I/O: a
 handshake asks :meth:`~AdmissionLimiter.admit` with its key (the user and the
-client address) and the time, and is either admitted or told how many seconds
-to wait. Two schedules make it up:
+client address) and the time, and is either admitted or told how many whole
+seconds to wait (``Retry-After``). Two schedules make it up:
 
 - the *accepts*: a token bucket in its GCRA form (``rate`` per second, at
-  most ``burst`` at once), which every admission passes, so no window of
-  ``t`` seconds holds more than ``rate * t + burst`` of them;
-- the *promises*: a handshake refused while others wait is promised the next
-  free slot, one slot per ``1 / rate`` seconds after those promised before,
-  and its hint is the time until that slot. A herd of 1,000 is told to come
-  back over ``1000 / rate`` seconds, not all after one. When the key comes
-  back at (or after) its slot, the slot is its own: a newcomer cannot take it.
+  most ``burst`` at once) that every admission passes, so no window of ``t``
+  seconds holds more than ``rate * t + burst`` of them, whoever comes when;
+- the *promises*: a handshake refused while others wait is promised a return
+  time, and its hint is that time. Hints are whole seconds and clients add a
+  jitter of a fifth of the hint (at least 0.25 s), so the clients told ``n``
+  seconds at one instant come back together within that jitter: each second
+  of return times is booked only up to what the accepts can take from such a
+  bunch (:func:`bunch_capacity`), and the next refused client is told the
+  first second with room. A herd of 1,000 is told to come back over about
+  ``1000 / rate`` seconds, not all after one. When the key comes back at (or
+  after) its time, the promise is its own: a newcomer cannot take its place.
 
 A client that ignores its hint gains nothing: coming back early it is told
-the time left until its slot, and a key holds at most ``per_key`` promises at
-once, so hammering cannot fill the queue ahead of everyone else. Further
-handshakes of a key at that bound (many dashboards behind one address under
-one user) are spread at random over the slots the key has been refused for,
-without a promise. A promise nobody claims lapses a while after its slot
-(:func:`claim_grace`). Memory is bounded by ``rate * max_wait`` promises. See
+the time left, and a key holds at most ``per_key`` promises at once, so
+hammering cannot fill the queue ahead of everyone else. Further handshakes of
+a key at that bound (many dashboards behind one address under one user) are
+spread at random past the key's promises, without a promise of their own. A
+promise nobody claims lapses a while after its time (:func:`claim_grace`).
+Memory is bounded by ``rate * max_wait`` promises. See
 ``docs/staying-live.md`` ("Rolling deploys").
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import random
 from collections import deque
@@ -33,9 +39,10 @@ from collections.abc import Hashable
 
 from livepanel.errors import ConfigurationError
 
-__all__ = ["AdmissionLimiter", "claim_grace", "default_burst"]
+__all__ = ["AdmissionLimiter", "bunch_capacity", "claim_grace", "client_jitter", "default_burst"]
 
 _EPSILON = 1e-9  # float slack when comparing a slot with the clock
+_SHORTEST = 0.01  # the shortest hint: a close reason says hundredths
 
 
 def default_burst(rate: float) -> int:
@@ -50,6 +57,31 @@ def default_burst(rate: float) -> int:
         1
     """
     return max(1, round(rate / 10))
+
+
+def client_jitter(hint: float) -> float:
+    """The most a client adds to a hint of ``hint`` seconds: a fifth of it, at least 0.25 s.
+
+    Example::
+
+        >>> client_jitter(10.0)
+        2.0
+    """
+    return max(0.25, 0.2 * hint)
+
+
+def bunch_capacity(rate: float, burst: int, hint: int) -> int:
+    """How many clients told ``hint`` seconds at one instant the accepts take without
+    refusing one again: the burst, plus the rate over the spread of their jitter, with a
+    tenth left for chance; at most a second's worth of the rate, at least one.
+
+    Example::
+
+        >>> [bunch_capacity(100.0, 10, n) for n in (1, 2, 5)]
+        [31, 45, 99]
+    """
+    room = 0.9 * (burst + rate * client_jitter(hint))
+    return max(1, min(math.floor(rate), math.floor(room)))
 
 
 def claim_grace(hint: float) -> float:
@@ -96,8 +128,8 @@ class AdmissionLimiter:
         >>> limiter.admit("alice", now=0.0) is None
         True
         >>> limiter.admit("bob", now=0.0)
-        0.1
-        >>> limiter.admit("bob", now=0.1) is None
+        1
+        >>> limiter.admit("bob", now=1.1) is None
         True
     """
 
@@ -127,9 +159,12 @@ class AdmissionLimiter:
         self._capacity = max(1, math.ceil(self.rate * self.max_wait))
         self._rng = rng or random.Random()
         self._tat = -math.inf  # the accepts' theoretical arrival time (GCRA)
-        self._next_slot = -math.inf  # the first slot not yet promised
+        self._booked: dict[int, int] = {}  # return second -> promises booked there
+        self._bins: deque[tuple[int, int]] = deque()  # the booked seconds, oldest first
         self._keys: dict[Hashable, _Key] = {}
-        self._order: deque[tuple[float, Hashable]] = deque()  # (lapses at, key), for sweeping
+        self._order: list[tuple[float, int, Hashable]] = []  # a heap of (lapses at, n, key)
+        self._spent = (0, 0)  # (second, tokens newcomers took in it)
+        self._sequence = itertools.count()
         self._promised = 0
         self.admitted = 0
         """Handshakes admitted so far."""
@@ -156,9 +191,11 @@ class AdmissionLimiter:
             if not self._conforms(now):  # promised, but the accepts are bunched: a moment
                 slot, _ = entry.slots[0]
                 wait = self._tat - self._tolerance - now
-                lapses = now + wait + claim_grace(wait)
+                told = max(1, math.ceil(wait))
+                lapses = now + told + claim_grace(told)
                 entry.slots[0] = (slot, lapses)
-                self._order.append((lapses, key))
+                heapq.heappush(self._order, (lapses, next(self._sequence), key))
+                self._book_second(math.floor(now + told), told)  # it returns then: count it
                 return self._refuse(wait)
             entry.slots.popleft()
             self._promised -= 1
@@ -166,26 +203,45 @@ class AdmissionLimiter:
                 del self._keys[key]
             self._accept(now)
             return None
-        if self._conforms(now) and self._next_slot <= now + _EPSILON:
-            self._accept(now)  # nobody waits for a slot: take the token
+        if (entry is None or not entry.slots) and self._conforms(now) and self._spare(now):
+            self._accept(now)  # a token this second's promises leave over
+            self._spent = (math.floor(now), self._spare_used(now) + 1)
             return None
         if entry is not None and len(entry.slots) >= self.per_key:
             # early (it ignored its hint), or one of many behind the same key: no new promise
             entry.overflow += 1
             spread = self._rng.uniform(0.0, entry.overflow * self._interval)
             return self._refuse(entry.slots[0][0] - now + spread)
-        if self._promised >= self._capacity:
-            return self._refuse(self._next_slot - now)
-        slot = max(self._next_slot, self._tat - self._tolerance, now)
-        wait = slot - now
-        self._next_slot = slot + self._interval
+        hint = self._book(now) if self._promised < self._capacity else None
+        if hint is None:
+            return self._refuse(self.max_wait)  # every second up to max_wait is booked
         if entry is None:
             entry = self._keys[key] = _Key()
-        lapses = slot + claim_grace(wait)
-        entry.slots.append((slot, lapses))
-        self._order.append((lapses, key))
+        lapses = now + hint + claim_grace(hint)
+        entry.slots.append((now + hint, lapses))
+        heapq.heappush(self._order, (lapses, next(self._sequence), key))
         self._promised += 1
-        return self._refuse(wait)
+        return self._refuse(hint)
+
+    def _book(self, now: float) -> int | None:
+        """The first whole-second wait whose return second has room, booked; ``None`` if
+        none has up to ``max_wait``."""
+        bins = self._bins
+        while bins and bins[0][0] < now - 2.0:  # seconds long past: nobody returns there
+            del self._booked[bins.popleft()[0]]
+        first = max(1, math.ceil(self._tat - self._tolerance - now - _EPSILON))
+        for hint in range(first, max(first, math.floor(self.max_wait)) + 1):
+            second = math.floor(now + hint)
+            if self._booked.get(second, 0) < bunch_capacity(self.rate, self.burst, hint):
+                self._book_second(second, hint)
+                return hint
+        return None
+
+    def _book_second(self, second: int, hint: int) -> None:
+        booked = self._booked.get(second, 0)
+        if not booked:
+            self._bins.append((second, hint))
+        self._booked[second] = booked + 1
 
     def peek(self, key: Hashable, now: float) -> float | None:
         """What :meth:`admit` would say, without taking a token or making a promise: ``None``
@@ -203,9 +259,20 @@ class AdmissionLimiter:
             if first <= now + _EPSILON:
                 return None if conforms else self._clip(self._tat - self._tolerance - now)
             return self._clip(first - now)
-        if conforms and self._next_slot <= now + _EPSILON:
+        if conforms and self._spare(now):
             return None
-        return self._clip(max(self._next_slot, self._tat - self._tolerance) - now)
+        latest = max((second for second, _ in self._bins), default=now)
+        return self._clip(max(self._tat - self._tolerance, latest + 1.0) - now)
+
+    def _spare_used(self, now: float) -> int:
+        second, used = self._spent
+        return used if second == math.floor(now) else 0
+
+    def _spare(self, now: float) -> bool:
+        """Whether this second has a token its promises leave over, for a newcomer."""
+        second = math.floor(now)
+        promised = self._booked.get(second, 0)
+        return self._spare_used(now) + promised < max(1, math.floor(self.rate))
 
     def _conforms(self, now: float) -> bool:
         return now + _EPSILON >= self._tat - self._tolerance
@@ -219,13 +286,13 @@ class AdmissionLimiter:
         return self._clip(wait)
 
     def _clip(self, wait: float) -> float:
-        return min(self.max_wait, max(self._interval, wait))
+        return min(self.max_wait, max(_SHORTEST, wait))
 
     def _sweep(self, now: float) -> None:
         """Drop the promises whose grace is over (each key's oldest first)."""
         order = self._order
         while order and order[0][0] < now:
-            _, key = order.popleft()
+            _, _, key = heapq.heappop(order)
             entry = self._keys.get(key)
             if entry is None:
                 continue

@@ -94,7 +94,8 @@ def test_hypercorn_worker_processes_close_with_1012_after_the_graceful_timeout(
         server.wait()
     assert [code for code, _ in frames] == [1012] * 3
     spread = hints([reason for _, reason in frames])
-    assert len(set(spread)) == 3 and all(0 < h < 5 for h in spread), spread
+    assert len(set(spread)) == 3, spread
+    assert all(0 < h < 5 for h in spread), spread
     assert 0.5 < elapsed < 5, f"closed {elapsed:.2f} s after the signal (graceful timeout 1 s)"
     assert "Error in ASGI Framework" not in server.output()
     assert not tracebacks(server), server.output()
