@@ -45,6 +45,7 @@ from soak import Wire, free_port, get_json, raise_file_limit  # noqa: E402
 
 PASSWORD = "deploy-load"
 RETRY = re.compile(r"retry_after=(\d+(?:\.\d+)?)")
+HISTORY = 100_000  # events the stream keeps: a client away for a while still resumes
 MAX_HINT = 60.0  # a client never waits longer than this on one hint, whatever it is told
 
 
@@ -73,7 +74,7 @@ def serve(port: int, redis_url: str, log: str, rate: float, burst: int, window: 
 
     logging.getLogger("livepanel").setLevel(logging.WARNING)
     register_tick()
-    broadcaster = Broadcaster(redis_url, history=100_000, queue_size=2000)
+    broadcaster = Broadcaster(redis_url, history=HISTORY, queue_size=2000)
     endpoint = LivePanelApp(
         broadcaster,
         auth=BasicAuth(lambda user, given: user if given == PASSWORD else None),
@@ -341,7 +342,7 @@ async def publish(url: str, rate: float, stop: asyncio.Event) -> int:
     from livepanel import Broadcaster
 
     tick = register_tick()
-    broadcaster = Broadcaster(url)
+    broadcaster = Broadcaster(url, history=HISTORY)  # every writer trims to the same length
     loop = asyncio.get_running_loop()
     began, n = loop.time(), 0
     try:
@@ -377,13 +378,14 @@ async def restart(worker: Worker, clients: list[LoadClient], timeout: float) -> 
         if all(c.back_after for c in on_it):
             break
         await asyncio.sleep(0.1)
-    back = [c.back_after[0] for c in on_it if c.back_after]
+    back = sorted(c.back_after[0] for c in on_it if c.back_after)
     return {
         "worker": worker.name,
         "clients_closed": len(on_it),
         "exited_s": round(exited, 2),
         "serving_again_s": round(serving, 2),
-        "all_back_s": round(max(back), 2) if back else None,
+        "half_back_s": round(back[len(back) // 2], 2) if back else None,
+        "all_back_s": round(back[-1], 2) if back else None,
         "not_back": len(on_it) - len(back),
     }
 

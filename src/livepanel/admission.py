@@ -163,7 +163,6 @@ class AdmissionLimiter:
         self._bins: deque[tuple[int, int]] = deque()  # the booked seconds, oldest first
         self._keys: dict[Hashable, _Key] = {}
         self._order: list[tuple[float, int, Hashable]] = []  # a heap of (lapses at, n, key)
-        self._spent = (0, 0)  # (second, tokens newcomers took in it)
         self._sequence = itertools.count()
         self._promised = 0
         self.admitted = 0
@@ -203,9 +202,8 @@ class AdmissionLimiter:
                 del self._keys[key]
             self._accept(now)
             return None
-        if (entry is None or not entry.slots) and self._conforms(now) and self._spare(now):
-            self._accept(now)  # a token this second's promises leave over
-            self._spent = (math.floor(now), self._spare_used(now) + 1)
+        if (entry is None or not entry.slots) and self._conforms(now):
+            self._accept(now)  # no promise of its own pending: a token if there is one
             return None
         if entry is not None and len(entry.slots) >= self.per_key:
             # early (it ignored its hint), or one of many behind the same key: no new promise
@@ -259,20 +257,10 @@ class AdmissionLimiter:
             if first <= now + _EPSILON:
                 return None if conforms else self._clip(self._tat - self._tolerance - now)
             return self._clip(first - now)
-        if conforms and self._spare(now):
+        if conforms:
             return None
         latest = max((second for second, _ in self._bins), default=now)
         return self._clip(max(self._tat - self._tolerance, latest + 1.0) - now)
-
-    def _spare_used(self, now: float) -> int:
-        second, used = self._spent
-        return used if second == math.floor(now) else 0
-
-    def _spare(self, now: float) -> bool:
-        """Whether this second has a token its promises leave over, for a newcomer."""
-        second = math.floor(now)
-        promised = self._booked.get(second, 0)
-        return self._spare_used(now) + promised < max(1, math.floor(self.rate))
 
     def _conforms(self, now: float) -> bool:
         return now + _EPSILON >= self._tat - self._tolerance

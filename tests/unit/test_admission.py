@@ -103,19 +103,21 @@ def test_a_herd_that_honours_its_hints_comes_back_at_the_rate_mostly_at_the_firs
     assert most_in_a_window(sorted(accepts), 1.0) <= rate * 1.0 + 10
 
 
-def test_a_newcomer_takes_only_what_the_promises_leave_over() -> None:
-    """A second's tokens go to the clients promised it first: a newcomer takes one only
-    while the second has one left over, else it is queued behind them."""
+def test_a_client_told_to_wait_takes_no_token_before_its_time() -> None:
+    """A key with a promise pending is told the time left, even when a token is free (a
+    newcomer takes it); at its time the promise is its own, kept through a busy moment."""
     limiter = AdmissionLimiter(2.0, 1)
     assert limiter.admit("first", 0.0) is None
-    assert limiter.admit("queued", 0.0) == 1  # promised second 1
-    assert limiter.admit("newcomer", 1.0) is None  # second 1 has two tokens, one promised
-    moment = limiter.admit("queued", 1.01)  # the bucket is empty for half a second
-    assert moment is not None
-    assert moment < 0.5
+    assert limiter.admit("queued", 0.0) == 1
+    early = limiter.admit("queued", 0.6)  # the bucket has a token again: not for it
+    assert early is not None
+    assert 0.4 - 1e-9 <= early <= 0.4 + 0.5  # the time left, spread by one slot at most
+    assert limiter.admit("newcomer", 0.6) is None
+    moment = limiter.admit("queued", 1.0)  # its time, but the newcomer emptied the bucket
+    assert moment == pytest.approx(0.1)
     assert limiter.promised == 1  # its place is still its own
-    assert limiter.admit("late", 1.6) == 2  # second 1 is spent, second 2 is the promised one's
     assert limiter.admit("queued", 2.0) is None
+    assert limiter.promised == 0
 
 
 def test_a_client_that_hammers_gets_nearly_nothing_and_others_get_in_at_the_rate() -> None:
