@@ -16,10 +16,13 @@ seconds to wait (``Retry-After``). Two schedules make it up:
   bunch (:func:`bunch_capacity`), and the next refused client is told the
   first second with room. A herd of 1,000 is told to come back over about
   ``1000 / rate`` seconds, not all after one. When the key comes back at (or
-  after) its time, the promise is its own: a newcomer cannot take its place.
+  after) its time it takes the next token; should the bucket be empty at that
+  moment, it is told a moment more and keeps its place. Promises reserve no
+  tokens: behind a load balancer a client told by one worker may come back
+  through another, and capacity held for it there would be wasted.
 
 A client that ignores its hint gains nothing: coming back early it is told
-the time left, and a key holds at most ``per_key`` promises at once, so
+the time left (even when a token is free), and a key holds at most ``per_key`` promises at once, so
 hammering cannot fill the queue ahead of everyone else. Further handshakes of
 a key at that bound (many dashboards behind one address under one user) are
 spread at random past the key's promises, without a promise of their own. A
