@@ -225,6 +225,7 @@ class LoadClient:
         self.port: int | None = None
         self.closed_at: float | None = None  # when a worker's shutdown closed it
         self.back_after: list[float] = []  # seconds from such a close until welcomed again
+        self.accepted_after: list[float] = []  # ... until a worker accepted it again (101)
         self.stopping = False
 
     def request(self, port: int, key: str) -> bytes:
@@ -269,6 +270,8 @@ class LoadClient:
                     self.totals.told_429 += 1
                 return wire.retry_after
             self.port = port
+            if self.closed_at is not None:
+                self.accepted_after.append(time.monotonic() - self.closed_at)
             return wire
         return None
 
@@ -355,6 +358,17 @@ async def publish(url: str, rate: float, stop: asyncio.Event) -> int:
     return n
 
 
+LAG = {"max": 0.0}  # how late the load clients' event loop ran (a busy process is late)
+
+
+async def loop_lag() -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(0.1)
+        LAG["max"] = max(LAG["max"], loop.time() - before - 0.1)
+
+
 async def wait_all(clients: list[LoadClient], timeout: float) -> float:
     """Wait until every client is connected; the seconds it took."""
     began = time.monotonic()
@@ -367,6 +381,7 @@ async def restart(worker: Worker, clients: list[LoadClient], timeout: float) -> 
     on_it = [c for c in clients if c.port == worker.port and c.wire is not None]
     for c in on_it:
         c.back_after.clear()
+        c.accepted_after.clear()
     assert worker.process is not None
     signalled = time.monotonic()
     worker.process.send_signal(signal.SIGTERM)
@@ -379,6 +394,7 @@ async def restart(worker: Worker, clients: list[LoadClient], timeout: float) -> 
             break
         await asyncio.sleep(0.1)
     back = sorted(c.back_after[0] for c in on_it if c.back_after)
+    accepted = sorted(c.accepted_after[0] for c in on_it if c.accepted_after)
     return {
         "worker": worker.name,
         "clients_closed": len(on_it),
@@ -386,6 +402,7 @@ async def restart(worker: Worker, clients: list[LoadClient], timeout: float) -> 
         "serving_again_s": round(serving, 2),
         "half_back_s": round(back[len(back) // 2], 2) if back else None,
         "all_back_s": round(back[-1], 2) if back else None,
+        "all_accepted_s": round(accepted[-1], 2) if accepted else None,
         "not_back": len(on_it) - len(back),
     }
 
@@ -395,6 +412,7 @@ async def run(args: argparse.Namespace, workers: list[Worker]) -> dict[str, Any]
     ports = [w.port for w in workers]
     clients = [LoadClient(i, ports, totals, batch=i % 2 == 1) for i in range(args.clients)]
     load_start = os.getloadavg()
+    lag = asyncio.ensure_future(loop_lag())
     tasks = [asyncio.ensure_future(c.run()) for c in clients]
     connect_all = await wait_all(clients, 300)
     stop = asyncio.Event()
@@ -413,6 +431,7 @@ async def run(args: argparse.Namespace, workers: list[Worker]) -> dict[str, Any]
     for c in clients:
         totals.lost += max(0, published - c.next_n)  # never arrived at all
     load_end = os.getloadavg()
+    lag.cancel()
     await asyncio.gather(*(c.stop() for c in clients))
     await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
 
@@ -444,6 +463,7 @@ async def run(args: argparse.Namespace, workers: list[Worker]) -> dict[str, Any]
         "workers": per_worker,
         "restarts": restarts,
         "load_average": [round(load_start[0], 2), round(load_end[0], 2)],
+        "client_loop_lag_max_s": round(LAG["max"], 2),
     }
 
 
