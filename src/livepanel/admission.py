@@ -7,7 +7,9 @@ seconds to wait (``Retry-After``). Two schedules make it up:
 
 - the *accepts*: a token bucket in its GCRA form (``rate`` per second, at
   most ``burst`` at once) that every admission passes, so no window of ``t``
-  seconds holds more than ``rate * t + burst`` of them, whoever comes when;
+  seconds holds more than ``rate * t + burst`` of them, whoever comes when
+  (plus a tenth of the rate for clients at their promised time, to whom
+  newcomers yield: they were told to wait once already);
 - the *promises*: a handshake refused while others wait is promised a return
   time, and its hint is that time. Hints are whole seconds and clients add a
   jitter of a fifth of the hint (at least 0.25 s), so the clients told ``n``
@@ -42,7 +44,18 @@ from collections.abc import Hashable
 
 from livepanel.errors import ConfigurationError
 
-__all__ = ["AdmissionLimiter", "bunch_capacity", "claim_grace", "client_jitter", "default_burst"]
+__all__ = [
+    "HOLD",
+    "AdmissionLimiter",
+    "bunch_capacity",
+    "claim_grace",
+    "client_jitter",
+    "default_burst",
+]
+
+HOLD = 0.5
+"""Seconds an endpoint holds a handshake that the bucket's next token is at most this far from,
+instead of refusing it (``LivePanelApp``'s limiter; the accept then comes on time)."""
 
 _EPSILON = 1e-9  # float slack when comparing a slot with the clock
 _SHORTEST = 0.01  # the shortest hint: a close reason says hundredths
@@ -119,6 +132,10 @@ class AdmissionLimiter:
         per_key: promises one key holds at once (>= 1); ``burst`` by default.
         max_wait: the longest hint it gives, in seconds; the promises it keeps
             are bounded by ``rate * max_wait``.
+        hold: a handshake the bucket holds back by at most this many seconds is
+            admitted with :attr:`delay` set, to be accepted then, rather than
+            told to come back in a whole second (the server's event loop hands
+            handshakes over in clumps; a short hold evens them out).
         rng: where the spread of a key's handshakes beyond ``per_key`` comes from.
 
     Raises:
@@ -143,11 +160,13 @@ class AdmissionLimiter:
         *,
         per_key: int | None = None,
         max_wait: float = 60.0,
+        hold: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
-        if not rate > 0 or not max_wait > 0:
+        if not rate > 0 or not max_wait > 0 or not 0 <= hold < 1:
             raise ConfigurationError(
-                "AdmissionLimiter: rate (handshakes per second) and max_wait must be > 0"
+                "AdmissionLimiter: rate (handshakes per second) and max_wait must be > 0, "
+                "hold >= 0 and below a second"
             )
         burst = default_burst(rate) if burst is None else burst
         per_key = burst if per_key is None else per_key
@@ -159,6 +178,9 @@ class AdmissionLimiter:
         self.max_wait = float(max_wait)
         self._interval = 1.0 / self.rate
         self._tolerance = (burst - 1) * self._interval
+        # a client at its promised time may go a tenth of a second's worth further than a
+        # newcomer: it was told to wait once, newcomers yield to it
+        self._promised_tolerance = self._tolerance + math.floor(self.rate / 10) * self._interval
         self._capacity = max(1, math.ceil(self.rate * self.max_wait))
         self._rng = rng or random.Random()
         self._tat = -math.inf  # the accepts' theoretical arrival time (GCRA)
@@ -168,6 +190,10 @@ class AdmissionLimiter:
         self._order: list[tuple[float, int, Hashable]] = []  # a heap of (lapses at, n, key)
         self._sequence = itertools.count()
         self._promised = 0
+        self.hold = float(hold)
+        self.delay = 0.0
+        """After :meth:`admit` admitted a handshake: seconds to hold it before accepting it
+        (the bucket's next token is that far off; at most ``hold``)."""
         self.admitted = 0
         """Handshakes admitted so far."""
         self.refused = 0
@@ -190,9 +216,9 @@ class AdmissionLimiter:
         self._sweep(now)
         entry = self._keys.get(key)
         if entry is not None and entry.slots and entry.slots[0][0] <= now + _EPSILON:
-            if not self._conforms(now):  # promised, but the accepts are bunched: a moment
+            wait = self._tat - self._promised_tolerance - now
+            if wait > self.hold + _EPSILON:  # bunched, beyond what a handshake is held for
                 slot, _ = entry.slots[0]
-                wait = self._tat - self._tolerance - now
                 told = max(1, math.ceil(wait))
                 lapses = now + told + claim_grace(told)
                 entry.slots[0] = (slot, lapses)
@@ -203,10 +229,11 @@ class AdmissionLimiter:
             self._promised -= 1
             if not entry.slots:
                 del self._keys[key]
-            self._accept(now)
+            self._accept(now, max(0.0, wait))
             return None
-        if (entry is None or not entry.slots) and self._conforms(now):
-            self._accept(now)  # no promise of its own pending: a token if there is one
+        wait = self._tat - self._tolerance - now
+        if (entry is None or not entry.slots) and wait <= self.hold + _EPSILON:
+            self._accept(now, max(0.0, wait))  # no promise of its own pending: a token
             return None
         if entry is not None and len(entry.slots) >= self.per_key:
             # early (it ignored its hint), or one of many behind the same key: no new promise
@@ -254,22 +281,25 @@ class AdmissionLimiter:
         """
         self._sweep(now)
         entry = self._keys.get(key)
-        conforms = self._conforms(now)
         if entry is not None and entry.slots:
             first = entry.slots[0][0]
             if first <= now + _EPSILON:
-                return None if conforms else self._clip(self._tat - self._tolerance - now)
+                if self._conforms(now, self._promised_tolerance):
+                    return None
+                return self._clip(self._tat - self._promised_tolerance - now)
             return self._clip(first - now)
-        if conforms:
+        if self._conforms(now, self._tolerance):
             return None
         latest = max((second for second, _ in self._bins), default=now)
         return self._clip(max(self._tat - self._tolerance, latest + 1.0) - now)
 
-    def _conforms(self, now: float) -> bool:
-        return now + _EPSILON >= self._tat - self._tolerance
+    def _conforms(self, now: float, tolerance: float) -> bool:
+        return now + _EPSILON >= self._tat - tolerance
 
-    def _accept(self, now: float) -> None:
-        self._tat = max(self._tat, now) + self._interval
+    def _accept(self, now: float, delay: float) -> None:
+        """Take the token due ``delay`` seconds from ``now`` (the bucket's next, when held)."""
+        self._tat = max(self._tat, now + delay) + self._interval
+        self.delay = delay
         self.admitted += 1
 
     def _refuse(self, wait: float) -> float:

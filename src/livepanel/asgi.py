@@ -288,6 +288,8 @@ class LivePanelApp(Mounted[Broadcaster]):
         admission = verdict
         slot = Slot(self._slots, admission.user)
         try:  # the slot is ours from here: every way out gives it back
+            if admission.delay:
+                await asyncio.sleep(admission.delay)  # the admission rate's next token
             denial = await self._unready()
             audiences: frozenset[str] | None = None
             if denial is None:

@@ -83,7 +83,8 @@ class Admission:
 
     ``principal`` is what the authenticator returned (``None`` with
     ``auth=None``); ``user`` is the name the limits and presence count the
-    connection under (see :func:`user_of`), ``""`` for an anonymous one.
+    connection under (see :func:`user_of`), ``""`` for an anonymous one;
+    ``delay`` is how long the admission rate holds it before it is accepted.
 
     Example::
 
@@ -92,6 +93,7 @@ class Admission:
 
     principal: Any
     user: str
+    delay: float = 0.0
 
 
 FORBIDDEN = Denial(403, "forbidden", "this user may not connect")

@@ -25,11 +25,12 @@ The broadcaster counts connections too, for the whole process
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import time
 from collections.abc import Callable
 
-from livepanel.admission import AdmissionLimiter
+from livepanel.admission import HOLD, AdmissionLimiter
 from livepanel.connection import CloseReason, Connection
 from livepanel.handshake import Admission, Denial, check_limits, over_rate
 from livepanel.settings import EndpointSettings
@@ -112,7 +113,9 @@ class ConnectionSlots:
         self.admission: AdmissionLimiter | None = None
         """The admission budget (``admission_rate``), or ``None`` without a rate."""
         if settings.admission_rate is not None:
-            self.admission = AdmissionLimiter(settings.admission_rate, settings.admission_burst)
+            self.admission = AdmissionLimiter(
+                settings.admission_rate, settings.admission_burst, hold=HOLD
+            )
 
     @property
     def count(self) -> int:
@@ -151,6 +154,8 @@ class ConnectionSlots:
             wait = limiter.admit(key, now) if reserve else limiter.peek(key, now)
             if wait is not None:
                 return over_rate(wait)
+            if reserve and limiter.delay > 0:  # the bucket's next token: hold it till then
+                verdict = dataclasses.replace(verdict, delay=limiter.delay)
         if reserve and isinstance(verdict, Admission):
             self._held += 1
             self._by_user[admission.user] = self._by_user.get(admission.user, 0) + 1

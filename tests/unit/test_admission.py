@@ -34,7 +34,7 @@ def test_no_window_holds_more_accepts_than_the_rate_allows(
     steps: list[tuple[int, float]], rate: float, burst: int
 ) -> None:
     """Whoever arrives whenever, accepts in any window of w seconds number at most
-    rate * w + burst."""
+    rate * w + burst, plus a tenth of the rate for clients at their promised time."""
     limiter = AdmissionLimiter(rate, burst, rng=random.Random(0))
     now, accepted = 0.0, []
     for key, gap in steps:
@@ -42,7 +42,8 @@ def test_no_window_holds_more_accepts_than_the_rate_allows(
         if limiter.admit(key, now) is None:
             accepted.append(now)
     for width in (1.0 / rate, 0.5, 1.0, 3.0):
-        assert most_in_a_window(accepted, width) <= math.floor(rate * width + 1e-6) + burst
+        allowed = math.floor(rate * width + 1e-6) + burst + math.floor(rate / 10)
+        assert most_in_a_window(accepted, width) <= allowed
 
 
 @settings(max_examples=200, deadline=None)
@@ -92,7 +93,7 @@ def test_a_herd_that_honours_its_hints_comes_back_at_the_rate_mostly_at_the_firs
 ) -> None:
     """A herd of N arriving within 50 ms is told return times over about N / rate seconds;
     coming back when told (whole seconds, plus jitter), nearly all are admitted at their
-    first return, and no second holds more than rate + burst accepts."""
+    first return, and no second holds more than 1.2 x rate accepts (burst and priority)."""
     rate, rng = 100.0, random.Random(herd)
     limiter = AdmissionLimiter(rate, 10, rng=rng)
     arrivals = {key: rng.uniform(0.0, 0.05) for key in range(herd)}
@@ -100,7 +101,7 @@ def test_a_herd_that_honours_its_hints_comes_back_at_the_rate_mostly_at_the_firs
     assert len(admitted) == herd
     assert max(admitted.values()) <= herd / rate * 1.6 + 3.0
     assert refusals <= (herd - 10) * 1.3
-    assert most_in_a_window(sorted(accepts), 1.0) <= rate * 1.0 + 10
+    assert most_in_a_window(sorted(accepts), 1.0) <= rate * 1.2
 
 
 def test_a_client_told_to_wait_takes_no_token_before_its_time() -> None:
@@ -206,13 +207,13 @@ def test_a_probe_says_what_a_handshake_would_hear_and_changes_nothing() -> None:
 def test_a_promised_client_that_comes_back_in_a_bunch_keeps_its_place() -> None:
     """Two clients told the same second who come back at the same instant: one is admitted,
     the other told a moment more, and its place is still its own."""
-    limiter = AdmissionLimiter(10.0, 1)
+    limiter = AdmissionLimiter(5.0, 1)
     limiter.admit("first", 0.0)
     assert limiter.admit("a", 0.0) == 1
     assert limiter.admit("b", 0.0) == 1
     assert limiter.admit("a", 1.0) is None
     moment = limiter.admit("b", 1.0)
-    assert moment == pytest.approx(0.1)
+    assert moment == pytest.approx(0.2)
     assert limiter.promised == 1
     assert limiter.admit("b", 2.0) is None
     assert limiter.promised == 0
@@ -231,3 +232,33 @@ def test_settings_out_of_range_are_refused_with_a_reason(kwargs: dict[str, float
     """A rate or max_wait that is not positive, or a burst below 1, is a ConfigurationError."""
     with pytest.raises(ConfigurationError, match="AdmissionLimiter"):
         AdmissionLimiter(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_handshake_the_next_token_is_near_is_held_for_it_not_refused() -> None:
+    """With hold, a handshake whose token is at most that far off is admitted with a delay
+    (accepted then, on the bucket's time); beyond it, refused with a hint."""
+    limiter = AdmissionLimiter(10.0, 1, hold=0.5)
+    delays = []
+    for key in range(6):
+        assert limiter.admit(key, 0.0) is None
+        delays.append(limiter.delay)
+    assert delays == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    assert limiter.admit("late", 0.0) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(arrivals, st.floats(0.0, 0.9))
+def test_held_handshakes_are_accepted_on_the_buckets_time(
+    steps: list[tuple[int, float]], hold: float
+) -> None:
+    """Accepted at now + delay, held handshakes keep every window within the rate."""
+    rate, burst = 20.0, 2
+    limiter = AdmissionLimiter(rate, burst, hold=hold, rng=random.Random(5))
+    now, accepted = 0.0, []
+    for key, gap in steps:
+        now += gap
+        if limiter.admit(key, now) is None:
+            assert 0.0 <= limiter.delay <= hold + 1e-9
+            accepted.append(now + limiter.delay)
+    accepted.sort()
+    assert most_in_a_window(accepted, 1.0) <= rate + burst + math.floor(rate / 10)
