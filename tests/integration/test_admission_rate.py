@@ -278,13 +278,19 @@ def test_a_slow_verifier_does_not_let_a_herd_past_the_rate(server_logs: LogCaptu
 
 @pytest.fixture
 def quickstart() -> Iterator[tuple[Any, LivePanelApp]]:
-    """The Quickstart's shape: FastAPI, the endpoint through app.add_middleware, and a host
-    middleware added last that wraps everything and tags every response."""
+    """The Quickstart's shape: FastAPI, the endpoint through app.add_middleware with
+    audiences, connection limits and metrics on too, and a host middleware added last that
+    wraps everything and tags every response."""
     from fastapi import FastAPI
 
     app = FastAPI()
     endpoint = LivePanelApp(
-        Broadcaster(), auth=admin_only(), admission_rate=0.5, reconnect_window=3.0
+        Broadcaster(),
+        auth=admin_only(),
+        audiences=lambda principal, scope: {f"user:{principal}"},
+        max_connections_per_user=5,
+        admission_rate=0.5,
+        reconnect_window=3.0,
     )
     app.add_middleware(LivePanelMiddleware, path="/ws", endpoint=endpoint)
 
@@ -307,8 +313,15 @@ def test_through_the_quickstart_middleware_the_429_and_the_1012_hint_pass(
     quickstart: tuple[Any, LivePanelApp], server_logs: LogCapture
 ) -> None:
     """Wrapped by the host's middleware: an over-rate handshake, an event stream and a probe
-    get 429 with Retry-After; a shutdown closes with 1012 and retry_after within the window."""
+    get 429 with Retry-After, counted in the metrics; a shutdown closes with 1012 and
+    retry_after within the window."""
+    from prometheus_client import CollectorRegistry
+
+    from livepanel.metrics import instrument
+
     app, endpoint = quickstart
+    registry = CollectorRegistry()
+    instrument(endpoint.broadcaster, app=endpoint, registry=registry)
     with run_server(app, "uvicorn-websockets", lifespan=True) as server:
         with open_ws(server) as ws:
             expect_welcome(ws)
@@ -321,6 +334,10 @@ def test_through_the_quickstart_middleware_the_429_and_the_1012_hint_pass(
             )
             assert (status, body["error"], headers["x-host"]) == (429, "over_rate", "yes")
             assert int(headers["retry-after"]) >= 1
+            refused_count = registry.get_sample_value(
+                "livepanel_handshakes_total", {"status": "429"}
+            )
+            assert refused_count == 2  # the WebSocket and the event stream
             loop = endpoint.broadcaster.backend_loop
             assert loop is not None
             asyncio.run_coroutine_threadsafe(endpoint.shutdown(), loop).result(5)
