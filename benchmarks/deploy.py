@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the soak's lean client and process helpers
+sys.path.insert(0, str(HERE))  # the soak's lean client and its process functions
 from soak import Wire, free_port, get_json, raise_file_limit  # noqa: E402
 
 PASSWORD = "deploy-load"
