@@ -26,7 +26,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 
 
-async def measure_livepanel(clients: int, events: int, batch: bool) -> float:
+async def measure_livepanel(clients: int, events: int, batch: bool, steady: bool = False) -> float:
     """CPU seconds per delivered message through LivePanelApp."""
     from livepanel import Broadcaster, LivePanelApp, event_type
     from livepanel.events import registered_types
@@ -77,11 +77,18 @@ async def measure_livepanel(clients: int, events: int, batch: bool) -> float:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.05)
     payload = {"seq": 0, "t": 0, "pad": "x" * 64}
+    base = sent
     before = time.process_time()
     for seq in range(events):
         payload["seq"] = seq
         broadcaster.publish("bench.tick", payload)
-        await asyncio.sleep(0)
+        if steady:  # a steady rate: every event is its own round, delivered before the next
+            for _ in range(1000):
+                await asyncio.sleep(0)
+                if sent - base >= clients * (seq + 1):
+                    break
+        else:
+            await asyncio.sleep(0)
     for _ in range(3):
         await asyncio.sleep(0.011)  # the last batching round
     spent = time.process_time() - before
@@ -116,6 +123,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--runs", type=int, default=5, help="report the best of this many")
     parser.add_argument("--batch", action="store_true", help="connections with ?batch=1")
+    parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="publish the next event once the last reached everyone: one round per event, "
+        "as at a steady rate below saturation",
+    )
     parser.add_argument("--src", type=Path, default=HERE.parent / "src")
     parser.add_argument("--once", choices=["livepanel", "bare"], help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -124,7 +137,9 @@ def main() -> None:
         if options.once == "bare":
             cost = asyncio.run(measure_bare(options.clients, options.events))
         else:
-            cost = asyncio.run(measure_livepanel(options.clients, options.events, options.batch))
+            cost = asyncio.run(
+                measure_livepanel(options.clients, options.events, options.batch, options.steady)
+            )
         print(cost)
         return
     best: dict[str, float] = {}
@@ -133,10 +148,12 @@ def main() -> None:
             command = [sys.executable, __file__, "--once", what, "--src", str(options.src)]
             command += ["--clients", str(options.clients), "--events", str(options.events)]
             command += ["--batch"] if options.batch else []
+            command += ["--steady"] if options.steady else []
             out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             best[what] = min(best.get(what, float("inf")), float(out))
     print(
-        f"N={options.clients} M={options.events}{' batch' if options.batch else ''}, "
+        f"N={options.clients} M={options.events}{' batch' if options.batch else ''}"
+        f"{' steady' if options.steady else ''}, "
         f"best of {options.runs}, CPU per delivered message, livepanel from {options.src}:"
     )
     print(f"  livepanel  {best['livepanel'] * 1e6:6.2f} µs")

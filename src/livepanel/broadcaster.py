@@ -45,6 +45,7 @@ from livepanel.errors import BackendUnavailable, ConfigurationError
 from livepanel.events import Event, audience_of, prepare_payload, registered_types
 from livepanel.fanout import Fanout, RecentTexts, disconnect_order
 from livepanel.home import BackendHome, HomeState, call_on
+from livepanel.lag import DEFAULT_LAG_LIMIT, LagSummary
 from livepanel.observer import Observer, Observers
 from livepanel.outbox import DeliveryCounters, SlowConsumerPolicy
 from livepanel.protocol import parse_id, type_globs
@@ -54,6 +55,7 @@ from livepanel.resume import Resume
 from livepanel.revocations import Revocations
 from livepanel.state import DEFAULT_STATE_LIMIT, state_payload
 from livepanel.subscription import SlowConsumer, Subscription
+from livepanel.tally import Tally
 
 __all__ = [
     "Broadcaster",
@@ -87,6 +89,8 @@ class Broadcaster:
         state_limit: most entries one keyed state collection holds (the entry
             updated longest ago is evicted); for a backend given as a URL or
             ``None``.
+        lag_limit: seconds after which a dashboard that acks but has acknowledged
+            nothing sent to it counts as behind; when every acking one is, health fails.
 
     It starts itself inside the running event loop on first use, so it needs no
     lifespan wiring. It serves connections on any number of event loops in its
@@ -108,7 +112,11 @@ class Broadcaster:
         slow_consumer: SlowConsumerPolicy = "disconnect",
         queue_bytes: int = 16 * 2**20,
         state_limit: int = DEFAULT_STATE_LIMIT,
+        lag_limit: float = DEFAULT_LAG_LIMIT,
     ) -> None:
+        if not lag_limit > 0:
+            raise ValueError(f"Broadcaster: lag_limit must be seconds > 0, not {lag_limit!r}")
+        self.lag_limit = float(lag_limit)
         self.backend = _backend_for(
             backend, history, queue_size, slow_consumer, queue_bytes, state_limit
         )
@@ -130,6 +138,8 @@ class Broadcaster:
         self._receipts = ReceiptBook(
             shared_receipts_of(self.backend), self.call_backend, lambda: self._fanout.head_id
         )
+        subscribers = self._fanout.subscribers
+        self._tally = Tally(self.census, subscribers, self._counters, self.backend, self._receipts)
 
     # ------------------------------------------------------------------ publish
 
@@ -269,7 +279,7 @@ class Broadcaster:
         await self.start()
         hub = self._fanout.here()
         hub.fan_out()  # what reached this loop before us is before our first event
-        acks = self._receipts.open(user) if dashboard else None
+        acks = self._receipts.open(user, transport) if dashboard else None
         conn = Connection(
             hub,
             self._counters,
@@ -390,18 +400,13 @@ class Broadcaster:
         self._draining = draining
 
     def stats(self) -> dict[str, Any]:
-        """Counters for dashboards and tests: ``connections``, ``connections_by_transport``,
-        ``published``, ``delivered``, ``dropped``, ``slow_disconnects``, ``replayed``,
-        ``conflated``, ``subscribers``, ``publish_failures`` (unless the backend counts its
-        own, as Redis does), plus the backend's (``state_evicted``). See ``docs/operating.md``.
-        """
-        return {
-            "connections": self.census.connections,
-            "connections_by_transport": self.census.by_transport,
-            "subscribers": self._fanout.subscribers(),
-            **self._counters.numbers(),
-            **self.backend.stats(),
-        }
+        """Counters for dashboards and tests (:meth:`Tally.stats <livepanel.tally.Tally.stats>`,
+        ``lag`` included). See ``docs/operating.md`` and ``docs/staying-live.md``."""
+        return self._tally.stats()
+
+    def lag(self) -> LagSummary:
+        """The lag of this process's acking dashboards: a :class:`~livepanel.lag.LagSummary`."""
+        return self._tally.lag()
 
     async def presence(self) -> dict[str, Any]:
         """Who is connected: on every worker with :func:`livepanel.presence.track`, else in

@@ -1,4 +1,5 @@
-"""The ``livepanel`` command: ``tail`` an endpoint's events, ``top`` its health, run the ``demo``;
+"""The ``livepanel`` command: ``tail`` an endpoint's events, ``top`` its health, ``doctor`` its
+deployment, run the ``demo``;
 print the event types as ``schema``, ``asyncapi`` or ``typescript``; ``schema diff`` two schemas.
 
 Example::
@@ -7,6 +8,7 @@ Example::
     Password for admin:
     2026-02-21T10:00:00.123Z  session.created  sessionKey=s1 agentId=a1 kind=direct
     $ livepanel top http://127.0.0.1:8000/healthz http://127.0.0.1:8000/metrics
+    $ livepanel doctor https://panel.example.com/ws -u admin --password-env PANEL_PASSWORD
     $ livepanel typescript --import myapp.events > dashboard/src/events.ts
     $ livepanel schema diff deployed.json new.json || echo "breaks open dashboards"
 """
@@ -182,8 +184,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--once", action="store_true", help="print one screen and exit")
     top.set_defaults(run=_run_top)
+    _doctor_command(commands)
     _typed_commands(commands)
     return parser
+
+
+def _doctor_command(commands: Any) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a deployment from the outside: proxy, heartbeat, TLS, origin, clock",
+        description=(
+            "Probe a livepanel endpoint as a dashboard would, through whatever proxy is in "
+            "front of it, and print one line per finding with its fix. Watches an idle "
+            "connection for two heartbeat intervals. Exit status: 0 when every check holds, "
+            "1 when one fails, 2 for bad options."
+        ),
+    )
+    doctor.add_argument("url", metavar="URL", help="the endpoint, https://host/ws or wss://...")
+    doctor.add_argument("-u", "--user", metavar="USER", help="Basic Auth user name")
+    doctor.add_argument(
+        "--password-env", metavar="VAR", help="read the password from this environment variable"
+    )
+    doctor.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    doctor.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the longest any one network step may take (10)",
+    )
+    doctor.add_argument(
+        "--cafile", metavar="PEM", help="trust the certificate authorities in this file too"
+    )
+    doctor.set_defaults(run=_run_doctor, password_stdin=False)
 
 
 def _typed_commands(commands: Any) -> None:
@@ -203,27 +238,9 @@ def _run_tail(args: argparse.Namespace) -> int:
         print(f"livepanel tail: {printable(message)}", file=sys.stderr)
         return EXIT_USAGE
 
-    if urlsplit(args.url).password is not None:
-        return fail("do not put a password in the URL; use -u USER and --password-env VAR")
-    if (args.password_env or args.password_stdin) and not args.user:
-        return fail("--password-env and --password-stdin need -u USER")
-    if args.password_env and args.password_stdin:
-        return fail("give --password-env or --password-stdin, not both")
-    password: str | None = None
-    if args.user:
-        if args.password_env:
-            password = os.environ.get(args.password_env)
-            if password is None:
-                return fail(f"the environment variable {args.password_env} is not set")
-        elif args.password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        elif not sys.stdin.isatty():
-            return fail(
-                f"no terminal to ask the password for {args.user} on; "
-                "use --password-env VAR or --password-stdin"
-            )
-        else:
-            password = getpass.getpass(f"Password for {args.user}: ")
+    password, problem = _credentials(args)
+    if problem:
+        return fail(problem)
     args.url = _websocket_url(args.url)
     context: ssl.SSLContext | None = None
     if args.insecure and args.url.lower().startswith("wss:"):
@@ -242,6 +259,7 @@ def _run_tail(args: argparse.Namespace) -> int:
             since=args.since,
             ssl=context,
             state=args.state,
+            on_status=_status_news(),
         )
     except ValueError as exc:
         return fail(str(exc))
@@ -253,6 +271,48 @@ def _run_tail(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         logging.getLogger("livepanel").removeHandler(handler)
+
+
+def _credentials(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The password for ``-u USER`` (from --password-env, --password-stdin or a prompt),
+    or the problem with the options."""
+    if urlsplit(args.url).password is not None:
+        return None, "do not put a password in the URL; use -u USER and --password-env VAR"
+    if (args.password_env or args.password_stdin) and not args.user:
+        return None, "--password-env and --password-stdin need -u USER"
+    if args.password_env and args.password_stdin:
+        return None, "give --password-env or --password-stdin, not both"
+    if not args.user:
+        return None, ""
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            return None, f"the environment variable {args.password_env} is not set"
+        return password, ""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n"), ""
+    if not sys.stdin.isatty():
+        return None, (
+            f"no terminal to ask the password for {args.user} on; "
+            "use --password-env VAR or --password-stdin"
+        )
+    return getpass.getpass(f"Password for {args.user}: "), ""
+
+
+def _status_news() -> Any:
+    """Say on stderr when a replay or the state is in flight, and when it is done (the
+    connector already reports connecting, reconnecting and closing)."""
+    shown = {"catching_up": False}
+
+    def news(status: str) -> None:
+        if status == "catching_up":
+            shown["catching_up"] = True
+            print("livepanel tail: catching up (a replay or the state in flight)", file=sys.stderr)
+        elif status == "open" and shown["catching_up"]:
+            shown["catching_up"] = False
+            print("livepanel tail: caught up; live", file=sys.stderr)
+
+    return news
 
 
 def _websocket_url(url: str) -> str:
@@ -352,6 +412,40 @@ def summarize(payload: Mapping[str, Any], width: int = _SUMMARY_WIDTH) -> str:
         parts.append(f"{key}={text}")
     line = " ".join(parts)
     return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from livepanel.doctor import diagnose, report
+
+    def fail(message: str) -> int:
+        print(f"livepanel doctor: {printable(message)}", file=sys.stderr)
+        return EXIT_USAGE
+
+    password, problem = _credentials(args)
+    if problem:
+        return fail(problem)
+    if not args.timeout > 0 or args.timeout > 3600:
+        return fail("--timeout must be between 0 and 3600 seconds")
+    context = None
+    if urlsplit(args.url).scheme.lower() in ("https", "wss"):
+        try:
+            context = ssl.create_default_context(cafile=args.cafile)
+        except OSError as exc:
+            return fail(f"--cafile: {exc}")
+    try:
+        findings = asyncio.run(
+            diagnose(
+                args.url, username=args.user, password=password, timeout=args.timeout, ssl=context
+            )
+        )
+    except ValueError as exc:
+        return fail(str(exc))
+    lines, status = report(findings)
+    print("\n".join(printable(line) for line in lines))
+    return status
 
 
 # --------------------------------------------------------------------------- top

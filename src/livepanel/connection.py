@@ -22,11 +22,12 @@ edge. See ``docs/concepts.md``.
 from __future__ import annotations
 
 import asyncio
-import enum
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol
 
+from livepanel.close_reason import CloseReason
 from livepanel.events import Event
 from livepanel.outbox import (
     MAX_CONTROL_FRAMES,
@@ -35,8 +36,9 @@ from livepanel.outbox import (
     Outbox,
     SlowConsumerPolicy,
 )
-from livepanel.protocol import TypeFilter, control_frame
+from livepanel.protocol import TypeFilter
 from livepanel.receipts import AckMark
+from livepanel.writer import SendText, Writer, start_task
 
 __all__ = [
     "ABANDON_AFTER",
@@ -53,44 +55,6 @@ logger = logging.getLogger("livepanel")
 ABANDON_AFTER = 2.0
 """Seconds a closed connection's writer may still spend on the frame it is sending; then it
 is cancelled (a client that stopped reading never lets it finish)."""
-
-SendText = Callable[[str], Awaitable[object]]
-"""Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
-
-
-class CloseReason(enum.Enum):
-    """Why a connection ended; the transport turns it into a close code.
-
-    Example::
-
-        >>> CloseReason.SLOW_CONSUMER.flushes_first
-        False
-    """
-
-    CLIENT_LEFT = "client_left"
-    """The client went away (or closed): nothing more to send."""
-    GOING_AWAY = "going_away"
-    """The server is going away without a restart in view (1001)."""
-    SERVICE_RESTART = "service_restart"
-    """The worker is shutting down, and says when to come back (1012)."""
-    POLICY_VIOLATION = "policy_violation"
-    """The client kept sending after ``rate_limited`` (1008)."""
-    MESSAGE_TOO_BIG = "message_too_big"
-    """A client frame exceeded ``max_message_size`` (1009)."""
-    INTERNAL_ERROR = "internal_error"
-    """A write failed for a reason other than a vanished client (1011)."""
-    SLOW_CONSUMER = "slow_consumer"
-    """The queue was full under ``slow_consumer="disconnect"`` (1013)."""
-    REVOKED = "revoked"
-    """``Broadcaster.disconnect()`` named it (its ``code``, 1008 by default)."""
-
-    @property
-    def flushes_first(self) -> bool:
-        """Whether what is queued (pongs, ``rate_limited``) goes out before the close."""
-        return self in _FLUSH_FIRST
-
-
-_FLUSH_FIRST = frozenset({CloseReason.POLICY_VIOLATION, CloseReason.MESSAGE_TOO_BIG})
 
 
 class Membership(Protocol):
@@ -159,11 +123,14 @@ class Connection:
 
     __slots__ = (
         "_abandon",
+        "_context",
         "_counters",
         "_membership",
         "_on_close",
+        "_started",
         "_waiter",
         "_writer",
+        "_writing",
         "acks",
         "audiences",
         "batch",
@@ -220,6 +187,9 @@ class Connection:
         self._writer: asyncio.Task[object] | None = None  # the task running write(), while it runs
         self._abandon: asyncio.TimerHandle | None = None  # armed once a close is decided
         self._on_close: Callable[[], None] | None = None
+        self._writing: Writer | None = None  # while write() runs
+        self._started: asyncio.Task[Any] | None = None  # the task start_writer() made
+        self._context: contextvars.Context | None = None  # ... and the context it runs in
 
     # ------------------------------------------------------------------ fan-out side
 
@@ -299,12 +269,24 @@ class Connection:
         return self.close_reason is not None
 
     def wake(self) -> None:
-        """Wake the writer if it waits (the hub calls it once per round)."""
+        """Wake the writer if it waits."""
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def flush(self) -> None:
+        """What the hub's round does: a parked writer writes what queued at once, as its
+        own task (:meth:`Writer.flush <livepanel.writer.Writer.flush>`), else it is woken."""
+        writing = self._writing
+        if (
+            writing is None
+            or self._waiter is None
+            or self.close_reason is not None
+            or not writing.flush()
+        ):
+            self.wake()
 
     # ------------------------------------------------------------------ subscription
 
@@ -352,23 +334,34 @@ class Connection:
 
     # ------------------------------------------------------------------ writer side
 
-    async def _park(self) -> None:
-        """Wait until the hub or a control frame wakes us."""
+    def park(self) -> asyncio.Future[None]:
+        """The writer waits: the future :meth:`wake` resolves (call :meth:`unpark` after)."""
         waiter = self._waiter = self.loop.create_future()
         self.outbox.park()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
+
+    def unpark(self) -> None:
+        """The writer stopped waiting (woken or cancelled)."""
+        self._waiter = None
 
     async def wait(self) -> None:
         """Return once something is queued or the connection is closed."""
         while not self.outbox and self.close_reason is None:
-            await self._park()
+            try:
+                await self.park()
+            finally:
+                self.unpark()
 
     def take(self) -> list[Frame]:
         """Remove and return every queued frame."""
         return self.outbox.take()
+
+    def start_writer(self, writing: Coroutine[Any, Any, CloseReason]) -> asyncio.Task[CloseReason]:
+        """Run ``writing`` (the transport's :meth:`write`) in a task of the connection's own,
+        started from the caller's (its ASGI task), in a copy of its context."""
+        task, context = start_task(self.loop, writing)
+        self._started, self._context = task, context
+        return task
 
     async def write(
         self,
@@ -379,84 +372,34 @@ class Connection:
     ) -> CloseReason:
         """Drain the queue to ``send`` until the connection closes; return why it closed.
 
-        Runs in the connection's own task: every ``send`` happens there. It
-        wakes at most once per event-loop turn and writes everything queued
-        meanwhile (one frame each, or one newline-delimited frame with
-        ``batch``). After ``heartbeat_interval`` seconds without a frame it
-        sends ``ping``. A write that fails with ``OSError`` means the client
-        left; any other exception is logged and ends this connection alone
-        with :attr:`CloseReason.INTERNAL_ERROR`. With ``encode``, each wake
-        sends ``encode(frames)`` of everything queued, as one piece (an event
-        stream's chunk). A ``send`` still running :data:`ABANDON_AFTER` seconds
-        after the close is cancelled, with this coroutine's task.
+        Runs in the connection's own task (:meth:`start_writer`): every ``send``
+        happens as that task, in its context (see :mod:`livepanel.writer`). Each
+        round writes everything queued meanwhile (one frame each, or one
+        newline-delimited frame with ``batch``). After ``heartbeat_interval``
+        seconds without a frame it sends ``ping``. A write that fails with
+        ``OSError`` means the client left; any other exception is logged and
+        ends this connection alone with :attr:`CloseReason.INTERNAL_ERROR`.
+        With ``encode``, each wake sends ``encode(frames)`` of everything
+        queued, as one piece (an event stream's chunk). A ``send`` still
+        running :data:`ABANDON_AFTER` seconds after the close is cancelled, with
+        this coroutine's task.
         """
-        loop = self.loop
-        timer: asyncio.TimerHandle | None = None
+        # no local name for the task: a cancelled task keeps its exception, whose traceback
+        # holds this frame, and a name for the task here would make that a cycle
         self._writer = asyncio.current_task()
-
-        def heartbeat() -> None:
-            nonlocal timer
-            assert heartbeat_interval is not None
-            idle = loop.time() - self.last_sent
-            if idle >= heartbeat_interval - 0.01:
-                self.push_control(control_frame("ping", {}))
-                timer = loop.call_later(heartbeat_interval, heartbeat)
-            else:
-                timer = loop.call_later(heartbeat_interval - idle, heartbeat)
-
-        if heartbeat_interval is not None:
-            timer = loop.call_later(heartbeat_interval, heartbeat)
-        counters = self._counters
-        outbox = self.outbox
-        pending = outbox.pending
-        pop = outbox.pop
+        started, self._started = self._started, None
+        context = self._context if started is not None and self._writer is started else None
+        del started
+        writing = Writer(
+            self, self._counters, send, heartbeat_interval, encode=encode, context=context
+        )
+        self._writing = writing
         try:
-            while True:
-                while not pending and self.close_reason is None:
-                    waiter = self._waiter = loop.create_future()  # _park(), inlined: every wake
-                    outbox.park()
-                    try:
-                        await waiter
-                    finally:
-                        self._waiter = None
-                reason = self.close_reason
-                if reason is not None and not (reason.flushes_first and pending):
-                    return reason
-                if encode is not None or self.batch:
-                    controls = outbox.controls
-                    frames = outbox.take()
-                    if encode is not None:
-                        await send(encode(frames))
-                    elif len(frames) == 1:
-                        await send(frames[0].text)
-                    else:
-                        await send("\n".join([f.text for f in frames]))
-                    counters.delivered += len(frames) - controls
-                else:
-                    sent = 0
-                    while pending:
-                        if self.close_reason is not None and not self.close_reason.flushes_first:
-                            break
-                        frame = pop()
-                        if frame.event is not None:
-                            sent += 1
-                        await send(frame.text)
-                    counters.delivered += sent
-                self.last_sent = loop.time()
-        except OSError:
-            self.close(CloseReason.CLIENT_LEFT)
-            return CloseReason.CLIENT_LEFT
-        except Exception as exc:
-            logger.error(
-                "livepanel: writing to a connection failed (%s); closing it with 1011",
-                type(exc).__name__,
-            )
-            self.close(CloseReason.INTERNAL_ERROR)
-            return CloseReason.INTERNAL_ERROR
+            return await writing.run()
         finally:
+            self._writing = None
             self._writer = None
-            if timer is not None:
-                timer.cancel()
+            self._context = None
             if self._abandon is not None:
                 self._abandon.cancel()
                 self._abandon = None

@@ -255,7 +255,7 @@ class Waker:
     Example::
 
         writers = Waker(asyncio.get_running_loop(), turns=WAKE_AFTER_TURNS)
-        writers.add(conn)  # conn.wake() runs with the next round
+        writers.add(conn)  # conn.flush() runs with the next round
     """
 
     __slots__ = (
@@ -327,7 +327,7 @@ class Waker:
         waking, start = self._waking, self._next
         end = min(start + WAKE_CHUNK, len(waking))
         for index in range(start, end):
-            waking[index].wake()
+            waking[index].flush()
         if end < len(waking):
             self._next = end
             self._handle = self.loop.call_soon(self._tick)

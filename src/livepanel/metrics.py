@@ -29,9 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 try:
     from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeHistogramMetricFamily,
+        GaugeMetricFamily,
+        Metric,
+    )
     from prometheus_client.multiprocess import mark_process_dead as _untyped_mark_process_dead
     from prometheus_client.registry import Collector
+    from prometheus_client.utils import floatToGoString as _untyped_go_string
 except ImportError as exc:  # pragma: no cover - exercised without the extra only
     raise ImportError(
         "livepanel.metrics needs prometheus_client: pip install 'livepanel[metrics]'"
@@ -40,15 +46,27 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra onl
 from livepanel.asgi import LivePanelApp, LivePanelMiddleware, endpoint_of
 from livepanel.backends.base import reader_status_of
 from livepanel.events import Event
+from livepanel.lag import LagSummary
 from livepanel.observer import Observer
 
 if TYPE_CHECKING:
     from livepanel.broadcaster import Broadcaster
 
-__all__ = ["DELIVERY_BUCKETS", "LivePanelCollector", "forget_dead_workers", "instrument"]
+__all__ = [
+    "DELIVERY_BUCKETS",
+    "LAG_EVENT_BUCKETS",
+    "LAG_SECOND_BUCKETS",
+    "LivePanelCollector",
+    "forget_dead_workers",
+    "instrument",
+]
 
 DELIVERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Buckets of ``livepanel_delivery_seconds``: a millisecond to ten seconds."""
+LAG_SECOND_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""Buckets of ``livepanel_connection_lag_seconds``: a tenth of a second to five minutes."""
+LAG_EVENT_BUCKETS = (0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 10000.0)
+"""Buckets of ``livepanel_connection_lag_events``: up to date, then one to ten thousand."""
 
 _COUNTERS = (
     # (metric name without _total, stats() key, help)
@@ -63,9 +81,12 @@ _HELP_FALLBACKS = "Event streams accepted as a fallback from failed WebSocket ha
 _HELP_REPLAYS = "Resumes with since, by outcome: granted or unavailable (refetch)."
 _HELP_LAG = "How far this process's reader trails the stream, in seconds."
 _HELP_DELIVERY = "Seconds from publish to hand-over to the server (once per broadcast)."
+_HELP_LAG_SECONDS = "How long each acking connection has been behind what it was sent, now."
+_HELP_LAG_EVENTS = "Events sent to each acking connection after the one it last acknowledged."
 _LAG_REFRESH = 1.0  # seconds a measured lag is reused for
 _SYNC_INTERVAL = 1.0  # multi-process mode: seconds between two copies
 _mark_process_dead: Callable[[int, str], None] = _untyped_mark_process_dead  # it has no hints
+floatToGoString: Callable[[float], str] = _untyped_go_string  # a bucket's le, as Prometheus'
 # prometheus_client's file per process and live gauge mode: gauge_livesum_1234.db
 _LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
 
@@ -97,7 +118,7 @@ class LivePanelCollector(Collector):
 
     def describe(self) -> Iterable[Metric]:
         """The metric families, without samples (read once at registration)."""
-        return self._families({}, {}, {}, 0.0, 0, samples=False)
+        return self._families({}, {}, {}, 0.0, 0, None, samples=False)
 
     def collect(self) -> Iterable[Metric]:
         """The metric families with their current values."""
@@ -105,7 +126,8 @@ class LivePanelCollector(Collector):
         handshakes = dict(self.app.handshakes) if self.app is not None else {}
         replays = dict(self.broadcaster.replays)
         fallbacks = self.app.sse_fallbacks if self.app is not None else 0
-        return self._families(stats, handshakes, replays, self.backend_lag(), fallbacks)
+        acks = self.broadcaster.lag()
+        return self._families(stats, handshakes, replays, self.backend_lag(), fallbacks, acks)
 
     def _families(
         self,
@@ -114,6 +136,7 @@ class LivePanelCollector(Collector):
         replays: dict[str, int],
         lag: float,
         fallbacks: int,
+        acks: LagSummary | None,
         *,
         samples: bool = True,
     ) -> Iterator[Metric]:
@@ -143,6 +166,7 @@ class LivePanelCollector(Collector):
         yield from counters
         yield replayed
         yield backend_lag
+        yield from _lag_histograms(acks)
         if self.histogram is not None:
             yield from self.histogram.describe() if not samples else self.histogram.collect()
 
@@ -185,6 +209,21 @@ class LivePanelCollector(Collector):
         self._lag_at = time.monotonic()
 
 
+def _lag_histograms(acks: LagSummary | None) -> Iterator[Metric]:
+    """The acking connections' lag now, as gauge histograms (no samples for ``None``)."""
+    readings = () if acks is None else acks.readings
+    for name, help_text, bounds, values in (
+        ("seconds", _HELP_LAG_SECONDS, LAG_SECOND_BUCKETS, [r.seconds for r in readings]),
+        ("events", _HELP_LAG_EVENTS, LAG_EVENT_BUCKETS, [float(r.events) for r in readings]),
+    ):
+        family = GaugeHistogramMetricFamily(f"livepanel_connection_lag_{name}", help_text)
+        if acks is not None:
+            buckets = [(floatToGoString(le), float(sum(v <= le for v in values))) for le in bounds]
+            buckets.append(("+Inf", float(len(values))))
+            family.add_metric([], buckets, sum(values))
+        yield family
+
+
 class _DeliveryTimer(Observer):
     """Observes ``livepanel_delivery_seconds`` once per broadcast event.
 
@@ -225,8 +264,10 @@ def instrument(
     ``livepanel_events_published_total``,
     ``livepanel_events_delivered_total``, ``livepanel_events_dropped_total``,
     ``livepanel_slow_disconnects_total``, ``livepanel_replays_total{outcome}``,
-    ``livepanel_delivery_seconds`` (a histogram) and
-    ``livepanel_backend_lag_seconds``.
+    ``livepanel_delivery_seconds`` (a histogram), ``livepanel_backend_lag_seconds``,
+    and ``livepanel_connection_lag_seconds`` and ``livepanel_connection_lag_events``
+    (gauge histograms of the acking connections' lag, read at scrape time; not copied
+    in multi-process mode, where health and ``stats()`` carry it).
 
     Args:
         broadcaster: the broadcaster whose counters are exported.

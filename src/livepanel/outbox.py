@@ -329,8 +329,9 @@ class Outbox:
         if self.handover is Handover.CLOSED:
             return False
         self.handover = Handover.CLOSED
-        self._held = []
-        self._skip = None
+        # nothing replayed any more, no cycle through the connection: freed once dropped
+        self._held, self._skip, self._on_overflow = [], None, None
+        self._sent.clear()
         return True
 
     def _overflow(self) -> None:
@@ -392,14 +393,12 @@ class Outbox:
         text_of: Callable[[Event], str] = Event.to_json,
     ) -> bool:
         """``HOLDING`` → ``SKIPPING`` (or ``LIVE``): queue the replay, then what was held.
-
         ``replayed``: every retained event after ``since`` in stream order, or ``None``
         when ``since`` is not retained (the held events come back as they were, after
         any ``resume_unavailable`` the caller queues; ``LIVE``). Otherwise the replay's
         events that ``keep`` allows and were not sent already are queued, beyond
         ``queue_size``; held and live events it covers are dropped (``SKIPPING``), later
-        ones follow. ``text_of``: an event's shared JSON. Returns whether it resumed.
-        """
+        ones follow. ``text_of``: an event's shared JSON. Returns whether it resumed."""
         if self.handover is not Handover.HOLDING:
             return False
         held, self._held = self._held, []
@@ -453,10 +452,8 @@ class Outbox:
             self._replaying += 1
 
     # ------------------------------------------------------------------ emptying it
-
     def park(self) -> None:
-        """The writer is about to wait: the next live event tells it (:meth:`push` returns
-        ``True`` once; a writer woken otherwise may be told once more, for nothing)."""
+        """The writer waits: the next live event tells it (:meth:`push` returns ``True`` once)."""
         self.parked = True
 
     def pop(self) -> Frame:
@@ -471,6 +468,10 @@ class Outbox:
             if frame.event is not None:
                 self._sent.append(frame)
         return frame
+
+    def newest_sent(self) -> Position | None:
+        """The position of the event last handed to the writer (``None``: none yet)."""
+        return self._sent[-1].position if self._sent else None
 
     def take(self) -> list[Frame]:
         """Remove and return every queued frame, remembering the events among them."""
@@ -502,5 +503,5 @@ class Outbox:
         once; the counters keep what was queued when it closed. Returns how many went."""
         dropped = len(self.pending)
         self.pending.clear()
-        self._held = []
+        self._held, self._state = [], None
         return dropped

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from livepanel.backends.base import Backend, reader_status_of
+from livepanel.lag import LagSummary
 
 __all__ = ["DEFAULT_STALL_AFTER", "Served", "check"]
 
@@ -43,6 +44,15 @@ class Served(Protocol):
         """This process's live dashboards."""
         ...
 
+    @property
+    def lag_limit(self) -> float:
+        """Seconds an acking dashboard may stay behind (:mod:`livepanel.lag`)."""
+        ...
+
+    def lag(self) -> LagSummary:
+        """The lag of this process's acking dashboards."""
+        ...
+
     def start_soon(self) -> None:
         """Start the backend in the running loop, without waiting."""
         ...
@@ -59,7 +69,8 @@ async def check(
 
     Keys:
 
-    - ``ok``: ``True`` when the backend is ``"ok"`` and the process is not draining.
+    - ``ok``: ``True`` when the backend is ``"ok"``, the dashboards are ``"ok"`` and the
+      process is not draining.
     - ``backend``: ``"ok"``; ``"unreachable"`` (Redis did not answer within
       ``timeout`` seconds); ``"stalled"`` (an entry has waited unread for more
       than ``stall_after`` seconds and the reader has read nothing meanwhile,
@@ -70,6 +81,13 @@ async def check(
       the age of the oldest entry it has not read (``0.0`` when it is up to
       date, always for the memory backend; ``None`` when Redis did not answer).
     - ``connections``: this process's live WebSocket connections.
+    - ``dashboards``: ``"ok"``, or ``"not_acking"`` when this process has dashboards
+      that ack and every one of them has been behind (sent events it has not
+      acknowledged) for more than the broadcaster's ``lag_limit`` seconds. A
+      dashboard that never acked, or one with nothing unacknowledged, keeps it ``"ok"``.
+    - ``ackLag``: ``{"acking", "behind", "maxSeconds", "limitSeconds"}``: the dashboards
+      that ack, how many of them are behind for more than the limit, the longest lag.
+    - ``reason``: why ``ok`` is ``False``, in a sentence (``None`` when it is ``True``).
     - ``draining``: ``True`` once ``LivePanelApp.shutdown()`` began (``SIGTERM``,
       ``lifespan.shutdown``): a load balancer should stop sending new clients.
 
@@ -101,13 +119,37 @@ async def check(
         ):
             # an entry older than the threshold is unread and nothing was read meanwhile
             backend = "stalled"
+    limit = broadcaster.lag_limit
+    acks = broadcaster.lag()
+    stuck = acks.stuck(limit)
     return {
-        "ok": backend == "ok" and not draining,
+        "ok": backend == "ok" and not draining and not stuck,
         "backend": backend,
         "readerLagSeconds": None if lag is None else round(lag, 3),
         "connections": broadcaster.connection_count,
         "draining": draining,
+        "dashboards": "not_acking" if stuck else "ok",
+        "ackLag": {
+            "acking": acks.acking,
+            "behind": acks.behind_for(limit),
+            "maxSeconds": round(acks.readings[0].seconds, 3) if acks.readings else 0.0,
+            "limitSeconds": limit,
+        },
+        "reason": _reason(backend, draining, stuck, acks.acking, limit),
     }
+
+
+def _reason(backend: str, draining: bool, stuck: bool, acking: int, limit: float) -> str | None:
+    """Why the report is not ok, for a human reading the health body."""
+    if draining:
+        return "this process is shutting down"
+    if backend != "ok":
+        return f"the backend is {backend}"
+    if stuck:
+        return (
+            f"every dashboard that acks ({acking}) is behind by over {limit:g} s while events flow"
+        )
+    return None
 
 
 def _started(broadcaster: Served) -> bool:

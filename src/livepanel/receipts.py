@@ -31,6 +31,7 @@ from typing import Protocol, TypeVar
 
 from livepanel.backends.base import AckSummary, SharedReceipts
 from livepanel.errors import BackendUnavailable
+from livepanel.lag import LagReading, LagSummary, SentLog, summarize
 from livepanel.protocol import parse_id
 
 __all__ = [
@@ -138,7 +139,8 @@ class AckMark:
     The transport records each client ``ack`` here. An id from another epoch is
     ignored, an older one than the mark keeps the mark, and one beyond the newest
     event this process has delivered is taken as that event: a client cannot
-    acknowledge what does not exist yet.
+    acknowledge what does not exist yet. Its :class:`~livepanel.lag.SentLog`
+    (``sent``) holds what was written to the client since, for its lag.
 
     Example::
 
@@ -147,13 +149,15 @@ class AckMark:
         mark.id  # "3f9a1c2e:7"
     """
 
-    __slots__ = ("_book", "_position", "id", "user")
+    __slots__ = ("_book", "_position", "id", "sent", "transport", "user")
 
-    def __init__(self, book: ReceiptBook, user: str | None) -> None:
+    def __init__(self, book: ReceiptBook, user: str | None, transport: str = "websocket") -> None:
         self._book = book
         self.user = user or ""
+        self.transport = transport
         self.id: str | None = None  # the newest acknowledged id
         self._position: tuple[str, tuple[int, ...]] | None = None
+        self.sent = SentLog()  # the writer records its writes there
 
     def record(self, event_id: str) -> bool:
         """Take the client's ack of ``event_id``; ``True`` when the mark moved."""
@@ -171,6 +175,7 @@ class AckMark:
             return False
         self._position = (epoch, position)
         self.id = event_id
+        self.sent.acked(self._position)
         self._book.changed()
         return True
 
@@ -205,9 +210,9 @@ class ReceiptBook:
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
 
-    def open(self, user: str | None) -> AckMark:
-        """A mark for a new connection of ``user``."""
-        mark = AckMark(self, user)
+    def open(self, user: str | None, transport: str = "websocket") -> AckMark:
+        """A mark for a new connection of ``user`` over ``transport``."""
+        mark = AckMark(self, user, transport)
         with self._lock:
             self._marks.add(mark)
         return mark
@@ -226,6 +231,18 @@ class ReceiptBook:
         with self._lock:
             counts = Counter((m.user, m.id) for m in self._marks if m.id is not None)
         return [(user, acked, n) for (user, acked), n in counts.items() if acked is not None]
+
+    def lag(self, now: float) -> LagSummary:
+        """The lag of every live connection that has acknowledged something, at ``now``
+        (``loop.time()``: the writers' clock)."""
+        with self._lock:
+            marks = list(self._marks)
+        readings = []
+        for mark in marks:
+            lag = mark.sent.lag(now)
+            if lag is not None:
+                readings.append(LagReading(mark.user, mark.transport, lag[0], lag[1]))
+        return summarize(readings, connections=len(marks))
 
     def changed(self) -> None:
         """A mark moved or left: write the summary soon (from a running event loop)."""

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -174,6 +174,7 @@ def render(
             f"reader lag {_seconds(lag)}  connections {_text(health.get('connections'))}  "
             f"draining {'yes' if health.get('draining') else 'no'}"
         )
+        lines.extend(_acks(health, paint))
     if now.samples:
         connections = now.value("livepanel_connections", transport="websocket")
         lag_metric = now.value("livepanel_backend_lag_seconds")
@@ -205,10 +206,36 @@ def render(
             p50, p99 = quantiles
             lines.append("")
             lines.append(f"delivery    p50 <= {_seconds(p50)}  p99 <= {_seconds(p99)}")
+        lag = _quantiles(now.samples, "livepanel_connection_lag_seconds")
+        acking = now.value("livepanel_connection_lag_seconds_bucket", le="+Inf")
+        if acking is not None:
+            p50, p99 = lag if lag is not None else (0.0, 0.0)
+            lines.append(
+                f"ack lag     p50 <= {_seconds(p50)}  p99 <= {_seconds(p99)}  "
+                f"acking {_number(acking)}"
+            )
     for url, reason in now.errors.items():
         lines.append(paint(printable(f"{url}: {reason}"), _RED))
     if health is None and not now.samples and not now.errors:
         lines.append("nothing to show yet")
+    return lines
+
+
+def _acks(health: dict[str, Any], paint: Callable[[str, str], str]) -> list[str]:
+    """The health report's dashboards line (how far the acking ones trail), and its reason."""
+    lines = []
+    acks = health.get("ackLag")
+    if isinstance(acks, dict):
+        ok = health.get("dashboards") == "ok"
+        verdict = paint("ok" if ok else _text(health.get("dashboards")), _GREEN if ok else _RED)
+        lines.append(
+            f"dashboards  {verdict}  acking {_text(acks.get('acking'))}  "
+            f"behind {_text(acks.get('behind'))} (over {_seconds(acks.get('limitSeconds'))})  "
+            f"max lag {_seconds(acks.get('maxSeconds'))}"
+        )
+    reason = health.get("reason")
+    if reason:
+        lines.append(paint(f"reason      {_text(reason)}", _RED))
     return lines
 
 

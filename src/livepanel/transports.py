@@ -194,7 +194,7 @@ async def carry(
                 wanted = options.subscribe
                 await conn.subscribe(wanted.types, wanted.since, wanted.state)
                 protocol.charge(conn.outbox.replayed, conn.outbox.state_bytes)
-            reason = await _written(loop.create_task(transport.write(conn)), conn)
+            reason = await _written(conn.start_writer(transport.write(conn)), conn)
             code = conn.revoked_code if reason is CloseReason.REVOKED else _CLOSE_CODES.get(reason)
             if code is not None:
                 wait = slots.farewell(conn)  # a shutdown says when to come back

@@ -234,3 +234,19 @@ def test_summary_shortens_long_values_and_quotes_spaces() -> None:
     """The summary is key=value pairs; long values are cut, values with spaces are JSON."""
     line = summarize({"command": "make all", "stdout": "x" * 100, "exitCode": 0})
     assert line == 'command="make all" stdout=' + "x" * 39 + "… exitCode=0"
+
+
+def test_tail_says_when_it_catches_up_and_when_it_is_live(
+    server: RunningServer, broadcaster: Broadcaster, tails: list[Tail]
+) -> None:
+    """--since behind the stream: "catching up" then "caught up; live" on stderr."""
+    first = broadcaster.publish("session.killed", {"sessionKey": "s0", "agentId": "a1"})
+    for n in (1, 2):
+        broadcaster.publish("session.killed", {"sessionKey": f"s{n}", "agentId": "a1"})
+    tail = Tail(
+        server.ws_url + "/", "-u", USER, "--password-env", PASSWORD_VAR, "--since", str(first.id)
+    )
+    tails.append(tail)
+    tail.wait_stderr("catching up")
+    tail.wait_stderr("caught up; live")
+    assert len(tail.lines(2)) == 2

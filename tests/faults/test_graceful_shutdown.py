@@ -185,8 +185,9 @@ def test_clients_resume_on_another_worker_after_sigterm_with_nothing_lost(
     redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two workers on one Redis stream behind a load balancer, eight clients on them, events
-    flowing: SIGTERM one worker. Its clients are closed with 1012, reconnect through the
-    balancer to the other worker with since, and every client has every event once, in order."""
+    flowing: SIGTERM one worker. Its clients are closed with 1012 and a hint each, wait it,
+    reconnect through the balancer to the other worker with since, and every client has
+    every event once, in order."""
     caplog.set_level(logging.INFO, logger="livepanel")
     count = 150
     with server_processes(["uvicorn-wsproto"] * 2, tmp_path, redis_server.url) as (a, b):
@@ -221,8 +222,12 @@ def test_clients_resume_on_another_worker_after_sigterm_with_nothing_lost(
     for collector in collectors:
         assert [e.payload["n"] for e in collector.events] == list(range(count))
         assert not collector.gaps
-    reasons = [r.getMessage() for r in caplog.records if "reconnecting in" in r.getMessage()]
-    assert len([r for r in reasons if "closed with code 1012" in r]) == 4
+    reasons = [r.getMessage() for r in caplog.records if "come back in" in r.getMessage()]
+    hinted = [r for r in reasons if "closed with code 1012" in r]
+    assert len(hinted) == 4  # each client of the stopped worker waited its own hint
+    waits = [float(m[1]) for r in hinted if (m := re.search(r"come back in ([\d.]+)s", r))]
+    assert len(waits) == 4
+    assert all(0 < w <= 5 * 1.2 for w in waits), waits
     assert not tracebacks(a)
     assert not tracebacks(b)
 

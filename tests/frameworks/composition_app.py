@@ -57,6 +57,8 @@ def audiences(principal: Any, scope: Any) -> set[str] | None:
 # the endpoint, made first so that metrics, health and presence can be handed it
 endpoint = LivePanelApp(auth=AnyOf(auth, TicketAuth(tickets)), audiences=audiences)
 broadcaster = endpoint.broadcaster  # the default one: Redis, from LIVEPANEL_BACKEND_URL
+# the tests of lag use a short limit; 30 s (the default) otherwise
+broadcaster.lag_limit = float(os.environ.get("COMPOSITION_LAG_LIMIT", "30"))
 
 instrument(broadcaster, app=endpoint)
 track(endpoint, announce=True)

@@ -206,3 +206,33 @@ test("without Web Locks or BroadcastChannel, shared: true connects on its own", 
   assert.equal(FakeSocket.instances.length, 1);
   assert.equal(c.role, null);
 });
+
+test("followers see catching_up then open, and their staleness follows the leader's heartbeats", async () => {
+  let clock = 5_000_000;
+  const now = () => clock;
+  const a = tab({ since: "e1:1", now });
+  await flush();
+  const b = tab({ now });
+  await flush();
+  const socket = FakeSocket.instances[0];
+  socket.welcome("e1:3");
+  await flush();
+  assert.equal(b.c.status, "catching_up");
+  socket.frame("session.created", {}, "e1:2");
+  socket.frame("session.created", {}, "e1:3");
+  await flush();
+  assert.deepEqual(a.statuses, ["connecting", "catching_up", "open"]);
+  assert.deepEqual(b.statuses.slice(-2), ["catching_up", "open"]);
+  clock += 20_000;
+  assert.equal(b.c.staleness, 20);
+  socket.frame("ping", {}); // a heartbeat reaches the leader only: it passes it on
+  await flush();
+  assert.equal(a.c.staleness, 0);
+  assert.equal(b.c.staleness, 0);
+  // a tab opened later takes the leader's reading with the sync
+  clock += 7_000;
+  const c = tab({ now });
+  await flush();
+  assert.equal(c.c.status, "open");
+  assert.equal(c.c.staleness, 7);
+});

@@ -401,3 +401,73 @@ test("auto on SSE: a welcomed try switches to WebSocket, resuming with since, wi
   assert.deepEqual(seen, ["e1:1"]);
   c.close();
 });
+
+test("parser: onComment hears each comment, split anywhere", () => {
+  const text = ': ping\n\nevent: x\ndata: {}\n\n:ping\n';
+  for (let cut = 0; cut <= text.length; cut += 1) {
+    const comments = [];
+    const parser = sseParser((comment) => comments.push(comment));
+    parser.push(text.slice(0, cut));
+    parser.push(text.slice(cut));
+    assert.deepEqual(comments, ["ping", "ping"]);
+  }
+});
+
+test("SSE: catching_up until the replay's last event, and a `: ping` comment resets staleness", async () => {
+  const server = new FakeServer();
+  let clock = 1_000_000;
+  const { c, statuses } = client(server, { transport: "sse", since: "e1:1", now: () => clock });
+  await flush();
+  server.welcome("e1:3");
+  await flush();
+  assert.deepEqual(statuses, ["connecting", "catching_up"]);
+  server.frame("session.created", {}, "e1:2");
+  server.frame("session.created", {}, "e1:3");
+  await flush();
+  assert.deepEqual(statuses, ["connecting", "catching_up", "open"]);
+  clock += 9_000;
+  assert.equal(c.staleness, 9);
+  server.write(": ping\n\n");
+  await flush();
+  assert.equal(c.staleness, 0);
+  c.close();
+});
+
+test("SSE: a filtered replay ends at the stream's heartbeat comment", async () => {
+  const server = new FakeServer();
+  const { statuses } = client(server, { transport: "sse", since: "e1:1", types: ["session.*"] });
+  await flush();
+  server.welcome("e1:9");
+  server.frame("session.created", {}, "e1:4");
+  await flush();
+  assert.equal(statuses.at(-1), "catching_up");
+  server.write(": ping\n\n");
+  await flush();
+  assert.equal(statuses.at(-1), "open");
+});
+
+test("SSE: a stream answered 429 with Retry-After waits that long, not counted as an attempt", async () => {
+  const server = new FakeServer();
+  const changes = [];
+  const fetch = async (url, init) => {
+    if (server.streams.length === 0) {
+      server.streams.push({ url, init });
+      return new Response("{}", { status: 429, headers: { "Retry-After": "4" } });
+    }
+    return server.fetch(url, init);
+  };
+  const c = new LivePanelClient("ws://panel.test/ws", { transport: "sse", fetch, random: () => 0 });
+  c.on("status", (change) => changes.push(change));
+  await flush();
+  assert.equal(changes.at(-1).status, "reconnecting");
+  assert.equal(changes.at(-1).retryAfter, 4);
+  assert.equal(changes.at(-1).httpStatus, 429);
+  assert.equal(changes.at(-1).attempt, 0);
+  mock.timers.tick(3999);
+  await flush();
+  assert.equal(server.streams.length, 1);
+  mock.timers.tick(1);
+  await flush();
+  assert.equal(server.streams.length, 2);
+  c.close();
+});

@@ -58,6 +58,9 @@ def test_a_memory_broadcaster_is_healthy() -> None:
         "readerLagSeconds": 0.0,
         "connections": 0,
         "draining": False,
+        "dashboards": "ok",
+        "ackLag": {"acking": 0, "behind": 0, "maxSeconds": 0.0, "limitSeconds": 30.0},
+        "reason": None,
     }
 
 
@@ -87,6 +90,9 @@ def test_health_app_answers_503_while_the_endpoint_drains() -> None:
             "readerLagSeconds": 0.0,
             "connections": 0,
             "draining": True,
+            "dashboards": "ok",
+            "ackLag": {"acking": 0, "behind": 0, "maxSeconds": 0.0, "limitSeconds": 30.0},
+            "reason": "this process is shutting down",
         }
 
 

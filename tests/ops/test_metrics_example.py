@@ -67,6 +67,9 @@ def test_example_serves_metrics_and_health(server_logs: object) -> None:
                 "readerLagSeconds": 0.0,
                 "connections": 1,
                 "draining": False,
+                "dashboards": "ok",
+                "ackLag": {"acking": 0, "behind": 0, "maxSeconds": 0.0, "limitSeconds": 30.0},
+                "reason": None,
             }
 
 

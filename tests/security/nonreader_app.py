@@ -4,12 +4,15 @@ and the broadcaster's numbers) and POST /publish (sessions with 4 kB labels, or 
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 from urllib.parse import parse_qsl
 
 import livepanel.events.builtin  # noqa: F401 - sessions and agents: the state the attack asks for
 from livepanel import Broadcaster, LivePanelApp
+from livepanel.connection import Connection
+from livepanel.outbox import Outbox
 from tests.integration.helpers import admin_only
 
 LABEL = "x" * 4000  # 300 sessions: a state frame of about 1.2 MB
@@ -22,6 +25,22 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def livepanel_leftovers() -> int:
+    """livepanel's per-connection objects still in memory, unreachable ones included (asked
+    before any collection): a closed connection must be freed at once, never wait for the
+    cycle collector."""
+    kinds = (Connection, Outbox)
+    return sum(1 for o in gc.get_objects() if isinstance(o, kinds))
+
+
+def measured_rss() -> int:
+    """RSS once the cycle collector ran: the ASGI server's own objects may sit in reference
+    cycles (hypercorn's per-connection ones do), freed whenever a collection comes, which
+    depends on how much the process allocates; livepanel's are counted apart."""
+    gc.collect()
+    return rss_bytes()
 
 
 def create_app() -> Any:
@@ -43,7 +62,8 @@ def create_app() -> Any:
             await reply(
                 send,
                 {
-                    "rss": rss_bytes(),
+                    "leftovers": livepanel_leftovers(),
+                    "rss": measured_rss(),
                     "slots": endpoint.connection_count,
                     "connections": stats["connections"],
                     "slow_disconnects": stats["slow_disconnects"],

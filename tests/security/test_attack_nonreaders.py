@@ -129,6 +129,11 @@ def test_attack_a_non_reader_gives_its_slot_and_memory_back_within_seconds(
         wait_until(lambda: numbers(server)["slots"] == 0, what="the slots to be given back")
         assert numbers(server)["connections"] == 0
         wait_until(
+            lambda: numbers(server)["leftovers"] == 0,
+            timeout=10,
+            what="livepanel's connection objects freed (without the cycle collector)",
+        )
+        wait_until(
             lambda: numbers(server)["rss"] <= before * 1.10,
             timeout=10,
             what=f"RSS back within 10 % of {before} (now {numbers(server)['rss']})",

@@ -5,7 +5,7 @@ import type { EventPayloads, LivePanelCollections, TypedEvent } from "./events";
 
 /** ClawPanel: sessions, agents, cron runs and the gateway, kept by livepanel's state. */
 export function App({ url }: { url: string }) {
-  const { status, ready, collections, schemaChanged, reconnect } = useLivePanelState<
+  const { status, staleness, ready, collections, schemaChanged, reconnect } = useLivePanelState<
     LivePanelCollections,
     EventPayloads
   >(url, { schema: SCHEMA_FINGERPRINT });
@@ -17,7 +17,12 @@ export function App({ url }: { url: string }) {
     <main>
       <header>
         <h1>ClawPanel</h1>
-        <ConnectionStatus status={status} onReconnect={reconnect} schemaChanged={schemaChanged} />
+        <ConnectionStatus
+          status={status}
+          staleness={staleness}
+          onReconnect={reconnect}
+          schemaChanged={schemaChanged}
+        />
       </header>
       {ready ? null : <p>Loading…</p>}
       <Gateway event={gateway} />

@@ -8,12 +8,13 @@ export interface HeaderProps {
   refetch: () => void;
 }
 
-/** A page header that shows the live connection's status and feeds session events to the app. */
+/** A page header that shows the live connection's status (and staleness) and feeds session events to the app. */
 export function Header({ dispatch, refetch }: HeaderProps) {
-  const { status, reconnect } = useLivePanel("/ws", {
+  const { status, staleness, reconnect } = useLivePanel("/ws", {
     types: ["session.*"],
     onEvent: (event) => dispatch(event),
     onResumeUnavailable: () => refetch(),
   });
-  return <ConnectionStatus status={status} onReconnect={reconnect} />;
+  // Live, Catching up…, Reconnecting…, Offline; and "42 s behind" once nothing came for 30 s
+  return <ConnectionStatus status={status} staleness={staleness} staleAfter={30} onReconnect={reconnect} />;
 }

@@ -49,3 +49,22 @@ it("shows the connection's status and hands session events to dispatch (docs/bro
   act(() => socket.frame("error", { code: "resume_unavailable", message: "refetch your state" }));
   expect(refetch).toHaveBeenCalledTimes(1);
 });
+
+it("says how far behind it is once nothing arrived for more than 30 s (docs/staying-live.md)", async () => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+  try {
+    vi.stubGlobal("WebSocket", FakeSocket);
+    render(<Header dispatch={() => {}} refetch={() => {}} />);
+    await act(async () => {});
+    const socket = FakeSocket.instances[0];
+    act(() => socket.frame("welcome", { connectionId: "c1", heartbeatInterval: 25, lastEventId: "e1:0", server: "livepanel/test" }));
+    act(() => vi.advanceTimersByTime(24_000));
+    act(() => socket.frame("ping", {}));
+    act(() => vi.advanceTimersByTime(30_000));
+    expect(screen.getByRole("status").textContent).toBe("Live");
+    act(() => vi.advanceTimersByTime(2_000));
+    expect(screen.getByRole("status").textContent).toBe("Live32 s behind");
+  } finally {
+    vi.useRealTimers();
+  }
+});

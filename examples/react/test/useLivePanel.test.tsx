@@ -2,7 +2,7 @@ import { act, render, renderHook, screen } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { ClientOptions, WebSocketLike } from "livepanel";
 
-import { ConnectionStatus, useLivePanel } from "livepanel-react";
+import { ConnectionStatus, STATUSES, STATUS_LABELS, useLivePanel, useLivePanelState } from "livepanel-react";
 import type { UseLivePanelOptions } from "livepanel-react";
 
 /** Stands in for the browser's WebSocket: the test plays the server. */
@@ -169,6 +169,72 @@ describe("useLivePanel", () => {
     expect(ticketOf(latest().url)).toBe("second");
   });
 
+  it("is catching_up, not connected, while a resume's replay is on its way; open once it is through", async () => {
+    const { result } = renderHook(() => useLivePanel("/ws", fake({ since: "e1:2" })));
+    await settle();
+    act(() => latest().welcome("e1:4"));
+    expect(result.current.status).toBe("catching_up");
+    expect(result.current.isConnected).toBe(false);
+    act(() => {
+      latest().frame("session.created", { sessionKey: "s3" }, "e1:3");
+      latest().frame("session.created", { sessionKey: "s4" }, "e1:4");
+    });
+    expect(result.current.status).toBe("open");
+    expect(result.current.isConnected).toBe(true);
+  });
+
+  it("exposes staleness in whole seconds, read about once a second, not on every frame", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    let clock = 1_000_000;
+    let renders = 0;
+    const { result } = renderHook(() => {
+      renders += 1;
+      return useLivePanel("/ws", fake({ now: () => clock }));
+    });
+    expect(result.current.staleness).toBe(Infinity);
+    await settle();
+    act(() => latest().welcome());
+    expect(result.current.staleness).toBe(0);
+    const before = renders;
+    // heartbeats every 200 ms for 5 s: current all along, so not one re-render
+    for (let i = 0; i < 25; i += 1) {
+      clock += 200;
+      act(() => {
+        latest().frame("ping");
+        vi.advanceTimersByTime(200);
+      });
+    }
+    // (React may render once more to find that an unchanged value needs no commit)
+    expect(renders - before).toBeLessThanOrEqual(1);
+    // then silence: the number grows once a second, one render each
+    const quiet = renders;
+    for (let i = 0; i < 5; i += 1) {
+      clock += 1000;
+      act(() => vi.advanceTimersByTime(1000));
+    }
+    expect(result.current.staleness).toBe(5);
+    expect(renders - quiet).toBe(5);
+    clock += 300;
+    act(() => latest().frame("session.created", { sessionKey: "s1" }, "e1:1"));
+    act(() => vi.advanceTimersByTime(1000));
+    expect(result.current.staleness).toBe(0);
+  });
+
+  it("useLivePanelState exposes status and staleness too", async () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval"] });
+    let clock = 1_000_000;
+    const { result } = renderHook(() => useLivePanelState("/ws", fake({ now: () => clock })));
+    await settle();
+    act(() => latest().welcome("e1:0"));
+    expect(result.current.status).toBe("catching_up");
+    act(() => latest().frame("state", { lastEventId: "e1:0", collections: {}, types: {} }));
+    expect(result.current.status).toBe("open");
+    expect(result.current.ready).toBe(true);
+    clock += 3000;
+    act(() => vi.advanceTimersByTime(1000));
+    expect(result.current.staleness).toBe(3);
+  });
+
   it("stays closed while disabled", async () => {
     const { result } = renderHook(() => useLivePanel("/ws", { ...fake(), enabled: false }));
     await settle();
@@ -180,10 +246,11 @@ describe("useLivePanel", () => {
 describe("ConnectionStatus", () => {
   it.each([
     ["connecting", "Connecting…", "rgb(247, 144, 9)"],
+    ["catching_up", "Catching up…", "rgb(46, 144, 250)"],
     ["open", "Live", "rgb(18, 183, 106)"],
     ["reconnecting", "Reconnecting…", "rgb(247, 144, 9)"],
-    ["auth_failed", "Authentication failed", "rgb(240, 68, 56)"],
-    ["closed", "Disconnected", "rgb(152, 162, 179)"],
+    ["auth_failed", "Sign-in failed", "rgb(240, 68, 56)"],
+    ["closed", "Offline", "rgb(152, 162, 179)"],
   ] as const)("shows %s as %s in its colour", (status, text, color) => {
     render(<ConnectionStatus status={status} />);
     const box = screen.getByRole("status");
@@ -199,6 +266,24 @@ describe("ConnectionStatus", () => {
     rerender(<ConnectionStatus status="auth_failed" onReconnect={onReconnect} />);
     act(() => screen.getByRole("button", { name: "Reconnect" }).click());
     expect(onReconnect).toHaveBeenCalledOnce();
+  });
+
+  it("has a label for every status the client reports", () => {
+    for (const status of STATUSES) expect(STATUS_LABELS[status]).toBeTruthy();
+    expect(Object.keys(STATUS_LABELS).sort()).toEqual([...STATUSES].sort());
+  });
+
+  it("says how far behind it is once staleness passes staleAfter, and nothing before", () => {
+    const { rerender } = render(<ConnectionStatus status="open" staleness={12} staleAfter={30} />);
+    expect(screen.getByRole("status").textContent).toBe("Live");
+    rerender(<ConnectionStatus status="reconnecting" staleness={42} staleAfter={30} />);
+    expect(screen.getByRole("status").textContent).toBe("Reconnecting…42 s behind");
+    rerender(<ConnectionStatus status="closed" staleness={95.7} />);
+    expect(screen.getByRole("status").textContent).toBe("Offline95 s behind");
+    rerender(<ConnectionStatus status="connecting" staleness={Infinity} />);
+    expect(screen.getByRole("status").textContent).toBe("Connecting…");
+    rerender(<ConnectionStatus status="open" staleness={8} staleAfter={5} behindLabel={(s) => `${s} s de retard`} />);
+    expect(screen.getByRole("status").textContent).toBe("Live8 s de retard");
   });
 
   it("takes translated labels", () => {

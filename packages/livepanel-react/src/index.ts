@@ -1,4 +1,4 @@
-export { ConnectionStatus } from "./ConnectionStatus.js";
+export { ConnectionStatus, STATUS_LABELS } from "./ConnectionStatus.js";
 export type { ConnectionStatusProps } from "./ConnectionStatus.js";
 export { useLivePanel } from "./useLivePanel.js";
 export type { LivePanelState, UseLivePanelOptions } from "./useLivePanel.js";
@@ -12,6 +12,7 @@ export type {
   SchemaChange,
   StateCollections,
   Status,
+  StatusChange,
   UntypedPayloads,
 } from "./livepanel.js";
-export { LivePanelClient, connect } from "./livepanel.js";
+export { LivePanelClient, STATUSES, connect } from "./livepanel.js";

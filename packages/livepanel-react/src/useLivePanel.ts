@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { LivePanelClient } from "./livepanel.js";
+import { watchStaleness, wholeSeconds } from "./staleness.js";
 import type { AnyEventOf, ClientOptions, SchemaChange, ServerError, Status, UntypedPayloads } from "./livepanel.js";
 
 /** `M`: the payloads by event type, `EventPayloads` from `livepanel typescript`. */
@@ -13,8 +14,15 @@ export interface UseLivePanelOptions<M extends object = UntypedPayloads> extends
 }
 
 export interface LivePanelState<M extends object = UntypedPayloads> {
+  /** `catching_up` while a replay or the state is on its way, `open` once live. */
   status: Status;
+  /** `true` only while live (`open`); not while `catching_up`, when the screen is not current yet. */
   isConnected: boolean;
+  /**
+   * Whole seconds since the newest event or heartbeat arrived (`Infinity` before any did),
+   * read about once a second: the component re-renders when the number changes, never per frame.
+   */
+  staleness: number;
   lastEvent: AnyEventOf<M> | null;
   /**
    * With the `schema` option: the two fingerprints while the server's event types differ
@@ -28,7 +36,7 @@ export interface LivePanelState<M extends object = UntypedPayloads> {
 /**
  * Connect to a livepanel endpoint for as long as the component is mounted.
  *
- *   const { status, isConnected, lastEvent, reconnect } = useLivePanel("/ws", {
+ *   const { status, isConnected, staleness, lastEvent, reconnect } = useLivePanel("/ws", {
  *     types: ["session.*"],
  *     onEvent: (event) => dispatch(event),
  *     onResumeUnavailable: () => refetch(),
@@ -62,6 +70,7 @@ export function useLivePanel<M extends object = UntypedPayloads>(
   const [status, setStatus] = useState<Status>(enabled ? "connecting" : "closed");
   const [lastEvent, setLastEvent] = useState<AnyEventOf<M> | null>(null);
   const [schemaChanged, setSchemaChanged] = useState<SchemaChange | null>(null);
+  const [staleness, setStaleness] = useState(Infinity);
   const client = useRef<LivePanelClient<M> | null>(null);
   const latest = useRef(options);
   latest.current = options;
@@ -87,7 +96,11 @@ export function useLivePanel<M extends object = UntypedPayloads>(
     client.current = current;
     setStatus(current.status);
     const unsubscribe = [
-      current.on("status", (change) => setStatus(change.status)),
+      current.on("status", (change) => {
+        setStatus(change.status);
+        setStaleness(wholeSeconds(current.staleness));
+      }),
+      watchStaleness(current, setStaleness),
       current.on("*", (event) => {
         setLastEvent(event);
         latest.current.onEvent?.(event);
@@ -103,5 +116,5 @@ export function useLivePanel<M extends object = UntypedPayloads>(
   }, [url, types, options.transport, options.shared, options.schema, enabled]);
 
   const reconnect = useCallback(() => client.current?.reconnect(), []);
-  return { status, isConnected: status === "open", lastEvent, schemaChanged, reconnect };
+  return { status, isConnected: status === "open", staleness, lastEvent, schemaChanged, reconnect };
 }

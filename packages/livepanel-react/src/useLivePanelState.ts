@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { LivePanelClient } from "./livepanel.js";
+import { watchStaleness, wholeSeconds } from "./staleness.js";
 import type { ClientOptions, SchemaChange, StateCollections, Status, UntypedPayloads } from "./livepanel.js";
 
 export interface UseLivePanelStateOptions extends Omit<ClientOptions, "state"> {
@@ -15,8 +16,12 @@ export type CollectionsOf<C> = StateCollections extends C ? C : Partial<C>;
 
 /** `C`: the state collections, `LivePanelCollections` from `livepanel typescript`. */
 export interface LivePanelStateResult<C extends object = StateCollections> {
+  /** `catching_up` until the state (or a replay) has arrived, `open` once live. */
   status: Status;
+  /** `true` only while live (`open`). */
   isConnected: boolean;
+  /** Whole seconds since the newest event or heartbeat arrived (`Infinity` before any did), read about once a second. */
+  staleness: number;
   /** `true` once the first `state` frame arrived: `collections` shows the server's state. */
   ready: boolean;
   /**
@@ -56,6 +61,7 @@ export function useLivePanelState<C extends object = StateCollections, M extends
   const [status, setStatus] = useState<Status>(enabled ? "connecting" : "closed");
   const [collections, setCollections] = useState<C | null>(null);
   const [schemaChanged, setSchemaChanged] = useState<SchemaChange | null>(null);
+  const [staleness, setStaleness] = useState(Infinity);
   const client = useRef<LivePanelClient<M, C> | null>(null);
   const latest = useRef(options);
   latest.current = options;
@@ -72,7 +78,11 @@ export function useLivePanelState<C extends object = StateCollections, M extends
     setStatus(current.status);
     setCollections(null);
     const unsubscribe = [
-      current.on("status", (change) => setStatus(change.status)),
+      current.on("status", (change) => {
+        setStatus(change.status);
+        setStaleness(wholeSeconds(current.staleness));
+      }),
+      watchStaleness(current, setStaleness),
       current.on("state", (change) => setCollections(change.state)),
       current.on("schemaChanged", (change) => setSchemaChanged(change)),
     ];
@@ -87,6 +97,7 @@ export function useLivePanelState<C extends object = StateCollections, M extends
   return {
     status,
     isConnected: status === "open",
+    staleness,
     ready: collections !== null,
     collections: (collections ?? EMPTY) as CollectionsOf<C>,
     schemaChanged,

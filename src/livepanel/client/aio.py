@@ -10,17 +10,17 @@ watches the heartbeat, and reopens a lost connection with ``since``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl as ssl_module
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 
+from livepanel.client.acks import AckSender
 from livepanel.client.connector import Connector
 from livepanel.client.endpoint import Endpoint
 from livepanel.client.errors import ResumeUnavailable
 from livepanel.client.link import Link
-from livepanel.client.stream import ACK_INTERVAL, ClientStream, Phase, Status
+from livepanel.client.stream import ClientStream, Phase, Status
 from livepanel.events import Event
 from livepanel.protocol import CLOSE_NORMAL, parse_id
 from livepanel.state import ClientState
@@ -48,7 +48,9 @@ class Client:
     (``welcome.lastEventId`` before the first event), so nothing is missed
     and nothing is repeated; when the server cannot resume, the iterator
     raises :class:`ResumeUnavailable` at the gap and goes on live when
-    iterated again. See ``docs/client.md``.
+    iterated again. A server's retry hint (a 429 with ``Retry-After``, a close
+    1012/1013 with the reason ``retry_after=<s>``) is waited out with jitter
+    and is not a failed attempt. See ``docs/client.md``.
 
     Args:
         url: ``ws://host:port/path`` or ``wss://...``; ``user:password@`` in it
@@ -74,6 +76,8 @@ class Client:
             The iterator also yields each ``state`` frame, as an :class:`Event`
             of type ``"state"`` without an id. A reconnect that cannot resume
             gets a new state instead of :class:`ResumeUnavailable`.
+        on_status: called with the new :attr:`status` at each change (from the task
+            iterating; keep it quick).
 
     Raises:
         ValueError: a URL that is not ``ws://`` or ``wss://``, a malformed
@@ -117,13 +121,16 @@ class Client:
         backoff_max: float = 30.0,
         batch: bool = True,
         state: bool = False,
+        on_status: Callable[[Status], None] | None = None,
     ) -> None:
         endpoint = Endpoint.parse(
             url, username=username, password=password, headers=headers, origin=origin, ssl=ssl
         )
         self.url = endpoint.url
         globs = type_globs(types) if types is not None else None
-        self._stream = ClientStream(self.url, types=globs, since=since, batch=batch, state=state)
+        self._stream = ClientStream(
+            self.url, types=globs, since=since, batch=batch, state=state, on_status=on_status
+        )
         self._connector = Connector(
             endpoint,
             self._stream,
@@ -137,15 +144,22 @@ class Client:
             parse_id(since)
         self._busy = False
         self._wakeup = asyncio.Event()
-        self._ack_timer: asyncio.TimerHandle | None = None
-        self._ack_task: asyncio.Task[None] | None = None  # held: a bare task may be collected
+        self._acks = AckSender(self._stream, self._connector)
 
     # ------------------------------------------------------------------ public state
 
     @property
     def status(self) -> Status:
-        """``"connecting"``, ``"open"``, ``"reconnecting"``, ``"auth_failed"`` or ``"closed"``."""
-        return self._stream.phase.status
+        """``"connecting"``, ``"open"``, ``"catching_up"``, ``"reconnecting"``,
+        ``"auth_failed"`` or ``"closed"`` (``on_status`` is told each change)."""
+        return self._stream.status
+
+    @property
+    def staleness(self) -> float | None:
+        """Seconds since the newest frame proving the stream live (welcome, an event, a
+        heartbeat); ``None`` before the first."""
+        since = self._stream.last_frame_at
+        return None if since is None else max(0.0, time.monotonic() - since)
 
     @property
     def state(self) -> ClientState | None:
@@ -235,8 +249,7 @@ class Client:
         Safe to call more than once and from another task than the one iterating.
         """
         connector = self._connector
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
+        self._acks.cancel()
         if not self._stream.closing():
             if self._busy or connector.link is not None:
                 await connector.wait_disconnected(CLOSE_TIMEOUT)
@@ -244,7 +257,7 @@ class Client:
         self._wakeup.set()
         link = connector.link
         if link is not None and link.is_open:
-            await self._flush_ack(force=True)
+            await self._acks.flush(force=True)
             link.wire.close(CLOSE_NORMAL)
             try:
                 await link.flush()
@@ -286,14 +299,7 @@ class Client:
             if event_id is None:
                 return
         self._stream.ack(event_id)
-        await self._flush_ack()
-        if self._stream.ack_waiting and self._ack_timer is None:  # a quiet stream: send it later
-            loop = asyncio.get_running_loop()
-            self._ack_timer = loop.call_later(ACK_INTERVAL, self._ack_turn)
-
-    def _ack_turn(self) -> None:
-        self._ack_timer = None
-        self._ack_task = asyncio.get_running_loop().create_task(self._send_waiting_ack())
+        await self._acks.send()
 
     async def subscribe(self, types: Iterable[str] = ("*",), since: str | None = None) -> None:
         """Replace the type filter; with ``since``, replay what came after that id first.
@@ -342,7 +348,7 @@ class Client:
 
     async def _read(self, link: Link) -> None:
         """Read once from the socket and act on what it carried."""
-        await self._flush_ack()
+        await self._acks.flush()
         loop = asyncio.get_running_loop()
         # liveness: the server sends something at least every heartbeat interval
         timer = loop.call_later(2 * self._stream.heartbeat, self._on_silence)
@@ -369,18 +375,6 @@ class Client:
         link = self._connector.link
         if link is not None:
             link.abort()  # wakes the pending read with end of stream
-
-    async def _send_waiting_ack(self) -> None:
-        with contextlib.suppress(OSError):  # the connection is going: the next one gets it
-            await self._flush_ack()
-
-    async def _flush_ack(self, force: bool = False) -> None:
-        link = self._connector.link
-        if link is None or not link.is_open:
-            return
-        message = self._stream.take_ack(asyncio.get_running_loop().time(), force)
-        if message is not None:
-            await link.send(message)
 
 
 connect = Client

@@ -24,6 +24,7 @@ from livepanel.client.errors import (
     PermissionDenied,
 )
 from livepanel.client.link import Link, open_socket, refusal
+from livepanel.client.retry import hinted_wait
 from livepanel.client.stream import ClientStream, Phase
 from livepanel.client.wire import ClientWire, Rejected
 
@@ -162,24 +163,36 @@ class Connector:
             self._stream.closed()
             raise ConnectionFailed(f"{self.url}: {reason} (reconnect=False)")
         self._stream.reconnecting()
+        hint = self._stream.retry_hint
         while True:
-            delay = self._stream.next_delay(
-                self.backoff_initial, self.backoff_max, self.max_retries, time.monotonic()
-            )
+            if hint is not None:  # the server said when: not a failed attempt, no backoff step
+                delay: float | None = hinted_wait(hint)
+                logger.info(
+                    "livepanel: %s: %s; the server asks to come back in %.1fs",
+                    self.url,
+                    reason,
+                    delay,
+                )
+                hint = None
+            else:
+                delay = self._stream.next_delay(
+                    self.backoff_initial, self.backoff_max, self.max_retries, time.monotonic()
+                )
+                if delay is not None:
+                    logger.info(
+                        "livepanel: %s: %s; reconnecting in %.1fs (attempt %d of %d)",
+                        self.url,
+                        reason,
+                        delay,
+                        self._stream.attempt,
+                        self.max_retries,
+                    )
             if delay is None:
                 self._stream.closed()
                 raise ConnectionFailed(
                     f"{self.url}: gave up after {self.max_retries} reconnection attempts; "
                     f"last error: {reason}"
                 )
-            logger.info(
-                "livepanel: %s: %s; reconnecting in %.1fs (attempt %d of %d)",
-                self.url,
-                reason,
-                delay,
-                self._stream.attempt,
-                self.max_retries,
-            )
             if await _sleep(wakeup, delay):
                 return  # close() was called
             try:
@@ -193,6 +206,7 @@ class Connector:
                     self._stream.closed()
                     raise
                 reason = f"HTTP {exc.status}"
+                hint = exc.retry_after
             except ConnectionFailed as exc:
                 reason = str(exc)
             else:

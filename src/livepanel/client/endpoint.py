@@ -164,7 +164,9 @@ class Endpoint:
         query = tuple(parse_qsl(there.query, keep_blank_values=True))
         return Redirected(dataclasses.replace(self, path=there.path or "/", query=query))
 
-    def refusal(self, status: int, body: bytes) -> HandshakeRejected:
+    def refusal(
+        self, status: int, body: bytes, retry_after: float | None = None
+    ) -> HandshakeRejected:
         """The exception for a handshake answered with ``status`` and ``body``: 401 is an
         :class:`~livepanel.client.errors.AuthenticationError`, 403 a
         :class:`~livepanel.client.errors.PermissionDenied`."""
@@ -183,7 +185,8 @@ class Endpoint:
                 "to the WebSocket handshake); check the URL's path, e.g. /ws",
                 code,
             )
-        return HandshakeRejected(status, f"{self.url}: the server answered {status}{why}", code)
+        answered = f"{self.url}: the server answered {status}{why}"
+        return HandshakeRejected(status, answered, code, retry_after)
 
 
 def refusal_reason(body: bytes) -> tuple[str | None, str]:

@@ -24,6 +24,7 @@ class HandshakeRejected(LivePanelError):
     Attributes:
         status: the HTTP status code (``429``, ``404``...).
         code: livepanel's error code from the JSON body (``"unauthorized"``), if any.
+        retry_after: the seconds a 429's ``Retry-After`` asked to wait, if it gave them.
 
     Example::
 
@@ -36,10 +37,17 @@ class HandshakeRejected(LivePanelError):
             print("refused:", exc.status, exc.code)
     """
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after = retry_after
 
 
 class AuthenticationError(HandshakeRejected):

@@ -13,6 +13,7 @@ import asyncio
 import json
 
 from livepanel.client.endpoint import REDIRECTS, Endpoint, refusal_reason
+from livepanel.client.retry import retry_after_header
 from livepanel.client.wire import ClientWire, Closed, Rejected, WireEvent
 from livepanel.frames import ClientMessage
 
@@ -163,7 +164,11 @@ async def refusal(endpoint: Endpoint, rejected: Rejected, target: str) -> Except
         if probed in REDIRECTS and location:
             return endpoint.follow(Rejected(probed, ((b"location", location),), b""), target)
         status = probed or status
-    return endpoint.refusal(status, rejected.body)
+    retry_after = None
+    if status == 429:
+        header = next((v for k, v in rejected.headers if k.lower() == b"retry-after"), None)
+        retry_after = retry_after_header(header.decode("latin-1") if header is not None else None)
+    return endpoint.refusal(status, rejected.body, retry_after)
 
 
 async def _probe(endpoint: Endpoint, target: str) -> tuple[int | None, bytes]:

@@ -16,9 +16,11 @@ import enum
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Literal
 
 from livepanel.client.errors import ResumeUnavailable
+from livepanel.client.retry import close_hint
 from livepanel.client.wire import Closed, FrameReceived, InvalidFrame, WireEvent
 from livepanel.events import Event
 from livepanel.frames import AckMessage, SubscribeMessage, SubscribePayload
@@ -36,9 +38,9 @@ __all__ = [
 
 logger = logging.getLogger("livepanel")
 
-Status = Literal["connecting", "open", "reconnecting", "auth_failed", "closed"]
+Status = Literal["connecting", "open", "catching_up", "reconnecting", "auth_failed", "closed"]
 """A client's state, :attr:`Client.status <livepanel.client.Client.status>`: the same states
-as ``livepanel.js``'s."""
+as ``livepanel.js``'s. ``"catching_up"``: open, with a replay or the state still on its way."""
 
 DEFAULT_HEARTBEAT = 25.0
 """Seconds assumed between server frames until ``welcome`` says otherwise."""
@@ -101,6 +103,7 @@ class ClientStream:
         since: resume after this id on the first connection.
         batch: ask for batched frames (``?batch=1``).
         state: ask for the state on connect and keep it in :attr:`state`.
+        on_status: called with the new :data:`Status` each time it changes.
 
     Example::
 
@@ -125,12 +128,16 @@ class ClientStream:
         since: str | None = None,
         batch: bool = True,
         state: bool = False,
+        on_status: Callable[[Status], None] | None = None,
     ) -> None:
         self.url = url
         self.types = types
         self.batch = batch
         self.state: ClientState | None = ClientState() if state else None
-        self.phase = Phase.CONNECTING
+        self._phase = Phase.CONNECTING
+        self._on_status = on_status
+        self._shown: Status = "connecting"
+        self._catch_up: str | None = None  # while catching up: the id that ends it ("": a frame)
         self.heartbeat = DEFAULT_HEARTBEAT
         self.connection_id: str | None = None
         self.last_event_id: str | None = None
@@ -138,11 +145,51 @@ class ClientStream:
         self.asked_since: str | None = None  # the since the current connection asked for
         self.lost_reason: str | None = None  # why the current connection is being let go
         self.attempt = 0  # reconnection attempts in a row
+        self.retry_hint: float | None = None  # seconds the server asked to wait before returning
+        self.last_frame_at: float | None = None  # the clock's reading at the newest live frame
         self._welcomed_at: float | None = None  # the clock's reading at this connection's welcome
         self._conn_last_id: str | None = None  # the newest id this connection has seen
         self._ready: deque[Event | ResumeUnavailable] = deque()
         self._ack_pending: str | None = None
         self._ack_sent_at = float("-inf")
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def phase(self) -> Phase:
+        """Where the client is (its transitions are this class's methods)."""
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: Phase) -> None:
+        self._phase = phase
+        if phase is not Phase.OPEN:
+            self._catch_up = None
+        self._status_changed()
+
+    @property
+    def status(self) -> Status:
+        """What users see: the phase's name, or ``"catching_up"`` while open with a replay
+        or the state in flight."""
+        if self._phase is Phase.OPEN and self._catch_up is not None:
+            return "catching_up"
+        return self._phase.status
+
+    def _status_changed(self) -> None:
+        status = self.status
+        if status == self._shown:
+            return
+        self._shown = status
+        if self._on_status is not None:
+            try:
+                self._on_status(status)
+            except Exception:  # a user's callback must not break the client
+                logger.exception("livepanel: the on_status callback failed")
+
+    def _caught_up(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up = None
+            self._status_changed()
 
     # ------------------------------------------------------------------ a connection
 
@@ -160,6 +207,7 @@ class ClientStream:
             params.append(("state", "1"))
         self.asked_since = self.resume_from
         self.lost_reason = None
+        self.retry_hint = None
         self._conn_last_id = None
         return params
 
@@ -175,6 +223,7 @@ class ClientStream:
             else:
                 reason = f": {output.reason}" if output.reason else ""
                 self.lose(f"closed with code {output.code}{reason}")
+                self.retry_hint = close_hint(output.code, output.reason)
         elif isinstance(output, InvalidFrame):
             logger.warning("livepanel: skipped a server frame from %s (%s)", self.url, output.error)
 
@@ -285,6 +334,8 @@ class ClientStream:
         if kind == "welcome" and "id" not in data:
             self._on_welcome(payload, now)
             return
+        if not self.phase.opening:
+            self.last_frame_at = now
         if kind == "state" and "id" not in data:
             if self.state is not None:  # resume after it: it holds everything up to there
                 last = self.state.load(payload)
@@ -292,14 +343,18 @@ class ClientStream:
                     self.last_event_id = self.resume_from = self._conn_last_id = last
                 with contextlib.suppress(ValueError):
                     self._ready.append(Event.from_dict(data))  # yielded: type "state", no id
+            self._caught_up()  # the state holds everything up to now; live events follow
             return
         if kind in ("ping", "pong") and "id" not in data:
+            if kind == "ping":
+                self._caught_up()  # a heartbeat comes only after a silence: nothing is queued
             return
         if kind == "error" and "id" not in data:
             code, message = payload.get("code"), str(payload.get("message", ""))
             if code == "resume_unavailable":
                 self.resume_from = self._conn_last_id or self.resume_from
                 self._ready.append(ResumeUnavailable(self.asked_since, self.resume_from, message))
+                self._caught_up()  # no replay comes: the server goes on live
             else:
                 logger.warning("livepanel: %s reported %s: %s", self.url, code, message)
             return
@@ -310,6 +365,8 @@ class ClientStream:
             return
         if event.id is not None:
             self.last_event_id = self.resume_from = self._conn_last_id = event.id
+            if event.id == self._catch_up:
+                self._caught_up()  # the replay reached the newest event at welcome
         if self.state is not None and self.state.loaded:
             self.state.apply(event)
         self._ready.append(event)
@@ -318,6 +375,7 @@ class ClientStream:
         if not self.phase.opening:
             return  # one welcome per connection (a later one is not the server's), none after close
         self._welcomed_at = now
+        self.last_frame_at = now
         interval = payload.get("heartbeatInterval")
         if isinstance(interval, (int, float)) and not isinstance(interval, bool) and interval > 0:
             self.heartbeat = float(interval)
@@ -328,4 +386,10 @@ class ClientStream:
             self._conn_last_id = last
             if self.resume_from is None:
                 self.resume_from = last
+        if self.state is not None:
+            self._catch_up = ""  # until the state frame
+        elif self.asked_since is not None and self.asked_since != last:
+            # the replay ends with the newest event at welcome (or, when filters hide that
+            # one, at the first heartbeat, which comes only once nothing is queued)
+            self._catch_up = last if isinstance(last, str) else ""
         self.phase = Phase.OPEN

@@ -25,6 +25,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from livepanel.protocol import CLOSE_NORMAL
@@ -52,12 +53,17 @@ MAX_REJECTION_BODY = 65536
 class Accepted:
     """The server accepted the WebSocket handshake; ``welcome`` follows.
 
+    Attributes:
+        extensions: the extensions the server agreed to (``"permessage-deflate"``).
+
     Example::
 
         match event:
             case Accepted():
                 ...  # wait for welcome
     """
+
+    extensions: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +144,8 @@ class ClientWire:
         host: the ``Host`` header value (``"example.com:8080"``).
         target: the request path and query string.
         headers: extra request headers, as ``(name, value)`` strings.
+        deflate: offer the ``permessage-deflate`` extension (messages the server
+            compresses are inflated here).
 
     Raises:
         ConnectionError: from :meth:`receive_data`, when the handshake response
@@ -150,10 +158,19 @@ class ClientWire:
         True
     """
 
-    def __init__(self, host: str, target: str, headers: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(
+        self,
+        host: str,
+        target: str,
+        headers: Iterable[tuple[str, str]] = (),
+        *,
+        deflate: bool = False,
+    ) -> None:
         self._ws = WSConnection(ConnectionType.CLIENT)
         extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        self._out = bytearray(self._ws.send(Request(host=host, target=target, extra_headers=extra)))
+        offer = [PerMessageDeflate()] if deflate else []
+        request = Request(host=host, target=target, extra_headers=extra, extensions=offer)
+        self._out = bytearray(self._ws.send(request))
         self._text: list[str] = []
         self._rejection: RejectConnection | None = None
         self._rejection_body = bytearray()
@@ -196,7 +213,7 @@ class ClientWire:
         out: list[WireEvent] = []
         for event in events:
             if isinstance(event, AcceptConnection):
-                out.append(Accepted())
+                out.append(Accepted(tuple(e.name for e in event.extensions)))
             elif isinstance(event, RejectConnection):
                 self._rejection = event
                 if not event.has_body:

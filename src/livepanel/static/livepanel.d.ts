@@ -2,7 +2,11 @@
 
 export type Transport = "websocket" | "sse";
 
-export type Status = "connecting" | "open" | "reconnecting" | "auth_failed" | "closed";
+/**
+ * `catching_up`: welcomed, but a replay (a resume with `since`) or the state is still on its
+ * way; `open`: live, the screen is current.
+ */
+export type Status = "connecting" | "catching_up" | "open" | "reconnecting" | "auth_failed" | "closed";
 
 /** A server frame carrying a broadcast event. */
 export interface LivePanelEvent<P = Record<string, unknown>, T extends string = string> {
@@ -56,9 +60,22 @@ export interface StatusChange {
   attempt?: number;
   /** `reconnecting`: milliseconds until that attempt. */
   delay?: number;
+  /** `reconnecting`: milliseconds until the next attempt (the same as `delay`). */
+  retryIn?: number;
+  /**
+   * `reconnecting`: the server's retry hint in seconds (a 429's `Retry-After`, a close's
+   * `retry_after=`), capped at 300; `null` for the ordinary backoff. A hinted wait is not a
+   * failed attempt.
+   */
+  retryAfter?: number | null;
+  /** `reconnecting` on a hint: the close code that carried it (1012 restarting, 1013 busy). */
+  closeCode?: number;
   /** `closed`: `"client"` after close(), `"gave_up"` after the last retry failed. */
   reason?: "client" | "gave_up";
-  /** `auth_failed`: the probe's HTTP status (401 or 403) and the server's error code. */
+  /**
+   * `auth_failed`: the probe's HTTP status (401 or 403) and the server's error code;
+   * `reconnecting`: 429 when the hint came as `Retry-After`.
+   */
   httpStatus?: number;
   code?: string;
   message?: string;
@@ -90,6 +107,11 @@ export interface ClientOptions extends BackoffOptions {
    * handlers all ran without throwing (and whose returned promises resolved). Default 250.
    */
   ackInterval?: number;
+  /**
+   * Retry hints followed in a row, with no connection staying open `stableAfter` between
+   * them, before further ones count as failed attempts (default 20).
+   */
+  maxHintedWaits?: number;
   /**
    * A fresh connect ticket (from your REST endpoint), fetched before every connection attempt
    * and before the probe of a refused one, sent as `?ticket=`. A rejection or an empty string
@@ -126,8 +148,18 @@ export interface ClientOptions extends BackoffOptions {
   fetch?: (
     url: string,
     init?: RequestInit,
-  ) => Promise<{ status: number; ok?: boolean; redirected?: boolean; url?: string; body?: ReadableStream<Uint8Array> | null; json(): Promise<unknown> }>;
+  ) => Promise<{
+    status: number;
+    ok?: boolean;
+    redirected?: boolean;
+    url?: string;
+    headers?: { get(name: string): string | null };
+    body?: ReadableStream<Uint8Array> | null;
+    json(): Promise<unknown>;
+  }>;
   random?: () => number;
+  /** The clock of `staleness`, milliseconds since the epoch (default `Date.now`). */
+  now?: () => number;
   locks?: { request(name: string, options: { signal?: AbortSignal }, callback: () => Promise<unknown> | unknown): Promise<unknown> } | null;
   BroadcastChannel?: new (name: string) => {
     onmessage: ((event: { data: any }) => void) | null;
@@ -157,7 +189,11 @@ export const DEFAULT_OPTIONS: Readonly<Required<BackoffOptions> & {
   websocketRetryAfter: number;
   shared: boolean;
   schema: null;
+  ackInterval: number;
+  maxHintedWaits: number;
 }>;
+/** No retry hint makes the client wait longer than this many seconds (plus jitter). */
+export const MAX_RETRY_HINT: number;
 export const STATUSES: readonly Status[];
 export const TRANSPORTS: readonly ("auto" | Transport)[];
 
@@ -167,6 +203,14 @@ export function backoffSchedule(count: number, options?: BackoffOptions): number
 export function shouldGiveUp(attempts: number, retries?: number): boolean;
 export function planReconnect(attempts: number, options?: BackoffOptions, random?: () => number): number | null;
 export function isAuthFailure(httpStatus: number): boolean;
+/** The seconds of a close reason `retry_after=<decimal>`, capped at 300; `null` for anything else. */
+export function parseRetryHint(reason: unknown): number | null;
+/** The seconds of an HTTP `Retry-After` (whole seconds or a date), capped at 300; `null` if unreadable. */
+export function parseRetryAfter(header: unknown, now?: number): number | null;
+/** Milliseconds to wait for a hint: the hint plus a jitter in `[0, max(0.25 s, 20 % of it)]`. */
+export function retryHintDelay(seconds: number, random?: () => number): number;
+/** Whether a connection opened with `since` (and `state`) and welcomed at `lastEventId` has a replay or state on its way. */
+export function catchesUp(since: string | null | undefined, lastEventId: string | null, state?: boolean): boolean;
 export function splitFrames(data: unknown): string[];
 export function connectUrl(
   url: string,
@@ -195,8 +239,8 @@ export interface SseMessage {
   id: string | null;
   data: string;
 }
-/** An incremental `text/event-stream` parser. */
-export function sseParser(): { push(text: string): SseMessage[] };
+/** An incremental `text/event-stream` parser; `onComment` gets each comment's text (`"ping"`). */
+export function sseParser(onComment?: ((text: string) => void) | null): { push(text: string): SseMessage[] };
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
 /**
  * Where to connect after a probe of `from` was redirected to `to`: `to` as `ws(s):` without a
@@ -247,7 +291,13 @@ export class LivePanelClient<M extends object = UntypedPayloads, C extends objec
   readonly role: "leader" | "follower" | null;
   /** The transport in use or being tried. */
   readonly transport: Transport;
+  /** `true` only while live (`open`): not while `catching_up`. */
   readonly isConnected: boolean;
+  /**
+   * Seconds since the newest event or heartbeat arrived (or the client went live);
+   * `Infinity` before any did. Read it when needed: no event fires as it grows.
+   */
+  readonly staleness: number;
   readonly lastEventId: string | null;
   /** The newest event id every handler has run for: what the server is told in `ack`. */
   readonly ackedId: string | null;

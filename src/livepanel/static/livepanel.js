@@ -37,8 +37,17 @@
  * the same path but for a trailing slash, the client connects there from then on and
  * logs it (`console.info`).
  *
- * The backoff schedule, its jitter and the give-up rule are pure functions
- * exported below, so they can be tested without a browser.
+ * The status tells a screen that is current from one that is not: `catching_up` while a
+ * replay (a resume with `since`) or the state is still on its way, `open` once live.
+ * `client.staleness` is the number of seconds since the newest event or heartbeat arrived.
+ *
+ * A server that is busy or shutting down says when to come back: a probe answered 429 with
+ * `Retry-After`, or a close with 1013 or 1012 and the reason `retry_after=<seconds>`. The
+ * client waits that long plus a jitter (status `reconnecting`, `retryIn` in the detail),
+ * without counting it as a failed attempt, then resumes with `since` as always.
+ *
+ * The backoff schedule, its jitter, the give-up rule and the retry hints' parsing are pure
+ * functions exported below, so they can be tested without a browser.
  */
 
 /** The defaults of every option; times are in milliseconds. */
@@ -100,13 +109,22 @@ export const DEFAULT_OPTIONS = Object.freeze({
    * handlers all ran (and whose returned promises resolved) is told to the server.
    */
   ackInterval: 250,
+  /**
+   * Retry hints (429 `Retry-After`, close 1012/1013 `retry_after=`) followed in a row, with no
+   * connection staying open `stableAfter` between them, before further ones count as failed
+   * attempts: a server that keeps saying `retry_after=0` cannot make the client spin.
+   */
+  maxHintedWaits: 20,
 });
+
+/** No server's retry hint makes the client wait longer than this many seconds (plus jitter). */
+export const MAX_RETRY_HINT = 300;
 
 /** The transports the `transport` option names. */
 export const TRANSPORTS = Object.freeze(["auto", "websocket", "sse"]);
 
 /** Every status the client reports, in the order a connection usually goes through them. */
-export const STATUSES = Object.freeze(["connecting", "open", "reconnecting", "auth_failed", "closed"]);
+export const STATUSES = Object.freeze(["connecting", "catching_up", "open", "reconnecting", "auth_failed", "closed"]);
 
 /**
  * The URL a probe was redirected to, when the client should connect there instead: same
@@ -189,6 +207,46 @@ export function isAuthFailure(httpStatus) {
   return httpStatus === 401 || httpStatus === 403;
 }
 
+/** The close codes whose reason may carry `retry_after=<seconds>`: try again later, and restart. */
+const HINTED_CLOSE_CODES = new Set([1012, 1013]);
+
+/**
+ * The seconds a close reason asks the client to wait (`retry_after=2.35`: a decimal number of
+ * seconds), capped at `MAX_RETRY_HINT`; `null` for anything else (no hint, a negative or
+ * garbled number, an exponent, junk), which leaves the ordinary backoff in charge.
+ */
+export function parseRetryHint(reason) {
+  if (typeof reason !== "string" || reason.length > 64) return null;
+  const match = /^\s*retry_after=(\d{1,12}(?:\.\d{1,9})?)\s*$/.exec(reason);
+  if (match === null) return null;
+  const seconds = Number(match[1]);
+  return Number.isFinite(seconds) ? Math.min(seconds, MAX_RETRY_HINT) : null;
+}
+
+/**
+ * The seconds an HTTP `Retry-After` header asks for: whole seconds, or an HTTP date
+ * (measured from `now`, milliseconds since the epoch); capped at `MAX_RETRY_HINT`, and
+ * `null` when the header is missing or unreadable.
+ */
+export function parseRetryAfter(header, now = Date.now()) {
+  if (typeof header !== "string" || header.length > 64) return null;
+  const value = header.trim();
+  if (/^\d{1,12}$/.test(value)) return Math.min(Number(value), MAX_RETRY_HINT);
+  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(value)) return null;
+  const at = Date.parse(value);
+  if (!Number.isFinite(at)) return null;
+  return Math.min(Math.max(0, (at - now) / 1000), MAX_RETRY_HINT);
+}
+
+/**
+ * The milliseconds to wait for a retry hint of `seconds`: the hint plus a jitter uniform in
+ * `[0, max(0.25 s, 20 % of the hint)]`, so clients told the same thing do not return together.
+ */
+export function retryHintDelay(seconds, random = Math.random) {
+  const hint = Math.min(Math.max(0, Number(seconds) || 0), MAX_RETRY_HINT) * 1000;
+  return Math.round(hint + random() * Math.max(250, 0.2 * hint));
+}
+
 /**
  * True when a refused WebSocket handshake's probe shows an endpoint that answers HTTP
  * and does not refuse: `426 Upgrade Required` (the upgrade was lost on the way, as
@@ -202,9 +260,10 @@ export function shouldFallBack(httpStatus) {
  * An incremental `text/event-stream` parser: `push(text)` returns the messages
  * completed by that chunk, each `{event, id, data}` (`event` defaults to
  * `"message"`, `id` is `null` without an `id:` line). Comments (`: ping`) give
- * no message. Chunks may split lines and messages anywhere.
+ * no message; `onComment`, when given, is called with each comment's text (`"ping"`).
+ * Chunks may split lines and messages anywhere.
  */
-export function sseParser() {
+export function sseParser(onComment = null) {
   let buffer = "";
   let event = "";
   let id = null;
@@ -225,7 +284,10 @@ export function sseParser() {
           data = [];
           continue;
         }
-        if (line.startsWith(":")) continue;
+        if (line.startsWith(":")) {
+          onComment?.(line.slice(1).trim()); // `: ping`, the stream's heartbeat
+          continue;
+        }
         const colon = line.indexOf(":");
         const field = colon === -1 ? line : line.slice(0, colon);
         let value = colon === -1 ? "" : line.slice(colon + 1);
@@ -372,7 +434,8 @@ export function probeUrl(wsUrl, ticket = null) {
  *
  * Listen with `on(name, fn)`: an event type (`"session.created"`), `"*"` for
  * every event, or one of the client's own notifications: `"status"`
- * (`{status, previous, ...detail}`), `"welcome"`, `"resume_unavailable"`
+ * (`{status, previous, ...detail}`; `reconnecting` has `retryIn`, the milliseconds until the
+ * next attempt, and `retryAfter`, the server's hint in seconds or `null`), `"welcome"`, `"resume_unavailable"`
  * (the events since the last one seen are gone: refetch your state),
  * `"error"` (other server error frames) and, with `{state: true}`, `"state"`
  * (`{state, reset, collection, event}` on every change of `client.state`) and, with
@@ -402,6 +465,13 @@ export class LivePanelClient {
     this.schemaChanged = null;
     /** The server's heartbeat interval in seconds, once welcomed. */
     this.heartbeatInterval = null;
+    this._now = this.options.now ?? Date.now; // wall clock: shared tabs compare their readings
+    this._freshAt = null; // when the newest event or heartbeat arrived (or the client went live)
+    this._catchingUp = false; // welcomed, but a replay or the state is still on its way
+    this._sinceOnSocket = null; // the `since` this connection asked for
+    this._openDetail = {}; // the `open` status's detail, held while catching up
+    this._hinted = false; // the wait under way is the server's retry hint
+    this._hintedRun = 0; // hints followed since a connection last stayed open
     if (!TRANSPORTS.includes(this.options.transport)) {
       const given = this.options.transport;
       throw new TypeError(`livepanel: transport must be "auto", "websocket" or "sse", not ${given}`);
@@ -466,9 +536,20 @@ export class LivePanelClient {
     });
   }
 
-  /** True while the connection is open and welcomed. */
+  /**
+   * True while the client is live (status `open`): welcomed and caught up. While
+   * `catching_up` the socket is open but the screen is not current yet: `false`.
+   */
   get isConnected() {
     return this.status === "open";
+  }
+
+  /**
+   * Seconds since the newest event or heartbeat arrived (or the client went live, which
+   * proves it current too); `Infinity` before any did. It keeps growing while disconnected.
+   */
+  get staleness() {
+    return this._freshAt === null ? Infinity : Math.max(0, (this._now() - this._freshAt) / 1000);
   }
 
   /** Call `listener` for `name`; returns a function that removes it. */
@@ -496,6 +577,7 @@ export class LivePanelClient {
     this._stopped = false;
     this._gaveUp = false;
     this._attempts = 0;
+    this._hintedRun = 0;
     if (this.options.transport === "auto") this._useWebSocket(); // a full reconnect tries WebSocket again
     this._drop(4000, "reconnect");
     this._watchPage(true);
@@ -653,6 +735,7 @@ export class LivePanelClient {
           lastEventId: this.lastEventId,
           state: this.options.state ? this.state : null,
           rules: this._stateRules,
+          freshAt: this._freshAt,
         });
       } else if (message.kind === "reconnect") {
         this.reconnect(message.since === undefined ? {} : { since: message.since });
@@ -676,6 +759,7 @@ export class LivePanelClient {
           this._dispatch({ type: "welcome", payload: message.welcome }, true);
         }
         if (message.lastEventId) this.lastEventId = message.lastEventId; // the leader is never behind
+        if (typeof message.freshAt === "number") this._freshAt = Math.max(this._freshAt ?? 0, message.freshAt);
         if (this.options.state && message.state && this.state === null) {
           this.state = message.state;
           this._stateRules = message.rules;
@@ -753,11 +837,13 @@ export class LivePanelClient {
     // EventSource only hands over the names it was given listeners for (no "*")
     const fallback = this.options.transport === "auto"; // SSE in auto is always a fallback
     const url = streamUrl(this.endpoint, { ...this._query(ticket), fallback }, this.options.base);
+    this._sinceOnSocket = this.lastEventId;
     const controller = new AbortController();
     this._stream = controller;
     this._welcome = null;
     this._eventsOnSocket = 0;
     const current = () => generation === this._generation && !this._stopped;
+    let hint = null; // a 429's Retry-After
     const read = async () => {
       const response = await this._fetch(url, {
         credentials: "same-origin",
@@ -778,10 +864,17 @@ export class LivePanelClient {
         }
         return;
       }
-      if (!response.ok || !response.body) return; // 429, 503, a proxy's error page: retry
+      if (response.status === 429) {
+        hint = parseRetryAfter(response.headers?.get?.("Retry-After") ?? null, this._now());
+        return;
+      }
+      if (!response.ok || !response.body) return; // 503, a proxy's error page: retry
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
-      const parser = sseParser();
+      const parser = sseParser((comment) => {
+        // the stream's heartbeat, handled (and passed on to shared tabs) as a `ping` frame
+        if (comment === "ping" && this._welcome !== null && current()) this._dispatch({ type: "ping", payload: {} });
+      });
       try {
         for (;;) {
           const { done, value } = await reader.read();
@@ -800,20 +893,24 @@ export class LivePanelClient {
     read()
       .catch(() => {}) // unreachable, aborted or cut off: the same as an end
       .then(() => {
-        if (generation === this._generation && this._stream === controller) this._streamEnded();
+        if (generation === this._generation && this._stream === controller) this._streamEnded(hint);
       });
   }
 
-  _streamEnded() {
-    // the response said why, so no probe: an ended stream is retried with backoff
+  _streamEnded(hint = null) {
+    // the response said why, so no probe: an ended stream is retried with backoff (or as told)
     this._stream = null;
+    this._catchingUp = false;
     this._clearWatchdog();
     this._clearStable();
-    if (!this._stopped) this._scheduleReconnect();
+    if (this._stopped) return;
+    if (hint !== null) this._scheduleHinted(hint, { httpStatus: 429 });
+    else this._scheduleReconnect();
   }
 
   _openSocket(generation, ticket) {
     const url = connectUrl(this.endpoint, this._query(ticket), this.options.base);
+    this._sinceOnSocket = this.lastEventId;
     const socket = new this._WebSocket(url);
     this._socket = socket;
     this._welcome = null;
@@ -821,8 +918,8 @@ export class LivePanelClient {
     socket.onmessage = (message) => {
       if (generation === this._generation) this._receive(message.data);
     };
-    socket.onclose = () => {
-      if (generation === this._generation) this._lost(url);
+    socket.onclose = (event) => {
+      if (generation === this._generation) this._lost(url, event);
     };
     socket.onerror = () => {}; // a close event follows
   }
@@ -855,8 +952,8 @@ export class LivePanelClient {
 
   _dispatch(frame, fromChannel = false) {
     const payload = frame.payload ?? {};
-    if (this.role === "leader" && !fromChannel && frame.type !== "ping" && frame.type !== "pong") {
-      this._post({ kind: "frame", frame });
+    if (this.role === "leader" && !fromChannel && frame.type !== "pong") {
+      this._post({ kind: "frame", frame }); // heartbeats too: the other tabs' staleness
     }
     switch (frame.type) {
       case "welcome": {
@@ -878,12 +975,24 @@ export class LivePanelClient {
         this._stableTimer = setTimeout(() => {
           this._stableTimer = null;
           this._attempts = 0;
+          this._hintedRun = 0;
         }, this.options.stableAfter);
         this._armWatchdog(2 * this.heartbeatInterval * 1000);
         if (this.transport === "websocket") this._fallbacks = 0;
         else if (this.options.transport === "auto") this._planTrial(); // WebSocket may come back
         const fallback = this.transport === "sse" && this.options.transport === "auto";
-        this._setStatus("open", fallback ? { transport: "sse", fallback } : { transport: this.transport });
+        this._openDetail = fallback ? { transport: "sse", fallback } : { transport: this.transport };
+        this._catchingUp = catchesUp(this._sinceOnSocket, payload.lastEventId ?? null, this.options.state);
+        if (this._catchingUp) {
+          this._setStatus("catching_up", this._openDetail);
+          // frames go out in order and the replay or state is queued before the welcome is
+          // sent: the answer to this ping comes after them (the server sends no other marker)
+          // (the connection's generation: an older connection's pong is not this one's)
+          if (this.transport === "websocket") this._send({ type: "ping", payload: { caughtUp: this._generation } });
+        } else {
+          this._fresh(); // nothing owed: the welcome is as current as a heartbeat
+          this._setStatus("open", this._openDetail);
+        }
         this._emit("welcome", payload);
         this._checkSchema(payload);
         this._ackSent = null; // a new connection knows nothing: tell it the newest ack again
@@ -891,15 +1000,20 @@ export class LivePanelClient {
         return;
       }
       case "ping":
+        this._heartbeat(); // sent after a heartbeat interval of silence: nothing is owed
+        return;
       case "pong":
-        return; // liveness only
+        if (payload.caughtUp === this._generation) this._caughtUp();
+        return;
       case "state": {
         if (!this.options.state) return;
         const { collections, rules } = stateFromFrame(payload);
         this.state = collections;
         this._stateRules = rules;
         if (payload.lastEventId) this.lastEventId = payload.lastEventId;
+        this._fresh();
         this._emit("state", { state: this.state, reset: true, collection: null, event: null });
+        this._caughtUp(); // the state replaces the replay
         return;
       }
       case "error": {
@@ -907,22 +1021,31 @@ export class LivePanelClient {
           // the server goes on live from the welcome: resume from there next time
           if (this._eventsOnSocket === 0) this.lastEventId = this._welcome?.lastEventId ?? null;
           this._emit("resume_unavailable", payload);
+          this._caughtUp(); // no replay comes, and no state (it would have replaced this error)
         } else {
+          // an answer to a message sent after the welcome (the ping, an ack): after the replay
+          if (payload.code === "rate_limited") this._caughtUp();
           this._emit("error", payload);
         }
         return;
       }
       default: {
         if (typeof frame.type !== "string" || CLIENT_EVENTS.has(frame.type)) return;
+        // the newest event when the connection opened: the replay ends with it
+        const replayEnds = this._catchingUp && frame.id != null && frame.id === this._welcome?.lastEventId;
         if (this.options.shared && frame.id != null) {
           // after a takeover the new leader's replay may repeat what the old one passed on
-          if (this._seen.has(frame.id)) return;
+          if (this._seen.has(frame.id)) {
+            if (replayEnds) this._caughtUp();
+            return;
+          }
           this._seen.add(frame.id);
           if (this._seen.size > SEEN_IDS) this._seen.delete(this._seen.values().next().value);
         }
         if (frame.id != null) this.lastEventId = frame.id;
         this._eventsOnSocket += 1;
         this.lastEvent = frame;
+        this._freshAt = this._now();
         if (this.state !== null) {
           const changed = applyToState(this.state, this._stateRules, frame);
           if (changed !== null) {
@@ -934,17 +1057,41 @@ export class LivePanelClient {
         const outcome = this._emit(frame.type, frame);
         // a follower's tab is not the connection's: the leader acks what its handlers ran
         if (frame.id != null && this.role !== "follower") this._handled(frame.id, outcome);
+        if (replayEnds) this._caughtUp();
       }
     }
   }
 
-  _lost(url) {
+  /** A heartbeat arrived: the client is current as of now, and owed nothing queued before it. */
+  _heartbeat() {
+    this._fresh();
+    this._caughtUp();
+  }
+
+  _fresh() {
+    this._freshAt = this._now();
+  }
+
+  /** The replay or state asked for has arrived: live from here. */
+  _caughtUp() {
+    if (!this._catchingUp || this.role === "follower") return;
+    this._catchingUp = false;
+    this._fresh();
+    this._setStatus("open", this._openDetail);
+  }
+
+  _lost(url, event) {
     const welcomed = this._welcome !== null;
     this._socket = null;
+    this._catchingUp = false;
     this._clearWatchdog();
     this._clearStable();
     if (this._stopped) return;
-    if (welcomed) {
+    const hint = HINTED_CLOSE_CODES.has(event?.code) ? parseRetryHint(event.reason) : null;
+    if (hint !== null) {
+      // the server is restarting (1012) or busy (1013) and said when to come back
+      this._scheduleHinted(hint, { closeCode: event.code });
+    } else if (welcomed) {
       this._scheduleReconnect();
     } else {
       this._probe(url); // refused or unreachable: find out which
@@ -988,6 +1135,13 @@ export class LivePanelClient {
       this._stop("auth_failed", { httpStatus: response.status, code: body.error, message: body.message });
       return;
     }
+    if (response?.status === 429) {
+      const hint = parseRetryAfter(response.headers?.get?.("Retry-After") ?? null, this._now());
+      if (hint !== null) {
+        this._scheduleHinted(hint, { httpStatus: 429 });
+        return;
+      }
+    }
     const moved = response?.redirected ? slashRedirect(url, response.url) : null;
     if (moved !== null && this.transport === "websocket" && shouldFallBack(response.status)) {
       // a mount's slash redirect, which WebSocket handshakes do not get: connect there
@@ -1019,24 +1173,48 @@ export class LivePanelClient {
     this._scheduleReconnect();
   }
 
-  _scheduleReconnect() {
-    const delay = planReconnect(this._attempts, this.options, this._random);
-    if (delay === null) {
+  _scheduleReconnect(atLeast = 0, hint = null) {
+    const backoff = planReconnect(this._attempts, this.options, this._random);
+    if (backoff === null) {
       this._gaveUp = true;
       this._stop("closed", { reason: "gave_up", attempts: this._attempts });
       return;
     }
+    const delay = Math.max(backoff, atLeast);
     this._attempts += 1;
-    this._setStatus("reconnecting", { attempt: this._attempts, delay });
+    this._wait(delay, { attempt: this._attempts, delay, retryIn: delay, retryAfter: hint }, false);
+  }
+
+  /**
+   * Come back when the server said (`seconds`), plus jitter: not a failed attempt, so the
+   * retry budget and the backoff stay as they are; unless hints keep coming with no
+   * connection staying open between them, when each counts as one (and waits at least it).
+   */
+  _scheduleHinted(seconds, detail) {
+    this._hintedRun += 1;
+    const delay = retryHintDelay(seconds, this._random);
+    if (this._hintedRun > this.options.maxHintedWaits) {
+      this._scheduleReconnect(delay, seconds);
+      return;
+    }
+    this._wait(delay, { attempt: this._attempts, delay, retryIn: delay, retryAfter: seconds, ...detail }, true);
+  }
+
+  _wait(delay, detail, hinted) {
+    this._clearTimer();
+    this._hinted = hinted;
+    this._setStatus("reconnecting", detail);
     this._timer = setTimeout(() => {
       this._timer = null;
+      this._hinted = false;
       this._open();
     }, delay);
   }
 
   _wakeUp() {
-    // the network or the tab came back: do not sit out the backoff
+    // the network or the tab came back: do not sit out the backoff (but the server's hint, yes)
     if (this.status === "reconnecting" && this._timer !== null) {
+      if (this._hinted) return;
       this._open();
     } else if (this.status === "closed" && this._gaveUp) {
       this.reconnect();
@@ -1162,6 +1340,8 @@ export class LivePanelClient {
 
   _drop(code, reason) {
     this._generation += 1; // the old socket's events are ignored from now on
+    this._catchingUp = false;
+    this._hinted = false;
     this._clearTimer();
     this._clearTrial();
     this._clearWatchdog();
@@ -1194,6 +1374,16 @@ export class LivePanelClient {
     globalThis[method]?.("online", this._onOnline);
     globalThis.document?.[method]?.("visibilitychange", this._onVisible);
   }
+}
+
+/**
+ * Whether a connection welcomed at `lastEventId`, opened with `since` (and `state`), still has
+ * a replay or the state on its way: a `since` other than the welcome's position is replayed
+ * (or answered with the state, or `resume_unavailable`); without `since`, `state` is sent.
+ */
+export function catchesUp(since, lastEventId, state = false) {
+  if (since !== null && since !== undefined) return since !== lastEventId;
+  return Boolean(state);
 }
 
 /** Create a client and start connecting (after the current task, so `on(...)` calls come first). */

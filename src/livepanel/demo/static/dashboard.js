@@ -12,6 +12,7 @@ const MAX_FEED = 60;
 
 const STATUS_TEXT = {
   connecting: "Connecting…",
+  catching_up: "Catching up…",
   open: "Live",
   reconnecting: "Reconnecting…",
   auth_failed: "Authentication failed",
@@ -312,7 +313,7 @@ function renderStaleness(live) {
   renderGateway();
 }
 
-function renderStatus({ status, attempt, delay, reason, message }) {
+function renderStatus({ status, attempt, delay, reason, message, retryAfter }) {
   renderStaleness(status === "open");
   const box = $("connection");
   box.dataset.status = status;
@@ -323,6 +324,11 @@ function renderStatus({ status, attempt, delay, reason, message }) {
   if (status === "auth_failed") {
     const why = message ? ` (${message})` : "";
     notice(`The server refused our credentials${why}. Reload the page to log in again.`, { tone: "red" });
+  } else if (status === "reconnecting" && retryAfter != null) {
+    const wait = Math.max(1, Math.round(delay / 1000));
+    notice(`The server is restarting or busy and asked us to come back; trying again in ${wait} s.`, {
+      tone: "amber",
+    });
   } else if (status === "reconnecting") {
     const wait = delay ? `; trying again in ${Math.max(1, Math.round(delay / 1000))} s` : "";
     notice(`Cannot reach the server${wait} (try ${attempt ?? 1} of ${client?.options.retries ?? 10}).`, {

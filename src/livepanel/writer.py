@@ -1,0 +1,363 @@
+"""The writer of one connection: every ``send`` in the connection's own task and context.
+
+A :class:`Writer` drains a :class:`~livepanel.connection.Connection`'s outbox
+to the server's ``send``. It runs as a task of the connection's own, started
+from the connection's ASGI task (:meth:`Connection.start_writer
+<livepanel.connection.Connection.start_writer>`), so each ``send`` sees that
+task as ``asyncio.current_task()`` and that context's variables: a host
+middleware's ``asyncio.timeout()`` around ``send``, or a tracing span it opens,
+belongs to this connection, never to whoever published.
+
+Waking a parked task for every event costs a future, a handle and a pass of
+the event loop per connection and event, which is most of the cost per
+message at a steady rate. So when the hub's round reaches a writer that is
+parked, :meth:`Writer.flush` writes what queued *as* the writer's task: from
+the round's loop callback, it makes the task current (the event loop's own
+``_enter_task``, as ``asyncio`` does for every step of a task and Python 3.12's
+eager tasks do when they start) and runs each ``send`` in the task's context.
+A ``send`` that completes without waiting (the usual case: the server buffers
+the frame) costs no wake at all. One that has to wait (a full socket, a
+middleware that awaits) is handed over, suspended where it stopped, to the
+task itself, which finishes it (:func:`resume`) before it writes anything else:
+the order of frames, the task's cancellation (a timeout, an abandon) and the
+exceptions are the same as if the task had started that ``send`` itself.
+
+That needs the task's context object, which only ``create_task(context=...)``
+(Python 3.11 and later) gives; on Python 3.10 every round wakes the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+import types
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Protocol
+
+from livepanel.close_reason import CloseReason
+from livepanel.outbox import DeliveryCounters, Frame, Outbox
+from livepanel.protocol import control_frame
+from livepanel.receipts import AckMark
+
+
+class Writable(Protocol):
+    """What a writer needs of the connection it writes (:class:`~livepanel.connection.Connection`).
+
+    Example::
+
+        writer = Writer(conn, counters, send_text)  # conn: a Connection
+    """
+
+    loop: asyncio.AbstractEventLoop
+    outbox: Outbox
+    batch: bool
+    close_reason: CloseReason | None
+    last_sent: float
+    acks: AckMark | None
+
+    def close(self, reason: CloseReason) -> None:
+        """Stop queueing; the writer returns ``reason``."""
+
+    def wake(self) -> None:
+        """Wake the writer if it waits."""
+
+    def park(self) -> asyncio.Future[None]:
+        """The future the writer waits on until something is queued."""
+
+    def unpark(self) -> None:
+        """The writer stopped waiting."""
+
+    def push_control(self, text: str) -> None:
+        """Queue a frame that is not an event (a ``ping``)."""
+
+
+__all__ = ["SendText", "Writable", "Writer", "resume", "start_task"]
+
+logger = logging.getLogger("livepanel")
+
+SendText = Callable[[str], Awaitable[object]]
+"""Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
+
+_Suspended = tuple[Any, Any]  # a send's coroutine (or awaitable's iterator) and what it yielded
+
+
+class Writer:
+    """Drains one connection's outbox to ``send``, in the connection's own task.
+
+    Args:
+        conn: the connection it writes.
+        counters: the broadcaster's counters (``delivered``).
+        send: writes one text frame (or one event-stream chunk, with ``encode``).
+        heartbeat_interval: seconds without a frame before a ``ping`` is queued.
+        encode: with it, each wake sends ``encode(frames)`` of everything queued.
+        context: the context the writer's task runs in (see :mod:`livepanel.writer`);
+            without it every round wakes the task.
+
+    Example, what :meth:`Connection.write <livepanel.connection.Connection.write>` does::
+
+        writer = Writer(conn, counters, send_text, 25.0, context=context)
+        reason = await writer.run()
+    """
+
+    __slots__ = (
+        "_context",
+        "_counters",
+        "_encode",
+        "_heartbeat",
+        "_log",
+        "_suspended",
+        "_task",
+        "_timer",
+        "conn",
+        "send",
+    )
+
+    def __init__(
+        self,
+        conn: Writable,
+        counters: DeliveryCounters,
+        send: SendText,
+        heartbeat_interval: float | None = None,
+        *,
+        encode: Callable[[list[Frame]], str] | None = None,
+        context: contextvars.Context | None = None,
+    ) -> None:
+        self.conn = conn
+        self._counters = counters
+        self.send = send
+        self._heartbeat = heartbeat_interval
+        self._encode = encode
+        # what lets a round write as this task: its context, once run() is its task's body
+        self._context = context if encode is None else None
+        self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._suspended: _Suspended | None = None  # a send begun by flush() that had to wait
+        self._log = conn.acks.sent if conn.acks is not None else None  # the lag's record
+
+    # ------------------------------------------------------------------ from the hub's round
+
+    def flush(self) -> bool:
+        """Write what queued as the parked writer's task; ``False`` when it cannot here.
+
+        Called by the hub's round (a loop callback, where no task runs) for a
+        writer that waits. ``False`` (nothing done) when it has no context,
+        another task is running, or the writer is not parked: then wake it.
+        """
+        task = self._task
+        context = self._context
+        if task is None or context is None:
+            return False
+        loop = self.conn.loop
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # called from inside a task: the task must write itself
+            return False
+        try:
+            context.run(self._write_parked)
+        finally:
+            _leave_task(loop, task)
+        return True
+
+    def _write_parked(self) -> None:
+        conn = self.conn
+        outbox = conn.outbox
+        pending = outbox.pending
+        send = self.send
+        sent = 0
+        try:
+            if conn.batch:
+                controls = outbox.controls
+                frames = outbox.take()
+                sent = len(frames) - controls
+                if len(frames) == 1:
+                    self._begin(send(frames[0].text))
+                else:
+                    self._begin(send("\n".join([f.text for f in frames])))
+            else:
+                pop = outbox.pop
+                while pending:
+                    frame = pop()
+                    if frame.event is not None:
+                        sent += 1
+                    if self._begin(send(frame.text)):
+                        break  # the task finishes that send, then writes the rest
+        except Exception as exc:
+            conn.close(self._failed(exc))
+        self._counters.delivered += sent
+        now = conn.last_sent = conn.loop.time()
+        log = self._log
+        if sent and log is not None and log.acking:  # once per write, never per event
+            log.wrote(sent, outbox.newest_sent(), now)
+        if self._suspended is None and conn.close_reason is None:
+            if pending:  # control frames a send queued meanwhile: the task writes them
+                conn.wake()
+            else:
+                outbox.park()  # still parked: the next event tells the hub again
+
+    def _begin(self, sending: Awaitable[object]) -> bool:
+        """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
+        steps = sending if isinstance(sending, types.CoroutineType) else sending.__await__()
+        try:
+            yielded = steps.send(None)
+        except StopIteration:
+            return False
+        self._suspended = (steps, yielded)
+        self.conn.wake()
+        return True
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self) -> CloseReason:
+        """Drain the queue to ``send`` until the connection closes; return why it closed.
+
+        Wakes at most once per event-loop turn and writes everything queued
+        meanwhile (one frame each, or one newline-delimited frame with
+        ``batch``). After ``heartbeat_interval`` seconds without a frame it
+        queues ``ping``. A write that fails with ``OSError`` means the client
+        left; any other exception is logged and ends this connection alone
+        with ``INTERNAL_ERROR``.
+        """
+        conn = self.conn
+        loop = conn.loop
+        self._task = asyncio.current_task()
+        if self._heartbeat is not None:
+            self._timer = loop.call_later(self._heartbeat, self._beat)
+        counters = self._counters
+        outbox = conn.outbox
+        pending = outbox.pending
+        pop = outbox.pop
+        send = self.send
+        encode = self._encode
+        try:
+            while True:
+                while not pending and conn.close_reason is None and self._suspended is None:
+                    waiter = conn.park()
+                    try:
+                        await waiter
+                    except BaseException as exc:  # cancelled: a send flush() began gets it
+                        if self._suspended is None:
+                            raise
+                        await resume(*self._take_suspended(), thrown=exc)
+                    finally:
+                        conn.unpark()
+                if self._suspended is not None:
+                    await resume(*self._take_suspended())
+                    continue
+                reason = conn.close_reason
+                if reason is not None and not (reason.flushes_first and pending):
+                    return reason
+                if encode is not None or conn.batch:
+                    controls = outbox.controls
+                    frames = outbox.take()
+                    if encode is not None:
+                        await send(encode(frames))
+                    elif len(frames) == 1:
+                        await send(frames[0].text)
+                    else:
+                        await send("\n".join([f.text for f in frames]))
+                    sent = len(frames) - controls
+                    counters.delivered += sent
+                else:
+                    sent = 0
+                    while pending:
+                        if conn.close_reason is not None and not conn.close_reason.flushes_first:
+                            break
+                        frame = pop()
+                        if frame.event is not None:
+                            sent += 1
+                        await send(frame.text)
+                    counters.delivered += sent
+                now = conn.last_sent = loop.time()
+                log = self._log
+                if sent and log is not None and log.acking:  # once per write, not per event
+                    log.wrote(sent, outbox.newest_sent(), now)
+        except Exception as exc:
+            reason = self._failed(exc)
+            conn.close(reason)
+            return reason
+        finally:
+            self._task = self._context = None
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _take_suspended(self) -> _Suspended:
+        suspended = self._suspended
+        assert suspended is not None
+        self._suspended = None
+        return suspended
+
+    def _beat(self) -> None:
+        interval = self._heartbeat
+        assert interval is not None
+        conn = self.conn
+        idle = conn.loop.time() - conn.last_sent
+        if idle >= interval - 0.01:
+            conn.push_control(control_frame("ping", {}))
+            self._timer = conn.loop.call_later(interval, self._beat)
+        else:
+            self._timer = conn.loop.call_later(interval - idle, self._beat)
+
+    @staticmethod
+    def _failed(exc: Exception) -> CloseReason:
+        if isinstance(exc, OSError):
+            return CloseReason.CLIENT_LEFT
+        logger.error(
+            "livepanel: writing to a connection failed (%s); closing it with 1011",
+            type(exc).__name__,
+        )
+        return CloseReason.INTERNAL_ERROR
+
+
+@types.coroutine
+def resume(
+    steps: Any, yielded: Any, *, thrown: BaseException | None = None
+) -> Generator[Any, Any, Any]:
+    """Finish, in the awaiting task, a ``send`` that began elsewhere and had to wait.
+
+    ``steps`` is the suspended coroutine (or an awaitable's iterator) and
+    ``yielded`` what it yielded when it stopped; the task waits on that, sends
+    the results in and throws its exceptions (a cancellation) in, as if it had
+    awaited the ``send`` from the start. With ``thrown``, that exception goes in
+    first (the task was cancelled before it took the ``send`` over).
+
+    Example::
+
+        await resume(steps, yielded)  # returns what the send returns
+    """
+    if thrown is not None:
+        try:
+            yielded = steps.throw(thrown)
+        except StopIteration as stop:
+            return stop.value
+    while True:
+        try:
+            value = yield yielded
+        except BaseException as exc:
+            try:
+                yielded = steps.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+
+
+def start_task(
+    loop: asyncio.AbstractEventLoop, writing: Coroutine[Any, Any, Any]
+) -> tuple[asyncio.Task[Any], contextvars.Context | None]:
+    """Run ``writing`` in a task of its own, with a copy of the current context that
+    the caller keeps (``None`` on Python 3.10, where ``create_task`` takes no context).
+
+    Example::
+
+        task, context = start_task(loop, conn.write(send_text))
+    """
+    if sys.version_info < (3, 11):
+        return loop.create_task(writing), None
+    context = contextvars.copy_context()
+    return loop.create_task(writing, context=context), context
