@@ -46,14 +46,14 @@ from livepanel.handshake import (
 )
 from livepanel.mounting import Mounted
 from livepanel.origin import OriginPolicy
-from livepanel.protocol import CLOSE_GOING_AWAY
-from livepanel.refusals import Refusals, cors_headers, denial_response
+from livepanel.protocol import CLOSE_SERVICE_RESTART
+from livepanel.refusals import Refusals, cors_headers, denial_response, retry_reason
 from livepanel.schema.asyncapi import asyncapi_document
 from livepanel.settings import Audiences, Authorize, EndpointSettings
 from livepanel.shutdown import SignalWatch
 from livepanel.slots import ConnectionSlots, EndpointState, Slot
 from livepanel.sse import is_fallback, wants_event_stream
-from livepanel.throttle import AuthThrottle
+from livepanel.throttle import AuthThrottle, client_address
 from livepanel.tickets import TicketAuth
 from livepanel.transports import (
     EventStreamTransport,
@@ -104,14 +104,25 @@ class LivePanelApp(Mounted[Broadcaster]):
             of your own for the per-user-name budget or the memory bound.
         auth_failure_window: seconds over which refusals add up.
         auth_lockout: seconds a locked-out address waits.
+        admission_rate: handshakes this app admits per second, after
+            authentication (see :mod:`livepanel.admission`); the excess is
+            answered 429 with ``Retry-After`` (or closed with 1013 and
+            ``retry_after=<seconds>``), the hints spread so that a herd comes
+            back at the rate. ``None`` (the default) admits without a rate.
+        admission_burst: handshakes admitted back to back; a tenth of a
+            second's worth of ``admission_rate`` by default.
+        reconnect_window: seconds over which a shutdown spreads its clients'
+            return: each connection is closed with 1012 and
+            ``retry_after=<seconds>``, connection ``i`` of ``n`` told about
+            ``(i + 0.5) / n * reconnect_window``.
         shutdown_signals: signals on which every connection is closed with
-            1001 before the server's own handler runs (see
+            1012 before the server's own handler runs (see
             :mod:`livepanel.shutdown`); ``()`` leaves signals alone.
 
     Raises:
-        ConfigurationError: an ``auth`` that is not callable, a heartbeat or
-            message size that is not positive, a limit below 1, an origin
-            pattern it cannot read, or throttle settings out of range.
+        ConfigurationError: an ``auth`` that is not callable, a heartbeat,
+            message size or admission rate that is not positive, a limit below
+            1, an origin pattern it cannot read, or throttle settings out of range.
 
     Example::
 
@@ -136,6 +147,9 @@ class LivePanelApp(Mounted[Broadcaster]):
         auth_failure_limit: int | None = 20,
         auth_failure_window: float = 60.0,
         auth_lockout: float = 60.0,
+        admission_rate: float | None = None,
+        admission_burst: int | None = None,
+        reconnect_window: float = 5.0,
         shutdown_signals: Sequence[int] = _DEFAULT_SIGNALS,
     ) -> None:
         self.settings = EndpointSettings(
@@ -150,6 +164,9 @@ class LivePanelApp(Mounted[Broadcaster]):
             max_connections_per_user=max_connections_per_user,
             client_rate=client_rate,
             client_burst=client_burst,
+            admission_rate=admission_rate,
+            admission_burst=admission_burst,
+            reconnect_window=float(reconnect_window),
         )
         """What this endpoint does with each handshake and connection, frozen."""
         self.auth_throttle: AuthThrottle | None = None
@@ -261,8 +278,9 @@ class LivePanelApp(Mounted[Broadcaster]):
         scope = transport.scope
         began = time.monotonic()  # a revocation heard after this closes the connection
         verdict = await admit(scope, self.settings, self.auth_throttle)
-        if isinstance(verdict, Admission):
-            verdict = self._slots.admit(verdict, reserve=True)
+        if isinstance(verdict, Admission):  # the one place the admission rate is consulted
+            address = client_address(scope.get("client"))
+            verdict = self._slots.admit(verdict, reserve=True, address=address)
         if isinstance(verdict, Denial):
             self._count_handshake(verdict.status)
             await transport.refuse(verdict)
@@ -270,6 +288,8 @@ class LivePanelApp(Mounted[Broadcaster]):
         admission = verdict
         slot = Slot(self._slots, admission.user)
         try:  # the slot is ours from here: every way out gives it back
+            if admission.delay:
+                await asyncio.sleep(admission.delay)  # the admission rate's next token
             denial = await self._unready()
             audiences: frozenset[str] | None = None
             if denial is None:
@@ -297,7 +317,8 @@ class LivePanelApp(Mounted[Broadcaster]):
                 began,
             )
         except asyncio.CancelledError:
-            await transport.abandon()  # the server stops without a word: say so if we can
+            # the server stops without a word: say so if we can, and when to come back
+            await transport.abandon(retry_reason(self._slots.departing()))
             raise
         finally:
             slot.release()  # unless its connection's close gave it back already
@@ -323,8 +344,9 @@ class LivePanelApp(Mounted[Broadcaster]):
         """A plain HTTP request: the same checks, then 426, so a browser learns why its
         WebSocket was refused."""
         verdict = await admit(scope, self.settings, self.auth_throttle)
-        if isinstance(verdict, Admission):
-            verdict = self._slots.admit(verdict, reserve=False)
+        if isinstance(verdict, Admission):  # over the rate: 429 too, without taking a token
+            address = client_address(scope.get("client"))
+            verdict = self._slots.admit(verdict, reserve=False, address=address)
         if isinstance(verdict, Denial):
             await self._refusals.refuse_http(scope, send, verdict)
             return
@@ -356,9 +378,11 @@ class LivePanelApp(Mounted[Broadcaster]):
         self.broadcaster.mark_draining(False)
         self._signals.install()
 
-    async def shutdown(self, code: int = CLOSE_GOING_AWAY, timeout: float = 5.0) -> None:
+    async def shutdown(self, code: int = CLOSE_SERVICE_RESTART, timeout: float = 5.0) -> None:
         """Close every connection of this app with ``code`` and refuse new ones with 503.
 
+        With 1012 (the default) each close says when to come back,
+        ``retry_after=<seconds>``, the times spread over ``reconnect_window``.
         Returns once they are all closed, or after ``timeout`` seconds. New
         handshakes are refused until the next ``lifespan.startup``. livepanel
         calls it on ``SIGTERM``/``SIGINT`` (``shutdown_signals``) and on

@@ -46,6 +46,7 @@ __all__ = [
     "check_tls",
     "client_label",
     "header",
+    "over_rate",
     "single_header",
     "user_of",
 ]
@@ -58,7 +59,10 @@ class Denial:
     """A refused handshake: the HTTP status, the JSON body's ``error`` code and message.
 
     ``headers`` go with the response (``WWW-Authenticate``, ``Retry-After``);
-    ``logged=False`` keeps it out of the refusal log.
+    ``logged=False`` keeps it out of the refusal log. ``retry_after`` (seconds)
+    is the precise hint of a refusal over the admission rate: where the server
+    cannot answer a WebSocket handshake over HTTP, it is said in the close
+    reason (1013, ``retry_after=<seconds>``).
 
     Example::
 
@@ -70,6 +74,7 @@ class Denial:
     message: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
     logged: bool = True
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,8 @@ class Admission:
 
     ``principal`` is what the authenticator returned (``None`` with
     ``auth=None``); ``user`` is the name the limits and presence count the
-    connection under (see :func:`user_of`), ``""`` for an anonymous one.
+    connection under (see :func:`user_of`), ``""`` for an anonymous one;
+    ``delay`` is how long the admission rate holds it before it is accepted.
 
     Example::
 
@@ -87,6 +93,7 @@ class Admission:
 
     principal: Any
     user: str
+    delay: float = 0.0
 
 
 FORBIDDEN = Denial(403, "forbidden", "this user may not connect")
@@ -376,6 +383,26 @@ async def audiences_of(
     if isinstance(value, str):
         return frozenset({value})
     return frozenset(str(item) for item in value)
+
+
+def over_rate(wait: float) -> Denial:
+    """429 ``over_rate``: the worker admits handshakes at its ``admission_rate``; come back in
+    ``wait`` seconds (``Retry-After`` rounds it up to whole seconds, at least 1).
+
+    Example::
+
+        >>> over_rate(2.35).headers
+        ((b'retry-after', b'3'),)
+    """
+    seconds = max(1, math.ceil(wait))
+    return Denial(
+        429,
+        "over_rate",
+        f"this worker admits connections at a steady rate; retry in {seconds} s",
+        ((b"retry-after", str(seconds).encode()),),
+        logged=False,  # a herd after a deploy is expected: counted, not logged per address
+        retry_after=wait,
+    )
 
 
 def _no_query(scope: WWWScope) -> WWWScope:

@@ -30,6 +30,7 @@ __all__ = [
     "CLOSE_MESSAGE_TOO_BIG",
     "CLOSE_NORMAL",
     "CLOSE_POLICY_VIOLATION",
+    "CLOSE_SERVICE_RESTART",
     "CLOSE_TRY_AGAIN_LATER",
     "MAX_GLOBS",
     "MAX_GLOB_LENGTH",
@@ -67,8 +68,13 @@ CLOSE_MESSAGE_TOO_BIG = 1009
 """Close code: a client frame was larger than ``max_message_size`` bytes."""
 CLOSE_INTERNAL_ERROR = 1011
 """Close code: writing to the connection failed on the server's side; reconnect with ``since``."""
+CLOSE_SERVICE_RESTART = 1012
+"""Close code: the worker is shutting down; reconnect with ``since`` after the reason's
+``retry_after=<seconds>``."""
 CLOSE_TRY_AGAIN_LATER = 1013
-"""Close code: a slow consumer fell ``queue_size`` events behind; reconnect with ``since``."""
+"""Close code: a slow consumer fell ``queue_size`` events behind, or (before any frame) the
+worker is over its admission rate; reconnect with ``since``, after the reason's
+``retry_after=<seconds>`` when it has one."""
 
 SERVER_NAME = f"livepanel/{__version__}"
 """``welcome.server``: ``"livepanel/<version>"``, e.g. ``"livepanel/0.1.0"``."""

@@ -2,7 +2,9 @@
 
 A refused WebSocket handshake gets a real HTTP response through the ASGI
 ``websocket.http.response`` extension when the server offers it, else
-``websocket.close`` 1008 before accept; an event stream or a plain HTTP
+``websocket.close`` 1008 before accept (a refusal over the admission rate is
+accepted, then closed with 1013 and ``retry_after=<seconds>``, so the client
+still learns when to come back); an event stream or a plain HTTP
 request gets the response itself. The body is ``{"error", "message"}``. Each
 refusal is logged at most once per client address and interval
 (:class:`~livepanel.throttle.RefusalLog`), so a prober cannot fill the logs.
@@ -19,10 +21,10 @@ from asgiref.typing import WWWScope
 from livepanel.handshake import Denial, client_label, single_header
 from livepanel.logging_filters import mark_handshake_refused
 from livepanel.origin import OriginPolicy
-from livepanel.protocol import CLOSE_POLICY_VIOLATION
+from livepanel.protocol import CLOSE_POLICY_VIOLATION, CLOSE_TRY_AGAIN_LATER
 from livepanel.throttle import RefusalLog, client_address
 
-__all__ = ["Refusals", "cors_headers", "denial_response"]
+__all__ = ["Refusals", "cors_headers", "denial_response", "retry_reason"]
 
 logger = logging.getLogger("livepanel")
 
@@ -46,6 +48,17 @@ def denial_response(denial: Denial) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         *denial.headers,
     ]
     return body, headers
+
+
+def retry_reason(seconds: float) -> str:
+    """A close reason carrying a retry hint, as 1012 and 1013 say it: ``retry_after=<seconds>``.
+
+    Example::
+
+        >>> retry_reason(2.349)
+        'retry_after=2.35'
+    """
+    return f"retry_after={seconds:.2f}"
 
 
 def cors_headers(scope: WWWScope, policy: OriginPolicy) -> list[tuple[bytes, bytes]]:
@@ -83,7 +96,8 @@ class Refusals:
 
     async def refuse_websocket(self, scope: WWWScope, send: Any, denial: Denial) -> None:
         """Refuse a WebSocket handshake: an HTTP response where the server offers the
-        extension, else close 1008 before accept.
+        extension, else close 1008 before accept (over the admission rate: accept, then
+        close 1013 with the retry hint).
 
         Example::
 
@@ -101,6 +115,11 @@ class Refusals:
                 }
             )
             await send({"type": "websocket.http.response.body", "body": body, "more_body": False})
+        elif denial.retry_after is not None:
+            # no HTTP answer here: a close reason is the only place a hint fits
+            await send({"type": "websocket.accept", "subprotocol": None, "headers": []})
+            reason = retry_reason(denial.retry_after)
+            await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER, "reason": reason})
         else:
             await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION, "reason": ""})
 

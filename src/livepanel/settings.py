@@ -48,8 +48,9 @@ class EndpointSettings:
     """What one endpoint does with each handshake and connection (see ``LivePanelApp``).
 
     Raises:
-        ConfigurationError: an ``auth`` that is not callable, a heartbeat or a
-            message size that is not positive, or a limit below 1.
+        ConfigurationError: an ``auth`` that is not callable, a heartbeat, a
+            message size or an admission rate that is not positive, a limit or
+            a burst below 1, or a negative ``reconnect_window``.
 
     Example::
 
@@ -68,6 +69,9 @@ class EndpointSettings:
     max_connections_per_user: int | None = None
     client_rate: float | None = 20.0
     client_burst: int = 40
+    admission_rate: float | None = None
+    admission_burst: int | None = None
+    reconnect_window: float = 5.0
 
     def __post_init__(self) -> None:
         if self.auth is not None and not callable(self.auth):
@@ -85,3 +89,12 @@ class EndpointSettings:
         ):
             if limit is not None and limit < 1:
                 raise ConfigurationError(f"LivePanelApp: {name} must be >= 1 or None")
+        if self.admission_rate is not None and not self.admission_rate > 0:
+            raise ConfigurationError(
+                "LivePanelApp: admission_rate must be > 0 handshakes per second, "
+                "or None to admit without a rate"
+            )
+        if self.admission_burst is not None and self.admission_burst < 1:
+            raise ConfigurationError("LivePanelApp: admission_burst must be >= 1 or None")
+        if not self.reconnect_window >= 0:
+            raise ConfigurationError("LivePanelApp: reconnect_window must be >= 0 seconds")

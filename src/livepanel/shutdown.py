@@ -1,12 +1,14 @@
-"""Closing every connection with 1001 when the server process is told to stop.
+"""Closing every connection with 1012 when the server process is told to stop.
 
 No ASGI server tells the application before it ends its WebSockets: uvicorn
-closes them itself with 1012 and sends ``lifespan.shutdown`` afterwards;
+closes them itself with 1012 (no hint of when to come back) and sends
+``lifespan.shutdown`` afterwards;
 hypercorn keeps them open for its graceful timeout, then cancels them. So
 livepanel listens where the news arrives first, the signal. :class:`SignalWatch`
 chains a handler in front of the one the server installed for ``SIGTERM`` and
-``SIGINT``: on the signal, every watched app closes its connections with 1001
-(bounded by :data:`SIGNAL_GRACE`), and then the server's own handler runs as
+``SIGINT``: on the signal, every watched app closes its connections with 1012
+and ``retry_after=<seconds>``, spread over its ``reconnect_window`` (bounded by
+:data:`SIGNAL_GRACE`), and then the server's own handler runs as
 if nothing had happened. See ``docs/deployment.md``.
 
 livepanel stays out of a process where nothing handles ``SIGTERM`` (a script
@@ -23,6 +25,8 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from types import FrameType
 from typing import Any, Protocol
+
+from livepanel.protocol import CLOSE_SERVICE_RESTART
 
 __all__ = ["SIGNAL_GRACE", "SignalWatch"]
 
@@ -44,7 +48,7 @@ class SignalWatch:
 
     Each app owns one; :class:`~livepanel.LivePanelApp` installs it when a
     server starts it (``lifespan.startup``) or on its first handshake, not on
-    every one. A signal runs ``app.shutdown(1001, SIGNAL_GRACE)``, then the
+    every one. A signal runs ``app.shutdown(1012, SIGNAL_GRACE)``, then the
     handler that was there before ours, as if nothing had happened; a second
     signal while the connections close goes straight through.
 
@@ -100,8 +104,8 @@ class SignalWatch:
         self, previous: _Handler | None, sig: int, frame: FrameType | None
     ) -> None:
         try:
-            logger.info("livepanel: signal %d: closing WebSocket connections with 1001", sig)
-            closing = asyncio.ensure_future(self.app.shutdown(1001, SIGNAL_GRACE))
+            logger.info("livepanel: signal %d: closing WebSocket connections with 1012", sig)
+            closing = asyncio.ensure_future(self.app.shutdown(CLOSE_SERVICE_RESTART, SIGNAL_GRACE))
             done, late = await asyncio.wait({closing}, timeout=SIGNAL_GRACE + 0.5)
             for task in late:  # the server's handler must run, whatever the app does
                 task.cancel()

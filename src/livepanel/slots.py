@@ -12,6 +12,12 @@ accepted connection is :meth:`~ConnectionSlots.opened` and
 closes every open one and turns the endpoint to
 :attr:`EndpointState.SHUTTING_DOWN` until :meth:`~ConnectionSlots.reopen`.
 
+With ``admission_rate`` set, :meth:`~ConnectionSlots.admit` also consults the
+endpoint's :class:`~livepanel.admission.AdmissionLimiter`, after the limits
+(a user at its limit takes no token) and in the same step as the slot. A
+shutdown tells each connection when to come back (:meth:`~ConnectionSlots.farewell`),
+the times spread over ``reconnect_window``.
+
 The broadcaster counts connections too, for the whole process
 (``Broadcaster.connection_count``, presence): those are its own counters.
 """
@@ -19,10 +25,14 @@ The broadcaster counts connections too, for the whole process
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
+import time
+from collections.abc import Callable
 
+from livepanel.admission import HOLD, AdmissionLimiter
 from livepanel.connection import CloseReason, Connection
-from livepanel.handshake import Admission, Denial, check_limits
+from livepanel.handshake import Admission, Denial, check_limits, over_rate
 from livepanel.settings import EndpointSettings
 
 __all__ = ["ConnectionSlots", "EndpointState", "Slot"]
@@ -86,13 +96,26 @@ class ConnectionSlots:
                 slots.release(verdict.user)
     """
 
-    def __init__(self, settings: EndpointSettings) -> None:
+    def __init__(
+        self, settings: EndpointSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._settings = settings
+        self._clock = clock
         self._held = 0
         self._by_user: dict[str, int] = {}
         self._open: set[Connection] = set()  # accepted and not yet closed: what shut() closes
         self._state = EndpointState.SERVING
         self._empty: asyncio.Event | None = None  # set when the last slot is released
+        self._farewells: dict[Connection, float] = {}  # closed by shut(): seconds to come back
+        self._shut_reason = CloseReason.SERVICE_RESTART
+        self._departures = 0  # connections whose task the server cancelled, and how many held
+        self._departing_of = 0
+        self.admission: AdmissionLimiter | None = None
+        """The admission budget (``admission_rate``), or ``None`` without a rate."""
+        if settings.admission_rate is not None:
+            self.admission = AdmissionLimiter(
+                settings.admission_rate, settings.admission_burst, hold=HOLD
+            )
 
     @property
     def count(self) -> int:
@@ -104,8 +127,11 @@ class ConnectionSlots:
         """Serving, or shutting down."""
         return self._state
 
-    def admit(self, admission: Admission, *, reserve: bool) -> Admission | Denial:
-        """Check 5 of the handshake, the limits; with ``reserve``, a pass takes the slot.
+    def admit(
+        self, admission: Admission, *, reserve: bool, address: str = ""
+    ) -> Admission | Denial:
+        """Check 5 of the handshake, the limits, then the admission rate (keyed by the user
+        and the client ``address``); with ``reserve``, a pass takes the slot and a token.
 
         Example::
 
@@ -117,6 +143,19 @@ class ConnectionSlots:
             held=self._held,
             held_by_user=self._by_user.get(admission.user, 0),
         )
+        limiter = self.admission
+        if (
+            limiter is not None
+            and isinstance(verdict, Admission)
+            and self._state is EndpointState.SERVING  # shutting down: 503 follows, no token
+        ):
+            key = (admission.user, address)
+            now = self._clock()
+            wait = limiter.admit(key, now) if reserve else limiter.peek(key, now)
+            if wait is not None:
+                return over_rate(wait)
+            if reserve and limiter.delay > 0:  # the bucket's next token: hold it till then
+                verdict = dataclasses.replace(verdict, delay=limiter.delay)
         if reserve and isinstance(verdict, Admission):
             self._held += 1
             self._by_user[admission.user] = self._by_user.get(admission.user, 0) + 1
@@ -156,7 +195,8 @@ class ConnectionSlots:
         """
         self._open.add(conn)
         if self._state is EndpointState.SHUTTING_DOWN:
-            conn.close(CloseReason.GOING_AWAY)
+            self._farewells[conn] = self._settings.reconnect_window  # after those told before
+            conn.close(self._shut_reason)
 
     def closed(self, conn: Connection) -> None:
         """The connection closed: :meth:`shut` has nothing more to close there.
@@ -166,21 +206,51 @@ class ConnectionSlots:
             slots.closed(conn)
         """
         self._open.discard(conn)
+        self._farewells.pop(conn, None)
         self._check_empty()
 
     def shut(self, reason: CloseReason) -> int:
         """Refuse new connections from now on and close the open ones with ``reason``;
-        return how many were open.
+        return how many were open. Connection ``i`` of ``n`` is told to come back after
+        ``(i + 0.5) / n * reconnect_window`` seconds (:meth:`farewell`), so that they
+        do not all return at once.
 
         Example::
 
-            closing = slots.shut(CloseReason.GOING_AWAY)
+            closing = slots.shut(CloseReason.SERVICE_RESTART)
         """
         self._state = EndpointState.SHUTTING_DOWN
+        self._shut_reason = reason
         open_now = list(self._open)
-        for conn in open_now:
+        window = self._settings.reconnect_window
+        for i, conn in enumerate(open_now):
+            self._farewells[conn] = (i + 0.5) / len(open_now) * window
             conn.close(reason)
         return len(open_now)
+
+    def departing(self) -> float:
+        """A connection whose task the server cancels (it stops without telling the app):
+        seconds it is told to wait, the next of a spread over ``reconnect_window`` across
+        the connections held when the first went.
+
+        Example::
+
+            await transport.abandon(retry_reason(slots.departing()))
+        """
+        if not self._departures or self._departures >= self._departing_of:
+            self._departures, self._departing_of = 0, max(1, self._held)
+        self._departures += 1
+        return (self._departures - 0.5) / self._departing_of * self._settings.reconnect_window
+
+    def farewell(self, conn: Connection) -> float | None:
+        """Seconds :meth:`shut` told ``conn`` to wait before it comes back, or ``None`` when
+        it did not close it.
+
+        Example::
+
+            wait = slots.farewell(conn)  # said in the close reason: retry_after=<seconds>
+        """
+        return self._farewells.get(conn)
 
     def reopen(self) -> None:
         """Take new connections again (a server starts the app).
@@ -190,6 +260,7 @@ class ConnectionSlots:
             slots.reopen()
         """
         self._state = EndpointState.SERVING
+        self._departures = self._departing_of = 0
 
     async def wait_empty(self, timeout: float) -> bool:
         """Wait until every slot is released and every connection has said its goodbye, at

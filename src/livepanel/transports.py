@@ -36,6 +36,7 @@ from livepanel.protocol import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_MESSAGE_TOO_BIG,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TRY_AGAIN_LATER,
     Ack,
     ClientProtocol,
@@ -47,7 +48,7 @@ from livepanel.protocol import (
     parse_connect_query,
     welcome_frame,
 )
-from livepanel.refusals import Refusals, cors_headers
+from livepanel.refusals import Refusals, cors_headers, retry_reason
 from livepanel.schema.fingerprint import current_fingerprint
 from livepanel.settings import EndpointSettings
 from livepanel.slots import ConnectionSlots, Slot
@@ -67,6 +68,7 @@ logger = logging.getLogger("livepanel")
 # how each way a connection ends is said on the wire (CLIENT_LEFT: nothing to say)
 _CLOSE_CODES = {
     CloseReason.GOING_AWAY: CLOSE_GOING_AWAY,
+    CloseReason.SERVICE_RESTART: CLOSE_SERVICE_RESTART,
     CloseReason.POLICY_VIOLATION: CLOSE_POLICY_VIOLATION,
     CloseReason.MESSAGE_TOO_BIG: CLOSE_MESSAGE_TOO_BIG,
     CloseReason.INTERNAL_ERROR: CLOSE_INTERNAL_ERROR,
@@ -122,15 +124,15 @@ class Transport(Protocol):
         """Handle what the client sends until it leaves or must be closed."""
         ...
 
-    async def close(self, code: int) -> None:
-        """End the connection with ``code``; best effort."""
+    async def close(self, code: int, reason: str = "") -> None:
+        """End the connection with ``code`` and ``reason``; best effort."""
         ...
 
     async def refuse(self, denial: Denial) -> None:
         """Answer a refused handshake."""
         ...
 
-    async def abandon(self) -> None:
+    async def abandon(self, reason: str = "") -> None:
         """The server cancels this connection's task: say what can still be said."""
         ...
 
@@ -195,7 +197,8 @@ async def carry(
             reason = await _written(conn.start_writer(transport.write(conn)), conn)
             code = conn.revoked_code if reason is CloseReason.REVOKED else _CLOSE_CODES.get(reason)
             if code is not None:
-                await transport.close(code)
+                wait = slots.farewell(conn)  # a shutdown says when to come back
+                await transport.close(code, "" if wait is None else retry_reason(wait))
         finally:
             reader.cancel()
             try:
@@ -318,13 +321,14 @@ class WebSocketTransport(_Request):
                 elif isinstance(action, Ack) and conn.acks is not None:
                     conn.acks.record(action.id)  # what receipts count
 
-    async def close(self, code: int) -> None:
-        """``websocket.close`` with ``code``."""
+    async def close(self, code: int, reason: str = "") -> None:
+        """``websocket.close`` with ``code`` and ``reason``."""
         if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: closed slow connection %s (1013)", self.id)
         try:
             await asyncio.wait_for(
-                self.send({"type": "websocket.close", "code": code, "reason": ""}), CLOSE_TIMEOUT
+                self.send({"type": "websocket.close", "code": code, "reason": reason}),
+                CLOSE_TIMEOUT,
             )
         except (Exception, asyncio.TimeoutError):  # gone, refused, or not reading: said enough
             pass
@@ -333,14 +337,12 @@ class WebSocketTransport(_Request):
         """An HTTP response through the extension, else close 1008 before accept."""
         await self.refusals.refuse_websocket(self.scope, self.send, denial)
 
-    async def abandon(self) -> None:
-        """Best effort: close with 1001 a connection whose task the server is cancelling
-        (hypercorn after its graceful timeout stops without a word)."""
+    async def abandon(self, reason: str = "") -> None:
+        """Best effort: close with 1012 and ``reason`` a connection whose task the server is
+        cancelling (hypercorn after its graceful timeout stops without a word)."""
+        close = {"type": "websocket.close", "code": CLOSE_SERVICE_RESTART, "reason": reason}
         try:
-            await asyncio.wait_for(
-                self.send({"type": "websocket.close", "code": CLOSE_GOING_AWAY, "reason": ""}),
-                1.0,
-            )
+            await asyncio.wait_for(self.send(close), 1.0)
         except (Exception, asyncio.TimeoutError):  # closed already, or the client is gone
             pass
 
@@ -395,8 +397,9 @@ class EventStreamTransport(_Request):
                 conn.close(CloseReason.CLIENT_LEFT)
                 return
 
-    async def close(self, code: int) -> None:
-        """End the stream: the client reconnects with ``Last-Event-ID``."""
+    async def close(self, code: int, reason: str = "") -> None:
+        """End the stream: the client reconnects with ``Last-Event-ID`` (an event stream has
+        no close reason: the browser's own retry applies)."""
         if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: ended slow event stream %s", self.id)
         end = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -410,5 +413,5 @@ class EventStreamTransport(_Request):
         extra = cors_headers(self.scope, self.settings.origin_policy)
         await self.refusals.refuse_http(self.scope, self.send, denial, extra)
 
-    async def abandon(self) -> None:
+    async def abandon(self, reason: str = "") -> None:
         """Nothing to say: the server ends the response itself."""

@@ -447,6 +447,7 @@ DENIAL_CODES = {
     "unauthorized",
     "forbidden",
     "too_many_connections",
+    "over_rate",
     "shutting_down",
     "unavailable",
     "upgrade_required",
@@ -834,7 +835,7 @@ def test_protocol_md_lists_every_error_code_the_server_sends() -> None:
 
 
 def test_protocol_md_lists_every_close_code_the_server_uses() -> None:
-    """The close-code table holds 1001, 1008, 1009, 1011 and 1013, the codes protocol.py
+    """The close-code table holds 1001, 1008, 1009, 1011, 1012 and 1013, the codes protocol.py
     defines."""
     documented = {int(row[0]) for row in _table_rows(DOCS / "protocol.md", "The server closes")}
     from livepanel import protocol

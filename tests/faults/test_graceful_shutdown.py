@@ -1,4 +1,5 @@
-"""Stopping a server: every open connection is closed with 1001 (going away), and a client
+"""Stopping a server: every open connection is closed with 1012 (service restart) and a
+``retry_after=<seconds>`` hint, the hints spread over ``reconnect_window``, and a client
 resumes on another worker with ``since``, losing nothing.
 
 The servers run as real processes and get a real SIGTERM. What each does, and why
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from livepanel import Broadcaster, LivePanelApp
@@ -26,10 +29,26 @@ from livepanel.client import connect as livepanel_connect
 from livepanel.shutdown import SIGNAL_GRACE
 from tests.client.helpers import FAST, Collector
 from tests.faults.helpers import Balancer, ServerProcess, server_processes, tracebacks
-from tests.integration.helpers import close_code, expect_welcome
+from tests.integration.helpers import expect_welcome
 from tests.redis.redis_helpers import RedisServer, Tick, run
 
 PROMPT = ["uvicorn-wsproto", "uvicorn-websockets", "uvicorn-websockets-sansio", "hypercorn-0"]
+
+
+def close_frame(ws: ClientConnection, timeout: float = 5.0) -> tuple[int | None, str]:
+    """Read until the server closes; the close code and reason it sent."""
+    for _ in range(100):
+        try:
+            ws.recv(timeout=timeout)
+        except ConnectionClosed as exc:
+            return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd is not None else (None, "")
+    raise AssertionError("the server did not close within 100 frames")
+
+
+def hints(reasons: list[str]) -> list[float]:
+    """The seconds of each ``retry_after=<seconds>`` reason, sorted."""
+    assert all(re.fullmatch(r"retry_after=\d+\.\d\d", r) for r in reasons), reasons
+    return sorted(float(r.partition("=")[2]) for r in reasons)
 
 
 def clients(stack: ExitStack, server: ServerProcess, count: int) -> list[ClientConnection]:
@@ -43,34 +62,40 @@ def clients(stack: ExitStack, server: ServerProcess, count: int) -> list[ClientC
 
 
 @pytest.mark.parametrize("kind", PROMPT)
-def test_sigterm_closes_every_connection_with_1001_at_once(kind: str, tmp_path: Path) -> None:
-    """On SIGTERM every client gets close 1001 within a second, and the server exits
+def test_sigterm_closes_every_connection_with_1012_at_once(kind: str, tmp_path: Path) -> None:
+    """On SIGTERM every client gets close 1012 within a second, each told a different time
+    to come back, spread over the default reconnect_window (5 s), and the server exits
     cleanly (uvicorn; hypercorn with the app in its main process, --workers 0)."""
     with server_processes([kind], tmp_path) as (server,), ExitStack() as stack:
         opened = clients(stack, server, 5)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
-        codes = [close_code(ws, timeout=5) for ws in opened]
+        frames = [close_frame(ws, timeout=5) for ws in opened]
         elapsed = time.monotonic() - signalled
         server.wait()
-    assert codes == [1001] * 5
+    assert [code for code, _ in frames] == [1012] * 5
+    assert hints([reason for _, reason in frames]) == [0.5, 1.5, 2.5, 3.5, 4.5]
     assert elapsed < 2.5, f"closed {elapsed:.2f} s after the signal"
     assert not tracebacks(server), server.output()
 
 
-def test_hypercorn_worker_processes_close_with_1001_after_the_graceful_timeout(
+def test_hypercorn_worker_processes_close_with_1012_after_the_graceful_timeout(
     tmp_path: Path,
 ) -> None:
     """hypercorn's worker processes get no signal (the parent sets an event): connections
-    stay open for --graceful-timeout, then livepanel closes them with 1001, not 1011."""
+    stay open for --graceful-timeout, then livepanel closes them with 1012, not 1011, each
+    told a different time to come back."""
     with server_processes(["hypercorn"], tmp_path) as (server,), ExitStack() as stack:
         opened = clients(stack, server, 3)
         signalled = time.monotonic()
         server.signal(signal.SIGTERM)
-        codes = [close_code(ws, timeout=10) for ws in opened]
+        frames = [close_frame(ws, timeout=10) for ws in opened]
         elapsed = time.monotonic() - signalled
         server.wait()
-    assert codes == [1001] * 3
+    assert [code for code, _ in frames] == [1012] * 3
+    spread = hints([reason for _, reason in frames])
+    assert len(set(spread)) == 3, spread
+    assert all(0 < h < 5 for h in spread), spread
     assert 0.5 < elapsed < 5, f"closed {elapsed:.2f} s after the signal (graceful timeout 1 s)"
     assert "Error in ASGI Framework" not in server.output()
     assert not tracebacks(server), server.output()
@@ -85,7 +110,7 @@ def server(sig, frame):
     calls.append(["server", sig])
 
 class App:
-    async def shutdown(self, code=1001, timeout=5.0):
+    async def shutdown(self, code=1012, timeout=5.0):
         calls.append(["app", code])
         if sys.argv[1] == "stuck":
             await asyncio.sleep(60)  # a connection that never closes
@@ -123,24 +148,24 @@ def signal_run(*args: str) -> dict[str, Any]:
 
 
 def test_on_the_signal_the_app_closes_first_then_the_servers_handler_runs() -> None:
-    """The handler livepanel chains calls app.shutdown(1001), then the server's own handler."""
+    """The handler livepanel chains calls app.shutdown(1012), then the server's own handler."""
     result = signal_run("prompt", "handled", "1")
     assert result["chained"] is True
-    assert result["calls"] == [["app", 1001], ["server", 15]]
+    assert result["calls"] == [["app", 1012], ["server", 15]]
     assert result["took"] < 1.5
 
 
 def test_an_app_that_cannot_close_holds_the_server_up_for_signal_grace_at_most() -> None:
     """However long closing takes, the server's handler runs after SIGNAL_GRACE (2 s) + 0.5."""
     result = signal_run("stuck", "handled", "1")
-    assert result["calls"] == [["app", 1001], ["server", 15]]
+    assert result["calls"] == [["app", 1012], ["server", 15]]
     assert SIGNAL_GRACE <= result["took"] < SIGNAL_GRACE + 2
 
 
 def test_a_second_signal_during_the_drain_goes_straight_to_the_server() -> None:
     """A second SIGTERM (or Ctrl+C) while connections close is the server's at once."""
     result = signal_run("stuck", "handled", "2")
-    assert result["calls"][:2] == [["app", 1001], ["server", 15]]
+    assert result["calls"][:2] == [["app", 1012], ["server", 15]]
     assert result["calls"][2:] == [["server", 15]]  # the first one's turn, after the drain
 
 
@@ -160,8 +185,9 @@ def test_clients_resume_on_another_worker_after_sigterm_with_nothing_lost(
     redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Two workers on one Redis stream behind a load balancer, eight clients on them, events
-    flowing: SIGTERM one worker. Its clients are closed with 1001, reconnect through the
-    balancer to the other worker with since, and every client has every event once, in order."""
+    flowing: SIGTERM one worker. Its clients are closed with 1012 and a hint each, wait it,
+    reconnect through the balancer to the other worker with since, and every client has
+    every event once, in order."""
     caplog.set_level(logging.INFO, logger="livepanel")
     count = 150
     with server_processes(["uvicorn-wsproto"] * 2, tmp_path, redis_server.url) as (a, b):
@@ -196,8 +222,12 @@ def test_clients_resume_on_another_worker_after_sigterm_with_nothing_lost(
     for collector in collectors:
         assert [e.payload["n"] for e in collector.events] == list(range(count))
         assert not collector.gaps
-    reasons = [r.getMessage() for r in caplog.records if "reconnecting in" in r.getMessage()]
-    assert len([r for r in reasons if "closed with code 1001" in r]) == 4
+    reasons = [r.getMessage() for r in caplog.records if "come back in" in r.getMessage()]
+    hinted = [r for r in reasons if "closed with code 1012" in r]
+    assert len(hinted) == 4  # each client of the stopped worker waited its own hint
+    waits = [float(m[1]) for r in hinted if (m := re.search(r"come back in ([\d.]+)s", r))]
+    assert len(waits) == 4
+    assert all(0 < w <= 5 * 1.2 for w in waits), waits
     assert not tracebacks(a)
     assert not tracebacks(b)
 
@@ -245,8 +275,8 @@ class Peer:
             await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - loop.time()))
 
 
-def test_shutdown_closes_connections_with_1001_and_refuses_new_ones_with_503() -> None:
-    """app.shutdown(): open connections get close 1001; a new handshake gets 503
+def test_shutdown_closes_connections_with_1012_and_refuses_new_ones_with_503() -> None:
+    """app.shutdown(): open connections get close 1012 with a retry hint; a new handshake gets 503
     shutting_down with Retry-After, until the next lifespan startup."""
 
     async def scenario() -> None:
@@ -254,8 +284,9 @@ def test_shutdown_closes_connections_with_1001_and_refuses_new_ones_with_503() -
         first = Peer(app)
         await first.wait_for("websocket.accept")
         await app.shutdown()
-        assert (await first.wait_for("websocket.close"))["code"] == 1001
-        await first.inbox.put({"type": "websocket.disconnect", "code": 1001})
+        close = await first.wait_for("websocket.close")
+        assert (close["code"], close["reason"]) == (1012, "retry_after=2.50")  # 1 of 1, 5 s
+        await first.inbox.put({"type": "websocket.disconnect", "code": 1012})
         await asyncio.wait_for(first.task, 5)
         assert app.connection_count == 0
         late = Peer(app)
@@ -294,7 +325,7 @@ def test_shutdown_waits_for_connections_to_close_at_most_timeout() -> None:
 
 def test_middleware_closes_its_connections_before_the_app_sees_lifespan_shutdown() -> None:
     """LivePanelMiddleware passes lifespan on untouched, after closing its endpoint's
-    connections with 1001, for servers that send lifespan.shutdown first."""
+    connections with 1012, for servers that send lifespan.shutdown first."""
     from livepanel import LivePanelMiddleware
 
     seen: list[tuple[str, int]] = []
@@ -322,9 +353,9 @@ def test_middleware_closes_its_connections_before_the_app_sees_lifespan_shutdown
         peer = Peer(middleware)
         await peer.wait_for("websocket.accept")
         await lifespan.put({"type": "lifespan.shutdown"})
-        assert (await peer.wait_for("websocket.close"))["code"] == 1001
+        assert (await peer.wait_for("websocket.close"))["code"] == 1012
         await asyncio.wait_for(task, 5)
-        await peer.inbox.put({"type": "websocket.disconnect", "code": 1001})
+        await peer.inbox.put({"type": "websocket.disconnect", "code": 1012})
         await asyncio.wait_for(peer.task, 5)
         await middleware.endpoint.broadcaster.close()
 

@@ -80,7 +80,7 @@ def test_health_app_answers_503_while_the_endpoint_drains() -> None:
             status, body = get_health(server.http_url)
             assert (status, body["ok"], body["connections"]) == (200, True, 1)
             future = endpoint_shutdown(endpoint, broadcaster)
-            assert close_code(ws) == 1001
+            assert close_code(ws) == 1012
             future.result(5)
         status, body = get_health(server.http_url)
         assert status == 503
