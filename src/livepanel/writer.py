@@ -74,7 +74,7 @@ class Writable(Protocol):
         """Queue a frame that is not an event (a ``ping``)."""
 
 
-__all__ = ["SendText", "Writable", "Writer", "resume", "start_task"]
+__all__ = ["UNSTARTED", "SendText", "Writable", "Writer", "resume", "start_task"]
 
 logger = logging.getLogger("livepanel")
 
@@ -82,6 +82,9 @@ SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
 
 _Coroutine = types.CoroutineType
+UNSTARTED: Any = object()
+"""What a handed-over ``send`` "yielded" when it is an awaitable that is not a coroutine
+(a server's own, which may not support ``send()``): the task awaits it whole."""
 _Suspended = tuple[Any, Any]  # a send's coroutine (or awaitable's iterator) and what it yielded
 
 
@@ -184,12 +187,14 @@ class Writer:
                     if frame.event is not None:
                         sent += 1
                     sending = send(frame.text)  # _begin(), inlined: once per frame
-                    steps = sending if type(sending) is _Coroutine else sending.__await__()
-                    try:
-                        yielded = steps.send(None)
-                    except StopIteration:
-                        continue
-                    self._suspended = (steps, yielded)  # the task finishes it, then the rest
+                    if type(sending) is _Coroutine:
+                        try:
+                            yielded = sending.send(None)
+                        except StopIteration:
+                            continue
+                    else:  # not a coroutine (a server's own awaitable): the task awaits it
+                        yielded = UNSTARTED
+                    self._suspended = (sending, yielded)  # the task finishes it, then the rest
                     conn.wake()
                     break
         except Exception as exc:
@@ -207,12 +212,14 @@ class Writer:
 
     def _begin(self, sending: Awaitable[object]) -> bool:
         """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
-        steps = sending if type(sending) is _Coroutine else sending.__await__()
-        try:
-            yielded = steps.send(None)
-        except StopIteration:
-            return False
-        self._suspended = (steps, yielded)
+        if type(sending) is _Coroutine:
+            try:
+                yielded = sending.send(None)
+            except StopIteration:
+                return False
+        else:  # not a coroutine (a server's own awaitable): the task awaits it
+            yielded = UNSTARTED
+        self._suspended = (sending, yielded)
         self.conn.wake()
         return True
 
@@ -329,12 +336,17 @@ def resume(
     ``yielded`` what it yielded when it stopped; the task waits on that, sends
     the results in and throws its exceptions (a cancellation) in, as if it had
     awaited the ``send`` from the start. With ``thrown``, that exception goes in
-    first (the task was cancelled before it took the ``send`` over).
+    first (the task was cancelled before it took the ``send`` over). With ``yielded``
+    :data:`UNSTARTED`, ``steps`` is an awaitable nobody began: it is awaited as it is.
 
     Example::
 
         await resume(steps, yielded)  # returns what the send returns
     """
+    if yielded is UNSTARTED:
+        if thrown is not None:
+            raise thrown  # it never began: the cancellation is the task's own
+        return (yield from steps.__await__())
     if thrown is not None:
         try:
             yielded = steps.throw(thrown)

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from livepanel import Broadcaster, LivePanelApp
 from livepanel.events import SessionKilled
-from livepanel.writer import resume
+from livepanel.writer import UNSTARTED, resume
 from tests.integration.helpers import (
     TIMEOUT,
     admin_only,
@@ -150,6 +150,52 @@ def test_a_middleware_timeout_on_a_send_that_never_completes_ends_that_connectio
     assert len(host.seen["stall"]) == 3  # the welcome's two records, then the stalled send
 
 
+class _NextOnly:
+    """An iterator with ``__next__`` only (no ``send``, no ``throw``), as some servers' own
+    awaitables give (granian's, written in Rust)."""
+
+    def __init__(self, steps: Any) -> None:
+        self.steps = steps
+
+    def __iter__(self) -> _NextOnly:
+        return self
+
+    def __next__(self) -> Any:
+        return self.steps.send(None)
+
+
+class _ServerAwaitable:
+    def __init__(self, sending: Any) -> None:
+        self.sending = sending
+
+    def __await__(self) -> Any:
+        return _NextOnly(self.sending.__await__())
+
+
+class NotCoroutines:
+    """A host whose ``send`` returns an awaitable that is not a coroutine."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        def plain(message: Any) -> _ServerAwaitable:
+            return _ServerAwaitable(send(message))
+
+        await self.app(scope, receive, plain)
+
+
+@each_server
+def test_a_send_that_returns_an_awaitable_other_than_a_coroutine_is_awaited_by_the_task(
+    kind: str,
+) -> None:
+    """Nothing is stepped by hand that is not a coroutine: every event arrives, in order."""
+    broadcaster = Broadcaster()
+    host = NotCoroutines(LivePanelApp(broadcaster, auth=admin_only()))
+    with run_server(host, kind) as server:
+        publish_and_read(server, broadcaster, ["user=a", "user=b"])
+
+
 # ---------------------------------------------------------------------- resume(), alone
 
 
@@ -196,3 +242,14 @@ def test_resume_throws_a_cancellation_into_the_coroutine_it_carries() -> None:
 
     assert asyncio.run(main(early=True)) == ["began", "cancelled inside"]
     assert asyncio.run(main(early=False)) == ["began", "cancelled inside"]
+
+
+def test_resume_awaits_an_unstarted_awaitable_whole() -> None:
+    async def value() -> str:
+        await asyncio.sleep(0)
+        return "sent"
+
+    async def main() -> str:
+        return await resume(_ServerAwaitable(value()), UNSTARTED)
+
+    assert asyncio.run(main()) == "sent"
