@@ -10,12 +10,18 @@ port, to broadcast M events of about 200 bytes as fast as it can (one event per
 event-loop turn). Every frame carries its sequence number and its publish time
 (``time.monotonic_ns()``, one clock for both processes), so the client measures
 throughput, publish-to-receive latency and loss; the server reports its RSS
-(idle with N connections, and peak) and CPU time.
+(idle with N connections, and peak) and CPU time. The client itself is in
+``fanout_client.py``: with ``--deflate`` it offers permessage-deflate as
+browsers do; above 2,000 connections (or with ``--client-procs K``) it runs as
+K processes on its core. Both this process and the targets raise their limit
+on open files to the hard limit (too low a hard limit fails before any run).
 
     python benchmarks/fanout.py                    # the full matrix (about 15 minutes)
     python benchmarks/fanout.py --smoke            # every target, tiny N and M, zero loss
     python benchmarks/fanout.py --targets livepanel,websockets --clients 1000 --events 1000
     python benchmarks/fanout.py --plot docs/img/benchmarks.png --report benchmarks/results/x.json
+    python benchmarks/fanout.py --deflate --targets livepanel,websockets --clients 500 --rate 20
+    python benchmarks/fanout.py --targets livepanel --clients 10000 --events 200 --rate 20
 
 Results go to ``benchmarks/results/`` (JSON and markdown). See docs/benchmarks.md.
 """
@@ -421,6 +427,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rss_peak",
             "server_cpu_s",
             "server_us_per_msg",
+            "server_cpu_pct",
             "client_cpu_s",
             "client_busy",
             "seconds",
@@ -675,7 +682,8 @@ def main() -> int:
                 f"lost {row['lost']}  rss/conn {row['rss_per_conn'] / 1024:.1f} KB  "
                 f"cpu srv {row['server_cpu_s']:.2f} s cli {row['client_cpu_s']:.2f} s  "
                 f"wire {row['wire_bytes_per_msg']:.0f} B/msg{' deflate' if row['deflate'] else ''}"
-                f"  connect {row['connect_s']:.1f} s"
+                f"  connect {row['connect_s']:.1f} s  srv {row['server_cpu_pct']:.0f}%"
+                f"  preamble {row['preamble_bytes_per_conn']:.0f} B/conn"
             )
             print(f"N={clients:<5} M={events:<5} {spec.name:<22} {shown}", flush=True)
             return row

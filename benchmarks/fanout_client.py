@@ -499,6 +499,9 @@ def figures(
         "rss_peak": after["hwm"],
         "server_cpu_s": round(after["cpu"] - idle["cpu"], 3),
         "server_us_per_msg": round((after["cpu"] - idle["cpu"]) / max(1, delivered) * 1e6, 2),
+        # how busy the server's core was from the first publish to the last arrival (at a
+        # steady --rate: the cost of that load; at saturation: near 100 %)
+        "server_cpu_pct": round(100 * (after["cpu"] - idle["cpu"]) / elapsed, 1),
         "server_nofile": idle.get("nofile"),
         "client_cpu_s": round(client_cpu, 3),
         "client_busy": round(client_cpu / elapsed, 2),
