@@ -91,7 +91,10 @@ def raise_nofile(needed: int) -> int:
             "and run again"
         )
     if soft != resource.RLIM_INFINITY and soft < ceiling:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        except (ValueError, OSError) as exc:
+            raise SystemExit(f"could not raise RLIMIT_NOFILE to {ceiling}: {exc}") from exc
     return ceiling
 
 
@@ -156,6 +159,7 @@ class Client(asyncio.BufferedProtocol):
         self.window_bits = 15
         self.takeover = True
         self.parts: list[bytes] = []  # a fragmented message's frames so far
+        self.parts_bytes = 0  # and their bytes on the wire
         self.compressed = False  # the message being assembled has RSV1 set
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -309,15 +313,12 @@ class Client(asyncio.BufferedProtocol):
                 continue
             if opcode:  # the first frame of a message
                 self.parts = [payload]
+                self.parts_bytes = frame_bytes
                 self.compressed = bool(first & 0x40)
             else:
                 self.parts.append(payload)
-            special = self.preamble or self.socketio
-            if self.preamble:
-                self.preamble_wire += frame_bytes
+                self.parts_bytes += frame_bytes
             if not first & 0x80:  # more frames of this message follow
-                if not special:
-                    self.wire += frame_bytes
                 continue
             message = b"".join(self.parts)
             self.parts = []
@@ -325,10 +326,13 @@ class Client(asyncio.BufferedProtocol):
                 if not self.takeover:
                     self.inflater = zlib.decompressobj(-self.window_bits)
                 message = self.inflater.decompress(message + TAIL)
-            if self.preamble or (self.socketio and not message.startswith(b"42")):
+            if self.preamble:
+                self.preamble_wire += self.parts_bytes
+                self._control(1, message)
+            elif self.socketio and not message.startswith(b"42"):
                 self._control(1, message)
             else:
-                self.wire += frame_bytes
+                self.wire += self.parts_bytes
                 found.extend(MESSAGE.findall(message))
         if i < size:
             self.buffer = bytes(data[i:])
