@@ -10,12 +10,18 @@ port, to broadcast M events of about 200 bytes as fast as it can (one event per
 event-loop turn). Every frame carries its sequence number and its publish time
 (``time.monotonic_ns()``, one clock for both processes), so the client measures
 throughput, publish-to-receive latency and loss; the server reports its RSS
-(idle with N connections, and peak) and CPU time.
+(idle with N connections, and peak) and CPU time. The client itself is in
+``fanout_client.py``: with ``--deflate`` it offers permessage-deflate as
+browsers do; above 2,000 connections (or with ``--client-procs K``) it runs as
+K processes on its core. Both this process and the targets raise their limit
+on open files to the hard limit (too low a hard limit fails before any run).
 
     python benchmarks/fanout.py                    # the full matrix (about 15 minutes)
     python benchmarks/fanout.py --smoke            # every target, tiny N and M, zero loss
     python benchmarks/fanout.py --targets livepanel,websockets --clients 1000 --events 1000
     python benchmarks/fanout.py --plot docs/img/benchmarks.png --report benchmarks/results/x.json
+    python benchmarks/fanout.py --deflate --targets livepanel,websockets --clients 500 --rate 20
+    python benchmarks/fanout.py --targets livepanel --clients 10000 --events 200 --rate 20
 
 Results go to ``benchmarks/results/`` (JSON and markdown). See docs/benchmarks.md.
 """
@@ -23,13 +29,10 @@ Results go to ``benchmarks/results/`` (JSON and markdown). See docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import dataclasses
-import gc
 import importlib.metadata
 import importlib.util
 import json
@@ -46,11 +49,15 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the load client, beside this file, run as a script or imported
+
+from fanout_client import FD_SPARE, Dial, default_procs, drive, raise_nofile  # noqa: E402
+
 TARGETS_DIR = HERE / "targets"
 RESULTS_DIR = HERE / "results"
 REFERENCE = "websockets"
@@ -131,6 +138,17 @@ SPECS: dict[str, Spec] = {
             needs=_LP,
             extra=True,  # run it with --targets, beside "livepanel"
             env=(("BENCH_AUDIENCE_GROUPS", "10"),),
+        ),
+        Spec(
+            "livepanel-state",
+            "livepanel ?state=1 (1,000 entries), uvicorn",
+            "livepanel_app.py",
+            "/?state=1",
+            "uvicorn",
+            ready_frames=2,  # the welcome, then the state frame (its bytes: preamble_bytes)
+            needs=_LP,
+            extra=True,  # run it with --targets, beside "livepanel"
+            env=(("BENCH_STATE_ENTRIES", "1000"),),
         ),
         Spec(
             "livepanel-wsproto",
@@ -245,338 +263,6 @@ VERSIONED = (
     "redis",
 )
 
-# --------------------------------------------------------------------- the load client
-
-# the seq and publish time of every message, in any target's JSON spacing
-MESSAGE = re.compile(rb'"seq": ?(\d+), ?"t": ?(\d+)')
-
-
-def client_frame(opcode: int, data: bytes) -> bytes:
-    """A masked client frame (clients must mask, RFC 6455 5.3)."""
-    mask = os.urandom(4)
-    size = len(data)
-    head = bytes([0x80 | opcode])
-    if size < 126:
-        head += bytes([0x80 | size])
-    else:
-        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
-    masked = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
-    return head + mask + masked
-
-
-@dataclass
-class Run:
-    """What every connection of one run adds to."""
-
-    clients: int
-    events: int
-    latencies: array.array[int] = field(default_factory=lambda: array.array("q"))
-    finished: int = 0
-    closed: int = 0
-    last_arrival: int = 0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    # one receive buffer for every connection of the run (one event loop, one thread):
-    # asyncio's plain protocols recv() into a fresh 256 KiB bytes object per read, which
-    # costs more than everything else the client does
-    buffer: bytearray = field(default_factory=lambda: bytearray(1 << 18))
-
-    def settle(self) -> None:
-        if self.finished + self.closed >= self.clients:
-            self.done.set()
-
-
-class Client(asyncio.BufferedProtocol):
-    """One WebSocket connection of the load client: parses frames, records messages."""
-
-    def __init__(self, run: Run, port: int, path: str, spec: Spec) -> None:
-        self.run = run
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
-        ).encode()
-        self.sse = spec.protocol == "sse"
-        if self.sse:  # the same endpoint, asked for its event stream
-            self.request = (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                "Accept: text/event-stream\r\n\r\n"
-            ).encode()
-        self.socketio = spec.protocol == "socketio"
-        self.preamble = spec.ready_frames  # text frames before ready (livepanel's welcome)
-        self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.upgraded = False
-        self.buffer = b""
-        self.next_seq = 0
-        self.received = 0
-        self.duplicates = 0
-        self.gaps = 0
-        self.finished = False
-        self.close_code: int | None = None
-        self.lost_connection = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.write(self.request)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost_connection = True
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"connection lost before ready: {exc}"))
-        if not self.finished:
-            self.finished = True
-            self.run.closed += 1
-            self.run.settle()
-
-    def _ready(self) -> None:
-        if not self.ready.done():
-            self.ready.set_result(None)
-
-    def _handshake(self, data: bytes) -> bytes | None:
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            self.buffer = data
-            return None
-        status = data[: data.find(b"\r\n")]
-        if (b" 200 " if self.sse else b" 101 ") not in status:
-            assert self.transport is not None
-            self.transport.abort()
-            if not self.ready.done():
-                self.ready.set_exception(ConnectionError(status.decode("latin-1")))
-            return None
-        self.upgraded = True
-        if not self.socketio and not self.preamble:
-            self._ready()
-        return data[end + 4 :]
-
-    def _control(self, opcode: int, data: bytes) -> None:
-        """The frames that are not benchmark messages: few, so readable beats fast."""
-        assert self.transport is not None
-        if opcode == 8:  # close
-            self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
-            self.transport.write(client_frame(8, data[:2]))
-            self.transport.close()
-        elif opcode == 9:  # ping
-            self.transport.write(client_frame(10, data))
-        elif opcode == 1 and self.socketio:
-            if data == b"2":  # Engine.IO ping
-                self.transport.write(client_frame(1, b"3"))
-            elif data[:1] == b"0":  # Engine.IO open: join the default namespace
-                self.transport.write(client_frame(1, b"40"))
-            elif data[:2] == b"40":  # Socket.IO connected
-                self._ready()
-        elif opcode == 1 and self.preamble:
-            self.preamble -= 1
-            if not self.preamble:
-                self._ready()
-
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self.run.buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self.run.buffer[:nbytes])
-
-    def data_received(self, data: bytes | bytearray) -> None:
-        now = time.monotonic_ns()
-        if self.buffer:
-            data = self.buffer + data
-            self.buffer = b""
-        if not self.upgraded:
-            rest = self._handshake(data)
-            if rest is None:
-                return
-            data = rest
-        if self.sse:
-            self._stream(data, now)
-            return
-        size = len(data)
-        i = 0
-        special = self.socketio or self.preamble
-        while size - i >= 2:
-            length = data[i + 1] & 127
-            head = 2
-            if length == 126:
-                if size - i < 4:
-                    break
-                length = (data[i + 2] << 8) | data[i + 3]
-                head = 4
-            elif length == 127:
-                if size - i < 10:
-                    break
-                length = int.from_bytes(data[i + 2 : i + 10], "big")
-                head = 10
-            end = i + head + length
-            if end > size:
-                break
-            opcode = data[i] & 15
-            if opcode > 2 or (special and not (self.socketio and data.startswith(b"42", i + head))):
-                self._control(opcode, data[i + head : end])
-                special = self.socketio or self.preamble
-            i = end
-        if i < size:
-            self.buffer = data[i:]
-        self._count(MESSAGE.findall(data, 0, i), now)
-
-    def _stream(self, data: bytes | bytearray, now: int) -> None:
-        """An event stream: whole SSE messages end with a blank line (chunk sizes between
-        them are left alone: the server writes whole messages in each chunk)."""
-        end = data.rfind(b"\n\n") + 2
-        if end < 2:
-            self.buffer = bytes(data)
-            return
-        self.buffer = bytes(data[end:])
-        if self.preamble and b"event: welcome" in data[:end]:
-            self.preamble = 0
-            self._ready()
-        self._count(MESSAGE.findall(data, 0, end), now)
-
-    def _count(self, found: list[Any], now: int) -> None:
-        if not found:
-            return
-        run = self.run
-        run.last_arrival = now
-        seqs = [int(s) for s, _ in found]
-        count = len(seqs)
-        if seqs[0] == self.next_seq and seqs[-1] == self.next_seq + count - 1:
-            self.next_seq += count
-        else:
-            for seq in seqs:
-                if seq == self.next_seq:
-                    self.next_seq += 1
-                elif seq > self.next_seq:
-                    self.gaps += seq - self.next_seq
-                    self.next_seq = seq + 1
-                else:
-                    self.duplicates += 1
-        self.received += count
-        run.latencies.extend([now - int(t) for _, t in found])
-        if self.next_seq >= run.events and not self.finished:
-            self.finished = True
-            run.finished += 1
-            run.settle()
-
-
-class Control:
-    """The line protocol of ``targets/_common.py``."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def ask(self, command: str, timeout: float = 30) -> dict[str, Any]:
-        self.writer.write(command.encode() + b"\n")
-        return await self.read(timeout)
-
-    async def read(self, timeout: float) -> dict[str, Any]:
-        line = await asyncio.wait_for(self.reader.readline(), timeout)
-        if not line:
-            raise ConnectionError("the target closed its control port")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"target: {reply['error']}")
-        return reply
-
-
-async def drive(
-    spec: Spec, clients: int, events: int, port: int, control_port: int, rate: float = 0.0
-) -> dict[str, Any]:
-    """Connect, broadcast, measure: one run against a started target.
-
-    ``rate``: events per second the target publishes (0: one per event-loop turn,
-    as fast as it can: saturation).
-    """
-    loop = asyncio.get_running_loop()
-    control = Control(*await asyncio.open_connection("127.0.0.1", control_port))
-    before = await control.ask("stats")
-    run = Run(clients, events)
-    conns: list[Client] = []
-    gate = asyncio.Semaphore(64)
-
-    async def open_one() -> None:
-        async with gate:
-            _, client = await loop.create_connection(
-                lambda: Client(run, port, spec.path, spec), "127.0.0.1", port
-            )
-            conns.append(client)
-            await asyncio.wait_for(client.ready, 30)
-
-    began = time.monotonic()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(open_one() for _ in range(clients))), 240)
-        connect_seconds = time.monotonic() - began
-        await asyncio.sleep(0.5)  # let the server settle before reading its idle RSS
-        idle = await control.ask("stats")
-        perf = None
-        if os.environ.get("BENCH_PERF"):  # BENCH_PERF=path: sample the server with perf
-            command = ["perf", "record", "-e", "cpu-clock", "-g", "-p", str(idle["pid"])]
-            perf = subprocess.Popen(  # noqa: ASYNC220 - starts at once, runs beside the run
-                [*command, "-o", os.environ["BENCH_PERF"]],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            await asyncio.sleep(0.5)
-        gc.collect()
-        gc.disable()  # the client's own pauses would show up as server latency
-        cpu_before = time.process_time()
-        started = (await control.ask(f"go {clients} {events} {rate}", 90))["started"]
-        published_task = asyncio.ensure_future(control.read(600))
-        deadline = time.monotonic() + 60 + events * clients / 5000 + (events / rate if rate else 0)
-        quiet = 5.0
-        while not run.done.is_set() and time.monotonic() < deadline:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(run.done.wait(), 0.2)
-            if published_task.done() and time.monotonic_ns() - run.last_arrival > quiet * 1e9:
-                break  # published everything and nothing came for a while: the rest is lost
-        client_cpu = time.process_time() - cpu_before
-        gc.enable()
-        published = (await asyncio.wait_for(published_task, 60))["published"]
-        if perf is not None:
-            perf.send_signal(signal.SIGINT)
-            await asyncio.to_thread(perf.wait, 30)
-        await control.ask("stop", 120)  # ends the server's profile when BENCH_PROFILE is set
-        after = await control.ask("stats")
-    finally:
-        for conn in conns:
-            if conn.transport is not None:
-                conn.transport.abort()
-        with contextlib.suppress(Exception):
-            control.writer.close()
-
-    delivered = sum(c.received - c.duplicates for c in conns)
-    expected = clients * events
-    latencies = sorted(run.latencies)
-    elapsed = max(1, run.last_arrival - started) / 1e9
-    n = len(latencies)
-
-    def ms(q: float) -> float:
-        return round(latencies[min(n - 1, int(q * n))] / 1e6, 3) if n else float("nan")
-
-    return {
-        "delivered": delivered,
-        "expected": expected,
-        "lost": expected - delivered,
-        "duplicates": sum(c.duplicates for c in conns),
-        "closed_early": run.closed,
-        "close_codes": sorted({c.close_code for c in conns if c.close_code is not None}),
-        "seconds": round(elapsed, 4),
-        "publish_seconds": round((published - started) / 1e9, 4),
-        "msgs_per_s": round(delivered / elapsed, 1),
-        "p50_ms": ms(0.50),
-        "p99_ms": ms(0.99),
-        "max_ms": round(latencies[-1] / 1e6, 3) if n else float("nan"),
-        "rss_base": before["rss"],
-        "rss_idle": idle["rss"],
-        "rss_per_conn": round((idle["rss"] - before["rss"]) / clients),
-        "rss_peak": after["hwm"],
-        "server_cpu_s": round(after["cpu"] - idle["cpu"], 3),
-        "server_us_per_msg": round((after["cpu"] - idle["cpu"]) / max(1, delivered) * 1e6, 2),
-        "client_cpu_s": round(client_cpu, 3),
-        "client_busy": round(client_cpu / elapsed, 2),
-        "connect_s": round(connect_seconds, 3),
-        "server_gc": [b - a for a, b in zip(idle.get("gc", []), after.get("gc", []), strict=False)],
-    }
-
 
 # --------------------------------------------------------------------- processes
 
@@ -671,10 +357,13 @@ def _run_target_once(
         PYTHONPATH=os.pathsep.join([str(spec.src or options.src), env.get("PYTHONPATH", "")]),
     )
     env.update(spec.env)
+    if options.deflate:  # a target whose server turns compression off by default turns it on
+        env["BENCH_DEFLATE"] = "1"
     if spec.redis:
         env["BENCH_BACKEND"] = f"{options.redis_url}?stream=bench:{uuid.uuid4().hex[:8]}"
     command = [*pinned(options.server_cpu), sys.executable, str(TARGETS_DIR / spec.script)]
     row: dict[str, Any] = {"target": spec.name, "clients": clients, "events": events}
+    row["deflate_offered"] = options.deflate
     with tempfile.TemporaryFile() as log:
         # a session of its own, so that stopping it stops its workers too (granian forks one)
         process = subprocess.Popen(
@@ -683,7 +372,11 @@ def _run_target_once(
         try:
             wait_listening(control_port, process)
             wait_listening(port, process)
-            row.update(asyncio.run(drive(spec, clients, events, port, control_port, options.rate)))
+            dial = Dial(port, spec.path, spec.protocol, spec.ready_frames, options.deflate)
+            procs = options.client_procs or default_procs(clients)
+            if spec.protocol == "sse":
+                dial = dataclasses.replace(dial, deflate=False)  # no WebSocket, no extension
+            row.update(asyncio.run(drive(dial, clients, events, control_port, options.rate, procs)))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -734,14 +427,19 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rss_peak",
             "server_cpu_s",
             "server_us_per_msg",
+            "server_cpu_pct",
             "client_cpu_s",
             "client_busy",
             "seconds",
+            "connect_s",
+            "wire_bytes_per_msg",
+            "preamble_bytes_per_conn",
         ):
             values = [r[key] for r in good]
             if values:
                 entry[key] = statistics.median(values)
                 entry[key + "_range"] = [min(values), max(values)]
+        entry["deflate"] = bool(good) and all(r.get("deflate") for r in good)
         entry["lost"] = sum(r["lost"] for r in good)
         entry["expected"] = sum(r["expected"] for r in good)
         summary.append(entry)
@@ -769,15 +467,16 @@ def markdown(summary: list[dict[str, Any]]) -> str:
     lines = [
         "| target | N | M | runs | msg/s: median (min-max) | x ref | p50 ms "
         "| p99 ms: median (min-max) | x ref | max ms | lost | peak RSS MB "
-        "| RSS per idle conn KB | server CPU µs/msg | client CPU s (busy) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| RSS per idle conn KB | server CPU µs/msg | client CPU s (busy) | wire B/msg "
+        "| connect s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for e in summary:
-        label = SPECS[e["target"]].label
+        label = SPECS[e["target"]].label + (" (deflate)" if e.get("deflate") else "")
         if "msgs_per_s" not in e:
             lines.append(
                 f"| {label} | {e['clients']} | {e['events']} | {e['runs']} "
-                f"| failed: {e['errors'][:1]} |" + " |" * 10
+                f"| failed: {e['errors'][:1]} |" + " |" * 12
             )
             continue
         lo, hi = e["msgs_per_s_range"]
@@ -788,7 +487,9 @@ def markdown(summary: list[dict[str, Any]]) -> str:
             f"| {e['p99_ms']:.1f} ({p99_lo:.0f}-{p99_hi:.0f}) | {e.get('x_p99', '')} "
             f"| {e['max_ms']:.0f} | {e['lost']} | {e['rss_peak'] / 2**20:.0f} "
             f"| {e['rss_per_conn'] / 1024:.1f} | {e['server_us_per_msg']:.1f} "
-            f"| {e['client_cpu_s']:.1f} ({e['client_busy']:.0%}) |"
+            f"| {e['client_cpu_s']:.1f} ({e['client_busy']:.0%}) "
+            f"| {e.get('wire_bytes_per_msg', float('nan')):.0f} "
+            f"| {e.get('connect_s', float('nan')):.1f} |"
         )
     return "\n".join(lines)
 
@@ -884,6 +585,19 @@ def main() -> int:
         help="events per second each target publishes (default 0: one per event-loop turn, "
         "as fast as it can); a rate below saturation measures latency under a steady load",
     )
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="clients offer permessage-deflate as browsers do (client_max_window_bits) and "
+        "inflate what the server compresses; rows record whether it was negotiated and the "
+        "bytes on the wire per message",
+    )
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        help="load client processes sharing the client's core (default: 1 up to 2,000 "
+        "connections, one more per 2,000 above); each opens its share and reports",
+    )
     options = parser.parse_args()
 
     if options.report:
@@ -915,6 +629,12 @@ def main() -> int:
         matrix = tuple((n, m, repeat) for n, m in zip(options.clients, events, strict=True))
     else:
         matrix = tuple((n, m, options.repeat or runs) for n, m, runs in FULL_MATRIX)
+
+    if options.client_procs is not None and options.client_procs < 1:
+        parser.error("--client-procs must be at least 1")
+    # every target inherits this process's limit on open files: a server holds N sockets
+    # in one process, so the hard limit must allow N (and the client's share) plus a few
+    raise_nofile(max(n for n, _, _ in matrix) + FD_SPARE)
 
     require = os.environ.get("LIVEPANEL_REQUIRE_BENCH") == "1"
     specs = [SPECS[n] for n in names]
@@ -960,7 +680,10 @@ def main() -> int:
             shown = row.get("error") or (
                 f"{row['msgs_per_s']:>10,.0f} msg/s  p99 {row['p99_ms']:8.1f} ms  "
                 f"lost {row['lost']}  rss/conn {row['rss_per_conn'] / 1024:.1f} KB  "
-                f"cpu srv {row['server_cpu_s']:.2f} s cli {row['client_cpu_s']:.2f} s"
+                f"cpu srv {row['server_cpu_s']:.2f} s cli {row['client_cpu_s']:.2f} s  "
+                f"wire {row['wire_bytes_per_msg']:.0f} B/msg{' deflate' if row['deflate'] else ''}"
+                f"  connect {row['connect_s']:.1f} s  srv {row['server_cpu_pct']:.0f}%"
+                f"  preamble {row['preamble_bytes_per_conn']:.0f} B/conn"
             )
             print(f"N={clients:<5} M={events:<5} {spec.name:<22} {shown}", flush=True)
             return row
@@ -979,6 +702,8 @@ def main() -> int:
         "versions": versions(),
         "missing": missing,
         "rate": options.rate,
+        "deflate_offered": options.deflate,
+        "client_procs": options.client_procs,
         "rows": rows,
         "summary": summary,
     }

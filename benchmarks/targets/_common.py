@@ -4,7 +4,8 @@ A target is a small server script run as a subprocess by ``benchmarks/fanout.py`
 It serves WebSocket clients on ``BENCH_PORT`` and, inside the same event loop,
 a line-based control server on ``BENCH_CONTROL_PORT`` (127.0.0.1 only):
 
-* ``stats`` -> ``{"pid", "rss", "hwm", "cpu", "connections"}`` (bytes, seconds)
+* ``stats`` -> ``{"pid", "rss", "hwm", "cpu", "connections", "nofile"}`` (bytes,
+  seconds; ``nofile``: the open-files limit, raised to the hard limit on import)
 * ``go N M [R]`` -> waits until N clients are registered, answers
   ``{"started": ns}``, broadcasts M events one per event-loop turn (or R per
   second, on a fixed schedule, when R > 0), answers ``{"published": ns}``
@@ -23,6 +24,7 @@ import contextlib
 import gc
 import json
 import os
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
@@ -70,6 +72,16 @@ def frame(seq: int) -> str:
     return json.dumps(envelope(seq), separators=(",", ":"))
 
 
+def _raise_nofile() -> None:
+    """Open files up to the hard limit: the server holds one socket per connection."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+_raise_nofile()
+
+
 def _proc_status() -> dict[str, int]:
     values: dict[str, int] = {}
     with open("/proc/self/status") as status:
@@ -106,6 +118,7 @@ class Target:
             "hwm": status.get("VmHWM", 0),
             "cpu": times.user + times.system,
             "connections": self.count(),
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "gc": [generation["collections"] for generation in gc.get_stats()],
         }
 

@@ -1,7 +1,9 @@
 """livepanel's endpoint, bare (no framework around it), on the server named by BENCH_SERVER.
 
 BENCH_BACKEND: ``memory`` (default) or a ``redis://`` URL. Clients that want
-batched frames connect with ``?batch=1``.
+batched frames connect with ``?batch=1``. BENCH_STATE_ENTRIES=K publishes K
+``session.created`` events (the built-in ``sessions`` collection) before the
+server starts, so that a ``?state=1`` connection gets a state frame of K entries.
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ if EVENT_TYPE not in registered_types():
 
 logging.getLogger("livepanel").setLevel(logging.ERROR)  # auth=None warns once per app
 backend = os.environ.get("BENCH_BACKEND", "memory")
+STATE_ENTRIES = int(os.environ.get("BENCH_STATE_ENTRIES", "0"))
 broadcaster = Broadcaster(None if backend == "memory" else backend)
+if STATE_ENTRIES:
+    import livepanel.events.builtin  # noqa: F401 - the sessions collection, opt-in
+
+    for n in range(STATE_ENTRIES):
+        session = {"sessionKey": f"session-{n:05d}", "agentId": f"agent-{n % 7}", "kind": "direct"}
+        broadcaster.publish("session.created", session)
 # BENCH_AUDIENCE_GROUPS=10: each connection joins one of 10 audiences, round robin, and
 # each event names all ten: every client still gets every event, through the audience path
 GROUPS = [f"group:{n}" for n in range(int(os.environ.get("BENCH_AUDIENCE_GROUPS", "0")))]
