@@ -276,15 +276,16 @@ class Connection:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def flush(self) -> None:
-        """What the hub's round does: a parked writer writes what queued at once, as its
-        own task (:meth:`Writer.flush <livepanel.writer.Writer.flush>`), else it is woken."""
+    def flush(self, now: float) -> None:
+        """What the hub's round does at ``now`` (``loop.time()``): a parked writer writes
+        what queued at once, as its own task (:meth:`Writer.flush
+        <livepanel.writer.Writer.flush>`), else it is woken."""
         writing = self._writing
         if (
             writing is None
             or self._waiter is None
             or self.close_reason is not None
-            or not writing.flush()
+            or not writing.flush(now)
         ):
             self.wake()
 

@@ -255,7 +255,7 @@ class Waker:
     Example::
 
         writers = Waker(asyncio.get_running_loop(), turns=WAKE_AFTER_TURNS)
-        writers.add(conn)  # conn.flush() runs with the next round
+        writers.add(conn)  # conn.flush(now) runs with the next round
     """
 
     __slots__ = (
@@ -326,8 +326,9 @@ class Waker:
             self._began = self.loop.time()
         waking, start = self._waking, self._next
         end = min(start + WAKE_CHUNK, len(waking))
+        now = self.loop.time()  # one reading for the chunk's writes: when they were sent
         for index in range(start, end):
-            waking[index].flush()
+            waking[index].flush(now)
         if end < len(waking):
             self._next = end
             self._handle = self.loop.call_soon(self._tick)

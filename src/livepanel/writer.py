@@ -82,6 +82,8 @@ SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
 
 _Coroutine = types.CoroutineType
+READY: Any = object()
+"""What a writer's pump yields when the send it was given has returned."""
 UNSTARTED: Any = object()
 """What a handed-over ``send`` "yielded" when it is an awaitable that is not a coroutine
 (a server's own, which may not support ``send()``): the task awaits it whole."""
@@ -112,6 +114,10 @@ class Writer:
         "_encode",
         "_heartbeat",
         "_log",
+        "_loop",
+        "_outbox",
+        "_pop",
+        "_pump",
         "_suspended",
         "_task",
         "_timer",
@@ -130,6 +136,9 @@ class Writer:
         context: contextvars.Context | None = None,
     ) -> None:
         self.conn = conn
+        self._loop = conn.loop
+        self._outbox = conn.outbox  # a connection's outbox is its own for good
+        self._pop = conn.outbox.pop
         self._counters = counters
         self.send = send
         self._heartbeat = heartbeat_interval
@@ -140,10 +149,11 @@ class Writer:
         self._timer: asyncio.TimerHandle | None = None
         self._suspended: _Suspended | None = None  # a send begun by flush() that had to wait
         self._log = conn.acks.sent if conn.acks is not None else None  # the lag's record
+        self._pump: Generator[Any, Any, None] | None = None  # runs the sends a round begins
 
     # ------------------------------------------------------------------ from the hub's round
 
-    def flush(self) -> bool:
+    def flush(self, now: float) -> bool:
         """Write what queued as the parked writer's task; ``False`` when it cannot here.
 
         Called by the hub's round (a loop callback, where no task runs) for a
@@ -154,20 +164,20 @@ class Writer:
         context = self._context
         if task is None or context is None:
             return False
-        loop = self.conn.loop
+        loop = self._loop
         try:
             _enter_task(loop, task)
         except RuntimeError:  # called from inside a task: the task must write itself
             return False
         try:
-            context.run(self._write_parked)
+            context.run(self._write_parked, now)
         finally:
             _leave_task(loop, task)
         return True
 
-    def _write_parked(self) -> None:
+    def _write_parked(self, now: float) -> None:
         conn = self.conn
-        outbox = conn.outbox
+        outbox = self._outbox
         pending = outbox.pending
         send = self.send
         sent = 0
@@ -181,26 +191,28 @@ class Writer:
                 else:
                     self._begin(send("\n".join([f.text for f in frames])))
             else:
-                pop = outbox.pop
+                pop = self._pop
                 while pending:
                     frame = pop()
                     if frame.event is not None:
                         sent += 1
-                    sending = send(frame.text)  # _begin(), inlined: once per frame
+                    sending: Any = send(frame.text)  # _begin(), inlined: once per frame
                     if type(sending) is _Coroutine:
-                        try:
-                            yielded = sending.send(None)
-                        except StopIteration:
+                        pump = self._pump or self._new_pump()
+                        yielded = pump.send(sending)
+                        if yielded is READY:
                             continue
+                        sending = pump
                     else:  # not a coroutine (a server's own awaitable): the task awaits it
                         yielded = UNSTARTED
                     self._suspended = (sending, yielded)  # the task finishes it, then the rest
                     conn.wake()
                     break
         except Exception as exc:
+            self._pump = None  # it ended with the send that raised
             conn.close(self._failed(exc))
         self._counters.delivered += sent
-        now = conn.last_sent = conn.loop.time()
+        conn.last_sent = now
         log = self._log
         if sent and log is not None and log.acking:  # once per write, never per event
             log.wrote(sent, outbox.newest_sent(), now)
@@ -213,13 +225,13 @@ class Writer:
     def _begin(self, sending: Awaitable[object]) -> bool:
         """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
         if type(sending) is _Coroutine:
-            try:
-                yielded = sending.send(None)
-            except StopIteration:
+            pump = self._pump or self._new_pump()
+            yielded = pump.send(sending)
+            if yielded is READY:
                 return False
+            self._suspended = (pump, yielded)
         else:  # not a coroutine (a server's own awaitable): the task awaits it
-            yielded = UNSTARTED
-        self._suspended = (sending, yielded)
+            self._suspended = (sending, UNSTARTED)
         self.conn.wake()
         return True
 
@@ -298,6 +310,11 @@ class Writer:
             if self._timer is not None:
                 self._timer.cancel()
 
+    def _new_pump(self) -> Generator[Any, Any, None]:
+        pump = self._pump = _pump()
+        pump.send(None)
+        return pump
+
     def _take_suspended(self) -> _Suspended:
         suspended = self._suspended
         assert suspended is not None
@@ -352,7 +369,7 @@ def resume(
             yielded = steps.throw(thrown)
         except StopIteration as stop:
             return stop.value
-    while True:
+    while yielded is not READY:  # a writer's pump is done with a send when it says so
         try:
             value = yield yielded
         except BaseException as exc:
@@ -365,6 +382,18 @@ def resume(
                 yielded = steps.send(value)
             except StopIteration as stop:
                 return stop.value
+    return None
+
+
+@types.coroutine
+def _pump() -> Generator[Any, Any, None]:
+    """Runs the sends a round begins, each to its end or to its first wait: it yields
+    :data:`READY` once a send returned (no ``StopIteration`` per send, which costs more
+    than the send's own bookkeeping), or what the send waits on, which the writer's task
+    then waits on through :func:`resume`, driving this pump until it is ``READY`` again."""
+    while True:
+        sending = yield READY
+        yield from sending
 
 
 def start_task(
