@@ -38,7 +38,7 @@ from livepanel.outbox import (
 )
 from livepanel.protocol import TypeFilter
 from livepanel.receipts import AckMark
-from livepanel.writer import SendText, Writer, start_task
+from livepanel.writer import AsgiSend, SendText, Writer, start_task
 
 __all__ = [
     "ABANDON_AFTER",
@@ -370,6 +370,7 @@ class Connection:
         heartbeat_interval: float | None = None,
         *,
         encode: Callable[[list[Frame]], str] | None = None,
+        asgi_send: AsgiSend | None = None,
     ) -> CloseReason:
         """Drain the queue to ``send`` until the connection closes; return why it closed.
 
@@ -392,7 +393,13 @@ class Connection:
         context = self._context if started is not None and self._writer is started else None
         del started
         writing = Writer(
-            self, self._counters, send, heartbeat_interval, encode=encode, context=context
+            self,
+            self._counters,
+            send,
+            heartbeat_interval,
+            encode=encode,
+            context=context,
+            asgi_send=asgi_send,
         )
         self._writing = writing
         try:

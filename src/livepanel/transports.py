@@ -284,7 +284,7 @@ class WebSocketTransport(_Request):
         def send_text(text: str) -> Awaitable[None]:
             return send({"type": "websocket.send", "text": text})  # type: ignore[no-any-return]
 
-        return conn.write(send_text, self.settings.heartbeat_interval)
+        return conn.write(send_text, self.settings.heartbeat_interval, asgi_send=send)
 
     async def read(self, conn: Connection, protocol: ClientProtocol) -> None:
         """Turn client frames into actions until the client disconnects."""

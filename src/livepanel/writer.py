@@ -80,6 +80,8 @@ logger = logging.getLogger("livepanel")
 
 SendText = Callable[[str], Awaitable[object]]
 """Writes one text frame to the client: the transport's ``send`` of a ``websocket.send``."""
+AsgiSend = Callable[[dict[str, Any]], Awaitable[object]]
+"""The server's ASGI ``send`` (as the host's middleware wrapped it)."""
 
 _Coroutine = types.CoroutineType
 READY: Any = object()
@@ -101,6 +103,8 @@ class Writer:
         encode: with it, each wake sends ``encode(frames)`` of everything queued.
         context: the context the writer's task runs in (see :mod:`livepanel.writer`);
             without it every round wakes the task.
+        asgi_send: the server's ``send``, when ``send(text)`` is a ``websocket.send`` of
+            ``text`` through it: a round then makes that message itself.
 
     Example, what :meth:`Connection.write <livepanel.connection.Connection.write>` does::
 
@@ -109,6 +113,7 @@ class Writer:
     """
 
     __slots__ = (
+        "_asgi",
         "_context",
         "_counters",
         "_encode",
@@ -134,6 +139,7 @@ class Writer:
         *,
         encode: Callable[[list[Frame]], str] | None = None,
         context: contextvars.Context | None = None,
+        asgi_send: AsgiSend | None = None,
     ) -> None:
         self.conn = conn
         self._loop = conn.loop
@@ -141,6 +147,8 @@ class Writer:
         self._pop = conn.outbox.pop
         self._counters = counters
         self.send = send
+        # with it, one frame is one websocket.send, made here: a call less than send(text)
+        self._asgi = asgi_send if encode is None else None
         self._heartbeat = heartbeat_interval
         self._encode = encode
         # what lets a round write as this task: its context, once run() is its task's body
@@ -192,11 +200,16 @@ class Writer:
                     self._begin(send("\n".join([f.text for f in frames])))
             else:
                 pop = self._pop
+                asgi = self._asgi
                 while pending:
                     frame = pop()
                     if frame.event is not None:
                         sent += 1
-                    sending: Any = send(frame.text)  # _begin(), inlined: once per frame
+                    if asgi is not None:
+                        sending: Any = asgi({"type": "websocket.send", "text": frame.text})
+                    else:
+                        sending = send(frame.text)
+                    # _begin(), inlined: once per frame
                     if type(sending) is _Coroutine:
                         pump = self._pump or self._new_pump()
                         yielded = pump.send(sending)

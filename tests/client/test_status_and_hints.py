@@ -13,7 +13,7 @@ import pytest
 from wsproto.events import CloseConnection
 
 from livepanel import Broadcaster, LivePanelApp
-from livepanel.client import ConnectionFailed, connect
+from livepanel.client import ConnectionFailed, HandshakeRejected, connect
 from livepanel.client.retry import MAX_HINT, close_hint, hinted_wait, retry_after_header
 from livepanel.client.stream import ClientStream
 from livepanel.client.wire import FrameReceived
@@ -248,6 +248,40 @@ def test_a_429_with_retry_after_is_waited_out_and_not_counted() -> None:
         assert 1.0 <= app.times[2] - app.times[1] <= 1.0 + 0.25 + 1.0
         assert 1.0 <= app.times[3] - app.times[2] <= 1.0 + 0.25 + 1.0
         assert "since=e1%3A1" in app.queries[3] or "since=e1:1" in app.queries[3]
+
+    run(scenario(), timeout=30)
+
+
+def test_a_first_connection_refused_with_a_hint_waits_it_out() -> None:
+    """A worker over its admission rate answers the very first handshake 429 with
+    Retry-After: 1: ``async with connect(...)`` waits about a second and gets in, rather
+    than failing (a 429 without a hint, or past max_retries hints, still fails at once)."""
+    app = HintingApp(["429", "stay"])
+
+    async def scenario() -> None:
+        async with served(app, "uvicorn-websockets") as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            async with connect(url, **{**FAST, "max_retries": 2}) as client:
+                collector = Collector(client)
+                await collector.wait_events(1, timeout=15)
+                assert client.status == "open"
+        assert len(app.times) == 2
+        assert 1.0 <= app.times[1] - app.times[0] <= 1.0 + 0.25 + 1.0
+
+    run(scenario(), timeout=30)
+
+
+def test_a_first_connection_stops_after_max_retries_hints() -> None:
+    app = HintingApp(["429", "429", "429", "stay"])
+
+    async def scenario() -> None:
+        async with served(app, "uvicorn-websockets") as server:
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            with pytest.raises(HandshakeRejected) as refused:
+                async with connect(url, **{**FAST, "max_retries": 1}):
+                    pass
+            assert refused.value.status == 429
+        assert len(app.times) == 2  # the first try and one hinted retry
 
     run(scenario(), timeout=30)
 

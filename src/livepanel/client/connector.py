@@ -130,16 +130,32 @@ class Connector:
     # ------------------------------------------------------------------ opening
 
     async def open_first(self) -> None:
-        """Open the first connection: any failure is final (no retries).
+        """Open the first connection: any failure is final (no retries), except a 429 that
+        says when to come back (a worker over its admission rate): that hint is waited
+        out, with jitter, up to ``max_retries`` times.
 
         Raises:
             AuthenticationError: 401. PermissionDenied: 403.
-            HandshakeRejected: another HTTP refusal.
+            HandshakeRejected: another HTTP refusal, or a 429 without a hint.
             OpenTimeout: no ``welcome`` within ``open_timeout``.
             ConnectionFailed: the server cannot be reached.
         """
         try:
-            await self._open()
+            for hinted in range(self.max_retries + 1):
+                try:
+                    await self._open()
+                    break
+                except HandshakeRejected as exc:
+                    if exc.retry_after is None or hinted == self.max_retries:
+                        raise
+                    delay = hinted_wait(exc.retry_after)
+                    logger.info(
+                        "livepanel: %s: HTTP %d; the server asks to come back in %.1fs",
+                        self.url,
+                        exc.status,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
         except (AuthenticationError, PermissionDenied):
             self._stream.refused()
             raise
