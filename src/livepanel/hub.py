@@ -198,8 +198,9 @@ class Hub:
         self._batchers.events += 1  # the publisher is still publishing: keep lingering
         inbox = self.inbox
         connections = self.connections
-        writers = self._writers.add
-        batchers = self._batchers.add
+        # the rounds' lists themselves: an append per connection, no call of ours
+        writers = self._writers.due.append
+        batchers = self._batchers.due.append
         self._fanning_out = True
         try:
             while inbox:
@@ -226,6 +227,8 @@ class Hub:
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:
             self._fanning_out = False
+            self._writers.schedule()
+            self._batchers.schedule()
         if self._left:
             self._left = False
             self.connections = [c for c in connections if not c.closed]
@@ -260,13 +263,13 @@ class Waker:
 
     __slots__ = (
         "_began",
-        "_due",
         "_handle",
         "_left",
         "_linger",
         "_next",
         "_waking",
         "cap",
+        "due",
         "events",
         "loop",
         "turns",
@@ -276,7 +279,7 @@ class Waker:
         self.loop = loop
         self.turns = turns
         self.cap = cap
-        self._due: list[Connection] = []  # writers for the next round
+        self.due: list[Connection] = []  # writers for the next round (append, then schedule())
         self._waking: list[Connection] = []  # the round being woken, WAKE_CHUNK per turn
         self._next = 0  # the first writer of _waking not woken yet
         # a round is scheduled (a TimerHandle while it lingers) or being woken
@@ -288,8 +291,13 @@ class Waker:
 
     def add(self, conn: Connection) -> None:
         """Wake ``conn``'s writer with the next round."""
-        self._due.append(conn)
+        self.due.append(conn)
         if self._handle is None:
+            self._schedule()
+
+    def schedule(self) -> None:
+        """Make sure a round comes for the writers appended to :attr:`due` directly."""
+        if self.due and self._handle is None:
             self._schedule()
 
     def _schedule(self) -> None:
@@ -322,7 +330,7 @@ class Waker:
             self._handle = self.loop.call_soon(self._tick)
             return
         if not self._waking:  # a round begins: the writers due now; later ones wait for the next
-            self._waking, self._due, self._next = self._due, [], 0
+            self._waking, self.due, self._next = self.due, [], 0
             self._began = self.loop.time()
         waking, start = self._waking, self._next
         end = min(start + WAKE_CHUNK, len(waking))
@@ -338,7 +346,7 @@ class Waker:
             self._handle = self.loop.call_soon(self._measure, self._began)
         else:
             self._handle = None
-            if self._due:
+            if self.due:
                 self._schedule()
 
     def _measure(self, began: float) -> None:
@@ -347,5 +355,5 @@ class Waker:
         # worth of events, so that each writer's wake (a task switch) carries many of them
         self._linger = self.cap if took > self.cap / 10 else took
         self._handle = None  # writers that joined meanwhile linger as long as just measured
-        if self._due:
+        if self.due:
             self._schedule()
