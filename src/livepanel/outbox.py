@@ -161,13 +161,11 @@ class Outbox:
     Args:
         counters: the broadcaster's counters (dropped, conflated, replayed, slow).
         queue_size: how many live events may wait; what happens beyond is ``policy``.
-        policy: ``"disconnect"`` (call ``on_overflow``), ``"drop"`` (lose the oldest
-            live event) or ``"conflate"`` (replace a queued event of the same state
-            entry, else as ``"disconnect"``).
+        policy: ``"disconnect"`` (call ``on_overflow``), ``"drop"`` (lose the oldest live
+            event) or ``"conflate"`` (replace a queued event of its state entry, else disconnect).
         max_bytes: how many bytes of live and control frames may wait; beyond,
             ``on_overflow`` whatever the policy (a replay is not counted).
-        on_overflow: called once the consumer is too slow to keep; it should
-            :meth:`close` the outbox (the connection closes with 1013).
+        on_overflow: called once the consumer is too slow to keep; it should :meth:`close` it.
 
     Example::
 
@@ -221,7 +219,7 @@ class Outbox:
         self._held: list[Frame] = []  # HOLDING: live events waiting aside
         self._skip: Position | None = None  # SKIPPING: the last position the replay covered
         # the events last handed to the writer: a replay never sends one of them again
-        self._sent: deque[Frame] = deque(maxlen=SENT_MEMORY)
+        self._sent: deque[Frame] | None = None  # made by the first event sent: none while idle
         self.live_count = 0  # live events in the queue: what queue_size bounds
         self.controls = 0  # control frames in the queue (pongs, errors): MAX_CONTROL_FRAMES
         self.queued_bytes = 0  # text of live and control frames in the queue: max_bytes
@@ -253,11 +251,8 @@ class Outbox:
     # ------------------------------------------------------------------ filling it
 
     def push(self, frame: Frame) -> bool:
-        """Queue a live event; return whether the parked writer should be told now.
-
-        Never raises. Beyond the bounds the slow-consumer policy decides; while
-        a replay is fetched the event waits aside; once closed it is ignored.
-        """
+        """Queue a live event; return whether the parked writer should be told now. Never
+        raises: beyond the bounds the policy decides; during a replay fetch it waits aside."""
         if (
             self.handover is not _LIVE
             or self.live_count >= self.queue_size
@@ -331,7 +326,7 @@ class Outbox:
         self.handover = Handover.CLOSED
         # nothing replayed any more, no cycle through the connection: freed once dropped
         self._held, self._skip, self._on_overflow = [], None, None
-        self._sent.clear()
+        self._sent = None
         return True
 
     def _overflow(self) -> None:
@@ -462,12 +457,16 @@ class Outbox:
         if frame.live:
             self.live_count -= 1
             self.queued_bytes -= frame.size
-            self._sent.append(frame)
+            (self._sent or self._start_sent()).append(frame)
         else:
             self._dequeued(frame)
             if frame.event is not None:
-                self._sent.append(frame)
+                (self._sent or self._start_sent()).append(frame)
         return frame
+
+    def _start_sent(self) -> deque[Frame]:
+        self._sent = self._sent if self._sent is not None else deque(maxlen=SENT_MEMORY)
+        return self._sent
 
     def newest_sent(self) -> Position | None:
         """The position of the event last handed to the writer (``None``: none yet)."""
@@ -478,10 +477,10 @@ class Outbox:
         frames = list(self.pending)
         self.pending.clear()
         if self.controls:
-            self._sent.extend(frame for frame in frames if frame.event is not None)
+            (self._sent or self._start_sent()).extend(f for f in frames if f.event is not None)
             self._state = None
         else:
-            self._sent.extend(frames)
+            (self._sent or self._start_sent()).extend(frames)
         self.live_count = self.controls = self.queued_bytes = self._replaying = 0
         return frames
 
@@ -499,8 +498,7 @@ class Outbox:
             self._replaying -= 1
 
     def discard(self) -> int:
-        """Drop every queued frame unsent, so that a closed connection frees its memory at
-        once; the counters keep what was queued when it closed. Returns how many went."""
+        """Drop every queued frame unsent (a closed connection frees it at once); how many."""
         dropped = len(self.pending)
         self.pending.clear()
         self._held, self._state = [], None
