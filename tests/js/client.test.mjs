@@ -3,44 +3,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, mock, test } from "node:test";
 
 import { LivePanelClient, connectUrl, probeUrl, splitFrames } from "../../src/livepanel/static/livepanel.js";
-
-class FakeSocket {
-  static instances = [];
-
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = null;
-    this.onmessage = this.onclose = this.onerror = null;
-    FakeSocket.instances.push(this);
-  }
-
-  get since() {
-    return new URL(this.url).searchParams.get("since");
-  }
-
-  send(text) {
-    this.sent.push(JSON.parse(text));
-  }
-
-  close(code, reason) {
-    this.closed = { code, reason };
-  }
-
-  frame(type, payload = {}, id) {
-    const frame = { type, timestamp: "2026-02-21T10:00:00.000Z", payload };
-    if (id !== undefined) frame.id = id;
-    this.onmessage({ data: JSON.stringify(frame) });
-  }
-
-  welcome(lastEventId = "e1:0", heartbeatInterval = 25) {
-    this.frame("welcome", { connectionId: "c", heartbeatInterval, lastEventId, server: "livepanel/test" });
-  }
-
-  drop() {
-    this.onclose({ code: 1006 });
-  }
-}
+import { FakeSocket } from "./fake_socket.mjs";
 
 const latest = () => FakeSocket.instances.at(-1);
 const flush = () => new Promise((resolve) => setImmediate(resolve));

@@ -10,45 +10,7 @@ import {
   parseRetryHint,
   retryHintDelay,
 } from "../../src/livepanel/static/livepanel.js";
-
-class FakeSocket {
-  static instances = [];
-
-  constructor(url) {
-    this.url = url;
-    this.sent = [];
-    this.closed = null;
-    this.onmessage = this.onclose = this.onerror = null;
-    FakeSocket.instances.push(this);
-  }
-
-  get since() {
-    return new URL(this.url).searchParams.get("since");
-  }
-
-  send(text) {
-    this.sent.push(JSON.parse(text));
-  }
-
-  close(code, reason) {
-    this.closed = { code, reason };
-  }
-
-  frame(type, payload = {}, id) {
-    const frame = { type, timestamp: "2026-02-21T10:00:00.000Z", payload };
-    if (id !== undefined) frame.id = id;
-    this.onmessage({ data: JSON.stringify(frame) });
-  }
-
-  welcome(lastEventId = "e1:0") {
-    this.frame("welcome", { connectionId: "c", heartbeatInterval: 25, lastEventId, server: "livepanel/test" });
-  }
-
-  /** The server closes (after accepting): `code` and `reason` as a browser's CloseEvent has them. */
-  serverClose(code, reason = "") {
-    this.onclose({ code, reason, wasClean: true });
-  }
-}
+import { FakeSocket } from "./fake_socket.mjs";
 
 const latest = () => FakeSocket.instances.at(-1);
 const flush = async (rounds = 3) => {
