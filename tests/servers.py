@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from tests.ports import free_port as free_port
+
 SERVERS = ("uvicorn-websockets", "uvicorn-wsproto", "hypercorn")
 
 
@@ -28,12 +30,6 @@ class RunningServer:
     @property
     def ws_url(self) -> str:
         return f"{'wss' if self.scheme == 'https' else 'ws'}://{self.host}:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_listening(port: int, thread: threading.Thread, deadline: float) -> None:

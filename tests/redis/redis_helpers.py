@@ -21,14 +21,9 @@ from redis.retry import Retry
 
 from livepanel import BackendUnavailable, Broadcaster, Event, event_type
 from livepanel.broadcaster import Subscription
+from tests.ports import free_port as free_port
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
