@@ -38,7 +38,7 @@ from livepanel.outbox import (
 )
 from livepanel.protocol import TypeFilter
 from livepanel.receipts import AckMark
-from livepanel.writer import AsgiSend, SendText, Writer, start_task
+from livepanel.writer import AsgiSend, Pump, SendText, Writer, start_task
 
 __all__ = [
     "ABANDON_AFTER",
@@ -128,15 +128,15 @@ class Connection:
         "_membership",
         "_on_close",
         "_started",
-        "_waiter",
         "_writer",
-        "_writing",
         "acks",
         "audiences",
         "batch",
         "close_reason",
         "dashboard",
+        "everything",
         "filter",
+        "flusher",
         "last_event_id",
         "last_sent",
         "loop",
@@ -144,6 +144,7 @@ class Connection:
         "revoked_code",
         "transport",
         "user",
+        "waiter",
     )
 
     def __init__(
@@ -165,7 +166,7 @@ class Connection:
         self._membership = membership
         self._counters = counters
         self.loop = membership.loop
-        self._waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[None] | None = None  # while the writer waits
         self.outbox = Outbox(
             counters,
             queue_size=queue_size,
@@ -174,6 +175,7 @@ class Connection:
             on_overflow=self._too_slow,
         )
         self.filter = TypeFilter()
+        self.everything = True  # the filter lets every type through (the fan-out asks first)
         self.batch = batch
         self.dashboard = dashboard
         self.user = user
@@ -187,7 +189,8 @@ class Connection:
         self._writer: asyncio.Task[object] | None = None  # the task running write(), while it runs
         self._abandon: asyncio.TimerHandle | None = None  # armed once a close is decided
         self._on_close: Callable[[], None] | None = None
-        self._writing: Writer | None = None  # while write() runs
+        # what the hub's round calls flush(now, pump) on: the writer, or this (which wakes it)
+        self.flusher: Writer | Connection = self
         self._started: asyncio.Task[Any] | None = None  # the task start_writer() made
         self._context: contextvars.Context | None = None  # ... and the context it runs in
 
@@ -270,24 +273,17 @@ class Connection:
 
     def wake(self) -> None:
         """Wake the writer if it waits."""
-        waiter = self._waiter
+        waiter = self.waiter
         if waiter is not None:
-            self._waiter = None
+            self.waiter = None
             if not waiter.done():
                 waiter.set_result(None)
 
-    def flush(self, now: float) -> None:
-        """What the hub's round does at ``now`` (``loop.time()``): a parked writer writes
-        what queued at once, as its own task (:meth:`Writer.flush
-        <livepanel.writer.Writer.flush>`), else it is woken."""
-        writing = self._writing
-        if (
-            writing is None
-            or self._waiter is None
-            or self.close_reason is not None
-            or not writing.flush(now)
-        ):
-            self.wake()
+    def flush(self, now: float, pump: Pump) -> None:
+        """What the hub's round does for a connection without a writer that can write as its
+        task (:attr:`flusher`): wake the writer. (One that can is its own :attr:`flusher`:
+        :meth:`Writer.flush <livepanel.writer.Writer.flush>` writes what queued at once.)"""
+        self.wake()
 
     # ------------------------------------------------------------------ subscription
 
@@ -307,10 +303,12 @@ class Connection:
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""
         self.filter = TypeFilter(types)
+        self.everything = self.filter.everything
 
     def hold(self, types: Sequence[str]) -> None:
         """Set the new filter and hold live events back until :meth:`release`."""
         self.filter = TypeFilter(types)
+        self.everything = self.filter.everything
         self.outbox.hold()
 
     def release(
@@ -337,13 +335,13 @@ class Connection:
 
     def park(self) -> asyncio.Future[None]:
         """The writer waits: the future :meth:`wake` resolves (call :meth:`unpark` after)."""
-        waiter = self._waiter = self.loop.create_future()
+        waiter = self.waiter = self.loop.create_future()
         self.outbox.park()
         return waiter
 
     def unpark(self) -> None:
         """The writer stopped waiting (woken or cancelled)."""
-        self._waiter = None
+        self.waiter = None
 
     async def wait(self) -> None:
         """Return once something is queued or the connection is closed."""
@@ -401,11 +399,12 @@ class Connection:
             context=context,
             asgi_send=asgi_send,
         )
-        self._writing = writing
+        if context is not None:  # it can write as its task: the hub's rounds call it
+            self.flusher = writing
         try:
             return await writing.run()
         finally:
-            self._writing = None
+            self.flusher = self
             self._writer = None
             self._context = None
             if self._abandon is not None:

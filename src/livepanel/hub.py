@@ -14,11 +14,12 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from livepanel.census import Census
 from livepanel.connection import CloseReason, Connection
 from livepanel.outbox import Frame
+from livepanel.writer import Pump
 
 __all__ = ["BATCH_LINGER_MAX", "WAKE_AFTER_TURNS", "WAKE_CHUNK", "Hub", "Waker"]
 
@@ -31,6 +32,14 @@ WAKE_AFTER_TURNS = 1
 WAKE_CHUNK = 256
 """Writers woken per event-loop turn, at most: fewer than CPython's young-generation
 garbage-collection threshold (700), so that a round's wakes never start a collection."""
+
+
+class Flushable(Protocol):
+    """What a round calls: a connection's :attr:`~livepanel.connection.Connection.flusher`."""
+
+    def flush(self, now: float, pump: Pump) -> None:
+        """Write what queued at ``now`` (with the round's ``pump``), or wake the writer."""
+
 
 Resubscribe = Callable[[Connection, tuple[str, ...], "str | None", bool], Awaitable["bool | None"]]
 """The broadcaster's answer to a connection's ``subscribe``: its replay or state."""
@@ -211,19 +220,19 @@ class Hub:
                     kind = event.type
                     if event.audience is None:
                         for conn in connections:
-                            if (
-                                conn.filter.everything or conn.filter.matches(kind)
-                            ) and conn.outbox.push(frame):
-                                (batchers if conn.batch else writers)(conn)
+                            if (conn.everything or conn.filter.matches(kind)) and conn.outbox.push(
+                                frame
+                            ):
+                                (batchers if conn.batch else writers)(conn.flusher)
                         continue
                     # one set intersection per group of connections with the same audiences
                     for audiences, group in self.groups.items():
                         if audiences is None or not event.audience.isdisjoint(audiences):
                             for conn in group:
                                 if (
-                                    conn.filter.everything or conn.filter.matches(kind)
+                                    conn.everything or conn.filter.matches(kind)
                                 ) and conn.outbox.push(frame):
-                                    (batchers if conn.batch else writers)(conn)
+                                    (batchers if conn.batch else writers)(conn.flusher)
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:
             self._fanning_out = False
@@ -258,7 +267,7 @@ class Waker:
     Example::
 
         writers = Waker(asyncio.get_running_loop(), turns=WAKE_AFTER_TURNS)
-        writers.add(conn)  # conn.flush(now) runs with the next round
+        writers.add(conn.flusher)  # its flush(now, pump) runs with the next round
     """
 
     __slots__ = (
@@ -267,6 +276,7 @@ class Waker:
         "_left",
         "_linger",
         "_next",
+        "_pump",
         "_waking",
         "cap",
         "due",
@@ -279,8 +289,9 @@ class Waker:
         self.loop = loop
         self.turns = turns
         self.cap = cap
-        self.due: list[Connection] = []  # writers for the next round (append, then schedule())
-        self._waking: list[Connection] = []  # the round being woken, WAKE_CHUNK per turn
+        self.due: list[Flushable] = []  # writers for the next round (append, then schedule())
+        self._waking: list[Flushable] = []  # the round being woken, WAKE_CHUNK per turn
+        self._pump = Pump()  # runs the sends of every writer of this loop's rounds
         self._next = 0  # the first writer of _waking not woken yet
         # a round is scheduled (a TimerHandle while it lingers) or being woken
         self._handle: asyncio.Handle | None = None
@@ -289,9 +300,9 @@ class Waker:
         self._began = 0.0  # when the round being woken began
         self.events = 0  # fan-outs on this loop so far (the hub counts them)
 
-    def add(self, conn: Connection) -> None:
-        """Wake ``conn``'s writer with the next round."""
-        self.due.append(conn)
+    def add(self, writer: Flushable) -> None:
+        """Flush ``writer`` with the next round."""
+        self.due.append(writer)
         if self._handle is None:
             self._schedule()
 
@@ -335,8 +346,9 @@ class Waker:
         waking, start = self._waking, self._next
         end = min(start + WAKE_CHUNK, len(waking))
         now = self.loop.time()  # one reading for the chunk's writes: when they were sent
+        pump = self._pump
         for index in range(start, end):
-            waking[index].flush(now)
+            waking[index].flush(now, pump)
         if end < len(waking):
             self._next = end
             self._handle = self.loop.call_soon(self._tick)

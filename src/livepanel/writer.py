@@ -57,6 +57,8 @@ class Writable(Protocol):
     close_reason: CloseReason | None
     last_sent: float
     acks: AckMark | None
+    waiter: asyncio.Future[None] | None
+    """The future the writer waits on, while it waits (``None`` while it writes)."""
 
     def close(self, reason: CloseReason) -> None:
         """Stop queueing; the writer returns ``reason``."""
@@ -74,7 +76,7 @@ class Writable(Protocol):
         """Queue a frame that is not an event (a ``ping``)."""
 
 
-__all__ = ["UNSTARTED", "SendText", "Writable", "Writer", "resume", "start_task"]
+__all__ = ["UNSTARTED", "Pump", "SendText", "Writable", "Writer", "resume", "start_task"]
 
 logger = logging.getLogger("livepanel")
 
@@ -121,8 +123,6 @@ class Writer:
         "_log",
         "_loop",
         "_outbox",
-        "_pop",
-        "_pump",
         "_suspended",
         "_task",
         "_timer",
@@ -144,7 +144,6 @@ class Writer:
         self.conn = conn
         self._loop = conn.loop
         self._outbox = conn.outbox  # a connection's outbox is its own for good
-        self._pop = conn.outbox.pop
         self._counters = counters
         self.send = send
         # with it, one frame is one websocket.send, made here: a call less than send(text)
@@ -157,33 +156,34 @@ class Writer:
         self._timer: asyncio.TimerHandle | None = None
         self._suspended: _Suspended | None = None  # a send begun by flush() that had to wait
         self._log = conn.acks.sent if conn.acks is not None else None  # the lag's record
-        self._pump: Generator[Any, Any, None] | None = None  # runs the sends a round begins
 
     # ------------------------------------------------------------------ from the hub's round
 
-    def flush(self, now: float) -> bool:
-        """Write what queued as the parked writer's task; ``False`` when it cannot here.
+    def flush(self, now: float, pump: Pump) -> None:
+        """Write what queued as the parked writer's task, else wake it.
 
-        Called by the hub's round (a loop callback, where no task runs) for a
-        writer that waits. ``False`` (nothing done) when it has no context,
-        another task is running, or the writer is not parked: then wake it.
+        Called by the hub's round (a loop callback, where no task runs), with the
+        round's ``pump``. The writer is woken instead (it writes itself) when it
+        has no context, is not parked, is closing, or another task is running.
         """
         task = self._task
         context = self._context
-        if task is None or context is None:
-            return False
+        conn = self.conn
+        if task is None or context is None or conn.waiter is None or conn.close_reason is not None:
+            conn.wake()
+            return
         loop = self._loop
         try:
             _enter_task(loop, task)
         except RuntimeError:  # called from inside a task: the task must write itself
-            return False
+            conn.wake()
+            return
         try:
-            context.run(self._write_parked, now)
+            context.run(self._write_parked, now, pump)
         finally:
             _leave_task(loop, task)
-        return True
 
-    def _write_parked(self, now: float) -> None:
+    def _write_parked(self, now: float, pump: Pump) -> None:
         conn = self.conn
         outbox = self._outbox
         pending = outbox.pending
@@ -195,12 +195,13 @@ class Writer:
                 frames = outbox.take()
                 sent = len(frames) - controls
                 if len(frames) == 1:
-                    self._begin(send(frames[0].text))
+                    self._begin(send(frames[0].text), pump)
                 else:
-                    self._begin(send("\n".join([f.text for f in frames])))
+                    self._begin(send("\n".join([f.text for f in frames])), pump)
             else:
-                pop = self._pop
+                pop = outbox.pop
                 asgi = self._asgi
+                steps = pump.steps
                 while pending:
                     frame = pop()
                     if frame.event is not None:
@@ -211,18 +212,18 @@ class Writer:
                         sending = send(frame.text)
                     # _begin(), inlined: once per frame
                     if type(sending) is _Coroutine:
-                        pump = self._pump or self._new_pump()
-                        yielded = pump.send(sending)
+                        yielded = steps.send(sending)
                         if yielded is READY:
                             continue
-                        sending = pump
+                        sending = steps  # it waits: from now on it is this writer's alone
+                        pump.steps = _pump()
                     else:  # not a coroutine (a server's own awaitable): the task awaits it
                         yielded = UNSTARTED
                     self._suspended = (sending, yielded)  # the task finishes it, then the rest
                     conn.wake()
                     break
         except Exception as exc:
-            self._pump = None  # it ended with the send that raised
+            pump.steps = _pump()  # the round's pump ended with the send that raised
             conn.close(self._failed(exc))
         self._counters.delivered += sent
         conn.last_sent = now
@@ -235,14 +236,15 @@ class Writer:
             else:
                 outbox.parked = True  # still parked: the next event tells the hub again
 
-    def _begin(self, sending: Awaitable[object]) -> bool:
+    def _begin(self, sending: Awaitable[object], pump: Pump) -> bool:
         """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
         if type(sending) is _Coroutine:
-            pump = self._pump or self._new_pump()
-            yielded = pump.send(sending)
+            steps = pump.steps
+            yielded = steps.send(sending)
             if yielded is READY:
                 return False
-            self._suspended = (pump, yielded)
+            self._suspended = (steps, yielded)
+            pump.steps = _pump()  # that one waits, for this writer alone
         else:  # not a coroutine (a server's own awaitable): the task awaits it
             self._suspended = (sending, UNSTARTED)
         self.conn.wake()
@@ -323,11 +325,6 @@ class Writer:
             if self._timer is not None:
                 self._timer.cancel()
 
-    def _new_pump(self) -> Generator[Any, Any, None]:
-        pump = self._pump = _pump()
-        pump.send(None)
-        return pump
-
     def _take_suspended(self) -> _Suspended:
         suspended = self._suspended
         assert suspended is not None
@@ -398,15 +395,40 @@ def resume(
     return None
 
 
-@types.coroutine
 def _pump() -> Generator[Any, Any, None]:
-    """Runs the sends a round begins, each to its end or to its first wait: it yields
-    :data:`READY` once a send returned (no ``StopIteration`` per send, which costs more
-    than the send's own bookkeeping), or what the send waits on, which the writer's task
-    then waits on through :func:`resume`, driving this pump until it is ``READY`` again."""
+    """A new pump's steps, started: ready for its first send."""
+    steps = _steps()
+    steps.send(None)
+    return steps
+
+
+@types.coroutine
+def _steps() -> Generator[Any, Any, None]:
     while True:
         sending = yield READY
         yield from sending
+
+
+class Pump:
+    """Runs the sends a hub's round begins, each to its end or to its first wait.
+
+    Its generator yields :data:`READY` once a send returned (no ``StopIteration``
+    per send, which costs more than the send's own bookkeeping), or what the
+    send waits on. One serves every writer of a round (one per event loop: no
+    generator per connection); a send that has to wait keeps the generator it
+    runs in (the writer's task drives it on through :func:`resume` until it is
+    ``READY``), and the round goes on with a new one.
+
+    Example, what a round does::
+
+        pump = Pump()
+        writer.flush(loop.time(), pump)
+    """
+
+    __slots__ = ("steps",)
+
+    def __init__(self) -> None:
+        self.steps = _pump()
 
 
 def start_task(

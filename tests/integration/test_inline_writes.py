@@ -127,6 +127,27 @@ def test_a_send_that_has_to_wait_is_finished_by_the_connections_task_in_order(
 
 
 @each_server
+def test_sends_that_wait_for_several_connections_of_one_round_keep_each_ones_order(
+    kind: str,
+) -> None:
+    """Five dashboards, every second send of each awaits a pause: in one round several
+    writers' sends stop half-way, each keeps the steps it stopped in and the round goes on
+    for the others; every dashboard gets every event once, in order, in its own task."""
+    broadcaster = Broadcaster()
+    host = Watching(LivePanelApp(broadcaster, auth=admin_only()), wait_every=2)
+    names = [f"user={who}" for who in "abcde"]
+    with run_server(host, kind) as server:
+        publish_and_read(server, broadcaster, names)
+    tasks = set()
+    for name in names:
+        sends = host.seen[name]
+        assert {seen for _, seen in sends} == {name}
+        assert len({task for task, _ in sends}) == 1
+        tasks |= {task for task, _ in sends}
+    assert len(tasks) == len(names)
+
+
+@each_server
 def test_a_middleware_timeout_on_a_send_that_never_completes_ends_that_connection_alone(
     kind: str,
 ) -> None:

@@ -21,7 +21,7 @@ class Writer:
         self.turns = turns
         self.woken_at: int | None = None
 
-    def flush(self, now: float) -> None:
+    def flush(self, now: float, pump: object) -> None:
         self.woken_at = len(self.turns)
 
 
@@ -66,7 +66,7 @@ def test_waking_a_thousand_writers_starts_no_garbage_collection() -> None:
             def __init__(self) -> None:
                 self.future: asyncio.Future[None] = loop.create_future()
 
-            def flush(self, now: float) -> None:
+            def flush(self, now: float, pump: object) -> None:
                 self.future.set_result(None)
 
             async def run(self) -> None:
@@ -150,8 +150,8 @@ def test_writers_that_join_as_a_slow_round_ends_linger_for_the_next_one() -> Non
         waker = Waker(loop, turns=0, cap=1.0)
 
         class Slow(Writer):
-            def flush(self, now: float) -> None:
-                super().flush(now)
+            def flush(self, now: float, pump: object) -> None:
+                super().flush(now, pump)
                 time.sleep(0.15)  # the round's writers take longer than a tenth of the cap
 
         first, second = Slow(turns), Writer(turns)
