@@ -129,6 +129,7 @@ class Connection:
         "_on_close",
         "_started",
         "_writer",
+        "abandoned",
         "acks",
         "audiences",
         "batch",
@@ -188,6 +189,7 @@ class Connection:
         self.last_sent = self.loop.time()
         self._writer: asyncio.Task[object] | None = None  # the task running write(), while it runs
         self._abandon: asyncio.TimerHandle | None = None  # armed once a close is decided
+        self.abandoned = False  # its writer was cancelled, still sending after the close
         self._on_close: Callable[[], None] | None = None
         # what the hub's round calls flush(now, pump) on: the writer, or this (which wakes it)
         self.flusher: Writer | Connection = self
@@ -252,6 +254,7 @@ class Connection:
         writer = self._writer
         if writer is not None and not writer.done():
             logger.info("livepanel: a closed connection's client is not reading; abandoned")
+            self.abandoned = True
             self.outbox.discard()
             writer.cancel()
 

@@ -140,11 +140,12 @@ class Fanout:
                     hub = self._hubs[loop] = Hub(loop, self.head_id, self.census, self.resubscribe)
         return hub
 
-    def release(self, hub: Hub) -> None:
-        """Drop ``hub`` once its last connection left (a loop may close after that)."""
+    def release(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop ``loop``'s hub once its last connection left (a loop may close after that)."""
         with self._lock:
-            if not hub.connections and self._hubs.get(hub.loop) is hub:
-                del self._hubs[hub.loop]
+            hub = self._hubs.get(loop)
+            if hub is not None and not hub.connections:
+                del self._hubs[loop]
 
     def _forget(self, hub: Hub) -> None:
         """Drop the hub of a loop that closed (its connections went with it)."""
