@@ -36,8 +36,8 @@ from livepanel.outbox import (
     Outbox,
     SlowConsumerPolicy,
 )
-from livepanel.protocol import TypeFilter
 from livepanel.receipts import AckMark
+from livepanel.type_filter import shared_filter
 from livepanel.writer import AsgiSend, Pump, SendText, Writer, start_task
 
 __all__ = [
@@ -175,7 +175,7 @@ class Connection:
             max_bytes=max_bytes,
             on_overflow=self._too_slow,
         )
-        self.filter = TypeFilter()
+        self.filter = shared_filter()
         self.everything = True  # the filter lets every type through (the fan-out asks first)
         self.batch = batch
         self.dashboard = dashboard
@@ -305,12 +305,12 @@ class Connection:
 
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""
-        self.filter = TypeFilter(types)
+        self.filter = shared_filter(types)
         self.everything = self.filter.everything
 
     def hold(self, types: Sequence[str]) -> None:
         """Set the new filter and hold live events back until :meth:`release`."""
-        self.filter = TypeFilter(types)
+        self.filter = shared_filter(types)
         self.everything = self.filter.everything
         self.outbox.hold()
 

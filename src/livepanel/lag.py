@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 __all__ = ["DEFAULT_LAG_LIMIT", "RING", "LagReading", "LagSummary", "SentLog", "summarize"]
 
@@ -35,6 +36,9 @@ WORST = 20
 """How many of the connections furthest behind ``Broadcaster.stats()`` lists."""
 
 Position = tuple[str, tuple[int, ...]]
+
+
+_UNMADE: list[Any] = []  # a SentLog's rings before its first write (shared, always empty)
 
 
 class SentLog:
@@ -73,10 +77,11 @@ class SentLog:
     )
 
     def __init__(self) -> None:
-        # made on the first write recorded (a connection that never acks has none)
-        self._positions: list[Position | None] = []  # each write's newest event
-        self._totals: list[int] = []  # events sent in all once that write was made
-        self._sent_at: list[float] = []  # when it was made (the first of merged ones)
+        # made on the first write recorded (a connection that never acks has none): until
+        # then all three are the same empty list, never written to
+        self._positions: list[Position | None] = _UNMADE  # each write's newest event
+        self._totals: list[int] = _UNMADE  # events sent in all once that write was made
+        self._sent_at: list[float] = _UNMADE  # when it was made (the first of merged ones)
         self._first = 0  # the oldest unacknowledged write's slot
         self._count = 0  # unacknowledged writes kept
         self._ack: Position | None = None  # the newest position acknowledged

@@ -11,12 +11,23 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MAX_GLOBS", "MAX_GLOB_LENGTH", "TypeFilter", "check_globs", "type_globs"]
+__all__ = [
+    "MAX_GLOBS",
+    "MAX_GLOB_LENGTH",
+    "SHARED_FILTERS",
+    "TypeFilter",
+    "check_globs",
+    "shared_filter",
+    "type_globs",
+]
 
 MAX_GLOBS = 32
 """Most type globs one ``subscribe`` (or ``?types=``) may hold."""
 MAX_GLOB_LENGTH = 128
 """Most characters of one type glob."""
+
+SHARED_FILTERS = 256
+"""Distinct glob lists whose filter is kept for every connection that subscribes alike."""
 
 _GLOB = re.compile(r"[A-Za-z0-9_.*?-]+")
 
@@ -105,6 +116,33 @@ class TypeFilter:
 
     def __repr__(self) -> str:
         return f"TypeFilter({list(self.globs)!r})"
+
+
+_shared: dict[tuple[str, ...], TypeFilter] = {}
+
+
+def shared_filter(globs: Iterable[str] = ("*",)) -> TypeFilter:
+    """The :class:`TypeFilter` of ``globs``, one for every connection that subscribes alike.
+
+    Dashboards mostly subscribe to the same few lists of types; a filter (its
+    automaton and its cache) costs about half a kilobyte, so connections share
+    it. A filter is never changed once built (its cache only remembers answers),
+    so sharing it across connections and threads is safe. The first
+    :data:`SHARED_FILTERS` distinct lists are kept; a client that sends ever new
+    ones (an attacker) gets a filter of its own each time, as before.
+
+    Example::
+
+        >>> shared_filter(["session.*"]) is shared_filter(["session.*"])
+        True
+    """
+    key = tuple(globs)
+    found = _shared.get(key)
+    if found is None:
+        found = TypeFilter(key)
+        if len(_shared) < SHARED_FILTERS:
+            _shared[key] = found
+    return found
 
 
 def check_globs(value: Any) -> tuple[str, ...]:
