@@ -354,6 +354,7 @@ class Waker:
             self._handle = self.loop.call_soon(self._tick)
             return
         self._waking = []
+        pump.forget()
         if self.cap:  # after these writers wrote: the round's length, then the next round
             self._handle = self.loop.call_soon(self._measure, self._began)
         else:

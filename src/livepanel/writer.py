@@ -197,7 +197,7 @@ class Writer:
                 if len(frames) == 1:
                     self._begin(send(frames[0].text), pump)
                 else:
-                    self._begin(send("\n".join([f.text for f in frames])), pump)
+                    self._begin(send(pump.joined(frames)), pump)
             else:
                 pop = outbox.pop
                 asgi = self._asgi
@@ -419,16 +419,35 @@ class Pump:
     runs in (the writer's task drives it on through :func:`resume` until it is
     ``READY``), and the round goes on with a new one.
 
+    It also keeps the last batch it joined (:meth:`joined`): batching writers
+    with the same filter queue the same frames, and join them once per round.
+
     Example, what a round does::
 
         pump = Pump()
         writer.flush(loop.time(), pump)
+        pump.forget()  # the round is over
     """
 
-    __slots__ = ("steps",)
+    __slots__ = ("_frames", "_text", "steps")
 
     def __init__(self) -> None:
         self.steps = _pump()
+        self._frames: list[Frame] = []
+        self._text = ""
+
+    def joined(self, frames: list[Frame]) -> str:
+        """The frames' texts joined by newlines (a ``?batch=1`` frame): made once for every
+        writer of the round that queued the same frames (compared by identity, in C)."""
+        if frames != self._frames:
+            self._frames = frames
+            self._text = "\n".join([frame.text for frame in frames])
+        return self._text
+
+    def forget(self) -> None:
+        """Let go of the last batch (the round is over)."""
+        self._frames = []
+        self._text = ""
 
 
 def start_task(
