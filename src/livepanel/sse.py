@@ -16,7 +16,7 @@ from asgiref.typing import WWWScope
 
 from livepanel.connection import Frame
 
-__all__ = ["SSE_HEADERS", "is_fallback", "sse_chunk", "wants_event_stream"]
+__all__ = ["SSE_HEADERS", "is_fallback", "sse_chunk", "sse_retry", "wants_event_stream"]
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -56,6 +56,18 @@ def is_fallback(scope: WWWScope) -> bool:
     """
     query = (scope.get("query_string") or b"").decode("latin-1")
     return any(key == "fallback" and value == "1" for key, value in parse_qsl(query))
+
+
+def sse_retry(seconds: float) -> str:
+    """The stream's last words when it ends with a hint: a ``retry:`` field (milliseconds,
+    digits only, as the field wants) that tells the client when to reconnect.
+
+    Example::
+
+        >>> sse_retry(2.349)
+        'retry: 2349\\n\\n'
+    """
+    return f"retry: {max(0, round(seconds * 1000))}\n\n"
 
 
 def sse_chunk(frames: Sequence[Frame]) -> str:

@@ -52,7 +52,7 @@ from livepanel.refusals import Refusals, cors_headers, retry_reason
 from livepanel.schema.fingerprint import current_fingerprint
 from livepanel.settings import EndpointSettings
 from livepanel.slots import ConnectionSlots, Slot
-from livepanel.sse import SSE_HEADERS, sse_chunk
+from livepanel.sse import SSE_HEADERS, sse_chunk, sse_retry
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -124,8 +124,9 @@ class Transport(Protocol):
         """Handle what the client sends until it leaves or must be closed."""
         ...
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """End the connection with ``code`` and ``reason``; best effort."""
+    async def close(self, code: int, retry_after: float | None = None) -> None:
+        """End the connection with ``code``; with ``retry_after``, say when to come back (a
+        worker shutting down spreads its clients' returns); best effort."""
         ...
 
     async def refuse(self, denial: Denial) -> None:
@@ -198,7 +199,7 @@ async def carry(
             code = conn.revoked_code if reason is CloseReason.REVOKED else _CLOSE_CODES.get(reason)
             if code is not None:
                 wait = slots.farewell(conn)  # a shutdown says when to come back
-                await transport.close(code, "" if wait is None else retry_reason(wait))
+                await transport.close(code, wait)
         finally:
             reader.cancel()
             try:
@@ -333,8 +334,9 @@ class WebSocketTransport(_Request):
                 elif isinstance(action, Ack) and conn.acks is not None:
                     conn.acks.record(action.id)  # what receipts count
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """``websocket.close`` with ``code`` and ``reason``."""
+    async def close(self, code: int, retry_after: float | None = None) -> None:
+        """``websocket.close`` with ``code``, and ``retry_after=<seconds>`` as its reason."""
+        reason = "" if retry_after is None else retry_reason(retry_after)
         if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: closed slow connection %s (1013)", self.id)
         try:
@@ -409,12 +411,15 @@ class EventStreamTransport(_Request):
                 conn.close(CloseReason.CLIENT_LEFT)
                 return
 
-    async def close(self, code: int, reason: str = "") -> None:
-        """End the stream: the client reconnects with ``Last-Event-ID`` (an event stream has
-        no close reason: the browser's own retry applies)."""
+    async def close(self, code: int, retry_after: float | None = None) -> None:
+        """End the stream: the client reconnects with ``Last-Event-ID``. An event stream
+        has no close code; ``retry_after`` goes out as the stream's ``retry:`` field (in
+        milliseconds), which an ``EventSource`` waits before it reconnects, as
+        ``livepanel.js`` does."""
         if code == CLOSE_TRY_AGAIN_LATER:
             logger.info("livepanel: ended slow event stream %s", self.id)
-        end = {"type": "http.response.body", "body": b"", "more_body": False}
+        body = b"" if retry_after is None else sse_retry(retry_after).encode()
+        end = {"type": "http.response.body", "body": body, "more_body": False}
         try:
             await asyncio.wait_for(self.send(end), CLOSE_TIMEOUT)
         except (Exception, asyncio.TimeoutError):  # a stalled or vanished client

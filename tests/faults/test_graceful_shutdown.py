@@ -16,10 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -59,6 +61,48 @@ def clients(stack: ExitStack, server: ServerProcess, count: int) -> list[ClientC
         expect_welcome(ws)
         opened.append(ws)
     return opened
+
+
+def stream_until_end(stream: Iterator[str]) -> list[str]:
+    """The lines still to come of an event stream, to its end (the server ended it)."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if len(lines) > 1000:
+            raise AssertionError("the stream did not end")
+    return lines
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-websockets-sansio", "hypercorn-0"])
+def test_sigterm_ends_event_streams_each_with_a_retry_field_spread_over_the_window(
+    kind: str, tmp_path: Path
+) -> None:
+    """An event stream has no close code: on SIGTERM each stream's last words are a
+    ``retry:`` field (milliseconds, what an EventSource waits before it reconnects), the
+    five of them spread over the reconnect window as the WebSocket hints are."""
+    with server_processes([kind], tmp_path) as (server,), ExitStack() as stack:
+        client = stack.enter_context(httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False))
+        streams = []
+        for _ in range(5):
+            request = client.stream("GET", server.ws_url, headers={"Accept": "text/event-stream"})
+            response = stack.enter_context(request)
+            assert response.status_code == 200
+            streams.append(response.iter_lines())
+        welcomes = [next(stream) for stream in streams]
+        assert welcomes == ["event: welcome"] * 5
+        server.signal(signal.SIGTERM)
+        tails = [stream_until_end(stream) for stream in streams]
+        server.wait()
+    retries = [[line for line in tail if line.startswith("retry:")] for tail in tails]
+    assert all(len(found) == 1 for found in retries), retries
+    assert sorted(int(found[0].partition(": ")[2]) for found in retries) == [
+        500,
+        1500,
+        2500,
+        3500,
+        4500,
+    ]
+    assert not tracebacks(server), server.output()
 
 
 @pytest.mark.parametrize("kind", PROMPT)

@@ -471,3 +471,51 @@ test("SSE: a stream answered 429 with Retry-After waits that long, not counted a
   assert.equal(server.streams.length, 2);
   c.close();
 });
+
+test("parser: a retry field with digits only is heard, in milliseconds; anything else is not", () => {
+  const retries = [];
+  const parser = sseParser(null, (ms) => retries.push(ms));
+  parser.push("retry: 2349\n\nretry: -5\n\nretry: 1e9\n\nretry: NaN\n\nretry:\n\nret");
+  parser.push("ry: 17\n\n");
+  assert.deepEqual(retries, [2349, 17]);
+});
+
+test("SSE: a stream that ends with a retry field (a worker shutting down) waits that long, not as an attempt", async () => {
+  const server = new FakeServer();
+  const changes = [];
+  const c = new LivePanelClient("ws://panel.test/ws", { transport: "sse", fetch: server.fetch, random: () => 0 });
+  c.on("status", (change) => changes.push(change));
+  await flush();
+  server.welcome();
+  await flush();
+  server.write("retry: 3250\n\n");
+  server.end();
+  await flush();
+  assert.equal(changes.at(-1).status, "reconnecting");
+  assert.equal(changes.at(-1).retryAfter, 3.25);
+  assert.equal(changes.at(-1).streamRetry, true);
+  assert.equal(changes.at(-1).attempt, 0);
+  mock.timers.tick(3249);
+  await flush();
+  assert.equal(server.streams.length, 1);
+  mock.timers.tick(1);
+  await flush();
+  assert.equal(server.streams.length, 2);
+  c.close();
+});
+
+test("SSE: a hostile retry field is capped like any hint (300 s at most)", async () => {
+  const server = new FakeServer();
+  const changes = [];
+  const c = new LivePanelClient("ws://panel.test/ws", { transport: "sse", fetch: server.fetch, random: () => 0 });
+  c.on("status", (change) => changes.push(change));
+  await flush();
+  server.welcome();
+  await flush();
+  server.write("retry: 99999999999999999999\n\n");
+  server.end();
+  await flush();
+  assert.equal(changes.at(-1).status, "reconnecting");
+  assert.ok(changes.at(-1).retryIn <= 300_000, String(changes.at(-1).retryIn));
+  c.close();
+});

@@ -64,12 +64,14 @@ export interface StatusChange {
   retryIn?: number;
   /**
    * `reconnecting`: the server's retry hint in seconds (a 429's `Retry-After`, a close's
-   * `retry_after=`), capped at 300; `null` for the ordinary backoff. A hinted wait is not a
-   * failed attempt.
+   * `retry_after=`, an ended event stream's `retry:`), capped at 300; `null` for the
+   * ordinary backoff. A hinted wait is not a failed attempt.
    */
   retryAfter?: number | null;
   /** `reconnecting` on a hint: the close code that carried it (1012 restarting, 1013 busy). */
   closeCode?: number;
+  /** `reconnecting` on a hint an event stream gave in its `retry:` field as it ended. */
+  streamRetry?: boolean;
   /** `closed`: `"client"` after close(), `"gave_up"` after the last retry failed. */
   reason?: "client" | "gave_up";
   /**
@@ -239,8 +241,14 @@ export interface SseMessage {
   id: string | null;
   data: string;
 }
-/** An incremental `text/event-stream` parser; `onComment` gets each comment's text (`"ping"`). */
-export function sseParser(onComment?: ((text: string) => void) | null): { push(text: string): SseMessage[] };
+/**
+ * An incremental `text/event-stream` parser; `onComment` gets each comment's text (`"ping"`),
+ * `onRetry` each `retry:` field's milliseconds (digits only, as the field wants).
+ */
+export function sseParser(
+  onComment?: ((text: string) => void) | null,
+  onRetry?: ((milliseconds: number) => void) | null,
+): { push(text: string): SseMessage[] };
 export function probeUrl(wsUrl: string, ticket?: string | null): string;
 /**
  * Where to connect after a probe of `from` was redirected to `to`: `to` as `ws(s):` without a

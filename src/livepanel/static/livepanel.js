@@ -263,7 +263,7 @@ export function shouldFallBack(httpStatus) {
  * no message; `onComment`, when given, is called with each comment's text (`"ping"`).
  * Chunks may split lines and messages anywhere.
  */
-export function sseParser(onComment = null) {
+export function sseParser(onComment = null, onRetry = null) {
   let buffer = "";
   let event = "";
   let id = null;
@@ -295,6 +295,7 @@ export function sseParser(onComment = null) {
         if (field === "event") event = value;
         else if (field === "data") data.push(value);
         else if (field === "id" && !value.includes("\0")) id = value;
+        else if (field === "retry" && /^[0-9]+$/.test(value)) onRetry?.(Number(value)); // ms
       }
       return messages;
     },
@@ -844,6 +845,7 @@ export class LivePanelClient {
     this._eventsOnSocket = 0;
     const current = () => generation === this._generation && !this._stopped;
     let hint = null; // a 429's Retry-After
+    let retry = null; // the stream's `retry:` field (seconds): a worker shutting down says when
     const read = async () => {
       const response = await this._fetch(url, {
         credentials: "same-origin",
@@ -871,10 +873,15 @@ export class LivePanelClient {
       if (!response.ok || !response.body) return; // 503, a proxy's error page: retry
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
-      const parser = sseParser((comment) => {
-        // the stream's heartbeat, handled (and passed on to shared tabs) as a `ping` frame
-        if (comment === "ping" && this._welcome !== null && current()) this._dispatch({ type: "ping", payload: {} });
-      });
+      const parser = sseParser(
+        (comment) => {
+          // the stream's heartbeat, handled (and passed on to shared tabs) as a `ping` frame
+          if (comment === "ping" && this._welcome !== null && current()) this._dispatch({ type: "ping", payload: {} });
+        },
+        (ms) => {
+          retry = ms / 1000;
+        },
+      );
       try {
         for (;;) {
           const { done, value } = await reader.read();
@@ -893,18 +900,20 @@ export class LivePanelClient {
     read()
       .catch(() => {}) // unreachable, aborted or cut off: the same as an end
       .then(() => {
-        if (generation === this._generation && this._stream === controller) this._streamEnded(hint);
+        if (generation !== this._generation || this._stream !== controller) return;
+        if (hint !== null) this._streamEnded(hint, { httpStatus: 429 });
+        else this._streamEnded(retry, { streamRetry: true });
       });
   }
 
-  _streamEnded(hint = null) {
+  _streamEnded(hint = null, detail = {}) {
     // the response said why, so no probe: an ended stream is retried with backoff (or as told)
     this._stream = null;
     this._catchingUp = false;
     this._clearWatchdog();
     this._clearStable();
     if (this._stopped) return;
-    if (hint !== null) this._scheduleHinted(hint, { httpStatus: 429 });
+    if (hint !== null) this._scheduleHinted(hint, detail);
     else this._scheduleReconnect();
   }
 
