@@ -462,15 +462,21 @@ test("SSE: a stream answered 429 with Retry-After waits that long, not counted a
   assert.equal(changes.at(-1).status, "reconnecting");
   assert.equal(changes.at(-1).retryAfter, 4);
   assert.equal(changes.at(-1).httpStatus, 429);
-  assert.equal(changes.at(-1).attempt, 0);
-  mock.timers.tick(3999);
-  await flush();
-  assert.equal(server.streams.length, 1);
-  mock.timers.tick(1);
-  await flush();
-  assert.equal(server.streams.length, 2);
+  await waitsExactly(server, changes, 4000);
   c.close();
 });
+
+/** Not counted as an attempt, the next stream is requested `ms` after the hint, not sooner. */
+async function waitsExactly(server, changes, ms) {
+  assert.equal(changes.at(-1).attempt, 0);
+  const before = server.streams.length;
+  mock.timers.tick(ms - 1);
+  await flush();
+  assert.equal(server.streams.length, before);
+  mock.timers.tick(1);
+  await flush();
+  assert.equal(server.streams.length, before + 1);
+}
 
 test("parser: a retry field with digits only is heard, in milliseconds; anything else is not", () => {
   const retries = [];
@@ -480,7 +486,8 @@ test("parser: a retry field with digits only is heard, in milliseconds; anything
   assert.deepEqual(retries, [2349, 17]);
 });
 
-test("SSE: a stream that ends with a retry field (a worker shutting down) waits that long, not as an attempt", async () => {
+/** An SSE client welcomed on a stream that then ends with `retry: <field>`; its status changes. */
+async function endedWithRetry(field) {
   const server = new FakeServer();
   const changes = [];
   const c = new LivePanelClient("ws://panel.test/ws", { transport: "sse", fetch: server.fetch, random: () => 0 });
@@ -488,34 +495,23 @@ test("SSE: a stream that ends with a retry field (a worker shutting down) waits 
   await flush();
   server.welcome();
   await flush();
-  server.write("retry: 3250\n\n");
+  server.write(`retry: ${field}\n\n`);
   server.end();
   await flush();
   assert.equal(changes.at(-1).status, "reconnecting");
+  return { server, changes, c };
+}
+
+test("SSE: a stream that ends with a retry field (a worker shutting down) waits that long, not as an attempt", async () => {
+  const { server, changes, c } = await endedWithRetry("3250");
   assert.equal(changes.at(-1).retryAfter, 3.25);
   assert.equal(changes.at(-1).streamRetry, true);
-  assert.equal(changes.at(-1).attempt, 0);
-  mock.timers.tick(3249);
-  await flush();
-  assert.equal(server.streams.length, 1);
-  mock.timers.tick(1);
-  await flush();
-  assert.equal(server.streams.length, 2);
+  await waitsExactly(server, changes, 3250);
   c.close();
 });
 
 test("SSE: a hostile retry field is capped like any hint (300 s at most)", async () => {
-  const server = new FakeServer();
-  const changes = [];
-  const c = new LivePanelClient("ws://panel.test/ws", { transport: "sse", fetch: server.fetch, random: () => 0 });
-  c.on("status", (change) => changes.push(change));
-  await flush();
-  server.welcome();
-  await flush();
-  server.write("retry: 99999999999999999999\n\n");
-  server.end();
-  await flush();
-  assert.equal(changes.at(-1).status, "reconnecting");
+  const { changes, c } = await endedWithRetry("99999999999999999999");
   assert.ok(changes.at(-1).retryIn <= 300_000, String(changes.at(-1).retryIn));
   c.close();
 });
