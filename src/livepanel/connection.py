@@ -191,8 +191,11 @@ class Connection:
         self._abandon: asyncio.TimerHandle | None = None  # armed once a close is decided
         self.abandoned = False  # its writer was cancelled, still sending after the close
         self._on_close: Callable[[], None] | None = None
-        # what the hub's round calls flush(now, pump) on: the writer, or this (which wakes it)
-        self.flusher: Writer | Connection = self
+        # what the hub's round calls flush(now, pump) on, while a writer can write as its
+        # task; else the round calls this connection's (which wakes it). Never this
+        # connection itself: a connection referring to itself would wait for the cycle
+        # collector to be freed.
+        self.flusher: Writer | None = None
         self._started: asyncio.Task[Any] | None = None  # the task start_writer() made
         self._context: contextvars.Context | None = None  # ... and the context it runs in
 
@@ -284,7 +287,7 @@ class Connection:
 
     def flush(self, now: float, pump: Pump) -> None:
         """What the hub's round does for a connection without a writer that can write as its
-        task (:attr:`flusher`): wake the writer. (One that can is its own :attr:`flusher`:
+        task (no :attr:`flusher`): wake the writer. (One that can is the :attr:`flusher`:
         :meth:`Writer.flush <livepanel.writer.Writer.flush>` writes what queued at once.)"""
         self.wake()
 
@@ -407,7 +410,7 @@ class Connection:
         try:
             return await writing.run()
         finally:
-            self.flusher = self
+            self.flusher = None
             self._writer = None
             self._context = None
             if self._abandon is not None:

@@ -35,7 +35,8 @@ garbage-collection threshold (700), so that a round's wakes never start a collec
 
 
 class Flushable(Protocol):
-    """What a round calls: a connection's :attr:`~livepanel.connection.Connection.flusher`."""
+    """What a round calls: a connection's :attr:`~livepanel.connection.Connection.flusher`,
+    or the connection itself when it has none."""
 
     def flush(self, now: float, pump: Pump) -> None:
         """Write what queued at ``now`` (with the round's ``pump``), or wake the writer."""
@@ -223,7 +224,7 @@ class Hub:
                             if (conn.everything or conn.filter.matches(kind)) and conn.outbox.push(
                                 frame
                             ):
-                                (batchers if conn.batch else writers)(conn.flusher)
+                                (batchers if conn.batch else writers)(conn.flusher or conn)
                         continue
                     # one set intersection per group of connections with the same audiences
                     for audiences, group in self.groups.items():
@@ -232,7 +233,7 @@ class Hub:
                                 if (
                                     conn.everything or conn.filter.matches(kind)
                                 ) and conn.outbox.push(frame):
-                                    (batchers if conn.batch else writers)(conn.flusher)
+                                    (batchers if conn.batch else writers)(conn.flusher or conn)
                 self.last_id = frames[-1].event.id or self.last_id  # type: ignore[union-attr]
         finally:
             self._fanning_out = False
@@ -267,7 +268,7 @@ class Waker:
     Example::
 
         writers = Waker(asyncio.get_running_loop(), turns=WAKE_AFTER_TURNS)
-        writers.add(conn.flusher)  # its flush(now, pump) runs with the next round
+        writers.add(conn.flusher or conn)  # its flush(now, pump) runs with the next round
     """
 
     __slots__ = (

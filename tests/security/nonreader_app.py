@@ -27,24 +27,50 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+KINDS = (Connection, Outbox)
+_cyclic = 0  # livepanel objects that only the cycle collector could free, since start-up
+
+
+def _collect() -> None:
+    """A collection; the livepanel objects it found in unreachable cycles are counted.
+
+    Every collection keeps what it finds (``DEBUG_SAVEALL``, set at start-up), the
+    automatic ones between two requests too: a cycle cannot slip past by being freed
+    before anyone looked.
+    """
+    global _cyclic
+    gc.collect()
+    _cyclic += sum(1 for o in gc.garbage if isinstance(o, KINDS))
+    gc.set_debug(0)
+    gc.garbage.clear()
+    gc.collect()  # what was kept is still in its cycles: free it for good this time
+    gc.set_debug(gc.DEBUG_SAVEALL)
+
+
 def livepanel_leftovers() -> int:
     """livepanel's per-connection objects still in memory, unreachable ones included (asked
     before any collection): a closed connection must be freed at once, never wait for the
     cycle collector."""
-    kinds = (Connection, Outbox)
-    return sum(1 for o in gc.get_objects() if isinstance(o, kinds))
+    return sum(1 for o in gc.get_objects() if isinstance(o, KINDS))
+
+
+def cyclic() -> int:
+    """livepanel's per-connection objects that sat in a reference cycle, since start-up."""
+    _collect()
+    return _cyclic
 
 
 def measured_rss() -> int:
     """RSS once the cycle collector ran: the ASGI server's own objects may sit in reference
     cycles (hypercorn's per-connection ones do), freed whenever a collection comes, which
     depends on how much the process allocates; livepanel's are counted apart."""
-    gc.collect()
+    _collect()
     return rss_bytes()
 
 
 def create_app() -> Any:
     """The endpoint and the two routes the test drives it with."""
+    gc.set_debug(gc.DEBUG_SAVEALL)  # every collection keeps its finds for _collect()
     broadcaster = Broadcaster(queue_size=16, history=100)
     endpoint = LivePanelApp(broadcaster, auth=admin_only(), max_connections_per_user=1)
 
@@ -63,6 +89,7 @@ def create_app() -> Any:
                 send,
                 {
                     "leftovers": livepanel_leftovers(),
+                    "cyclic": cyclic(),
                     "rss": measured_rss(),
                     "slots": endpoint.connection_count,
                     "connections": stats["connections"],

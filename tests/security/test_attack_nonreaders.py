@@ -133,6 +133,7 @@ def test_attack_a_non_reader_gives_its_slot_and_memory_back_within_seconds(
             timeout=10,
             what="livepanel's connection objects freed (without the cycle collector)",
         )
+        assert numbers(server)["cyclic"] == 0, "a closed connection sat in a reference cycle"
         wait_until(
             lambda: numbers(server)["rss"] <= before * 1.10,
             timeout=10,
