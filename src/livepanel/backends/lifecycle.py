@@ -1,4 +1,5 @@
-"""The named states of a backend's writer and reader task, and the moves between them.
+"""The named states of a backend's writer and reader task, the moves between them, and what
+both tasks share: the settings they read and how they wake those who wait on them.
 
 Redis and PostgreSQL write and read the same way at this level: a writer task
 that is stopped, idle, writing or backing off after a failure, and a reader
@@ -9,10 +10,21 @@ tables below do not allow.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
-__all__ = ["READER_MOVES", "WRITER_MOVES", "ReaderState", "WriterState", "move"]
+__all__ = [
+    "READER_MOVES",
+    "WRITER_MOVES",
+    "BackendSettings",
+    "Finish",
+    "ReaderState",
+    "WriterState",
+    "move",
+    "notify",
+]
 
 
 class WriterState(enum.Enum):
@@ -91,3 +103,41 @@ def move(moves: dict[S, frozenset[S]], current: S, new: S) -> S:
     """
     assert new in moves[current], f"{type(new).__name__}: {current.value} -> {new.value}"
     return new
+
+
+Finish = Callable[[asyncio.Task[None]], Awaitable[None]]
+"""How a backend cancels one of its tasks and waits for it (each says a failure its own way)."""
+
+
+class BackendSettings(Protocol):
+    """What a backend's writer and reader read of its settings: the server in words that hold
+    no password, the seconds a round trip may take, how many events may wait, how many state
+    entries to keep, and the pause after some failures in a row.
+
+    Example::
+
+        settings: BackendSettings = PostgresSettings.check("postgresql://db/app")
+    """
+
+    @property
+    def location(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def state_limit(self) -> int: ...
+    def backoff(self, failures: int) -> float: ...
+
+
+def notify(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake every waiter and forget them.
+
+    Example::
+
+        notify(self._idle_waiters)  # the writer has nothing left to write
+    """
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()

@@ -19,7 +19,7 @@ from livepanel.backends.postgres.schema import create_tables, ensure_epoch, tabl
 from livepanel.backends.postgres.settings import PostgresSettings
 from livepanel.errors import ConfigurationError
 
-__all__ = ["describe_error", "finish", "notify", "open_connection"]
+__all__ = ["describe_error", "finish", "open_connection"]
 
 logger = logging.getLogger("livepanel")
 
@@ -90,19 +90,6 @@ async def finish(task: asyncio.Task[None]) -> None:
         await asyncio.wait({task}, timeout=0.1)
     if task.done() and not task.cancelled() and task.exception() is not None:
         logger.warning("livepanel: a PostgreSQL backend task ended with %r", task.exception())
-
-
-def notify(waiters: list[asyncio.Future[None]]) -> None:
-    """Wake every waiter and forget them.
-
-    Example::
-
-        notify(self._read_waiters)  # the reader moved on
-    """
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-    waiters.clear()
 
 
 async def close_quietly(conn: AsyncConnection[Any] | None) -> None:

@@ -24,13 +24,13 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 
 from livepanel.backends.base import Control, Deliver, ReaderReport
-from livepanel.backends.lifecycle import READER_MOVES, ReaderState, move
+from livepanel.backends.following import FollowingReader
+from livepanel.backends.lifecycle import ReaderState
 from livepanel.backends.postgres.codec import RejectedRow, control_of, decode_row
 from livepanel.backends.postgres.link import (
     close_quietly,
     describe_error,
     finish,
-    notify,
     open_connection,
 )
 from livepanel.backends.postgres.queries import Queries, Seed
@@ -38,7 +38,6 @@ from livepanel.backends.postgres.schema import check_survived, qualified, read_e
 from livepanel.backends.postgres.settings import PostgresSettings
 from livepanel.events import Event
 from livepanel.protocol import make_id
-from livepanel.state import StateFold, StateSnapshot
 
 __all__ = ["Reader", "ReaderState"]
 
@@ -50,7 +49,7 @@ _READ_COUNT = 1000  # rows per read
 _Row = tuple[Any, ...]
 
 
-class Reader:
+class Reader(FollowingReader[PostgresSettings, int]):
     """Delivers the stream's new rows in order, and folds them into the state.
 
     Args:
@@ -65,37 +64,20 @@ class Reader:
         await reader.stop()
     """
 
+    _server = "PostgreSQL"
+    _task_name = "livepanel-postgres-reader"
+    _resume_message = "livepanel: reading %s from PostgreSQL again, after position %d"
+
     def __init__(self, settings: PostgresSettings, queries: Queries) -> None:
-        self.settings = settings
+        super().__init__(settings, finish)
         self.queries = queries
-        self.state = ReaderState.STOPPED
-        self.epoch: str | None = None
-        """The epoch the reader delivers in (``None`` before the first start)."""
         self.position = 0
-        """The newest position read (or the one the reader starts after)."""
         self.position_at: datetime.datetime | None = None
         """When the row at :attr:`position` was committed: how the reader knows it again."""
-        self.fold = StateFold("", limit=settings.state_limit)
-        """The state at the reader's position: seeded at start, then folded."""
-        self.reconnects = 0
         self.rejected_rows = 0
         """Rows skipped because they are not valid events."""
-        self._deliver: Deliver | None = None
-        self._control: Control | None = None
-        self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection[Any] | None = None
-        self._read_waiters: list[asyncio.Future[None]] = []
-        self._last_read_at = time.monotonic()
         self._behind_warned = False
-
-    def _enter(self, state: ReaderState) -> None:
-        self.state = move(READER_MOVES, self.state, state)
-
-    @property
-    def running(self) -> bool:
-        """The reader's task is alive."""
-        task = self._task
-        return task is not None and not task.done()
 
     @property
     def head_id(self) -> str:
@@ -115,25 +97,9 @@ class Reader:
     ) -> None:
         """Deliver what follows ``seeded.head`` from a task on ``loop``, listening on ``conn``
         (already ``LISTEN``-ing)."""
-        self._deliver = deliver
-        self._control = control
-        self.epoch = seeded.epoch
         self.position, self.position_at = seeded.head, seeded.head_at
         self._conn = conn
-        self._enter(ReaderState.READING)
-        self._task = loop.create_task(self._read_forever(), name="livepanel-postgres-reader")
-
-    async def stop(self) -> None:
-        """Stop reading; deliver nothing more."""
-        task = self._task
-        if task is not None:
-            await finish(task)
-        self._task = None
-        self._deliver = None
-        self._control = None
-        conn, self._conn = self._conn, None
-        await close_quietly(conn)
-        self._enter(ReaderState.STOPPED)
+        self._begin(loop, deliver, control, seeded.epoch)
 
     def forget(self) -> None:
         """Let go of a task and a connection whose loop has closed."""
@@ -162,55 +128,28 @@ class Reader:
     async def caught_up(self, written: tuple[str, int] | None, timeout: float) -> None:
         """Wait, at most ``timeout``, until the reader has read ``written`` (this process's
         newest row), so that the state it answers holds what this process wrote."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while written is not None and written[0] == self.epoch:
-            remaining = deadline - loop.time()
-            if self.position >= written[1] or remaining <= 0:
-                break
-            waiter = loop.create_future()
-            self._read_waiters.append(waiter)
-            await asyncio.wait({waiter}, timeout=remaining)
-
-    def snapshot(self) -> StateSnapshot:
-        """The state at the reader's position."""
-        return self.fold.snapshot()
+        await self._wait_for(asyncio.get_running_loop(), written, timeout)
 
     # ------------------------------------------------------------------ the task
 
-    async def _read_forever(self) -> None:
-        failures = 0
-        while True:
-            try:
-                if self.state is ReaderState.RECONNECTING:
-                    self._conn = await self.listen()
-                    self._enter(ReaderState.READING)
-                    failures = 0
-                    self.reconnects += 1
-                    logger.info(
-                        "livepanel: reading %s from PostgreSQL again, after position %d",
-                        self.settings.names.events,
-                        self.position,
-                    )
-                assert self._conn is not None
-                while await self._read_once(self._conn):
-                    pass  # a full page: more may follow at once
-                await self._wait_for_news(self._conn)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.state is ReaderState.READING:
-                    logger.warning(
-                        "livepanel: lost PostgreSQL at %s while reading events (%s); "
-                        "reconnecting with backoff",
-                        self.settings.location,
-                        describe_error(exc),
-                    )
-                    self._enter(ReaderState.RECONNECTING)
-                conn, self._conn = self._conn, None
-                await close_quietly(conn)
-                failures += 1
-                await asyncio.sleep(self.settings.backoff(failures))
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        await close_quietly(conn)
+
+    async def _reconnect(self) -> None:
+        self._conn = await self.listen()
+
+    def _resume_args(self) -> tuple[object, object]:
+        return self.settings.names.events, self.position
+
+    def _say_lost(self, exc: Exception) -> None:
+        self._lost_warning(describe_error(exc))
+
+    async def _read_round(self) -> None:
+        assert self._conn is not None
+        while await self._read_once(self._conn):
+            pass  # a full page: more may follow at once
+        await self._wait_for_news(self._conn)
 
     async def _wait_for_news(self, conn: AsyncConnection[Any]) -> None:
         """Until a notification arrives, or ``poll_interval`` seconds pass without one."""
@@ -285,18 +224,7 @@ class Reader:
                 )
         self.position, self.position_at = int(rows[-1][0]), rows[-1][3]
         self._hand_over(events)
-        notify(self._read_waiters)
-
-    def _hand_over(self, events: list[Event]) -> None:
-        if not events:
-            return
-        self.fold.apply_all(events)
-        deliver = self._deliver
-        if deliver is not None:
-            try:
-                deliver(events)
-            except Exception:
-                logger.exception("livepanel: delivering events from PostgreSQL failed")
+        self._moved_on()
 
     # ------------------------------------------------------------------ epochs
 
@@ -339,15 +267,8 @@ class Reader:
         """Where the reader stands: rows committed that it has not read, and a commit
         holding the stream lock (since its session last changed state: how long it has
         held the stream back; publishers wait behind it)."""
-        running = self.running
-        idle = time.monotonic() - self._last_read_at if running else None
-        status: ReaderReport = {
-            "reachable": False,
-            "running": running,
-            "waiting": False,
-            "lagSeconds": None,
-            "idleSeconds": idle,
-        }
+        status = self._report()
+        idle = status["idleSeconds"]
         names = self.settings.names
         classid, objid = names.lock_parts()
 

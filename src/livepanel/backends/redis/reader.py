@@ -22,7 +22,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from livepanel.backends.base import Control, Deliver, ReaderReport
-from livepanel.backends.lifecycle import READER_MOVES, ReaderState, move
+from livepanel.backends.following import FollowingReader
+from livepanel.backends.lifecycle import ReaderState
 from livepanel.backends.redis.codec import (
     START,
     Position,
@@ -38,10 +39,9 @@ from livepanel.backends.redis.connect import describe_error
 from livepanel.backends.redis.link import Link
 from livepanel.backends.redis.scripts import StreamState
 from livepanel.backends.redis.settings import RedisSettings
-from livepanel.backends.redis.tasks import finish, notify
+from livepanel.backends.redis.tasks import finish
 from livepanel.events import Event
 from livepanel.protocol import make_id
-from livepanel.state import StateFold, StateSnapshot
 
 __all__ = ["Reader", "ReaderState"]
 
@@ -51,7 +51,7 @@ _READ_COUNT = 1000  # entries per XREAD
 _DECODE_SLICE = 100  # entries checked between two turns of the event loop
 
 
-class Reader:
+class Reader(FollowingReader[RedisSettings, Position]):
     """Delivers the stream's new entries in order, and folds them into the state.
 
     Args:
@@ -66,34 +66,18 @@ class Reader:
         await reader.stop()
     """
 
+    _server = "Redis"
+    _task_name = "livepanel-redis-reader"
+    _resume_message = "livepanel: reading %s from Redis again, after %s"
+
     def __init__(self, settings: RedisSettings, link: Link) -> None:
-        self.settings = settings
+        super().__init__(settings, finish)
         self.link = link
-        self.state = ReaderState.STOPPED
-        self.epoch: str | None = None
-        """The epoch the reader delivers in (``None`` before the first start)."""
         self.last_id = START
         """The newest entry read (or the one the reader starts after)."""
-        self.position: Position = (0, 0)
-        self.fold = StateFold("", limit=settings.state_limit)
-        """The state at the reader's position: seeded from Redis at start, then folded."""
-        self.reconnects = 0
+        self.position = (0, 0)
         self.rejected_entries = 0
         """Entries skipped because they are not valid events."""
-        self._deliver: Deliver | None = None
-        self._control: Control | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._read_waiters: list[asyncio.Future[None]] = []  # state(): the reader moved on
-        self._last_read_at = time.monotonic()  # when an XREAD last returned (health)
-
-    def _enter(self, state: ReaderState) -> None:
-        self.state = move(READER_MOVES, self.state, state)
-
-    @property
-    def running(self) -> bool:
-        """The reader's task is alive."""
-        task = self._task
-        return task is not None and not task.done()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,22 +90,8 @@ class Reader:
         after: str,
     ) -> None:
         """Deliver from the entry after ``after`` in ``epoch`` on, from a task on ``loop``."""
-        self._deliver = deliver
-        self._control = control
-        self.epoch = epoch
         self.move_to(after)
-        self._enter(ReaderState.READING)
-        self._task = loop.create_task(self._read_forever(), name="livepanel-redis-reader")
-
-    async def stop(self) -> None:
-        """Stop reading; deliver nothing more."""
-        task = self._task
-        if task is not None:
-            await finish(task)
-        self._task = None
-        self._deliver = None
-        self._control = None
-        self._enter(ReaderState.STOPPED)
+        self._begin(loop, deliver, control, epoch)
 
     def move_to(self, entry_id: str) -> None:
         """Read after ``entry_id`` from now on."""
@@ -138,60 +108,35 @@ class Reader:
     ) -> None:
         """Wait, at most ``timeout``, until the reader has read ``written`` (this process's
         newest entry), so that the state it answers holds what this process wrote."""
-        deadline = loop.time() + timeout
-        while written is not None and written[0] == self.epoch:
-            remaining = deadline - loop.time()
-            if self.position >= written[1] or remaining <= 0:
-                break
-            waiter = loop.create_future()
-            self._read_waiters.append(waiter)
-            await asyncio.wait({waiter}, timeout=remaining)
-
-    def snapshot(self) -> StateSnapshot:
-        """The state at the reader's position."""
-        return self.fold.snapshot()
+        await self._wait_for(loop, written, timeout)
 
     # ------------------------------------------------------------------ the task
 
     async def _read_forever(self) -> None:
-        failures = 0
         self._last_read_at = time.monotonic()
-        while True:
-            try:
-                if self.state is ReaderState.RECONNECTING:
-                    await self._resync()
-                    self._enter(ReaderState.READING)
-                    failures = 0
-                    self.reconnects += 1
-                    logger.info(
-                        "livepanel: reading %s from Redis again, after %s",
-                        self.settings.keys.stream,
-                        self.last_id,
-                    )
-                entries, epoch = await self._read()
-                self._last_read_at = time.monotonic()
-                if epoch != self.epoch:
-                    await self._follow_new_epoch()
-                    continue
-                if not entries:
-                    await self._check_primary()
-                await self._deliver_entries(entries)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self.state is ReaderState.READING:
-                    if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
-                        logger.warning(
-                            "livepanel: lost Redis at %s while reading events (%s); "
-                            "reconnecting with backoff",
-                            self.settings.location,
-                            describe_error(exc),
-                        )
-                    else:
-                        logger.exception("livepanel: the Redis reader failed; restarting it")
-                self._enter(ReaderState.RECONNECTING)
-                failures += 1
-                await asyncio.sleep(self.settings.backoff(failures))
+        await super()._read_forever()
+
+    async def _reconnect(self) -> None:
+        await self._resync()
+
+    def _resume_args(self) -> tuple[object, object]:
+        return self.settings.keys.stream, self.last_id
+
+    def _say_lost(self, exc: Exception) -> None:
+        if isinstance(exc, (RedisError, OSError, asyncio.TimeoutError)):
+            self._lost_warning(describe_error(exc))
+        else:
+            logger.exception("livepanel: the Redis reader failed; restarting it")
+
+    async def _read_round(self) -> None:
+        entries, epoch = await self._read()
+        self._last_read_at = time.monotonic()
+        if epoch != self.epoch:
+            await self._follow_new_epoch()
+            return
+        if not entries:
+            await self._check_primary()
+        await self._deliver_entries(entries)
 
     async def _read(self) -> tuple[list[tuple[str, Any]], str | None]:
         keys = self.settings.keys
@@ -240,14 +185,8 @@ class Reader:
                 continue
             events.append(dataclasses.replace(event, id=make_id(epoch, entry_id)))
         self.move_to(entries[-1][0])
-        self.fold.apply_all(events)
-        notify(self._read_waiters)
-        deliver = self._deliver
-        if events and deliver is not None:
-            try:
-                deliver(events)
-            except Exception:
-                logger.exception("livepanel: delivering events from Redis failed")
+        self._hand_over(events)
+        self._moved_on()
 
     # ------------------------------------------------------------------ epochs
 
@@ -330,15 +269,7 @@ class Reader:
     async def status(self, timeout: float = 2.0) -> ReaderReport:
         """Where the reader stands against the stream, asked of Redis now (see
         :meth:`livepanel.backends.redis.RedisBackend.reader_status`)."""
-        running = self.running
-        idle = time.monotonic() - self._last_read_at if running else None
-        status: ReaderReport = {
-            "reachable": False,
-            "running": running,
-            "waiting": False,
-            "lagSeconds": None,
-            "idleSeconds": idle,
-        }
+        status = self._report()
         client = self.link.client
         if client is None:
             return status

@@ -1,4 +1,4 @@
-"""The Redis backend's tasks: ending one for sure, and waking those who wait on one."""
+"""The Redis backend's tasks: ending one for sure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 from livepanel.backends.redis.connect import describe_error
 
-__all__ = ["finish", "notify"]
+__all__ = ["finish"]
 
 logger = logging.getLogger("livepanel")
 
@@ -28,16 +28,3 @@ async def finish(task: asyncio.Task[None]) -> None:
     error = task.exception() if task.done() and not task.cancelled() else None
     if error is not None:
         logger.warning("livepanel: a Redis backend task ended with %s", describe_error(error))
-
-
-def notify(waiters: list[asyncio.Future[None]]) -> None:
-    """Wake every waiter and forget them.
-
-    Example::
-
-        notify(self._idle_waiters)  # the writer has nothing left to write
-    """
-    for waiter in waiters:
-        if not waiter.done():
-            waiter.set_result(None)
-    waiters.clear()
