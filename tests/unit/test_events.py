@@ -197,6 +197,19 @@ def test_agent_status_last_activity_takes_an_iso_string() -> None:
     assert wire(payload)["lastActivity"] == "2026-02-21T10:00:00.500Z"
 
 
+def test_timestamps_take_a_fraction_of_any_length_on_every_python() -> None:
+    """One digit, nine (Go's RFC 3339 with nanoseconds, cut to microseconds) and a comma:
+    the same instant whatever Python reads them (3.10's own parser takes 3 or 6 digits)."""
+    assert parse_timestamp("2026-02-21T10:00:00.5Z") == datetime(2026, 2, 21, 10, 0, 0, 500000, UTC)
+    nano = parse_timestamp("2026-02-21T10:00:00.123456789Z")
+    assert nano == datetime(2026, 2, 21, 10, 0, 0, 123456, UTC)
+    assert parse_timestamp("2026-02-21 12:00:00,25+02:00") == datetime(
+        2026, 2, 21, 10, 0, 0, 250000, UTC
+    )
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_timestamp("2026-02-21T10:00:00.5 o'clock")
+
+
 def test_agent_status_last_activity_without_offset_is_utc() -> None:
     """A naive last_activity is taken as UTC."""
     payload = AgentStatus("a1", "idle", 0, last_activity=datetime(2026, 2, 21, 10, 0))

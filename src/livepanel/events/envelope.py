@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -33,8 +34,14 @@ def format_timestamp(value: datetime) -> str:
     return as_utc(value).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+_FRACTION = re.compile(r"(\d\d:\d\d:\d\d)[.,](\d+)")
+
+
 def parse_timestamp(value: str) -> datetime:
     """Parse an ISO 8601 date-time; a trailing ``Z`` means UTC, no offset means UTC.
+
+    Fractions of a second may have any number of digits (nanoseconds, as Go's
+    RFC 3339 timestamps carry, are cut to microseconds), on every Python version.
 
     Raises:
         ValueError: the string is not an ISO 8601 date-time.
@@ -49,6 +56,8 @@ def parse_timestamp(value: str) -> datetime:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
+    # Python 3.10 reads only 3 or 6 digits of a fraction: give it 6
+    text = _FRACTION.sub(lambda m: m[1] + "." + (m[2] + "00000")[:6], text, count=1)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
