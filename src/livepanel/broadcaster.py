@@ -521,20 +521,19 @@ def broadcast_event(
     return get_broadcaster().publish(event_or_type, payload, audience=audience)
 
 
+# connection()'s arguments: batch, dashboard, user, audiences, transport, authenticated_at
+_OpenArgs = tuple[bool, bool, "str | None", "Iterable[str] | None", str, "float | None"]
+
+
 class _Opened(AbstractAsyncContextManager[Connection]):
     """What :meth:`Broadcaster.connection` returns: a slotted object rather than a generator
     and its frame, which every open connection keeps (about half a kilobyte less each)."""
 
     __slots__ = ("_args", "_broadcaster", "_conn")
 
-    def __init__(
-        self,
-        broadcaster: Broadcaster,
-        args: tuple[bool, bool, str | None, Iterable[str] | None, str, float | None],
-    ) -> None:
+    def __init__(self, broadcaster: Broadcaster, args: _OpenArgs) -> None:
         self._broadcaster = broadcaster
-        self._args: tuple[bool, bool, str | None, Iterable[str] | None, str, float | None] | None
-        self._args = args
+        self._args: _OpenArgs | None = args
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> Connection:

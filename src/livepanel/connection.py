@@ -175,8 +175,7 @@ class Connection:
             max_bytes=max_bytes,
             on_overflow=self._too_slow,
         )
-        self.filter = shared_filter()
-        self.everything = True  # the filter lets every type through (the fan-out asks first)
+        self._filter_by(("*",))
         self.batch = batch
         self.dashboard = dashboard
         self.user = user
@@ -308,13 +307,15 @@ class Connection:
 
     def set_types(self, types: Sequence[str]) -> None:
         """Replace the type filter (events already queued stay)."""
+        self._filter_by(types)
+
+    def _filter_by(self, types: Sequence[str]) -> None:
         self.filter = shared_filter(types)
-        self.everything = self.filter.everything
+        self.everything = self.filter.everything  # read by the fan-out for every event
 
     def hold(self, types: Sequence[str]) -> None:
         """Set the new filter and hold live events back until :meth:`release`."""
-        self.filter = shared_filter(types)
-        self.everything = self.filter.everything
+        self._filter_by(types)
         self.outbox.hold()
 
     def release(

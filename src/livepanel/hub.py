@@ -304,8 +304,7 @@ class Waker:
     def add(self, writer: Flushable) -> None:
         """Flush ``writer`` with the next round."""
         self.due.append(writer)
-        if self._handle is None:
-            self._schedule()
+        self.schedule()
 
     def schedule(self) -> None:
         """Make sure a round comes for the writers appended to :attr:`due` directly."""

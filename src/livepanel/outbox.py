@@ -465,7 +465,8 @@ class Outbox:
         return frame
 
     def _start_sent(self) -> deque[Frame]:
-        self._sent = self._sent if self._sent is not None else deque(maxlen=SENT_MEMORY)
+        """The memory of sent events, made now (called when there is none, or it is empty)."""
+        self._sent = deque(maxlen=SENT_MEMORY)
         return self._sent
 
     def newest_sent(self) -> Position | None:

@@ -232,24 +232,26 @@ def test_a_close_1012_with_a_hint_is_waited_out_and_not_counted() -> None:
     run(scenario())
 
 
+async def open_and_wait(app: HintingApp, *, max_retries: int, events: int) -> None:
+    """Connect to ``app`` on uvicorn with ``max_retries``, and stay until ``events`` events
+    arrived on a connection that is open."""
+    async with served(app, "uvicorn-websockets") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        async with connect(url, **{**FAST, "max_retries": max_retries}) as client:
+            collector = Collector(client)
+            await collector.wait_events(events, timeout=15)
+            assert client.status == "open"
+
+
 def test_a_429_with_retry_after_is_waited_out_and_not_counted() -> None:
     """Refused twice with 429 and Retry-After: 1 (max_retries=1): the client waits about a
     second each time, then reconnects and resumes."""
     app = HintingApp(["1012", "429", "429", "stay"])
-
-    async def scenario() -> None:
-        async with served(app, "uvicorn-websockets") as server:
-            url = f"ws://127.0.0.1:{server.port}/ws"
-            async with connect(url, **{**FAST, "max_retries": 1}) as client:
-                collector = Collector(client)
-                await collector.wait_events(2, timeout=15)
-                assert client.status == "open"
-        assert len(app.times) == 4
-        assert 1.0 <= app.times[2] - app.times[1] <= 1.0 + 0.25 + 1.0
-        assert 1.0 <= app.times[3] - app.times[2] <= 1.0 + 0.25 + 1.0
-        assert "since=e1%3A1" in app.queries[3] or "since=e1:1" in app.queries[3]
-
-    run(scenario(), timeout=30)
+    run(open_and_wait(app, max_retries=1, events=2), timeout=30)
+    assert len(app.times) == 4
+    assert 1.0 <= app.times[2] - app.times[1] <= 1.0 + 0.25 + 1.0
+    assert 1.0 <= app.times[3] - app.times[2] <= 1.0 + 0.25 + 1.0
+    assert "since=e1%3A1" in app.queries[3] or "since=e1:1" in app.queries[3]
 
 
 def test_a_first_connection_refused_with_a_hint_waits_it_out() -> None:
@@ -257,18 +259,9 @@ def test_a_first_connection_refused_with_a_hint_waits_it_out() -> None:
     Retry-After: 1: ``async with connect(...)`` waits about a second and gets in, rather
     than failing (a 429 without a hint, or past max_retries hints, still fails at once)."""
     app = HintingApp(["429", "stay"])
-
-    async def scenario() -> None:
-        async with served(app, "uvicorn-websockets") as server:
-            url = f"ws://127.0.0.1:{server.port}/ws"
-            async with connect(url, **{**FAST, "max_retries": 2}) as client:
-                collector = Collector(client)
-                await collector.wait_events(1, timeout=15)
-                assert client.status == "open"
-        assert len(app.times) == 2
-        assert 1.0 <= app.times[1] - app.times[0] <= 1.0 + 0.25 + 1.0
-
-    run(scenario(), timeout=30)
+    run(open_and_wait(app, max_retries=2, events=1), timeout=30)
+    assert len(app.times) == 2
+    assert 1.0 <= app.times[1] - app.times[0] <= 1.0 + 0.25 + 1.0
 
 
 def test_a_first_connection_stops_after_max_retries_hints() -> None:
