@@ -20,7 +20,6 @@ See ``docs/concepts.md``.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 
@@ -43,7 +42,9 @@ SlowConsumerPolicy = Literal["disconnect", "drop", "conflate"]
 or ``"conflate"`` (replace a queued event of the same state entry, else close with 1013)."""
 
 SENT_MEMORY = 1024
-"""How many of the events last sent an outbox remembers, so a replay never repeats them."""
+"""How many of the frames last sent an outbox remembers, so a replay never repeats their events."""
+_FORGET_AT = SENT_MEMORY + 256
+"""Frames sent at which the oldest beyond ``SENT_MEMORY`` are forgotten (256 at a time)."""
 MAX_CONTROL_FRAMES = 256
 """Control frames (pongs, errors) that may wait for one client; beyond, it is closed (1013)."""
 
@@ -155,6 +156,12 @@ class Handover(enum.Enum):
 _LIVE = Handover.LIVE  # read on every push: a module global, not an enum attribute look-up
 
 
+def _forget_sent(queue: list[Frame], head: int) -> int:
+    """Forget the frames sent before the last ``SENT_MEMORY`` (once per 256 sent); the new head."""
+    del queue[: head - SENT_MEMORY]
+    return SENT_MEMORY
+
+
 class Outbox:
     """The bounded queue of one consumer, its counters and its replay hand-over.
 
@@ -182,16 +189,16 @@ class Outbox:
         "_held",
         "_on_overflow",
         "_replaying",
-        "_sent",
         "_skip",
         "_state",
         "controls",
         "handover",
+        "head",
         "live_count",
         "max_bytes",
         "parked",
-        "pending",
         "policy",
+        "queue",
         "queue_size",
         "queued_bytes",
         "replayed",
@@ -212,14 +219,13 @@ class Outbox:
         self.policy: SlowConsumerPolicy = policy
         self.max_bytes = max_bytes
         self._on_overflow = on_overflow
-        # the queued frames, oldest first: read them freely, change them only through the
-        # methods (the writer tests it for emptiness on every frame, at C speed)
-        self.pending: deque[Frame] = deque()
+        # the frames last sent (a replay never repeats their events), then from head on those
+        # queued: sending one only moves head. Read both freely; change them through methods.
+        self.queue: list[Frame] = []
+        self.head = 0
         self.handover = Handover.LIVE
         self._held: list[Frame] = []  # HOLDING: live events waiting aside
         self._skip: Position | None = None  # SKIPPING: the last position the replay covered
-        # the events last handed to the writer: a replay never sends one of them again
-        self._sent: deque[Frame] | None = None  # made by the first event sent: none while idle
         self.live_count = 0  # live events in the queue: what queue_size bounds
         self.controls = 0  # control frames in the queue (pongs, errors): MAX_CONTROL_FRAMES
         self.queued_bytes = 0  # text of live and control frames in the queue: max_bytes
@@ -232,11 +238,11 @@ class Outbox:
     # ------------------------------------------------------------------ reading it
 
     def __len__(self) -> int:
-        return len(self.pending)
+        return len(self.queue) - self.head
 
     def __iter__(self) -> Iterator[Frame]:
         """The queued frames, oldest first."""
-        return iter(self.pending)
+        return iter(self.queue[self.head :])
 
     @property
     def replaying(self) -> bool:
@@ -259,7 +265,7 @@ class Outbox:
             or self.queued_bytes >= self.max_bytes
         ):
             return self._push_rare(frame)
-        self.pending.append(frame)
+        self.queue.append(frame)
         self.live_count += 1
         self.queued_bytes += frame.size
         if self.parked:
@@ -288,7 +294,7 @@ class Outbox:
                 self._overflow()
                 return False
             self._drop_oldest_live()
-        self.pending.append(frame)
+        self.queue.append(frame)
         self.live_count += 1
         self.queued_bytes += frame.size
         if self.parked:
@@ -306,7 +312,7 @@ class Outbox:
         if self.controls >= MAX_CONTROL_FRAMES or self.queued_bytes >= self.max_bytes:
             self._overflow()
             return False
-        self.pending.append(Frame(None, text))
+        self.queue.append(Frame(None, text))
         self.controls += 1
         self.queued_bytes += len(text)
         return True
@@ -315,7 +321,7 @@ class Outbox:
         """Queue a ``state`` frame: a control frame, in flight (:attr:`replaying`) until taken."""
         if not self.push_control(text):
             return False
-        self._state = self.pending[-1]
+        self._state = self.queue[-1]
         self.state_bytes += len(text)
         return True
 
@@ -326,7 +332,8 @@ class Outbox:
         self.handover = Handover.CLOSED
         # nothing replayed any more, no cycle through the connection: freed once dropped
         self._held, self._skip, self._on_overflow = [], None, None
-        self._sent = None
+        del self.queue[: self.head]  # what was sent
+        self.head = 0
         return True
 
     def _overflow(self) -> None:
@@ -337,8 +344,9 @@ class Outbox:
 
     def _drop_oldest_live(self) -> None:
         """``slow_consumer="drop"``: lose the oldest live event, never a control frame."""
-        queue = self.pending
-        for index, queued in enumerate(queue):
+        queue = self.queue
+        for index in range(self.head, len(queue)):
+            queued = queue[index]
             if queued.live:
                 del queue[index]
                 self._dequeued(queued)
@@ -350,8 +358,9 @@ class Outbox:
         key = conflation_key(frame.event) if frame.event is not None else None
         if key is None:
             return False
-        queue = self.pending
-        for index, queued in enumerate(queue):
+        queue = self.queue
+        for index in range(self.head, len(queue)):
+            queued = queue[index]
             if queued.live and conflation_key(queued.event) == key:  # type: ignore[arg-type]
                 del queue[index]
                 queue.append(frame)
@@ -367,12 +376,11 @@ class Outbox:
         so do events queued but not sent (the new replay carries them again if retained)."""
         if self.handover is Handover.CLOSED:
             return
-        queue = self.pending
-        held = [frame for frame in queue if frame.event is not None]
+        queue, head = self.queue, self.head
+        held = [frame for frame in queue[head:] if frame.event is not None]
         if held:
-            controls = [frame for frame in queue if frame.event is None]
-            queue.clear()
-            queue.extend(controls)
+            controls = [frame for frame in queue[head:] if frame.event is None]
+            queue[head:] = controls
             self.live_count = self._replaying = 0
             self.queued_bytes = sum(frame.size for frame in controls)
         self._held = held
@@ -404,13 +412,13 @@ class Outbox:
             return False
         start = parse_id(since)
         end = parse_id(replayed[-1].id) if replayed and replayed[-1].id else start
-        if self._sent:
+        if self.head:
             # events after since already handed to the writer are on their way (a
             # subscribe while frames are in flight): the replay sends the others only
-            sent = {frame.event.id for frame in self._sent}  # type: ignore[union-attr]
+            sent = {f.event.id for f in self.queue[: self.head] if f.event is not None}
             replayed = [e for e in replayed if e.id not in sent]
         frames = [Frame(e, text_of(e), live=False) for e in replayed if keep(e)]
-        self.pending.extend(frames)
+        self.queue.extend(frames)
         self._replaying += len(frames)
         self.replayed += len(frames)
         self._counters.replayed += len(frames)
@@ -443,7 +451,7 @@ class Outbox:
         if frame.live:
             self.push(frame)
         else:
-            self.pending.append(frame)
+            self.queue.append(frame)
             self._replaying += 1
 
     # ------------------------------------------------------------------ emptying it
@@ -452,37 +460,36 @@ class Outbox:
         self.parked = True
 
     def pop(self) -> Frame:
-        """Remove and return the oldest queued frame, remembering it if it is an event."""
-        frame = self.pending.popleft()
+        """Remove and return the oldest queued frame, remembering it (``IndexError``: none is)."""
+        head = self.head
+        frame = self.queue[head]
+        self.head = head + 1
         if frame.live:
             self.live_count -= 1
             self.queued_bytes -= frame.size
-            (self._sent or self._start_sent()).append(frame)
         else:
             self._dequeued(frame)
-            if frame.event is not None:
-                (self._sent or self._start_sent()).append(frame)
+        if head >= _FORGET_AT:
+            self.head = _forget_sent(self.queue, head + 1)
         return frame
-
-    def _start_sent(self) -> deque[Frame]:
-        """The memory of sent events, made now (called when there is none, or it is empty)."""
-        self._sent = deque(maxlen=SENT_MEMORY)
-        return self._sent
 
     def newest_sent(self) -> Position | None:
         """The position of the event last handed to the writer (``None``: none yet)."""
-        return self._sent[-1].position if self._sent else None
+        queue = self.queue
+        for index in range(self.head - 1, -1, -1):
+            if queue[index].event is not None:
+                return queue[index].position
+        return None
 
     def take(self) -> list[Frame]:
-        """Remove and return every queued frame, remembering the events among them."""
-        frames = list(self.pending)
-        self.pending.clear()
+        """Remove and return every queued frame, remembering them as sent."""
+        frames = self.queue[self.head :]
+        self.head = len(self.queue)
         if self.controls:
-            (self._sent or self._start_sent()).extend(f for f in frames if f.event is not None)
             self._state = None
-        else:
-            (self._sent or self._start_sent()).extend(frames)
         self.live_count = self.controls = self.queued_bytes = self._replaying = 0
+        if self.head > _FORGET_AT:
+            self.head = _forget_sent(self.queue, self.head)
         return frames
 
     def _dequeued(self, frame: Frame) -> None:
@@ -500,7 +507,7 @@ class Outbox:
 
     def discard(self) -> int:
         """Drop every queued frame unsent (a closed connection frees it at once); how many."""
-        dropped = len(self.pending)
-        self.pending.clear()
+        dropped = len(self)
+        del self.queue[self.head :]
         self._held, self._state = [], None
         return dropped

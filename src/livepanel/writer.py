@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
 import sys
 import types
@@ -121,6 +122,7 @@ class Writer:
         "_encode",
         "_heartbeat",
         "_log",
+        "_lone",
         "_loop",
         "_outbox",
         "_suspended",
@@ -148,6 +150,8 @@ class Writer:
         self.send = send
         # with it, one frame is one websocket.send, made here: a call less than send(text)
         self._asgi = asgi_send if encode is None else None
+        # the same, when calling it runs nothing (an async def): a round's lone frame's send
+        self._lone = self._asgi if inspect.iscoroutinefunction(self._asgi) else None
         self._heartbeat = heartbeat_interval
         self._encode = encode
         # what lets a round write as this task: its context, once run() is its task's body
@@ -178,15 +182,47 @@ class Writer:
         except RuntimeError:  # called from inside a task: the task must write itself
             conn.wake()
             return
+        outbox = self._outbox
+        queue = outbox.queue
         try:
-            context.run(self._write_parked, now, pump)
+            lone = self._lone
+            if lone is not None and outbox.head + 1 == len(queue) and not conn.batch:
+                # one frame (each round at a steady rate): its websocket.send, made here (a
+                # coroutine function runs nothing when called), runs in the task's context
+                frame = outbox.pop()
+                sent = 0 if frame.event is None else 1
+                steps = pump.steps
+                try:
+                    yielded = context.run(
+                        steps.send, lone({"type": "websocket.send", "text": frame.text})
+                    )
+                except Exception as exc:
+                    pump.steps = _pump()  # the round's pump ended with the send that raised
+                    conn.close(self._failed(exc))
+                else:
+                    if yielded is not READY:  # it waits: the task finishes it
+                        self._suspended = (steps, yielded)
+                        pump.steps = _pump()
+                        conn.wake()
+            else:
+                sent = context.run(self._write_parked, pump)
         finally:
             _leave_task(loop, task)
+        self._counters.delivered += sent
+        conn.last_sent = now
+        log = self._log
+        if sent and log is not None and log.acking:  # once per write, never per event
+            log.wrote(sent, outbox.newest_sent(), now)
+        if self._suspended is None and conn.close_reason is None:
+            if outbox.head < len(queue):  # control frames a send queued meanwhile: the task
+                conn.wake()  # writes them
+            else:
+                outbox.parked = True  # still parked: the next event tells the hub again
 
-    def _write_parked(self, now: float, pump: Pump) -> None:
+    def _write_parked(self, pump: Pump) -> int:
+        """:meth:`flush`'s writes when more than one frame queued; returns the events sent."""
         conn = self.conn
         outbox = self._outbox
-        pending = outbox.pending
         send = self.send
         sent = 0
         try:
@@ -199,10 +235,10 @@ class Writer:
                 else:
                     self._begin(send(pump.joined(frames)), pump)
             else:
-                pop = outbox.pop
                 asgi = self._asgi
                 steps = pump.steps
-                while pending:
+                pop, queue = outbox.pop, outbox.queue
+                while outbox.head < len(queue):
                     frame = pop()
                     if frame.event is not None:
                         sent += 1
@@ -225,16 +261,7 @@ class Writer:
         except Exception as exc:
             pump.steps = _pump()  # the round's pump ended with the send that raised
             conn.close(self._failed(exc))
-        self._counters.delivered += sent
-        conn.last_sent = now
-        log = self._log
-        if sent and log is not None and log.acking:  # once per write, never per event
-            log.wrote(sent, outbox.newest_sent(), now)
-        if self._suspended is None and conn.close_reason is None:
-            if pending:  # control frames a send queued meanwhile: the task writes them
-                conn.wake()
-            else:
-                outbox.parked = True  # still parked: the next event tells the hub again
+        return sent
 
     def _begin(self, sending: Awaitable[object], pump: Pump) -> bool:
         """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
@@ -269,13 +296,12 @@ class Writer:
             self._timer = loop.call_later(self._heartbeat, self._beat)
         counters = self._counters
         outbox = conn.outbox
-        pending = outbox.pending
-        pop = outbox.pop
+        pop, queue = outbox.pop, outbox.queue
         send = self.send
         encode = self._encode
         try:
             while True:
-                while not pending and conn.close_reason is None and self._suspended is None:
+                while not outbox and conn.close_reason is None and self._suspended is None:
                     waiter = conn.park()
                     try:
                         await waiter
@@ -289,7 +315,7 @@ class Writer:
                     await resume(*self._take_suspended())
                     continue
                 reason = conn.close_reason
-                if reason is not None and not (reason.flushes_first and pending):
+                if reason is not None and not (reason.flushes_first and outbox):
                     return reason
                 if encode is not None or conn.batch:
                     controls = outbox.controls
@@ -304,7 +330,7 @@ class Writer:
                     counters.delivered += sent
                 else:
                     sent = 0
-                    while pending:
+                    while outbox.head < len(queue):
                         if conn.close_reason is not None and not conn.close_reason.flushes_first:
                             break
                         frame = pop()

@@ -75,16 +75,24 @@ class Watching:
         await self.app(scope, receive, watched)
 
 
-def publish_and_read(server: Any, broadcaster: Broadcaster, names: list[str]) -> list[list[Any]]:
-    """Open a dashboard per name, publish EVENTS one at a time, return what each received."""
-    received: list[list[Any]] = []
+def publish_and_read(
+    server: Any, broadcaster: Broadcaster, names: list[str], *, paced: bool = False
+) -> list[list[Any]]:
+    """Open a dashboard per name, publish EVENTS one at a time, return what each received.
+    ``paced``: each event is read by every dashboard before the next is published (one
+    frame per round, as at a steady rate)."""
+    received: list[list[Any]] = [[] for _ in names]
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(open_ws(server, name, path="/")) for name in names]
         for ws in sockets:
             expect_welcome(ws)
-        published = [broadcaster.publish(killed(n)).id for n in range(EVENTS)]
-        for ws in sockets:
-            received.append([recv_json(ws)["id"] for _ in range(EVENTS)])
+        published = []
+        for n in range(EVENTS):
+            published.append(broadcaster.publish(killed(n)).id)
+            for ids, ws in zip(received, sockets, strict=True) if paced else ():
+                ids.append(recv_json(ws)["id"])
+        for ids, ws in zip(received, sockets, strict=True) if not paced else ():
+            ids.extend(recv_json(ws)["id"] for _ in range(EVENTS))
     assert all(ids == published for ids in received)
     return received
 
@@ -108,6 +116,52 @@ def test_every_send_of_a_connection_runs_in_one_task_of_its_own_and_its_context(
         tasks[name] = {task for task, _ in sends}
         assert len(tasks[name]) == 1, f"{name}'s sends ran in {len(tasks[name])} tasks"
     assert tasks["user=a"] != tasks["user=b"]
+
+
+class PlainWrapper:
+    """A host middleware whose ``send`` is a plain function that returns the server's
+    coroutine: its own code runs when it is *called*, so a round must call it as the
+    connection's task, in its context (only an ``async def`` may be called outside)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.seen: dict[str, list[tuple[int, str]]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        name = scope.get("query_string", b"").decode() or scope["path"]
+        request_name.set(name)
+        calls = self.seen.setdefault(name, [])
+
+        def plain(message: Any) -> Any:
+            if message["type"] == "websocket.send":
+                calls.append((id(asyncio.current_task()), request_name.get()))
+            return send(message)
+
+        await self.app(scope, receive, plain)
+
+
+@needs_311
+@each_server
+def test_a_send_wrapper_that_is_a_plain_function_is_called_in_the_connections_task(
+    kind: str,
+) -> None:
+    """Every call of a plain-function ``send`` wrapper, one frame per round or several,
+    sees the connection's own task and contextvar: never the round's, never none."""
+    broadcaster = Broadcaster()
+    host = PlainWrapper(LivePanelApp(broadcaster, auth=admin_only()))
+    with run_server(host, kind) as server:
+        publish_and_read(server, broadcaster, ["user=a", "user=b"], paced=True)
+        publish_and_read(server, broadcaster, ["user=c", "user=d"])
+    tasks = {}
+    for name in ("user=a", "user=b", "user=c", "user=d"):
+        calls = host.seen[name]
+        assert len(calls) >= EVENTS + 1
+        assert {seen for _, seen in calls} == {name}
+        tasks[name] = {task for task, _ in calls}
+        assert len(tasks[name]) == 1
+    # a and b were open together, then c and d (a task's id may be reused after it ended)
+    assert tasks["user=a"] != tasks["user=b"]
+    assert tasks["user=c"] != tasks["user=d"]
 
 
 @each_server

@@ -13,6 +13,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from livepanel.events import Event
 from livepanel.outbox import (
     MAX_CONTROL_FRAMES,
+    SENT_MEMORY,
     DeliveryCounters,
     Frame,
     Handover,
@@ -153,6 +154,27 @@ def test_a_replay_never_repeats_an_event_already_handed_to_the_writer() -> None:
     outbox.hold()
     outbox.release("e:0", [event(1), event(2)], keep=keep_all)
     assert numbers(outbox.take()) == [2]
+
+
+def test_the_memory_of_sent_frames_keeps_the_newest_and_no_more() -> None:
+    """Sent frames stay in the outbox's list (a replay skips their events) up to SENT_MEMORY
+    and a little slack; older ones are forgotten: a replay repeats only those."""
+    outbox, _, _ = box(queue_size=10)
+    for n in range(1, 5001):
+        assert not outbox.push(live(n))
+        assert numbers([outbox.pop()]) == [n]
+        if n % 7 == 0:  # writers that batch take everything at once
+            assert outbox.push_control('{"type":"pong"}')
+            assert [f.text for f in outbox.take()] == ['{"type":"pong"}']
+    assert len(outbox) == 0
+    assert SENT_MEMORY <= len(outbox.queue) <= SENT_MEMORY + 256
+    assert outbox.newest_sent() == ("e", (5000,))
+    outbox.hold()
+    assert outbox.release("e:3000", [event(n) for n in range(3001, 5001)], keep=keep_all)
+    replayed = numbers(outbox.take())
+    assert replayed  # the oldest were forgotten: sent again, in order, the rest never
+    assert replayed == list(range(3001, 3001 + len(replayed)))
+    assert 5000 - replayed[-1] >= SENT_MEMORY * 6 // 7
 
 
 def test_another_epoch_ends_skipping() -> None:
