@@ -197,13 +197,10 @@ class Writer:
                         steps.send, lone({"type": "websocket.send", "text": frame.text})
                     )
                 except Exception as exc:
-                    pump.steps = _pump()  # the round's pump ended with the send that raised
-                    conn.close(self._failed(exc))
+                    self._round_failed(exc, pump)
                 else:
-                    if yielded is not READY:  # it waits: the task finishes it
-                        self._suspended = (steps, yielded)
-                        pump.steps = _pump()
-                        conn.wake()
+                    if yielded is not READY:
+                        self._hand_over(steps, yielded, pump)
             else:
                 sent = context.run(self._write_parked, pump)
         finally:
@@ -251,31 +248,38 @@ class Writer:
                         yielded = steps.send(sending)
                         if yielded is READY:
                             continue
-                        sending = steps  # it waits: from now on it is this writer's alone
-                        pump.steps = _pump()
-                    else:  # not a coroutine (a server's own awaitable): the task awaits it
-                        yielded = UNSTARTED
-                    self._suspended = (sending, yielded)  # the task finishes it, then the rest
-                    conn.wake()
-                    break
+                        self._hand_over(steps, yielded, pump)
+                    else:
+                        self._hand_over(sending, UNSTARTED, pump)
+                    break  # the task finishes that send, then writes the rest
         except Exception as exc:
-            pump.steps = _pump()  # the round's pump ended with the send that raised
-            conn.close(self._failed(exc))
+            self._round_failed(exc, pump)
         return sent
 
-    def _begin(self, sending: Awaitable[object], pump: Pump) -> bool:
-        """Start ``sending``; ``True`` when it had to wait and was handed to the task."""
+    def _begin(self, sending: Awaitable[object], pump: Pump) -> None:
+        """Start ``sending`` in the round's ``pump``; hand it to the task if it has to wait."""
         if type(sending) is _Coroutine:
             steps = pump.steps
             yielded = steps.send(sending)
-            if yielded is READY:
-                return False
-            self._suspended = (steps, yielded)
-            pump.steps = _pump()  # that one waits, for this writer alone
-        else:  # not a coroutine (a server's own awaitable): the task awaits it
-            self._suspended = (sending, UNSTARTED)
+            if yielded is not READY:
+                self._hand_over(steps, yielded, pump)
+        else:
+            self._hand_over(sending, UNSTARTED, pump)
+
+    def _hand_over(self, sending: Any, yielded: Any, pump: Pump) -> None:
+        """A send a round began has to wait: the writer's task finishes it (:func:`resume`)
+        before it writes anything else. ``sending`` is the pump's generator, which keeps the
+        send (the round goes on with a new one), or with ``yielded`` :data:`UNSTARTED` an
+        awaitable that is not a coroutine (a server's own), which the task awaits whole."""
+        if yielded is not UNSTARTED:
+            pump.steps = _pump()
+        self._suspended = (sending, yielded)
         self.conn.wake()
-        return True
+
+    def _round_failed(self, exc: Exception, pump: Pump) -> None:
+        """A send a round began raised: the pump's generator ended with it; close alone."""
+        pump.steps = _pump()
+        self.conn.close(self._failed(exc))
 
     # ------------------------------------------------------------------ the task
 

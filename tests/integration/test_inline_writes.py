@@ -89,10 +89,12 @@ def publish_and_read(
         published = []
         for n in range(EVENTS):
             published.append(broadcaster.publish(killed(n)).id)
-            for ids, ws in zip(received, sockets, strict=True) if paced else ():
-                ids.append(recv_json(ws)["id"])
-        for ids, ws in zip(received, sockets, strict=True) if not paced else ():
-            ids.extend(recv_json(ws)["id"] for _ in range(EVENTS))
+            if paced:
+                for ids, ws in zip(received, sockets, strict=True):
+                    ids.append(recv_json(ws)["id"])
+        if not paced:
+            for ids, ws in zip(received, sockets, strict=True):
+                ids.extend(recv_json(ws)["id"] for _ in range(EVENTS))
     assert all(ids == published for ids in received)
     return received
 
