@@ -376,7 +376,10 @@ def _run_target_once(
             procs = options.client_procs or default_procs(clients)
             if spec.protocol == "sse":
                 dial = dataclasses.replace(dial, deflate=False)  # no WebSocket, no extension
-            row.update(asyncio.run(drive(dial, clients, events, control_port, options.rate, procs)))
+            driving = drive(
+                dial, clients, events, control_port, options.rate, procs, options.stalled
+            )
+            row.update(asyncio.run(driving))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
         finally:
@@ -598,6 +601,14 @@ def main() -> int:
         help="load client processes sharing the client's core (default: 1 up to 2,000 "
         "connections, one more per 2,000 above); each opens its share and reports",
     )
+    parser.add_argument(
+        "--stalled",
+        type=int,
+        default=0,
+        help="this many more connections stop reading once welcomed (a frozen tab): the "
+        "others' figures show whether a broadcast waits for a stalled client; the run "
+        "ends 5 s after the last arrival, and what the others lost is a result, not a failure",
+    )
     options = parser.parse_args()
 
     if options.report:
@@ -632,9 +643,15 @@ def main() -> int:
 
     if options.client_procs is not None and options.client_procs < 1:
         parser.error("--client-procs must be at least 1")
+    if options.stalled < 0:
+        parser.error("--stalled must not be negative")
+    if options.stalled and (
+        (options.client_procs or 1) > 1 or max(default_procs(n) for n, _, _ in matrix) > 1
+    ):
+        parser.error("--stalled needs the load client in one process (at most 2,000 clients)")
     # every target inherits this process's limit on open files: a server holds N sockets
     # in one process, so the hard limit must allow N (and the client's share) plus a few
-    raise_nofile(max(n for n, _, _ in matrix) + FD_SPARE)
+    raise_nofile(max(n for n, _, _ in matrix) + options.stalled + FD_SPARE)
 
     require = os.environ.get("LIVEPANEL_REQUIRE_BENCH") == "1"
     specs = [SPECS[n] for n in names]
@@ -704,6 +721,7 @@ def main() -> int:
         "rate": options.rate,
         "deflate_offered": options.deflate,
         "client_procs": options.client_procs,
+        "stalled": options.stalled,
         "rows": rows,
         "summary": summary,
     }
@@ -723,7 +741,8 @@ def main() -> int:
         plot(summary, options.plot)
         print(f"plot: {options.plot}")
 
-    failed = [r for r in rows if "error" in r or r.get("lost")]
+    # beside stalled connections, what the others lost is what the run measures
+    failed = [r for r in rows if "error" in r or (r.get("lost") and not options.stalled)]
     if failed or (require and missing):
         for row in failed:
             problem = row.get("error") or f"{row['lost']} lost"

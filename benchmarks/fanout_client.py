@@ -23,6 +23,7 @@ import os
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -402,17 +403,32 @@ class Control:
 # --------------------------------------------------------------------- one process's share
 
 
-async def open_clients(run: Run, dial: Dial, count: int) -> list[Client]:
-    """Open ``count`` connections, 64 at a time, and wait until each is ready (welcomed)."""
+async def open_clients(run: Run, dial: Dial, count: int, rcvbuf: int | None = None) -> list[Client]:
+    """Open ``count`` connections, 64 at a time, and wait until each is ready (welcomed).
+
+    ``rcvbuf``: each socket's receive buffer in bytes, set before it connects (the
+    TCP window follows it); the kernel's default without it.
+    """
     loop = asyncio.get_running_loop()
     conns: list[Client] = []
     gate = asyncio.Semaphore(64)
 
     async def open_one() -> None:
         async with gate:
-            _, client = await loop.create_connection(
-                lambda: Client(run, dial), "127.0.0.1", dial.port
-            )
+            if rcvbuf is None:
+                _, client = await loop.create_connection(
+                    lambda: Client(run, dial), "127.0.0.1", dial.port
+                )
+            else:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                sock.setblocking(False)
+                try:
+                    await loop.sock_connect(sock, ("127.0.0.1", dial.port))
+                except BaseException:
+                    sock.close()
+                    raise
+                _, client = await loop.create_connection(lambda: Client(run, dial), sock=sock)
             conns.append(client)
             await asyncio.wait_for(client.ready, 30)
 
@@ -421,6 +437,21 @@ async def open_clients(run: Run, dial: Dial, count: int) -> list[Client]:
     except BaseException:
         close_all(conns)
         raise
+    return conns
+
+
+STALLED_RCVBUF = 4096
+"""A stalled connection's receive buffer: its window closes after a few KiB, as a frozen
+browser tab's does once the kernel's buffers between it and the server are full."""
+
+
+async def open_stalled(dial: Dial, count: int, events: int) -> list[Client]:
+    """``count`` connections that stop reading once they are ready (welcomed): a client
+    whose tab froze. What the server writes to them piles up in its own buffers."""
+    conns = await open_clients(Run(count, events), dial, count, rcvbuf=STALLED_RCVBUF)
+    for conn in conns:
+        assert conn.transport is not None
+        conn.transport.pause_reading()
     return conns
 
 
@@ -435,15 +466,20 @@ def deadline_after(events: int, clients: int, rate: float) -> float:
     return 60 + events * clients / 5000 + (events / rate if rate else 0)
 
 
-async def receive(run: Run, seconds: float, published: asyncio.Future[Any]) -> None:
+async def receive(
+    run: Run, seconds: float, published: asyncio.Future[Any], stalled: bool = False
+) -> None:
     """Until every connection has every event, or ``seconds`` pass, or the target has
-    published everything and nothing came for 5 s (the rest is lost)."""
+    published everything and nothing came for 5 s (the rest is lost). With ``stalled``
+    connections beside them, also once something came and then nothing for 5 s: the
+    target may never finish publishing (its broadcast waits for a stalled client)."""
     deadline = time.monotonic() + seconds
     quiet = 5.0
     while not run.done.is_set() and time.monotonic() < deadline:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(run.done.wait(), 0.2)
-        if published.done() and time.monotonic_ns() - run.last_arrival > quiet * 1e9:
+        silent = time.monotonic_ns() - run.last_arrival > quiet * 1e9
+        if silent and (published.done() or (stalled and run.last_arrival)):
             break
 
 
@@ -467,11 +503,12 @@ def figures(
     counts: dict[str, Any],
     latencies: list[int],
     started: int,
-    published: int,
+    published: int | None,
     last_arrival: int,
     stats: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
 ) -> dict[str, Any]:
-    """The row's figures from the merged counts, sorted latencies and the server's stats."""
+    """The row's figures from the merged counts, sorted latencies and the server's stats
+    (``published`` is ``None`` when the target never finished publishing)."""
     before, idle, after = stats
     delivered = counts["delivered"]
     expected = clients * events
@@ -492,7 +529,7 @@ def figures(
         "closed_early": counts["closed"],
         "close_codes": counts["close_codes"],
         "seconds": round(elapsed, 4),
-        "publish_seconds": round((published - started) / 1e9, 4),
+        "publish_seconds": None if published is None else round((published - started) / 1e9, 4),
         "msgs_per_s": round(delivered / elapsed, 1),
         "p50_ms": ms(0.50),
         "p99_ms": ms(0.99),
@@ -544,19 +581,24 @@ async def drive(
     control_port: int,
     rate: float = 0.0,
     procs: int = 1,
+    stalled: int = 0,
 ) -> dict[str, Any]:
     """Connect, broadcast, measure: one run against a started target.
 
     ``rate``: events per second the target publishes (0: one per event-loop turn,
     as fast as it can: saturation). ``procs`` > 1 splits the connections over that
-    many worker processes (each on this process's core).
+    many worker processes (each on this process's core). ``stalled``: that many more
+    connections stop reading once welcomed (:func:`open_stalled`; one process only);
+    the figures are the ``clients`` others'.
     """
+    if stalled and procs > 1:
+        raise ValueError("stalled connections need the load client in one process")
     control = Control(*await asyncio.open_connection("127.0.0.1", control_port))
     try:
         before = await control.ask("stats")
         if procs > 1:
             return await _drive_procs(dial, clients, events, control, before, rate, procs)
-        return await _drive_here(dial, clients, events, control, before, rate)
+        return await _drive_here(dial, clients, events, control, before, rate, stalled)
     finally:
         with contextlib.suppress(Exception):
             control.writer.close()
@@ -569,11 +611,14 @@ async def _drive_here(
     control: Control,
     before: dict[str, Any],
     rate: float,
+    stalled: int = 0,
 ) -> dict[str, Any]:
     run = Run(clients, events)
     began = time.monotonic()
     conns = await open_clients(run, dial, clients)
+    stuck: list[Client] = []  # the stalled ones: not counted
     try:
+        stuck = await open_stalled(dial, stalled, events) if stalled else []
         connect_seconds = time.monotonic() - began
         await asyncio.sleep(0.5)  # let the server settle before reading its idle RSS
         idle = await control.ask("stats")
@@ -589,26 +634,46 @@ async def _drive_here(
         gc.collect()
         gc.disable()  # the client's own pauses would show up as server latency
         cpu_before = time.process_time()
-        started = (await control.ask(f"go {clients} {events} {rate}", 90))["started"]
+        everyone = clients + stalled
+        started = (await control.ask(f"go {everyone} {events} {rate}", 90))["started"]
         published_task = asyncio.ensure_future(control.read(600))
-        await receive(run, deadline_after(events, clients, rate), published_task)
+        await receive(run, deadline_after(events, clients, rate), published_task, bool(stalled))
         client_cpu = time.process_time() - cpu_before
         gc.enable()
-        published = (await asyncio.wait_for(published_task, 60))["published"]
         if perf is not None:
             perf.send_signal(signal.SIGINT)
             await asyncio.to_thread(perf.wait, 30)
-        await control.ask("stop", 120)  # ends the server's profile when BENCH_PROFILE is set
-        after = await control.ask("stats")
+        if stalled:
+            await asyncio.wait({published_task}, timeout=5)
+        if stalled and not published_task.done():
+            # the target's publisher waits for a stalled client (and so does its control
+            # connection): what it published is unknown; its stats come over a new one
+            published_task.cancel()
+            published = None
+            after = await _stats_aside(control)
+        else:
+            published = (await asyncio.wait_for(published_task, 60))["published"]
+            await control.ask("stop", 120)  # ends the server's profile with BENCH_PROFILE
+            after = await control.ask("stats")
     finally:
-        close_all(conns)
+        close_all(conns + stuck)
     counts = tally(conns, events)
     counts.update(closed=run.closed, client_cpu_s=client_cpu, connect_s=connect_seconds)
     latencies = sorted(run.latencies)
     stats = (before, idle, after)
     return figures(
         clients, events, counts, latencies, started, published, run.last_arrival, stats
-    ) | {"client_procs": 1}
+    ) | {"client_procs": 1, "stalled": stalled}
+
+
+async def _stats_aside(control: Control) -> dict[str, Any]:
+    """The target's stats over a connection of their own (``control``'s is busy)."""
+    host, port = control.writer.get_extra_info("peername")[:2]
+    aside = Control(*await asyncio.open_connection(host, port))
+    try:
+        return await aside.ask("stats")
+    finally:
+        aside.writer.close()
 
 
 class Worker:

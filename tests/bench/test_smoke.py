@@ -180,3 +180,31 @@ def test_too_low_a_file_limit_fails_before_anything_starts() -> None:
     assert done.returncode != 0
     assert "hard limit (RLIMIT_NOFILE) is 256" in done.stderr, done.stderr
     assert "N=1000" not in done.stdout  # no target was started
+
+
+def test_a_stalled_client_holds_up_a_loop_of_awaited_sends_but_not_livepanel() -> None:
+    """The adversary of a broadcast: one more connection that stops reading once
+    welcomed. livepanel's other connections still get every event, in order; a bare
+    ASGI loop that awaits each ``send`` in turn (what the FastAPI docs' manager does)
+    stops at the stalled client once the buffers between them are full, which shows the
+    stalled connection really stalls. The run counts what the others lost as a result."""
+    data, output = _fanout(
+        *("--stalled", "1", "--targets", "livepanel,asgi-bare"),
+        # 40,000 events of about 200 bytes: more than the kernel's buffers hold on loopback
+        # (up to 4 MiB of send buffer) and the server's transport buffer (64 KiB)
+        *("--clients", "5", "--events", "40000", "--repeat", "1", "--jobs", "2"),
+        timeout=100,
+    )
+    rows = {row["target"]: row for row in data["rows"]}
+    assert set(rows) == {"livepanel", "asgi-bare"}, output
+    for row in rows.values():
+        assert "error" not in row, f"{row['target']}: {row['error']}\n{row.get('log', '')}"
+        assert row["stalled"] == 1
+        assert row["expected"] == 5 * 40_000
+    _delivered_everything(rows["livepanel"])
+    bare = rows["asgi-bare"]
+    assert bare["lost"] > 0, bare
+    assert bare["complete_connections"] == 0, bare
+    assert bare["publish_seconds"] is None, bare  # its publisher never got past the stall
+    assert data["stalled"] == 1
+    assert data["returncode"] == 0, output
