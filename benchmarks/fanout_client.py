@@ -538,6 +538,9 @@ def figures(
         "rss_idle": idle["rss"],
         "rss_per_conn": round((idle["rss"] - before["rss"]) / clients),
         "rss_peak": after["hwm"],
+        # connections the server holds once the run is over (with --stalled: whether it let
+        # the stalled ones go)
+        "connections_after": after.get("connections"),
         "server_cpu_s": round(after["cpu"] - idle["cpu"], 3),
         "server_us_per_msg": round((after["cpu"] - idle["cpu"]) / max(1, delivered) * 1e6, 2),
         # how busy the server's core was from the first publish to the last arrival (at a
